@@ -1,0 +1,11 @@
+//! `imagegen`: everything that produces image bytes for nodeimg.
+//!
+//! The layers, bottom-up: [`block`] (positioned I/O on image files, partition
+//! windows, the copy-on-write overlay), then sources, partition tables and
+//! filesystems built on top of it.
+
+pub mod block;
+pub mod error;
+pub mod fs;
+
+pub use error::{Error, Result};
