@@ -244,3 +244,24 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("short"));
     }
 }
+
+/// An opened image: the source, and for a raw file the file itself (its
+/// holes are a plan provider).
+#[derive(Debug)]
+pub struct Image {
+    pub source: Source,
+    pub sparse_file: Option<std::fs::File>,
+}
+
+/// Opens a raw image file.
+pub fn open(path: &std::path::Path) -> Result<Image> {
+    let dev = imagegen::block::FileDevice::open(path)?;
+    let file = dev
+        .file()
+        .try_clone()
+        .map_err(|e| imagegen::Error::io(path, e))?;
+    Ok(Image {
+        source: Source::Random(Arc::new(dev)),
+        sparse_file: Some(file),
+    })
+}

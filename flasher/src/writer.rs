@@ -29,6 +29,8 @@ const QUEUE: usize = 4;
 pub struct WriteReport {
     /// Bytes written (data and table).
     pub written: u64,
+    /// Wall time from the first write to the end (or the failure).
+    pub seconds: f64,
     /// Outcome: Ok, or the error that stopped this target.
     pub result: Result<()>,
 }
@@ -63,11 +65,16 @@ pub fn write_all(
             let table = &table;
             handles.push(s.spawn(move || {
                 let mut written = 0;
+                let t0 = std::time::Instant::now();
                 let result = write_one(&**t, rx, table, total, i, observer, cancel, &mut written);
                 if result.is_err() {
                     observer.failed(i);
                 }
-                WriteReport { written, result }
+                WriteReport {
+                    written,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    result,
+                }
             }));
         }
         let (htx, hrx) = sync_channel::<Msg>(QUEUE);
@@ -99,7 +106,8 @@ pub fn write_all(
             } else {
                 table_chunks.push(c);
             }
-            senders.iter().any(Option::is_some)
+            // Without targets (plain verification) only the hasher consumes.
+            htx.is_some() && (targets.is_empty() || senders.iter().any(Option::is_some))
         });
         let read = match read {
             Ok(()) if cancel.load(Ordering::Relaxed) => Err(Error::Interrupted {

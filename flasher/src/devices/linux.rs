@@ -75,7 +75,8 @@ pub fn list(roots: &Roots) -> Result<Vec<Disk>> {
         let real_s = real.to_string_lossy();
         let transport = transport_of(&real_s);
         let dev = dir.join("device");
-        let clean = |s: Option<String>| s.filter(|v| !v.is_empty());
+        // Virtio and NVMe report PCI ids ("0x1af4") as vendor: not a name.
+        let clean = |s: Option<String>| s.filter(|v| !v.is_empty() && !v.starts_with("0x"));
         let model = clean(read(&dev.join("model"))).or_else(|| clean(read(&dev.join("name"))));
         let mmc_sd = read(&dev.join("type")).as_deref() == Some("SD");
         let removable = read(&dir.join("removable")).as_deref() == Some("1")

@@ -89,3 +89,76 @@ pub fn is_media_mount(mountpoint: &str) -> bool {
         .any(|p| mountpoint.starts_with(p))
         || mountpoint == "/mnt"
 }
+
+/// Linux roots, with the mount tables replaceable through `NODEIMG_MOUNTINFO`
+/// and `NODEIMG_SWAPS` (used by the integration tests to inject a system disk).
+#[cfg(target_os = "linux")]
+fn roots() -> linux::Roots {
+    let mut r = linux::Roots::default();
+    if let Some(p) = std::env::var_os("NODEIMG_MOUNTINFO") {
+        r.mountinfo = p.into();
+    }
+    if let Some(p) = std::env::var_os("NODEIMG_SWAPS") {
+        r.swaps = p.into();
+    }
+    r
+}
+
+/// Every whole disk of this machine.
+pub fn list() -> crate::Result<Vec<Disk>> {
+    #[cfg(target_os = "linux")]
+    return linux::list(&roots());
+    #[cfg(target_os = "macos")]
+    return macos::list();
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    return Err(crate::Error::system(
+        "listing disks",
+        std::io::Error::from(std::io::ErrorKind::Unsupported),
+    ));
+}
+
+/// The whole disk at `path` (`/dev/sdb`; on macOS `/dev/disk4` or `/dev/rdisk4`).
+pub fn find(path: &std::path::Path) -> crate::Result<Disk> {
+    #[cfg(target_os = "linux")]
+    return linux::find(&roots(), path);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let want = path.to_string_lossy().replace("/dev/rdisk", "/dev/disk");
+        list()?
+            .into_iter()
+            .find(|d| d.path == want)
+            .ok_or_else(|| crate::Error::Refused {
+                device: path.display().to_string(),
+                reason: "it is not a whole disk diskutil knows".into(),
+            })
+    }
+}
+
+/// Unmounts every removable-media mount on `disk` (never a system mount:
+/// the policy has refused such a disk before this is called).
+pub fn unmount(disk: &Disk) -> crate::Result<()> {
+    #[cfg(target_os = "macos")]
+    return macos::unmount_disk(&disk.path);
+    #[cfg(not(target_os = "macos"))]
+    {
+        for m in disk.mounts.iter().filter(|m| !m.system) {
+            if m.mountpoint == "[swap]" {
+                continue;
+            }
+            let c = std::ffi::CString::new(m.mountpoint.as_str()).map_err(|_| {
+                crate::Error::system(
+                    format!("unmounting {}", m.mountpoint),
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                )
+            })?;
+            // SAFETY: c is a valid NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                return Err(crate::Error::system(
+                    format!("unmounting {} from {}", m.mountpoint, m.device),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
