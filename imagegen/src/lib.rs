@@ -7,5 +7,6 @@
 pub mod block;
 pub mod error;
 pub mod fs;
+pub mod layout;
 
 pub use error::{Error, Result};
