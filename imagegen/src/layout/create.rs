@@ -133,9 +133,11 @@ pub fn plan_table(spec: &TableSpec, disk_size: u64) -> Result<PartitionTable> {
                 )))
             }
             PartSize::Bytes(n) => n,
-            PartSize::Rest if start >= last_end => return Err(at(format!(
+            PartSize::Rest if start >= last_end => {
+                return Err(at(format!(
                 "no room left: it would start at byte {start}, the usable area ends at {last_end}"
-            ))),
+            )))
+            }
             PartSize::Rest => last_end - start,
         };
         let end = start.checked_add(size).filter(|&e| e <= last_end);
