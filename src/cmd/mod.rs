@@ -2,6 +2,7 @@
 
 mod devices;
 mod flash;
+mod inspect;
 mod verify;
 
 use clap::Subcommand;
@@ -16,6 +17,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// List disks a card could be written to, and why others are refused.
     Devices(devices::DevicesArgs),
+    /// Show an image's partition table and filesystems.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
@@ -24,5 +27,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Flash(a) => flash::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Devices(a) => devices::run(a),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
