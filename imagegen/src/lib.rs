@@ -7,5 +7,6 @@
 pub mod block;
 pub mod error;
 pub mod fs;
+pub mod tree;
 
 pub use error::{Error, Result};
