@@ -7,6 +7,7 @@
 pub mod block;
 pub mod error;
 pub mod fs;
+pub mod layout;
 pub mod tree;
 
 pub use error::{Error, Result};
