@@ -107,3 +107,32 @@ fn tarball_gives_the_same_tree_as_its_directory() {
     let mount = LoopMount::new(&image, None);
     assert_same_tree(&src, mount.path(), true);
 }
+
+#[test]
+fn compressed_tarballs_give_the_same_bytes_as_the_plain_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_rich_tree(&src, 50);
+    // Sockets have no tar type; the big file would only slow the codecs.
+    std::fs::remove_file(src.join("dev/socket")).unwrap();
+    std::fs::remove_file(src.join("var/big-sparse")).unwrap();
+    let tarball = tmp.path().join("root.tar");
+    make_tarball(&src, &tarball);
+    let opts = options(160 << 20);
+    let plain = tmp.path().join("plain.img");
+    build_file(&mut TarSource::open(&tarball).unwrap(), &opts, &plain).unwrap();
+    e2fsck_clean(&plain);
+    for (tool, ext) in [("gzip", "gz"), ("xz", "xz"), ("zstd", "zst")] {
+        let packed = tmp.path().join(format!("root.tar.{ext}"));
+        let bytes = std::process::Command::new(tool)
+            .args(["-c", "-1"])
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        assert!(bytes.status.success(), "{tool}");
+        std::fs::write(&packed, bytes.stdout).unwrap();
+        let image = tmp.path().join(format!("{ext}.img"));
+        build_file(&mut TarSource::open(&packed).unwrap(), &opts, &image).unwrap();
+        assert_eq!(sha256(&image), sha256(&plain), "{tool}");
+    }
+}

@@ -8,6 +8,8 @@ pub mod block;
 pub mod error;
 pub mod fs;
 pub mod layout;
+pub mod sink;
+pub mod source;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@
 
 use super::{normalize_path, DataMap, Entry, EntryKind, InodeFlags, TreeSource, Visitor};
 use crate::fs::Timestamp;
+use crate::source::ImageSource;
 use crate::{Error, Result};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -42,54 +43,20 @@ impl TarSource {
         }
     }
 
-    /// An uncompressed tarball file.
+    /// A tarball file, plain or gzip-, xz- or zstd-compressed (recognised
+    /// by its magic bytes through [`ImageSource`]).
     pub fn open(path: &Path) -> Result<TarSource> {
         let path: PathBuf = path.to_path_buf();
-        let mut magic = [0u8; 6];
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let n = read_up_to(&mut file, &mut magic).map_err(|e| Error::io(&path, e))?;
-        if let Some(format) = compression_name(&magic[..n]) {
-            return Err(Error::unsupported(
-                "tarball compression",
-                format!(
-                    "{}: is {format}-compressed; decompress it first",
-                    path.display()
-                ),
-            ));
-        }
+        // Open once now so a missing file is reported before any work.
+        ImageSource::open(&path)?;
         let opener_path = path.clone();
         Ok(TarSource::from_opener(
             path.display().to_string(),
             Box::new(move || {
-                let file =
-                    std::fs::File::open(&opener_path).map_err(|e| Error::io(&opener_path, e))?;
-                Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)) as Box<dyn Read>)
+                let stream = ImageSource::open(&opener_path)?;
+                Ok(Box::new(io::BufReader::with_capacity(1 << 20, stream)) as Box<dyn Read>)
             }),
         ))
-    }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// The compression a file starts with, by magic bytes.
-fn compression_name(magic: &[u8]) -> Option<&'static str> {
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz")
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else {
-        None
     }
 }
 
