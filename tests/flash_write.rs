@@ -35,10 +35,20 @@ fn raw_sparse_image_is_written_sparsely_and_verified() {
     let img = fixture_image(dir.path());
     let img = img.to_str().unwrap();
     let card = Loop::over_new_file(dir.path(), "card", 64 << 20, 0xa5, 64 << 20);
-    let err = flash_ok(&["flash", img, "--device", &card.dev, "--allow-fixed", "--yes"]);
+    let err = flash_ok(&[
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--yes",
+    ]);
     assert!(err.contains("verification ok"), "{err}");
     let written = assert_planned_ranges_match(img, img, &[], &card.dev);
-    assert!(written < 20 << 20, "sparse: only {written} of 40 MiB planned");
+    assert!(
+        written < 20 << 20,
+        "sparse: only {written} of 40 MiB planned"
+    );
     // Skipped ranges kept the card's old bytes: the plan really skipped them.
     assert!(card.read(30 << 20, 4096).iter().all(|&b| b == 0xa5));
     check_filesystems(&card.dev);
@@ -53,9 +63,20 @@ fn compressed_images_are_streamed() {
     sh("xz", &["-k", "-T2", img_s]);
     for ext in ["zst", "xz"] {
         let compressed = format!("{img_s}.{ext}");
-        let card = Loop::over_new_file(dir.path(), &format!("card-{ext}"), 48 << 20, 0x5a, 48 << 20);
-        flash_ok(&["flash", &compressed, "--device", &card.dev, "--allow-fixed", "--yes"]);
-        assert!(cmp_range(img_s, &card.dev, 0, 40 << 20), "{ext}: card differs");
+        let card =
+            Loop::over_new_file(dir.path(), &format!("card-{ext}"), 48 << 20, 0x5a, 48 << 20);
+        flash_ok(&[
+            "flash",
+            &compressed,
+            "--device",
+            &card.dev,
+            "--allow-fixed",
+            "--yes",
+        ]);
+        assert!(
+            cmp_range(img_s, &card.dev, 0, 40 << 20),
+            "{ext}: card differs"
+        );
         check_filesystems(&card.dev);
         let v = nodeimg(&["verify", &compressed, "--device", &card.dev]);
         assert!(v.status.success(), "verify {ext}: {}", stderr(&v));
@@ -73,7 +94,16 @@ fn bmap_limits_the_write_to_mapped_blocks() {
     for source in [img_s.to_string(), format!("{img_s}.zst")] {
         let card = Loop::over_new_file(dir.path(), "card", 48 << 20, 0xa5, 48 << 20);
         let b = bmap.to_str().unwrap();
-        flash_ok(&["flash", &source, "--bmap", b, "--device", &card.dev, "--allow-fixed", "--yes"]);
+        flash_ok(&[
+            "flash",
+            &source,
+            "--bmap",
+            b,
+            "--device",
+            &card.dev,
+            "--allow-fixed",
+            "--yes",
+        ]);
         let written = assert_planned_ranges_match(&source, img_s, &["--bmap", b], &card.dev);
         assert!(written < 20 << 20, "bmap: {written} bytes planned");
         assert!(card.read(30 << 20, 4096).iter().all(|&b| b == 0xa5));
@@ -90,15 +120,27 @@ fn two_cards_are_written_from_one_read_with_a_json_summary() {
     let a = Loop::over_new_file(dir.path(), "a", 48 << 20, 0, 0);
     let b = Loop::over_new_file(dir.path(), "b", 64 << 20, 0xff, 1 << 20);
     let out = nodeimg(&[
-        "flash", img, "--device", &a.dev, "--device", &b.dev, "--allow-fixed", "--yes", "--json",
+        "flash",
+        img,
+        "--device",
+        &a.dev,
+        "--device",
+        &b.dev,
+        "--allow-fixed",
+        "--yes",
+        "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(lines.iter().any(|l| l["event"] == "progress" && l["phase"] == "write"));
-    assert!(lines.iter().any(|l| l["event"] == "progress" && l["phase"] == "verify"));
+    assert!(lines
+        .iter()
+        .any(|l| l["event"] == "progress" && l["phase"] == "write"));
+    assert!(lines
+        .iter()
+        .any(|l| l["event"] == "progress" && l["phase"] == "verify"));
     let summary = lines.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["ok"], true);

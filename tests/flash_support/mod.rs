@@ -99,23 +99,37 @@ impl Mounted {
         std::fs::create_dir_all(dir).unwrap();
         sh(
             "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
         );
-        Mounted { dir: dir.to_path_buf() }
+        Mounted {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// `dev` mounted at `dir` with `opts`.
     pub fn device(dev: &str, dir: &Path, opts: &str) -> Mounted {
         std::fs::create_dir_all(dir).unwrap();
         sh("mount", &["-o", opts, dev, dir.to_str().unwrap()]);
-        Mounted { dir: dir.to_path_buf() }
+        Mounted {
+            dir: dir.to_path_buf(),
+        }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         // The flash under test may already have unmounted it.
-        let _ = Command::new("umount").arg(&self.dir).stderr(Stdio::null()).status();
+        let _ = Command::new("umount")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -167,7 +181,14 @@ pub fn fixture_image(dir: &Path) -> PathBuf {
     assert!(child.wait().unwrap().success());
     sh(
         "mkfs.fat",
-        &["--offset", "2048", "-n", "BOOT", img.to_str().unwrap(), "11264"],
+        &[
+            "--offset",
+            "2048",
+            "-n",
+            "BOOT",
+            img.to_str().unwrap(),
+            "11264",
+        ],
     );
     let cfg = dir.join("config.txt");
     std::fs::write(&cfg, "arm_64bit=1\n").unwrap();
@@ -178,7 +199,11 @@ pub fn fixture_image(dir: &Path) -> PathBuf {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mcopy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = dir.join("tree");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/hostname"), "node7\n").unwrap();
@@ -202,7 +227,15 @@ pub fn fixture_image(dir: &Path) -> PathBuf {
 
 /// Parses the `--dry-run --json` plan: (image size, [(start, end)] written incl. table).
 pub fn planned_ranges(image: &str, extra: &[&str], dev: &str) -> (u64, Vec<(u64, u64)>) {
-    let mut args = vec!["flash", image, "--device", dev, "--allow-fixed", "--dry-run", "--json"];
+    let mut args = vec![
+        "flash",
+        image,
+        "--device",
+        dev,
+        "--allow-fixed",
+        "--dry-run",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let out = nodeimg(&args);
     assert!(out.status.success(), "dry run failed: {}", stderr(&out));
@@ -263,7 +296,10 @@ pub fn check_filesystems(dev: &str) {
     let table = sh("sfdisk", &["--json", dev]);
     assert!(table.contains("\"id\": \"0x4e6f6465\""), "{table}");
     let ext4 = partition(dev, P2, 28 << 20);
-    let fsck = Command::new("e2fsck").args(["-fn", &ext4.dev]).output().unwrap();
+    let fsck = Command::new("e2fsck")
+        .args(["-fn", &ext4.dev])
+        .output()
+        .unwrap();
     assert!(
         fsck.status.success(),
         "e2fsck on the card: {}",
