@@ -1,13 +1,20 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod inspect;
+
 use clap::Subcommand;
 use std::process::ExitCode;
 
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show an image's partition table and filesystems.
+    Inspect(inspect::InspectArgs),
+}
 
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+    match command {
+        Command::Inspect(args) => inspect::run(args),
+    }
 }

@@ -7,6 +7,7 @@
 //! [`Error::Unsupported`](crate::Error::Unsupported) without changing anything.
 
 pub mod ext4;
+pub mod mkext4;
 
 use crate::{Error, Result};
 use serde::Serialize;
