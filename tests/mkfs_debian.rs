@@ -24,7 +24,11 @@ fn tarball() -> PathBuf {
 #[ignore = "needs fixtures/make-debian-rootfs.sh (network to Debian mirrors)"]
 fn debian_arm64_rootfs_from_tarball_and_directory() {
     let tar = tarball();
-    assert!(tar.exists(), "run fixtures/make-debian-rootfs.sh first ({})", tar.display());
+    assert!(
+        tar.exists(),
+        "run fixtures/make-debian-rootfs.sh first ({})",
+        tar.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     std::fs::create_dir(&tree).unwrap();

@@ -218,6 +218,10 @@ pub trait TreeSource {
     /// [`Entry::data_bytes`] — for sparse files the data ranges,
     /// concatenated.
     ///
+    /// Data walks exist to deliver contents: in them only `path`, `kind`
+    /// and sizes are meaningful, and sources may leave symlink targets and
+    /// extended attributes out to save system calls.
+    ///
     /// Each walk yields the same entries in the same order; a source that
     /// changed between walks is reported as an error by the data reader
     /// (short or long read) or by the writer.
