@@ -228,6 +228,20 @@ pub trait TreeSource {
     fn walk(&mut self, with_data: bool, visit: &mut Visitor<'_>) -> Result<()>;
 }
 
+/// A tree with nothing in it (a fresh, empty filesystem).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyTree;
+
+impl TreeSource for EmptyTree {
+    fn describe(&self) -> String {
+        "an empty tree".into()
+    }
+
+    fn walk(&mut self, _with_data: bool, _visit: &mut Visitor<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The callback of [`TreeSource::walk`].
 pub type Visitor<'a> = dyn FnMut(&Entry, Option<&mut dyn Read>) -> Result<()> + 'a;
 
