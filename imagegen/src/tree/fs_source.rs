@@ -28,7 +28,12 @@ pub struct FsSource<F: Filesystem + ?Sized> {
     fs: Box<F>,
     name: String,
     block_size: Option<u64>,
+    devices: Option<DeviceNumbers>,
 }
+
+/// Looks up the device numbers `(major, minor)` of the device node at a
+/// path of the filesystem; [`Stat`] does not carry them.
+pub type DeviceNumbers = Box<dyn Fn(&str) -> Result<(u32, u32)>>;
 
 impl<F: Filesystem + ?Sized> FsSource<F> {
     /// Walks `fs`; `name` is used in messages. `block_size` is the unit
@@ -38,7 +43,15 @@ impl<F: Filesystem + ?Sized> FsSource<F> {
             fs,
             name: name.into(),
             block_size,
+            devices: None,
         }
+    }
+
+    /// Where device numbers come from; without it, device nodes are
+    /// refused.
+    pub fn with_device_numbers(mut self, lookup: DeviceNumbers) -> Self {
+        self.devices = Some(lookup);
+        self
     }
 
     fn entry(&self, fs_path: &str, tree_path: String, stat: &Stat) -> Result<Entry> {
@@ -58,16 +71,22 @@ impl<F: Filesystem + ?Sized> FsSource<F> {
             },
             FileKind::Fifo => EntryKind::Fifo,
             FileKind::Socket => EntryKind::Socket,
-            // `Stat` carries no device numbers, so a device node cannot be
-            // copied faithfully: refuse rather than invent 0:0.
             FileKind::CharDevice | FileKind::BlockDevice => {
-                return Err(Error::unsupported(
-                    "device node",
-                    format!(
-                        "{}: {fs_path}: the filesystem reader reports no device numbers",
-                        self.name
-                    ),
-                ))
+                let Some(lookup) = &self.devices else {
+                    return Err(Error::unsupported(
+                        "device node",
+                        format!(
+                            "{}: {fs_path}: the filesystem reader reports no device numbers",
+                            self.name
+                        ),
+                    ));
+                };
+                let (major, minor) = lookup(fs_path)?;
+                if stat.kind == FileKind::CharDevice {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
             }
         };
         let mtime = stat.mtime.unwrap_or_default();

@@ -17,7 +17,7 @@ mod owner_map;
 mod tar_source;
 
 pub use dir::DirSource;
-pub use fs_source::FsSource;
+pub use fs_source::{DeviceNumbers, FsSource};
 pub use owner_map::OwnerMap;
 pub use tar_source::TarSource;
 
