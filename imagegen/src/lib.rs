@@ -7,5 +7,8 @@
 pub mod block;
 pub mod error;
 pub mod fs;
+pub mod layout;
+pub mod sink;
+pub mod source;
 
 pub use error::{Error, Result};

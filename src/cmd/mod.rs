@@ -1,5 +1,6 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod inspect;
 pub mod fs;
 pub mod size;
 
@@ -11,11 +12,14 @@ use std::process::ExitCode;
 pub enum Command {
     /// Read and change files inside an image's filesystem, without mounting
     Fs(fs::FsArgs),
+    /// Show an image's partition table and filesystems.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Fs(args) => fs::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
