@@ -10,5 +10,6 @@ pub mod fs;
 pub mod layout;
 pub mod sink;
 pub mod source;
+pub mod tree;
 
 pub use error::{Error, Result};

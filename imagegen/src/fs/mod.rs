@@ -7,6 +7,7 @@
 //! [`Error::Unsupported`](crate::Error::Unsupported) without changing anything.
 
 pub mod fat;
+pub mod mkext4;
 mod probe;
 pub mod timestamp;
 
