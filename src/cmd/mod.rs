@@ -1,6 +1,9 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod devices;
+mod flash;
 mod inspect;
+mod verify;
 pub mod fs;
 pub mod size;
 
@@ -10,6 +13,12 @@ use std::process::ExitCode;
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write an image to one or more cards (sparse, partition table last, verified).
+    Flash(flash::FlashArgs),
+    /// Read a card back and compare it with an image.
+    Verify(verify::VerifyArgs),
+    /// List disks a card could be written to, and why others are refused.
+    Devices(devices::DevicesArgs),
     /// Read and change files inside an image's filesystem, without mounting
     Fs(fs::FsArgs),
     /// Show an image's partition table and filesystems.
@@ -19,6 +28,9 @@ pub enum Command {
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Flash(a) => flash::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Devices(a) => devices::run(a),
         Command::Fs(args) => fs::run(args),
         Command::Inspect(args) => inspect::run(args),
     }
