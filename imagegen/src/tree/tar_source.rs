@@ -261,10 +261,12 @@ impl TreeSource for TarSource {
 }
 
 fn truncated(name: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+    // The tar crate reports a short archive as UnexpectedEof or as an
+    // "unexpected EOF" message of another kind.
+    if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("unexpected EOF") {
         Error::corrupt(
             format!("tarball {name}"),
-            "truncated (ends inside an entry)",
+            format!("truncated (ends inside an entry): {e}"),
         )
     } else {
         io_err(name, e)
