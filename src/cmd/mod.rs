@@ -2,10 +2,10 @@
 
 mod devices;
 mod flash;
-mod inspect;
-mod verify;
 pub mod fs;
+mod inspect;
 pub mod size;
+mod verify;
 
 use clap::Subcommand;
 use std::process::ExitCode;
