@@ -9,6 +9,7 @@ use crate::aligned::AlignedBuf;
 use crate::ranges::Extent;
 use crate::Result;
 use imagegen::block::BlockDevice;
+use imagegen::source::{Compression, ImageSource};
 use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ pub enum Source {
         reader: Box<dyn Read + Send>,
         size: u64,
         name: String,
+        /// The first bytes of the image (partition tables), read ahead.
+        head: Vec<u8>,
     },
 }
 
@@ -48,6 +51,14 @@ impl Source {
         match self {
             Source::Random(d) => d.describe(),
             Source::Stream { name, .. } => name.clone(),
+        }
+    }
+
+    /// The first bytes of the image, when the source is a stream.
+    pub fn head(&self) -> Option<&[u8]> {
+        match self {
+            Source::Random(_) => None,
+            Source::Stream { head, .. } => Some(head),
         }
     }
 
@@ -193,6 +204,66 @@ impl Drop for Chunk {
     }
 }
 
+/// How much of a stream is read ahead for its partition table: MBR, or GPT's
+/// protective MBR, header and 128 entries.
+const HEAD: usize = 34 * 512;
+
+/// An opened image: the source, and for a raw file the file itself (its
+/// holes are a plan provider).
+#[derive(Debug)]
+pub struct Image {
+    pub source: Source,
+    pub sparse_file: Option<std::fs::File>,
+    /// The compression `imagegen` recognised by magic bytes.
+    pub compression: Compression,
+}
+
+/// Opens an image file: a raw image for random access, a compressed one
+/// (xz, zstd, gzip: recognised by `imagegen::source`) as a stream.
+///
+/// A stream's size is needed before anything is written (the device must be
+/// large enough, GPT keeps a backup table in the last sectors): it comes from
+/// `size_hint` (a bmap's `ImageSize`) or else from a first pass that
+/// decompresses the image and counts its bytes, without storing them.
+pub fn open(path: &std::path::Path, size_hint: Option<u64>) -> Result<Image> {
+    let compression = Compression::of_file(path)?;
+    if !compression.is_compressed() {
+        let dev = imagegen::block::FileDevice::open(path)?;
+        let file = dev
+            .file()
+            .try_clone()
+            .map_err(|e| imagegen::Error::io(path, e))?;
+        return Ok(Image {
+            source: Source::Random(Arc::new(dev)),
+            sparse_file: Some(file),
+            compression,
+        });
+    }
+    let mut head = Vec::with_capacity(HEAD);
+    ImageSource::open(path)?
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| imagegen::Error::io_context("reading the image's first sectors", e))?;
+    let size = match size_hint {
+        Some(s) => s,
+        None => {
+            let mut counting = ImageSource::open(path)?;
+            std::io::copy(&mut counting, &mut std::io::sink())
+                .map_err(|e| imagegen::Error::io_context("sizing the image", e))?
+        }
+    };
+    Ok(Image {
+        source: Source::Stream {
+            reader: Box::new(ImageSource::open(path)?),
+            size,
+            name: path.display().to_string(),
+            head,
+        },
+        sparse_file: None,
+        compression,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +295,7 @@ mod tests {
                 reader: Box::new(std::io::Cursor::new(data.clone())),
                 size: data.len() as u64,
                 name: "stream".into(),
+                head: Vec::new(),
             },
             &ranges,
         );
@@ -238,30 +310,10 @@ mod tests {
             reader: Box::new(std::io::Cursor::new(vec![0u8; 100])),
             size: 10000,
             name: "short".into(),
+            head: Vec::new(),
         };
         let pool = Pool::new(1, 4096);
         let r = s.read_ranges(RangeSet::full(10000).extents(), 4096, &pool, |_| true);
         assert!(r.unwrap_err().to_string().contains("short"));
     }
-}
-
-/// An opened image: the source, and for a raw file the file itself (its
-/// holes are a plan provider).
-#[derive(Debug)]
-pub struct Image {
-    pub source: Source,
-    pub sparse_file: Option<std::fs::File>,
-}
-
-/// Opens a raw image file.
-pub fn open(path: &std::path::Path) -> Result<Image> {
-    let dev = imagegen::block::FileDevice::open(path)?;
-    let file = dev
-        .file()
-        .try_clone()
-        .map_err(|e| imagegen::Error::io(path, e))?;
-    Ok(Image {
-        source: Source::Random(Arc::new(dev)),
-        sparse_file: Some(file),
-    })
 }

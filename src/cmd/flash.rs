@@ -21,7 +21,7 @@ use std::time::Instant;
 /// partition table last, every written byte read back and compared.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// Image to write (a raw disk image).
+    /// Image to write: a raw disk image, or one compressed with xz, zstd or gzip (recognised by content).
     pub source: PathBuf,
     /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image.
     #[arg(long = "device", value_name = "DEV", required = true)]
@@ -57,9 +57,9 @@ pub(crate) struct Prepared {
 
 /// Opens SOURCE and plans which ranges matter.
 pub(crate) fn prepare(source: &Path, bmap: Option<&Path>) -> anyhow::Result<Prepared> {
-    let image = flasher::source::open(source)
-        .with_context(|| format!("opening image {}", source.display()))?;
     let bmap = bmap.map(Bmap::load).transpose()?;
+    let image = flasher::source::open(source, bmap.as_ref().map(|b| b.image_size))
+        .with_context(|| format!("opening image {}", source.display()))?;
     let plan = plan::build(
         &image.source,
         &Hints {
@@ -100,6 +100,7 @@ fn plan_json(p: &Plan) -> serde_json::Value {
         "image_size": p.image_size,
         "bytes_to_write": p.bytes(),
         "bytes_skipped": p.skipped(),
+        "write": p.write.extents(),
         "table": p.table.extents(),
         "regions": p.regions,
     })

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// back past the page cache and its SHA-256 compared with the image's.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Image the card was written from (a raw disk image).
+    /// Image the card was written from: raw, or compressed with xz, zstd or gzip.
     pub source: PathBuf,
     /// bmap file the card was written with (compare only the blocks it lists).
     #[arg(long, value_name = "FILE")]
