@@ -305,7 +305,13 @@ mod tests {
         let mut sector = [1u8; 512];
         bad.read_at(0, &mut sector).unwrap();
         assert_eq!(sector, [0; 512]);
-        // A changed byte is found, to the byte.
+        // A changed byte is found, to the byte, even early in a long run.
+        a.write_at(5000, &[0xff]).unwrap();
+        let e = crate::verify::verify_target(&*a, &hashes, Some(&*src), 0, &Silent, &cancel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offset 5000"), "{e}");
+        a.write_at(5000, &data[5000..5001]).unwrap();
         a.write_at(7_000_001, &[0]).unwrap();
         let e = crate::verify::verify_target(&*a, &hashes, Some(&*src), 0, &Silent, &cancel)
             .unwrap_err()
