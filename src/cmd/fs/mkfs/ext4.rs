@@ -78,7 +78,10 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
     let meta = std::fs::metadata(from).with_context(|| from.display().to_string())?;
     if meta.is_dir() {
         if part.is_some() {
-            bail!("--from-part needs an image, but {} is a directory", from.display());
+            bail!(
+                "--from-part needs an image, but {} is a directory",
+                from.display()
+            );
         }
         return Ok(Box::new(DirSource::new(from)?));
     }
@@ -88,7 +91,8 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
         None => file,
     };
     if imagegen::fs::ext4::probe(&*dev)? {
-        let fs = Ext4Fs::open(dev.clone()).with_context(|| format!("repacking {}", from.display()))?;
+        let fs =
+            Ext4Fs::open(dev.clone()).with_context(|| format!("repacking {}", from.display()))?;
         let block_size = fs.details().block_size;
         let devices = Ext4Fs::open(dev)?;
         let name = match part {
@@ -97,9 +101,9 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
         };
         let source = FsSource::new(Box::new(fs), name, Some(block_size)).with_device_numbers(
             Box::new(move |path| {
-                devices.device_numbers(path)?.ok_or_else(|| {
-                    imagegen::Error::Invalid(format!("{path}: not a device node"))
-                })
+                devices
+                    .device_numbers(path)?
+                    .ok_or_else(|| imagegen::Error::Invalid(format!("{path}: not a device node")))
             }),
         );
         return Ok(Box::new(source));
@@ -159,7 +163,9 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
     println!(
         "{}{}: ext4, {} MiB, uuid {uuid}, {} inodes used, {} MiB of file data",
         out.display(),
-        args.part.map(|p| format!(" partition {p}")).unwrap_or_default(),
+        args.part
+            .map(|p| format!(" partition {p}"))
+            .unwrap_or_default(),
         summary.size >> 20,
         summary.inodes,
         summary.data_bytes >> 20
