@@ -199,14 +199,15 @@ pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<Box<dyn Filesys
         }
         Some(t @ (FsType::Ext2 | FsType::Ext3 | FsType::Ext4)) => Err(Error::unsupported(
             "filesystem",
-            format!("{} on {} cannot be opened yet: nodeimg's ext engine has not landed", t, dev.describe()),
+            format!(
+                "{} on {} cannot be opened yet: nodeimg's ext engine has not landed",
+                t,
+                dev.describe()
+            ),
         )),
         None => Err(Error::unsupported(
             "filesystem",
-            format!(
-                "{}: no FAT or ext2/3/4 signature found (a whole-disk image needs a partition number)",
-                dev.describe()
-            ),
+            format!("{}: no FAT or ext2/3/4 signature found", dev.describe()),
         )),
     }
 }
