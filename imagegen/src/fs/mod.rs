@@ -202,10 +202,7 @@ pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<Box<dyn Filesys
         }
         None => Err(Error::unsupported(
             "filesystem",
-            format!(
-                "{}: no FAT or ext2/3/4 signature found (a whole-disk image needs a partition number)",
-                dev.describe()
-            ),
+            format!("{}: no FAT or ext2/3/4 signature found", dev.describe()),
         )),
     }
 }

@@ -2,7 +2,7 @@
 //! without mounting it. Every verb is written against
 //! [`imagegen::fs::Filesystem`], so it works on any filesystem `open` knows.
 
-mod image;
+pub(crate) mod image;
 mod mkfs;
 mod read;
 mod write;

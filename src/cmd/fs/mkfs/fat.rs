@@ -1,19 +1,26 @@
 //! `nodeimg fs mkfs fat OUT --size SIZE`: a fresh FAT16/FAT32 image.
 
+use crate::cmd::fs::image::in_image;
 use crate::cmd::size::parse_size;
 use anyhow::{bail, Context};
 use clap::Args;
-use imagegen::block::FileDevice;
+use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::fat::{format, FatBits, FormatOptions};
+use imagegen::layout::select;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct FatArgs {
-    /// Image file to create (must not exist)
+    /// Image file to create (must not exist), or with --part the disk image
+    /// whose partition is formatted in place
     out: PathBuf,
-    /// Size of the filesystem, e.g. 64MiB, 512M, 8GiB
-    #[arg(long, value_parser = parse_size)]
-    size: u64,
+    /// Size of the new image, e.g. 64MiB, 512M, 8GiB (not with --part)
+    #[arg(long, value_parser = parse_size, required_unless_present = "part", conflicts_with = "part")]
+    size: Option<u64>,
+    /// Format partition N of the existing disk image OUT instead of creating a file
+    #[arg(long, value_name = "N")]
+    part: Option<u32>,
     /// FAT variant: 16 or 32 (32 is what the Raspberry Pi boot partition uses)
     #[arg(long = "fat", default_value = "32", value_parser = ["16", "32"])]
     bits: String,
@@ -44,9 +51,6 @@ fn scratch_path(out: &Path) -> PathBuf {
 
 pub fn run(args: FatArgs) -> anyhow::Result<()> {
     let out = &args.out;
-    if out.exists() {
-        bail!("{}: already exists; remove it first", out.display());
-    }
     let cluster_size = args
         .cluster_size
         .map(|c| u32::try_from(c).context("cluster size too large"))
@@ -61,9 +65,19 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         volume_id: args.volume_id,
         cluster_size,
     };
+    if let Some(part) = args.part {
+        let disk: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(out)?);
+        let dev = select(disk, Some(part)).map_err(|e| in_image(e, out))?;
+        format(&*dev, &opts).map_err(|e| in_image(e, out))?;
+        return Ok(());
+    }
+    if out.exists() {
+        bail!("{}: already exists; remove it first", out.display());
+    }
+    let size = args.size.context("--size is required without --part")?;
     let tmp = scratch_path(out);
     let made = (|| -> anyhow::Result<()> {
-        let dev = FileDevice::create(&tmp, args.size)?;
+        let dev = FileDevice::create(&tmp, size)?;
         format(&dev, &opts)?;
         std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
         Ok(())
