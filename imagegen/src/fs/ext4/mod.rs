@@ -62,6 +62,14 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::ops::Range;
 
+/// Whether `dev` holds an ext2/3/4 filesystem (by [`crate::fs::probe`]).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    Ok(matches!(
+        crate::fs::probe(dev)?,
+        Some(crate::fs::FsType::Ext2 | crate::fs::FsType::Ext3 | crate::fs::FsType::Ext4)
+    ))
+}
+
 /// Why the engine would refuse to change the filesystem whose 1024-byte
 /// superblock is `sb` (`None`: it would change it). For `inspect`.
 pub fn change_refusal(sb: &[u8]) -> Option<String> {
@@ -96,7 +104,15 @@ pub struct Ext4Details {
     pub features: Vec<String>,
     /// `clean`, `not clean` or `errors`.
     pub state: String,
-    /// Why the engine would refuse to change it, if it would.
+    /// Whether `dev` holds an ext2/3/4 filesystem (by [`crate::fs::probe`]).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    Ok(matches!(
+        crate::fs::probe(dev)?,
+        Some(crate::fs::FsType::Ext2 | crate::fs::FsType::Ext3 | crate::fs::FsType::Ext4)
+    ))
+}
+
+/// Why the engine would refuse to change it, if it would.
     pub read_only_reason: Option<String>,
 }
 
