@@ -104,15 +104,7 @@ pub struct Ext4Details {
     pub features: Vec<String>,
     /// `clean`, `not clean` or `errors`.
     pub state: String,
-    /// Whether `dev` holds an ext2/3/4 filesystem (by [`crate::fs::probe`]).
-pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
-    Ok(matches!(
-        crate::fs::probe(dev)?,
-        Some(crate::fs::FsType::Ext2 | crate::fs::FsType::Ext3 | crate::fs::FsType::Ext4)
-    ))
-}
-
-/// Why the engine would refuse to change it, if it would.
+    /// Why the engine would refuse to change it, if it would.
     pub read_only_reason: Option<String>,
 }
 
