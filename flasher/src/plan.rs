@@ -13,9 +13,11 @@ use crate::bmap::Bmap;
 use crate::ranges::{Extent, RangeSet};
 use crate::source::Source;
 use crate::{Error, Result};
-use imagegen::block::MemDevice;
+use imagegen::block::{BlockDevice, MemDevice, Window};
+use imagegen::fs::ext4;
 use imagegen::layout::{self, Partition, PartitionTable, Scheme, SECTOR};
 use std::fs::File;
+use std::sync::Arc;
 
 /// Alignment of every planned range.
 pub const ALIGN: u64 = 4096;
@@ -81,6 +83,8 @@ pub struct Hints<'a> {
     pub bmap: Option<&'a Bmap>,
     /// The image file itself, when it is a raw file whose holes mean "unused".
     pub sparse_file: Option<&'a File>,
+    /// Ranges that are always written (what a node delta changes).
+    pub changed: Option<&'a RangeSet>,
 }
 
 /// Builds the plan for `source`.
@@ -121,7 +125,7 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
             let (provider, set) = fallback(&whole, hints)?;
             regions.push(Region {
                 what: what.into(),
-                provider: provider.into(),
+                provider,
                 start: 0,
                 len: size,
                 mapped: set.bytes(),
@@ -130,12 +134,20 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
         } else {
             let mut mapped = RangeSet::new();
             let mut covered = RangeSet::new();
+            let dev = source.random_access().expect("checked above");
             for p in parts {
                 let region = RangeSet::full(p.end()).subtract(&RangeSet::full(p.start));
-                let (provider, set) = fallback(&region, hints)?;
+                let (provider, set) = match filesystem_map(&dev, p) {
+                    Ok(Some(found)) => found,
+                    Ok(None) => fallback(&region, hints)?,
+                    Err(why) => {
+                        let (provider, set) = fallback(&region, hints)?;
+                        (format!("{provider} ({why})"), set)
+                    }
+                };
                 regions.push(Region {
                     what: format!("partition {} (type {})", p.number, p.kind),
-                    provider: provider.into(),
+                    provider,
                     start: p.start,
                     len: p.size,
                     mapped: set.bytes(),
@@ -157,6 +169,10 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
             mapped.union(&gaps)
         }
     };
+    let mapped = match hints.changed {
+        Some(c) => mapped.union(c),
+        None => mapped,
+    };
     let write = mapped.aligned(ALIGN, size).subtract(&table);
     Ok(Plan {
         image_size: size,
@@ -166,17 +182,39 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
     })
 }
 
+/// The used ranges of the filesystem in partition `p`, in image offsets:
+/// `Ok(None)` when no known filesystem is there, `Err` with the reason when
+/// one is there but its map cannot be trusted (the caller then falls back).
+fn filesystem_map(
+    dev: &Arc<dyn BlockDevice>,
+    p: &Partition,
+) -> std::result::Result<Option<(String, RangeSet)>, String> {
+    let win = Window::new(dev.clone(), p.start, p.size).map_err(|e| e.to_string())?;
+    let to_set = |v: Vec<std::ops::Range<u64>>| {
+        RangeSet::from_extents(v.into_iter().map(|r| Extent::new(r.start, r.end)).collect())
+            .intersect(&RangeSet::full(p.size))
+            .shifted(p.start)
+    };
+    if ext4::probe(&win).map_err(|e| e.to_string())? {
+        return match ext4::used_ranges(&win) {
+            Ok(v) => Ok(Some(("ext4 allocation map".into(), to_set(v)))),
+            Err(e) => Err(format!("ext4 map unavailable: {e}")),
+        };
+    }
+    Ok(None)
+}
+
 /// A region no filesystem map covers: its data map when the image is a
 /// sparse file, else all of it.
-fn fallback(region: &RangeSet, hints: &Hints) -> Result<(&'static str, RangeSet)> {
+fn fallback(region: &RangeSet, hints: &Hints) -> Result<(String, RangeSet)> {
     match hints.sparse_file {
         Some(f) => {
             let size = region.extents().last().map_or(0, |e| e.end);
             let data = data_map(f, size)
                 .map_err(|e| imagegen::Error::io_context("mapping the holes of the image", e))?;
-            Ok(("sparse file", data.intersect(region)))
+            Ok(("sparse file".into(), data.intersect(region)))
         }
-        None => Ok(("in full", region.clone())),
+        None => Ok(("in full".into(), region.clone())),
     }
 }
 
@@ -263,6 +301,7 @@ mod tests {
             &Hints {
                 bmap: None,
                 sparse_file: Some(&file),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -331,6 +370,7 @@ mod tests {
             &Hints {
                 bmap: Some(&b),
                 sparse_file: None,
+                ..Default::default()
             },
         )
         .unwrap_err();

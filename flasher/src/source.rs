@@ -6,11 +6,13 @@
 //! plan selects, in chunks of page-aligned buffers from a bounded [`Pool`].
 
 use crate::aligned::AlignedBuf;
-use crate::ranges::Extent;
+use crate::ranges::{Extent, RangeSet};
 use crate::Result;
 use imagegen::block::BlockDevice;
+use imagegen::delta::{Delta, Patched, PatchedReader};
 use imagegen::source::{Compression, ImageSource};
 use std::io::Read;
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -118,6 +120,22 @@ impl Source {
                 off += n as u64;
             }
         }
+        if let Source::Stream {
+            reader, name, size, ..
+        } = self
+        {
+            // Read to the end: a stream must be exactly as long as announced,
+            // and a patched base is checked against its delta only there.
+            let rest = std::io::copy(reader, &mut std::io::sink())
+                .map_err(|e| imagegen::Error::io_context(format!("reading {name}"), e))?;
+            if pos + rest != *size {
+                return Err(imagegen::Error::corrupt(
+                    name.to_string(),
+                    format!("the stream holds {} bytes, not {size}", pos + rest),
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 }
@@ -214,18 +232,39 @@ const HEAD: usize = 34 * 512;
 pub struct Image {
     pub source: Source,
     pub sparse_file: Option<std::fs::File>,
+    /// Ranges a node delta replaces: always written, whatever the base's maps say.
+    pub changed: RangeSet,
     /// The compression `imagegen` recognised by magic bytes.
     pub compression: Compression,
 }
 
 /// Opens an image file: a raw image for random access, a compressed one
-/// (xz, zstd, gzip: recognised by `imagegen::source`) as a stream.
+/// (xz, zstd, gzip: recognised by `imagegen::source`) as a stream; with a
+/// node delta, base ⊕ delta applied on the fly (`imagegen::delta`).
 ///
 /// A stream's size is needed before anything is written (the device must be
 /// large enough, GPT keeps a backup table in the last sectors): it comes from
 /// `size_hint` (a bmap's `ImageSize`) or else from a first pass that
 /// decompresses the image and counts its bytes, without storing them.
-pub fn open(path: &std::path::Path, size_hint: Option<u64>) -> Result<Image> {
+///
+/// The base of a delta is checked against the SHA-256 the delta records: a
+/// raw base by one full read before anything is written, a compressed one as
+/// it streams (a mismatch fails the read, so no card gets a partition table).
+pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result<Image> {
+    // The delta lives as long as the process: `imagegen`'s patching views
+    // borrow it, and the sources built here must be 'static to cross threads.
+    let delta: Option<&'static Delta> = match delta {
+        Some(p) => Some(Box::leak(Box::new(Delta::open(p)?))),
+        None => None,
+    };
+    let changed = delta.map_or_else(RangeSet::new, |d| {
+        RangeSet::from_extents(
+            d.ranges()
+                .iter()
+                .map(|r| Extent::new(r.offset, r.end()))
+                .collect(),
+        )
+    });
     let compression = Compression::of_file(path)?;
     if !compression.is_compressed() {
         let dev = imagegen::block::FileDevice::open(path)?;
@@ -233,33 +272,48 @@ pub fn open(path: &std::path::Path, size_hint: Option<u64>) -> Result<Image> {
             .file()
             .try_clone()
             .map_err(|e| imagegen::Error::io(path, e))?;
+        let source: Arc<dyn BlockDevice> = match delta {
+            None => Arc::new(dev),
+            Some(d) => {
+                let patched = Patched::new(dev, d)?;
+                patched.verify_base()?;
+                Arc::new(patched)
+            }
+        };
         return Ok(Image {
-            source: Source::Random(Arc::new(dev)),
+            source: Source::Random(source),
             sparse_file: Some(file),
+            changed,
             compression,
         });
     }
+    let open_stream = || -> Result<Box<dyn Read + Send>> {
+        let base = ImageSource::open(path)?;
+        Ok(match delta {
+            None => Box::new(base),
+            Some(d) => Box::new(PatchedReader::new(base, d, path.display().to_string())),
+        })
+    };
     let mut head = Vec::with_capacity(HEAD);
-    ImageSource::open(path)?
+    open_stream()?
         .take(HEAD as u64)
         .read_to_end(&mut head)
         .map_err(|e| imagegen::Error::io_context("reading the image's first sectors", e))?;
-    let size = match size_hint {
-        Some(s) => s,
-        None => {
-            let mut counting = ImageSource::open(path)?;
-            std::io::copy(&mut counting, &mut std::io::sink())
-                .map_err(|e| imagegen::Error::io_context("sizing the image", e))?
-        }
+    let size = match (size_hint, delta) {
+        (Some(s), _) => s,
+        (None, Some(d)) => d.base().size,
+        (None, None) => std::io::copy(&mut open_stream()?, &mut std::io::sink())
+            .map_err(|e| imagegen::Error::io_context("sizing the image", e))?,
     };
     Ok(Image {
         source: Source::Stream {
-            reader: Box::new(ImageSource::open(path)?),
+            reader: open_stream()?,
             size,
             name: path.display().to_string(),
             head,
         },
         sparse_file: None,
+        changed,
         compression,
     })
 }
@@ -267,7 +321,6 @@ pub fn open(path: &std::path::Path, size_hint: Option<u64>) -> Result<Image> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranges::RangeSet;
     use imagegen::block::MemDevice;
 
     fn collect(mut src: Source, ranges: &RangeSet) -> Vec<(u64, Vec<u8>)> {
