@@ -1,0 +1,30 @@
+//! Opening an image with our engine through the public entry point only
+//! (`imagegen::fs::open`), so the tests never depend on engine internals.
+
+use imagegen::block::{BlockDevice, FileDevice};
+use imagegen::fs::Filesystem;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens a bare filesystem image, read-only or writable.
+pub fn open(image: &Path, writable: bool) -> imagegen::Result<Box<dyn Filesystem>> {
+    let dev = if writable {
+        FileDevice::open_rw(image)?
+    } else {
+        FileDevice::open(image)?
+    };
+    let dev: Arc<dyn BlockDevice> = Arc::new(dev);
+    imagegen::fs::open(dev, writable)
+}
+
+/// Opens `image` writable, applies `f`, flushes and closes: every change
+/// is on disk before an oracle looks.
+pub fn with_writable<T>(
+    image: &Path,
+    f: impl FnOnce(&mut dyn Filesystem) -> imagegen::Result<T>,
+) -> imagegen::Result<T> {
+    let mut fs = open(image, true)?;
+    let out = f(&mut *fs)?;
+    fs.flush()?;
+    Ok(out)
+}
