@@ -176,3 +176,22 @@ fn random_sequences_pass_with_debugfs_as_the_writer() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The fragmented fixture really forces deep extent trees: debugfs's own
+/// allocator needs depth 2 for a file that fills the holes.
+#[test]
+fn fragmented_fixture_forces_a_deep_extent_tree() {
+    let fx = Fixture::new(Variant::Fragmented);
+    let (free, _) = oracle::free_counts(&fx.image);
+    let local = fx.scratch().join("fill");
+    std::fs::write(&local, vec![0x5au8; ((free - 40) * 1024) as usize]).unwrap();
+    let out = oracle::run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg(format!("write {} /scattered", local.display()))
+        .arg(&fx.image));
+    assert!(out.status.success());
+    oracle::assert_fsck_clean(&fx.image, "debugfs write into holes");
+    let depth = oracle::extent_depth(&fx.image, "/scattered").unwrap();
+    assert!(depth >= 2, "extent tree depth {depth}");
+}

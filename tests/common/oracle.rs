@@ -229,6 +229,20 @@ pub fn xattr(image: &Path, path: &str, name: &str) -> Result<Option<Vec<u8>>, St
         .map_err(|e| format!("reading ea_get output: {e}"))
 }
 
+/// Depth of a file's extent tree (0: all extents in the inode), from
+/// `debugfs -R 'ex PATH'`, whose rows start with "level/ max-level".
+pub fn extent_depth(image: &Path, path: &str) -> Result<u32, String> {
+    let text = debugfs_text(image, &format!("ex \"{path}\""))?;
+    text.lines()
+        .filter_map(|l| {
+            let (level, rest) = l.trim_start().split_once('/')?;
+            level.parse::<u32>().ok()?;
+            rest.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .max()
+        .ok_or_else(|| format!("debugfs ex {path}: no extents in:\n{text}"))
+}
+
 /// Free blocks and free inodes from `dumpe2fs -h`.
 pub fn free_counts(image: &Path) -> (u64, u64) {
     let out = run(Command::new("dumpe2fs").arg("-h").arg(image));
