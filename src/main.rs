@@ -21,9 +21,25 @@ fn main() -> ExitCode {
     match cmd::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            // One line: the context chain joined with ": ".
-            eprintln!("nodeimg: error: {err:#}");
+            eprintln!("nodeimg: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The context chain joined with ": ", skipping causes whose text the line
+/// already carries (library errors embed their I/O source in their message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

@@ -7,5 +7,9 @@
 pub mod block;
 pub mod error;
 pub mod fs;
+pub mod layout;
+pub mod sink;
+pub mod source;
+pub mod tree;
 
 pub use error::{Error, Result};

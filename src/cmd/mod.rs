@@ -1,13 +1,32 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod devices;
+mod flash;
+mod inspect;
+mod verify;
+
 use clap::Subcommand;
 use std::process::ExitCode;
 
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Write an image to one or more cards (sparse, partition table last, verified).
+    Flash(flash::FlashArgs),
+    /// Read a card back and compare it with an image.
+    Verify(verify::VerifyArgs),
+    /// List disks a card could be written to, and why others are refused.
+    Devices(devices::DevicesArgs),
+    /// Show an image's partition table and filesystems.
+    Inspect(inspect::InspectArgs),
+}
 
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+    match command {
+        Command::Flash(a) => flash::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Devices(a) => devices::run(a),
+        Command::Inspect(args) => inspect::run(args),
+    }
 }

@@ -6,6 +6,8 @@
 //! filesystem cannot express (a symlink on FAT) return
 //! [`Error::Unsupported`](crate::Error::Unsupported) without changing anything.
 
+pub mod mkext4;
+
 use crate::{Error, Result};
 use serde::Serialize;
 use std::io::{Read, Write};

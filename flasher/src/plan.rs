@@ -1,0 +1,274 @@
+//! The write plan: which byte ranges of the image go to the card, and which
+//! of them hold the partition table (written last).
+//!
+//! Providers, in order of preference: a bmap file covers the whole image; else
+//! each region of the image is decided by the best provider that knows it —
+//! the allocation map of the filesystem in a partition, the data/hole map of a
+//! sparse image file (`SEEK_DATA`/`SEEK_HOLE`), or, failing those, the region
+//! in full. Zero bytes inside a mapped range are written like any others: a
+//! block is never skipped merely because it reads as zeros. Ranges are widened
+//! to 4 KiB so that direct I/O can take them.
+
+use crate::bmap::Bmap;
+use crate::ranges::{Extent, RangeSet};
+use crate::source::Source;
+use crate::{Error, Result};
+use std::fs::File;
+
+/// Alignment of every planned range.
+pub const ALIGN: u64 = 4096;
+
+/// How one region of the image was mapped, for `--dry-run` and the summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Region {
+    /// What the region is: "whole image", "partition 2", "gap before partition 1".
+    pub what: String,
+    /// The provider that decided it: "bmap", "ext4 allocation map", "sparse file", "in full".
+    pub provider: String,
+    /// Start of the region in the image.
+    pub start: u64,
+    /// Length of the region.
+    pub len: u64,
+    /// Bytes of it that will be written.
+    pub mapped: u64,
+}
+
+/// Ranges to write, in image (and device) offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Size of the image.
+    pub image_size: u64,
+    /// Everything written before the table, disjoint from `table`.
+    pub write: RangeSet,
+    /// The sectors that hold the partition table, written last.
+    pub table: RangeSet,
+    /// How each region was decided.
+    pub regions: Vec<Region>,
+}
+
+impl Plan {
+    /// Bytes the plan writes, table included.
+    pub fn bytes(&self) -> u64 {
+        self.write.bytes() + self.table.bytes()
+    }
+
+    /// Bytes of the image the plan leaves unwritten.
+    pub fn skipped(&self) -> u64 {
+        self.image_size.saturating_sub(self.bytes())
+    }
+
+    /// The data and table ranges as separate pieces, in offset order (the
+    /// reader cuts its chunks at their boundaries).
+    pub fn pieces(&self) -> Vec<Extent> {
+        let mut v: Vec<Extent> = self
+            .write
+            .extents()
+            .iter()
+            .chain(self.table.extents())
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Where the plan may look besides the image itself.
+#[derive(Debug, Default)]
+pub struct Hints<'a> {
+    /// A bmap for the image (`--bmap`).
+    pub bmap: Option<&'a Bmap>,
+    /// The image file itself, when it is a raw file whose holes mean "unused".
+    pub sparse_file: Option<&'a File>,
+}
+
+/// Builds the plan for `source`.
+pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
+    let size = source.size();
+    let table = table_extents(source)?.aligned(ALIGN, size);
+    let mut regions = Vec::new();
+    let mapped = if let Some(bmap) = hints.bmap {
+        if bmap.image_size != size {
+            return Err(Error::Image(imagegen::Error::Invalid(format!(
+                "the bmap describes an image of {} bytes but {} has {size}",
+                bmap.image_size,
+                source.describe()
+            ))));
+        }
+        regions.push(Region {
+            what: "whole image".into(),
+            provider: format!("bmap {}", bmap.version),
+            start: 0,
+            len: size,
+            mapped: bmap.mapped.bytes(),
+        });
+        bmap.mapped.clone()
+    } else {
+        let whole = RangeSet::full(size);
+        let (provider, set) = fallback(&whole, hints)?;
+        regions.push(Region {
+            what: "whole image".into(),
+            provider: provider.into(),
+            start: 0,
+            len: size,
+            mapped: set.bytes(),
+        });
+        set
+    };
+    let write = mapped.aligned(ALIGN, size).subtract(&table);
+    Ok(Plan {
+        image_size: size,
+        write,
+        table,
+        regions,
+    })
+}
+
+/// A region no filesystem map covers: its data map when the image is a
+/// sparse file, else all of it.
+fn fallback(region: &RangeSet, hints: &Hints) -> Result<(&'static str, RangeSet)> {
+    match hints.sparse_file {
+        Some(f) => {
+            let size = region.extents().last().map_or(0, |e| e.end);
+            let data = data_map(f, size)
+                .map_err(|e| imagegen::Error::io_context("mapping the holes of the image", e))?;
+            Ok(("sparse file", data.intersect(region)))
+        }
+        None => Ok(("in full", region.clone())),
+    }
+}
+
+/// The sectors holding partition tables: sector 0 (MBR, or GPT's protective
+/// MBR), and for GPT the primary header and entries (LBA 1–33) and the backup
+/// copy in the last 33 sectors.
+fn table_extents(source: &Source) -> Result<RangeSet> {
+    let size = source.size();
+    let mut t = RangeSet::new();
+    t.insert(0, 512.min(size));
+    if let Some(dev) = source.random_access() {
+        if size >= 68 * 512 {
+            let mut sig = [0u8; 8];
+            dev.read_at(512, &mut sig)?;
+            if &sig == b"EFI PART" {
+                t.insert(0, 34 * 512);
+                t.insert(size - 33 * 512, size);
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// The data ranges of a file below `size`, from `SEEK_DATA`/`SEEK_HOLE`.
+/// Filesystems without hole support report everything as data.
+pub fn data_map(file: &File, size: u64) -> std::io::Result<RangeSet> {
+    use std::os::unix::io::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut set = RangeSet::new();
+    let mut pos: i64 = 0;
+    let end = size.min(i64::MAX as u64) as i64;
+    while pos < end {
+        // SAFETY: lseek on an open descriptor.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let hole = (hole as i64).min(end);
+        set.insert(data as u64, hole as u64);
+        if hole <= data as i64 {
+            break;
+        }
+        pos = hole;
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imagegen::block::{BlockDevice, FileDevice, MemDevice};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    #[test]
+    fn sparse_file_plan_keeps_data_zeros_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[0x55, 0xaa], 510).unwrap();
+        // A block of explicit zeros is data: it must be written.
+        f.write_all_at(&vec![0u8; 8192], 1 << 20).unwrap();
+        f.write_all_at(b"x", (4 << 20) + 5).unwrap();
+        f.sync_all().unwrap();
+        let dev = FileDevice::open(&p).unwrap();
+        let src = Source::Random(Arc::new(dev));
+        let file = File::open(&p).unwrap();
+        let plan = build(
+            &src,
+            &Hints {
+                bmap: None,
+                sparse_file: Some(&file),
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.table.extents(), &[Extent::new(0, 4096)]);
+        for must in [1 << 20, (1 << 20) + 8191, (4 << 20) + 5] {
+            assert!(
+                plan.write
+                    .extents()
+                    .iter()
+                    .any(|e| e.start <= must && must < e.end),
+                "{must} not planned: {:?}",
+                plan.write
+            );
+        }
+        assert!(plan.skipped() > 7 << 20, "holes are skipped: {plan:?}");
+        assert!(plan.write.intersect(&plan.table).is_empty());
+    }
+
+    #[test]
+    fn gpt_tables_at_both_ends_are_written_last() {
+        let size = 1 << 20;
+        let dev = MemDevice::zeroed(size);
+        dev.write_at(512, b"EFI PART").unwrap();
+        let plan = build(&Source::Random(Arc::new(dev)), &Hints::default()).unwrap();
+        assert_eq!(
+            plan.table.extents(),
+            &[
+                Extent::new(0, 20480),
+                Extent::new(size as u64 - 20480, size as u64)
+            ]
+        );
+        assert_eq!(plan.bytes(), size as u64, "no map: everything in full");
+    }
+
+    #[test]
+    fn bmap_of_another_size_is_refused() {
+        let b = Bmap {
+            version: "2.0".into(),
+            image_size: 8192,
+            block_size: 4096,
+            blocks_count: 2,
+            mapped_blocks_count: 1,
+            mapped: RangeSet::full(4096),
+        };
+        let src = Source::Random(Arc::new(MemDevice::zeroed(4096)));
+        let err = build(
+            &src,
+            &Hints {
+                bmap: Some(&b),
+                sparse_file: None,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("8192"), "{err}");
+    }
+}

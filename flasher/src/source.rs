@@ -1,0 +1,267 @@
+//! The image bytes to write: a random-access device (a raw image file, or a
+//! base image with a node delta applied on the fly) or a forward-only stream
+//! (a compressed image, decompressed on its own thread by `imagegen`).
+//!
+//! Either way the source is read once, in offset order, over the ranges a
+//! plan selects, in chunks of page-aligned buffers from a bounded [`Pool`].
+
+use crate::aligned::AlignedBuf;
+use crate::ranges::Extent;
+use crate::Result;
+use imagegen::block::BlockDevice;
+use std::io::Read;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// Where the image bytes come from.
+pub enum Source {
+    /// Positioned reads; ranges the plan skips are never read.
+    Random(Arc<dyn BlockDevice>),
+    /// A forward-only stream of `size` bytes; skipped ranges are read and dropped.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        size: u64,
+        name: String,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Random(d) => write!(f, "Source::Random({})", d.describe()),
+            Source::Stream { name, size, .. } => write!(f, "Source::Stream({name}, {size})"),
+        }
+    }
+}
+
+impl Source {
+    /// Size of the image in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Source::Random(d) => d.size(),
+            Source::Stream { size, .. } => *size,
+        }
+    }
+
+    /// Name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Random(d) => d.describe(),
+            Source::Stream { name, .. } => name.clone(),
+        }
+    }
+
+    /// The random-access view, when there is one (for the plan's providers).
+    pub fn random_access(&self) -> Option<Arc<dyn BlockDevice>> {
+        match self {
+            Source::Random(d) => Some(d.clone()),
+            Source::Stream { .. } => None,
+        }
+    }
+
+    /// Reads `pieces` (sorted, disjoint) in order, in chunks of at most `chunk`
+    /// bytes (a multiple of 4096), calling `each` with every filled chunk; no
+    /// chunk straddles two pieces. `each` returns false to stop early. Pieces
+    /// must lie inside the image.
+    pub fn read_ranges(
+        &mut self,
+        pieces: &[Extent],
+        chunk: usize,
+        pool: &Pool,
+        mut each: impl FnMut(Chunk) -> bool,
+    ) -> Result<()> {
+        let size = self.size();
+        if let Some(last) = pieces.last() {
+            if last.end > size {
+                return Err(imagegen::Error::OutOfBounds {
+                    offset: last.start,
+                    len: last.len(),
+                    size,
+                }
+                .into());
+            }
+        }
+        let mut pos = 0u64; // stream position
+        for e in pieces {
+            let mut off = e.start;
+            while off < e.end {
+                let n = (e.end - off).min(chunk as u64) as usize;
+                let mut buf = pool.get();
+                buf.set_len(n);
+                match self {
+                    Source::Random(dev) => dev.read_at(off, buf.as_mut_slice())?,
+                    Source::Stream { reader, name, .. } => {
+                        skip(reader, off.saturating_sub(pos), name)?;
+                        reader.read_exact(buf.as_mut_slice()).map_err(|e| {
+                            imagegen::Error::io_context(
+                                format!("reading {name} at offset {off}"),
+                                e,
+                            )
+                        })?;
+                        pos = off + n as u64;
+                    }
+                }
+                if !each(Chunk::new(off, buf, pool)) {
+                    return Ok(());
+                }
+                off += n as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn skip(reader: &mut Box<dyn Read + Send>, n: u64, name: &str) -> Result<()> {
+    let copied = std::io::copy(&mut reader.by_ref().take(n), &mut std::io::sink())
+        .map_err(|e| imagegen::Error::io_context(format!("reading {name}"), e))?;
+    if copied < n {
+        return Err(imagegen::Error::corrupt(
+            name.to_string(),
+            "stream ended before the image size it announced",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A bounded set of reusable aligned buffers: memory stays at `count × size`
+/// whatever the image size, and a slow consumer slows the reader down.
+pub struct Pool {
+    tx: SyncSender<AlignedBuf>,
+    rx: Mutex<Receiver<AlignedBuf>>,
+}
+
+impl Pool {
+    /// `count` buffers of `size` bytes.
+    pub fn new(count: usize, size: usize) -> Self {
+        let (tx, rx) = sync_channel(count);
+        for _ in 0..count {
+            tx.send(AlignedBuf::new(size))
+                .expect("the channel holds `count` buffers");
+        }
+        Pool {
+            tx,
+            rx: Mutex::new(rx),
+        }
+    }
+
+    /// A free buffer, waiting until a chunk is dropped if none is.
+    pub fn get(&self) -> AlignedBuf {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        // The pool holds a sender itself, so the channel never disconnects.
+        let mut b = rx.recv().expect("pool keeps its own sender");
+        let cap = b.capacity();
+        b.set_len(cap);
+        b
+    }
+}
+
+/// A piece of the image at `offset`; its buffer goes back to the pool when
+/// the last holder drops it.
+pub struct Chunk {
+    offset: u64,
+    buf: Option<AlignedBuf>,
+    home: SyncSender<AlignedBuf>,
+}
+
+impl Chunk {
+    fn new(offset: u64, buf: AlignedBuf, pool: &Pool) -> Self {
+        Chunk {
+            offset,
+            buf: Some(buf),
+            home: pool.tx.clone(),
+        }
+    }
+
+    /// Offset of the first byte in the image.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The bytes.
+    pub fn data(&self) -> &[u8] {
+        self.buf.as_ref().map(|b| b.as_slice()).unwrap_or(&[])
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // The pool is sized for every buffer, so this never blocks.
+            let _ = self.home.try_send(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ranges::RangeSet;
+    use imagegen::block::MemDevice;
+
+    fn collect(mut src: Source, ranges: &RangeSet) -> Vec<(u64, Vec<u8>)> {
+        let pool = Pool::new(2, 4096);
+        let mut out = Vec::new();
+        src.read_ranges(ranges.extents(), 4096, &pool, |c| {
+            out.push((c.offset(), c.data().to_vec()));
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn random_and_stream_sources_yield_the_same_chunks() {
+        let data: Vec<u8> = (0..20000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let ranges =
+            RangeSet::from_extents(vec![Extent::new(100, 5000), Extent::new(12000, 20000)]);
+        let a = collect(
+            Source::Random(Arc::new(MemDevice::from_vec(data.clone()))),
+            &ranges,
+        );
+        let b = collect(
+            Source::Stream {
+                reader: Box::new(std::io::Cursor::new(data.clone())),
+                size: data.len() as u64,
+                name: "stream".into(),
+            },
+            &ranges,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|c| c.1.len()).sum::<usize>(), 4900 + 8000);
+        assert_eq!(a[0].1[..], data[100..4196]);
+    }
+
+    #[test]
+    fn short_stream_is_an_error() {
+        let mut s = Source::Stream {
+            reader: Box::new(std::io::Cursor::new(vec![0u8; 100])),
+            size: 10000,
+            name: "short".into(),
+        };
+        let pool = Pool::new(1, 4096);
+        let r = s.read_ranges(RangeSet::full(10000).extents(), 4096, &pool, |_| true);
+        assert!(r.unwrap_err().to_string().contains("short"));
+    }
+}
+
+/// An opened image: the source, and for a raw file the file itself (its
+/// holes are a plan provider).
+#[derive(Debug)]
+pub struct Image {
+    pub source: Source,
+    pub sparse_file: Option<std::fs::File>,
+}
+
+/// Opens a raw image file.
+pub fn open(path: &std::path::Path) -> Result<Image> {
+    let dev = imagegen::block::FileDevice::open(path)?;
+    let file = dev
+        .file()
+        .try_clone()
+        .map_err(|e| imagegen::Error::io(path, e))?;
+    Ok(Image {
+        source: Source::Random(Arc::new(dev)),
+        sparse_file: Some(file),
+    })
+}

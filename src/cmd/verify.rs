@@ -1,0 +1,74 @@
+//! `nodeimg verify`: read a card back and compare it with the image.
+
+use super::flash::prepare;
+use anyhow::Context;
+use clap::Args;
+use flasher::progress::{Bars, JsonLines, Observer, Silent};
+use flasher::target::DeviceTarget;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Check that a card holds the image: every range a flash would write is read
+/// back past the page cache and its SHA-256 compared with the image's.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Image the card was written from (a raw disk image).
+    pub source: PathBuf,
+    /// bmap file the card was written with (compare only the blocks it lists).
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+    /// Device (or image file) to check.
+    #[arg(long, value_name = "DEV")]
+    pub device: PathBuf,
+    /// Print progress and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let prepared = prepare(&args.source, args.bmap.as_deref())?;
+    let target = DeviceTarget::open_read_only(&args.device)
+        .with_context(|| format!("opening {}", args.device.display()))?;
+    let name = args.device.display().to_string();
+    let cancel = flasher::interrupt::install();
+    let t0 = Instant::now();
+    let random = prepared.source.random_access();
+    let (_, hashes) =
+        flasher::writer::write_all(prepared.source, &prepared.plan, &[], &Silent, cancel);
+    let hashes = hashes.with_context(|| format!("reading {}", args.source.display()))?;
+    let observer: Box<dyn Observer> = if args.json {
+        Box::new(JsonLines::new(vec![name.clone()]))
+    } else {
+        Box::new(Bars::new(vec![name.clone()]))
+    };
+    let result =
+        flasher::verify::verify_target(&target, &hashes, random.as_deref(), 0, &*observer, cancel);
+    drop(observer);
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes = prepared.plan.bytes();
+    if args.json {
+        JsonLines::emit(&json!({
+            "event": "summary",
+            "device": name,
+            "ok": result.is_ok(),
+            "bytes_compared": bytes,
+            "seconds": secs,
+            "verification": if result.is_ok() { "ok" } else { "failed" },
+            "error": result.as_ref().err().map(|e| e.to_string()),
+        }));
+    }
+    match result {
+        Ok(()) => {
+            if !args.json {
+                eprintln!(
+                    "{name}: verification ok: {} bytes compared in {secs:.1} s",
+                    bytes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
