@@ -185,11 +185,13 @@ fn fragmented_fixture_forces_a_deep_extent_tree() {
     let (free, _) = oracle::free_counts(&fx.image);
     let local = fx.scratch().join("fill");
     std::fs::write(&local, vec![0x5au8; ((free - 40) * 1024) as usize]).unwrap();
-    let out = oracle::run(Command::new("debugfs")
-        .arg("-w")
-        .arg("-R")
-        .arg(format!("write {} /scattered", local.display()))
-        .arg(&fx.image));
+    let out = oracle::run(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-R")
+            .arg(format!("write {} /scattered", local.display()))
+            .arg(&fx.image),
+    );
     assert!(out.status.success());
     oracle::assert_fsck_clean(&fx.image, "debugfs write into holes");
     let depth = oracle::extent_depth(&fx.image, "/scattered").unwrap();

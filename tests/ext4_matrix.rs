@@ -154,13 +154,43 @@ fn every_operation(variant: Variant) {
 
     // put: 0 bytes with defaults, small with attributes, multi-MiB.
     r.ok(put("/etc/empty", vec![], None, None, None));
-    r.ok(put("/etc/small", rng.bytes(100), Some(0o600), Some(1000), Some(1000)));
-    r.ok(put("/data.bin", rng.bytes((3 << 20) + 123), Some(0o644), None, None));
+    r.ok(put(
+        "/etc/small",
+        rng.bytes(100),
+        Some(0o600),
+        Some(1000),
+        Some(1000),
+    ));
+    r.ok(put(
+        "/data.bin",
+        rng.bytes((3 << 20) + 123),
+        Some(0o644),
+        None,
+        None,
+    ));
 
     // replace in a linear directory: one entry, new bytes; shrink and grow.
-    r.ok(put("/etc/hostname", b"node7\n".to_vec(), Some(0o644), Some(0), Some(0)));
-    r.ok(put("/data.bin", rng.bytes(1000), Some(0o640), Some(0), Some(4)));
-    r.ok(put("/data.bin", rng.bytes(2 << 20), Some(0o644), Some(0), Some(0)));
+    r.ok(put(
+        "/etc/hostname",
+        b"node7\n".to_vec(),
+        Some(0o644),
+        Some(0),
+        Some(0),
+    ));
+    r.ok(put(
+        "/data.bin",
+        rng.bytes(1000),
+        Some(0o640),
+        Some(0),
+        Some(4),
+    ));
+    r.ok(put(
+        "/data.bin",
+        rng.bytes(2 << 20),
+        Some(0o644),
+        Some(0),
+        Some(0),
+    ));
 
     // mkdir, with and without parents.
     r.ok(mkdir("/opt/a/b/c", true, None, None));
@@ -225,7 +255,13 @@ fn every_operation(variant: Variant) {
     r.refused(mkdir("/etc/hostname", false, None, None));
     r.refused(mkdir("/etc/hostname/x", true, None, None));
     r.refused(symlink("x", "/etc/hosts"));
-    r.refused(put(&format!("/etc/{}", "n".repeat(256)), vec![1], None, None, None));
+    r.refused(put(
+        &format!("/etc/{}", "n".repeat(256)),
+        vec![1],
+        None,
+        None,
+        None,
+    ));
 
     // rm of one name of a linked file, then free counts come back exactly.
     r.ok(rm("/opt/a/small-link", false));
@@ -239,12 +275,20 @@ fn every_operation(variant: Variant) {
         new: "/tmpx/y/small2".into(),
     });
     r.ok(rm("/tmpx", true));
-    assert_eq!(r.free(), before, "rm -r did not give back every block and inode");
+    assert_eq!(
+        r.free(),
+        before,
+        "rm -r did not give back every block and inode"
+    );
 
     let before = r.free();
     r.ok(put("/big2", rng.bytes(5 << 20), None, None, None));
     r.ok(rm("/big2", false));
-    assert_eq!(r.free(), before, "rm did not give back every block and inode");
+    assert_eq!(
+        r.free(),
+        before,
+        "rm did not give back every block and inode"
+    );
 
     r.ok(rm("/opt/slow", false));
     r.ok(rm("/opt/a/b/c/d", false));
@@ -291,25 +335,45 @@ fn htree() {
     for i in [0, 2500, HTREE_ENTRIES - 1] {
         let path = format!("/big/entry-{i:05}");
         r.ok(put(&path, rng.bytes(300), Some(0o644), Some(0), Some(0)));
-        assert_eq!(oracle::count_entries(&r.fx.image, "/big", &path[5..]).unwrap(), 1);
+        assert_eq!(
+            oracle::count_entries(&r.fx.image, "/big", &path[5..]).unwrap(),
+            1
+        );
     }
     // Hundreds of new names in one session: leaves fill up and must split
     // (or the directory be rewritten); then one check of everything.
     let mut ops = Vec::new();
     for i in 0..400 {
-        ops.push(put(&format!("/big/added-{i:04}-{}", "x".repeat(i % 40)), vec![b'a'; i % 7], None, None, None));
+        ops.push(put(
+            &format!("/big/added-{i:04}-{}", "x".repeat(i % 40)),
+            vec![b'a'; i % 7],
+            None,
+            None,
+            None,
+        ));
     }
     for i in (0..HTREE_ENTRIES).step_by(97) {
-        ops.push(put(&format!("/big/entry-{i:05}"), rng.bytes(i % 50), Some(0o600), Some(0), Some(0)));
+        ops.push(put(
+            &format!("/big/entry-{i:05}"),
+            rng.bytes(i % 50),
+            Some(0o600),
+            Some(0),
+            Some(0),
+        ));
     }
     for i in (1..HTREE_ENTRIES).step_by(131) {
         ops.push(rm(&format!("/big/entry-{i:05}"), false));
     }
-    r.log.push(format!("{} puts, replaces and removals in /big in one session", ops.len()));
+    r.log.push(format!(
+        "{} puts, replaces and removals in /big in one session",
+        ops.len()
+    ));
     for op in &ops {
         assert!(r.model.apply(op), "test bug: {op}");
     }
-    if let Err(e) = engine::with_writable(&r.fx.image, |fs| ops.iter().try_for_each(|op| op.apply(fs))) {
+    if let Err(e) =
+        engine::with_writable(&r.fx.image, |fs| ops.iter().try_for_each(|op| op.apply(fs)))
+    {
         r.fail(&format!("engine: {e}"));
     }
     oracle::assert_fsck_clean(&r.fx.image, "after the batch in /big");
@@ -332,12 +396,24 @@ fn htree() {
 fn nearly_full() {
     let mut r = Run::new(Variant::NearlyFull);
     let (free_blocks, free_inodes) = r.free();
-    let e = r.refused(put("/too-big", vec![7u8; ((free_blocks + 10) * 4096) as usize], None, None, None));
-    assert!(matches!(e, imagegen::Error::NoSpace(_)), "expected NoSpace, got {e}");
+    let e = r.refused(put(
+        "/too-big",
+        vec![7u8; ((free_blocks + 10) * 4096) as usize],
+        None,
+        None,
+        None,
+    ));
+    assert!(
+        matches!(e, imagegen::Error::NoSpace(_)),
+        "expected NoSpace, got {e}"
+    );
     // More directories than free inodes: nothing of the path may appear.
     let deep: String = (0..free_inodes + 2).map(|i| format!("/d{i}")).collect();
     let e = r.refused(mkdir(&deep, true, None, None));
-    assert!(matches!(e, imagegen::Error::NoSpace(_)), "expected NoSpace, got {e}");
+    assert!(
+        matches!(e, imagegen::Error::NoSpace(_)),
+        "expected NoSpace, got {e}"
+    );
     // Fill what is left with small files until the engine says no.
     let mut i = 0;
     loop {
@@ -352,7 +428,11 @@ fn nearly_full() {
                 check::after_op(&r.fx.image, &r.model, &op).unwrap_or_else(|e| r.fail(&e));
             }
             Err(imagegen::Error::NoSpace(_)) => {
-                assert_eq!(oracle::digest(&r.fx.image), before, "ENOSPC changed the image");
+                assert_eq!(
+                    oracle::digest(&r.fx.image),
+                    before,
+                    "ENOSPC changed the image"
+                );
                 break;
             }
             Err(e) => r.fail(&format!("unexpected error: {e}")),
@@ -376,11 +456,17 @@ fn fragmented_free_space_makes_a_deep_extent_tree() {
     r.ok(put("/scattered", rng.bytes(len), Some(0o644), None, None));
     let depth = oracle::extent_depth(&r.fx.image, "/scattered").unwrap_or_else(|e| r.fail(&e));
     assert!(depth >= 2, "extent tree depth {depth}, expected 2");
-    let st = engine::open(&r.fx.image, false).unwrap().stat("/scattered").unwrap();
+    let st = engine::open(&r.fx.image, false)
+        .unwrap()
+        .stat("/scattered")
+        .unwrap();
     assert!(st.extents.len() > 336, "only {} extents", st.extents.len());
     let before = r.free();
     r.ok(rm("/scattered", false));
-    assert!(r.free().0 > before.0 + free_blocks - 50, "blocks of the deep tree not freed");
+    assert!(
+        r.free().0 > before.0 + free_blocks - 50,
+        "blocks of the deep tree not freed"
+    );
     r.ok(put("/scattered", rng.bytes(len), Some(0o644), None, None));
     r.full("after writing and rewriting a deep extent tree");
 }
@@ -390,7 +476,13 @@ fn fragmented_free_space_makes_a_deep_extent_tree() {
 #[test]
 fn inline_data_reads_and_refuses_changes() {
     let mut r = Run::new(Variant::InlineData);
-    r.refused(put("/inline/tiny.txt", b"new".to_vec(), Some(0o644), Some(0), Some(0)));
+    r.refused(put(
+        "/inline/tiny.txt",
+        b"new".to_vec(),
+        Some(0o644),
+        Some(0),
+        Some(0),
+    ));
     r.refused(put("/inline/new.txt", b"new".to_vec(), None, None, None));
     r.refused(rm("/inline/tiny.txt", false));
     r.refused(cap("/inline/small.txt"));
@@ -405,7 +497,13 @@ fn ext4_view_reads_what_the_engine_wrote() {
     let mut rng = Rng::new(11);
     let mut r = Run::new(Variant::Fragmented);
     r.ok(mkdir("/srv/www", true, Some(0o750), Some(33)));
-    r.ok(put("/srv/www/index.html", b"<h1>hi</h1>\n".to_vec(), Some(0o640), Some(33), Some(33)));
+    r.ok(put(
+        "/srv/www/index.html",
+        b"<h1>hi</h1>\n".to_vec(),
+        Some(0o640),
+        Some(33),
+        Some(33),
+    ));
     r.ok(put("/srv/blob", rng.bytes(3 << 20), None, None, None));
     r.ok(symlink("www/index.html", "/srv/fast"));
     r.ok(symlink(&"deep/".repeat(30), "/srv/slow"));
@@ -414,7 +512,13 @@ fn ext4_view_reads_what_the_engine_wrote() {
         new: "/srv/www/blob".into(),
     });
     let (free, _) = r.free();
-    r.ok(put("/srv/scattered", rng.bytes(((free - 60) * 1024) as usize), None, None, None));
+    r.ok(put(
+        "/srv/scattered",
+        rng.bytes(((free - 60) * 1024) as usize),
+        None,
+        None,
+        None,
+    ));
     let got = tree::from_ext4_view(&r.fx.image).unwrap_or_else(|e| r.fail(&e));
     let problems = tree::diff(&r.model.tree(), &got, "ext4-view");
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -50,7 +50,11 @@ fn walk(fs: &dyn Filesystem) {
             if seen > WALK_CAP {
                 return;
             }
-            let path = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
+            let path = if dir == "/" {
+                format!("/{}", e.name)
+            } else {
+                format!("{dir}/{}", e.name)
+            };
             let Ok(st) = fs.stat(&path) else { continue };
             match st.kind {
                 FileKind::File => {
@@ -94,9 +98,35 @@ fn base_images() -> Vec<(&'static str, Vec<u8>)> {
         std::fs::write(src.join(format!("many/file-{i:03}")), format!("{i}")).unwrap();
     }
     let variants: [(&str, u64, &[&str]); 3] = [
-        ("1k-gdt_csum-htree", 4, &["-b", "1024", "-N", "512", "-O", "^metadata_csum,^64bit,uninit_bg,^has_journal"]),
-        ("4k-metadata_csum", 8, &["-T", "default", "-N", "512", "-O", "^has_journal"]),
-        ("4k-inline_data", 8, &["-T", "default", "-N", "512", "-O", "inline_data,^has_journal"]),
+        (
+            "1k-gdt_csum-htree",
+            4,
+            &[
+                "-b",
+                "1024",
+                "-N",
+                "512",
+                "-O",
+                "^metadata_csum,^64bit,uninit_bg,^has_journal",
+            ],
+        ),
+        (
+            "4k-metadata_csum",
+            8,
+            &["-T", "default", "-N", "512", "-O", "^has_journal"],
+        ),
+        (
+            "4k-inline_data",
+            8,
+            &[
+                "-T",
+                "default",
+                "-N",
+                "512",
+                "-O",
+                "inline_data,^has_journal",
+            ],
+        ),
     ];
     let mut out = Vec::new();
     for (name, mib, args) in variants {
@@ -134,12 +164,17 @@ fn mutated_images_never_panic_or_hang() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let only: Option<u64> = std::env::var("EXT4_MUTATION_SEED").ok().and_then(|v| v.parse().ok());
+    let only: Option<u64> = std::env::var("EXT4_MUTATION_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (name, base) in base_images() {
         // The engine must read the unmutated image, or the test tests nothing.
         let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(base.clone()));
         let fs = imagegen::fs::open(dev, false).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(fs.list("/many").map(|l| l.len()).unwrap_or(0) == 300, "{name}: cannot list /many");
+        assert!(
+            fs.list("/many").map(|l| l.len()).unwrap_or(0) == 300,
+            "{name}: cannot list /many"
+        );
         drop(fs);
         let used: Vec<usize> = base
             .chunks(1024)

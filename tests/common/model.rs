@@ -349,6 +349,7 @@ impl Model {
             obs.uid = Some(node.uid);
             obs.gid = Some(node.gid);
             obs.node = Some(id);
+            obs.xattrs = Some(node.xattrs.clone());
             match &node.content {
                 Content::File(d) => {
                     obs.size = Some(d.len() as u64);

@@ -32,6 +32,8 @@ pub struct Obs {
     pub ino: Option<u64>,
     /// The model's node id: paths with the same id must share an inode.
     pub node: Option<usize>,
+    /// Extended attributes outside the `system.` namespace.
+    pub xattrs: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 impl Obs {
@@ -47,6 +49,7 @@ impl Obs {
             nlink: None,
             ino: None,
             node: None,
+            xattrs: None,
         }
     }
 }
@@ -94,8 +97,21 @@ fn walk_host(root: &Path, dir: &str, with_inodes: bool, tree: &mut Tree) -> Resu
         obs.uid = Some(meta.uid());
         obs.gid = Some(meta.gid());
         if with_inodes {
+            // A live mount: inode numbers, link counts and xattrs are real.
             obs.nlink = Some(meta.nlink() as u32);
             obs.ino = Some(meta.ino());
+            let mut xattrs = BTreeMap::new();
+            for name in xattr::list(&host).map_err(|e| format!("{path}: listxattr: {e}"))? {
+                let name = name.to_string_lossy().into_owned();
+                if name.starts_with("system.") {
+                    continue;
+                }
+                let value = xattr::get(&host, &name)
+                    .map_err(|e| format!("{path}: getxattr {name}: {e}"))?
+                    .unwrap_or_default();
+                xattrs.insert(name, value);
+            }
+            obs.xattrs = Some(xattrs);
         }
         match kind {
             Kind::File => {
@@ -155,6 +171,13 @@ fn walk_fs(fs: &dyn Filesystem, dir: &str, tree: &mut Tree) -> Result<(), String
         obs.gid = st.gid;
         obs.nlink = st.nlink;
         obs.ino = st.ino;
+        obs.xattrs = Some(
+            st.xattrs
+                .iter()
+                .filter(|(n, _)| !n.starts_with("system."))
+                .cloned()
+                .collect(),
+        );
         match kind {
             Kind::File => {
                 let mut data = Vec::new();
@@ -313,6 +336,13 @@ pub fn diff(expected: &Tree, got: &Tree, reader: &str) -> Vec<String> {
             e.nlink.map(|v| v.to_string()),
             g.nlink.map(|v| v.to_string()),
         );
+        if let (Some(ex), Some(gx)) = (&e.xattrs, &g.xattrs) {
+            if ex != gx {
+                out.push(format!(
+                    "{reader}: {path}: xattrs are {gx:?}, expected {ex:?}"
+                ));
+            }
+        }
         if let (Some(ed), Some(gd)) = (&e.data, &g.data) {
             if ed != gd {
                 let at = ed.iter().zip(gd.iter()).position(|(a, b)| a != b);
