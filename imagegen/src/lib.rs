@@ -5,6 +5,7 @@
 //! filesystems built on top of it.
 
 pub mod block;
+pub mod delta;
 pub mod error;
 pub mod fs;
 pub mod layout;

@@ -1,5 +1,6 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod delta;
 mod devices;
 mod flash;
 mod inspect;
@@ -11,6 +12,8 @@ use std::process::ExitCode;
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create, show and apply deltas (a node's changes to its base).
+    Delta(delta::DeltaArgs),
     /// Write an image to one or more cards (sparse, partition table last, verified).
     Flash(flash::FlashArgs),
     /// Read a card back and compare it with an image.
@@ -24,6 +27,7 @@ pub enum Command {
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Delta(args) => delta::run(args),
         Command::Flash(a) => flash::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Devices(a) => devices::run(a),

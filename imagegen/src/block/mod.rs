@@ -11,11 +11,13 @@
 mod cursor;
 mod file;
 mod mem;
+mod overlay;
 mod window;
 
 pub use cursor::DeviceCursor;
 pub use file::FileDevice;
 pub use mem::MemDevice;
+pub use overlay::{Overlay, OVERLAY_BLOCK};
 pub use window::Window;
 
 use crate::{Error, Result};

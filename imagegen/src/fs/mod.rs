@@ -6,6 +6,7 @@
 //! filesystem cannot express (a symlink on FAT) return
 //! [`Error::Unsupported`](crate::Error::Unsupported) without changing anything.
 
+pub mod ext4;
 pub mod mkext4;
 
 use crate::{Error, Result};

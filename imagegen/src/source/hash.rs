@@ -22,6 +22,12 @@ impl<R: Read> Sha256Reader<R> {
         }
     }
 
+    /// The digest of the bytes read so far, and their number, without
+    /// consuming the reader.
+    pub fn digest(&self) -> ([u8; 32], u64) {
+        (self.hasher.clone().finalize().into(), self.len)
+    }
+
     /// The digest and the number of bytes read so far.
     pub fn finish(self) -> ([u8; 32], u64) {
         (self.hasher.finalize().into(), self.len)

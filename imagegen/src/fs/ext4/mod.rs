@@ -1,0 +1,342 @@
+//! ext4 (and ext2/ext3) filesystems, read and changed in place on any
+//! [`BlockDevice`]: an image file, a partition [`Window`](crate::block::Window),
+//! an overlay.
+//!
+//! # What it reads
+//! Superblock and 32/64-byte group descriptors, inodes of any size, extent
+//! trees of any depth, legacy block maps, linear, htree and inline-data
+//! directories, fast and slow symlinks, sparse files, extended attributes in
+//! the inode and in a block, inline-data files.
+//!
+//! # What it changes, and the guarantees
+//! Create or replace regular files (extents, as few as free space allows,
+//! with a tree below the inode when more than four), directories (with
+//! parents), fast and slow symlinks, hard links, removal (recursive),
+//! mode/owner/times, extended attributes. Block and inode bitmaps, group
+//! counters and flags (`BLOCK_UNINIT`, `INODE_UNINIT`, `itable_unused`),
+//! superblock free counts, directory link counts and every `metadata_csum`
+//! or `gdt_csum` checksum stay consistent: `e2fsck -fn` finds nothing.
+//!
+//! Each change is all-or-nothing: metadata is staged in memory and written
+//! only when the whole operation succeeded (see `engine`), so running out
+//! of blocks or inodes midway leaves the filesystem exactly as it was.
+//! Replacing an existing regular file rewrites it in its own inode (hard
+//! links see the new bytes; mode, owner and attributes stay unless given),
+//! so a name never appears twice. Inserting into a full htree leaf turns
+//! the directory into a valid linear one.
+//!
+//! # What it refuses, with one line and no change
+//! A journal needing recovery, a filesystem not cleanly unmounted or marked
+//! with errors, unknown incompatible features, `encrypt`, `casefold`,
+//! `bigalloc`, `meta_bg`, `journal_dev` (refused even for reading); `mmp`,
+//! `ea_inode`, `quota`, `project`, `orphan_present` and unknown read-only
+//! features (read only); changes to inline-data inodes and to block-mapped
+//! directories; filesystems without extents (ext2/ext3, read only); block
+//! sizes other than 1, 2 and 4 KiB; checksum mismatches in any structure a
+//! change touches (named with its group). Corrupt images give errors, not
+//! panics: every on-disk number is bounds-checked.
+
+mod alloc;
+mod blockmap;
+mod bytes;
+mod csum;
+mod dir;
+mod dirent;
+mod engine;
+mod extent;
+mod group;
+mod hash;
+mod inode;
+mod ops;
+mod superblock;
+mod xattr;
+
+pub use engine::Ext4Fs;
+
+use crate::block::BlockDevice;
+use crate::fs::{DirEntry, Filesystem, NewAttrs, Stat, Timestamp};
+use crate::{Error, Result};
+use inode::{TimeField, FL_EXTENTS, FL_INDEX, FL_INLINE_DATA};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::ops::Range;
+
+/// Whether `dev` starts like an ext2/3/4 filesystem (magic at byte 1080).
+pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
+    let mut magic = [0u8; 2];
+    if dev.size() < 2048 {
+        return Ok(false);
+    }
+    dev.read_at(1024 + 0x38, &mut magic)?;
+    Ok(u16::from_le_bytes(magic) == 0xEF53)
+}
+
+/// Byte ranges of `dev` in use according to the filesystem's block
+/// bitmaps (groups still `BLOCK_UNINIT` count only their metadata).
+pub fn used_ranges<D: BlockDevice>(dev: D) -> Result<Vec<Range<u64>>> {
+    Ext4Fs::open(dev)?.used_byte_ranges()
+}
+
+/// What `nodeimg inspect` shows about an ext4 filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ext4Details {
+    /// `ext2`, `ext3` or `ext4`.
+    pub kind: String,
+    pub label: String,
+    pub uuid: String,
+    pub block_size: u64,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub reserved_blocks: u64,
+    pub inodes: u32,
+    pub free_inodes: u32,
+    pub inode_size: usize,
+    pub groups: u32,
+    /// Feature names as `dumpe2fs` prints them.
+    pub features: Vec<String>,
+    /// `clean`, `not clean` or `errors`.
+    pub state: String,
+    /// Why the engine would refuse to change it, if it would.
+    pub read_only_reason: Option<String>,
+}
+
+fn uuid_string(u: &[u8; 16]) -> String {
+    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
+}
+
+/// Inode flags worth showing in `stat`.
+const FLAG_WORDS: &[(u32, &str)] = &[
+    (0x8, "immutable"),
+    (0x10, "immutable"),
+    (0x20, "append"),
+    (0x40, "nodump"),
+    (0x80, "noatime"),
+    (0x800, "encrypted"),
+    (FL_INDEX, "htree"),
+    (inode::FL_HUGE_FILE, "huge_file"),
+    (FL_EXTENTS, "extents"),
+    (inode::FL_VERITY, "verity"),
+    (FL_INLINE_DATA, "inline_data"),
+    (inode::FL_CASEFOLD, "casefold"),
+];
+
+impl<D: BlockDevice> Ext4Fs<D> {
+    /// Summary of the filesystem for `inspect`.
+    pub fn details(&self) -> Ext4Details {
+        let sb = &self.sb;
+        use superblock::{compat, incompat};
+        let kind = if sb.has_incompat(incompat::EXTENTS | incompat::FLEX_BG | incompat::BIT64) {
+            "ext4"
+        } else if sb.has_compat(compat::HAS_JOURNAL) {
+            "ext3"
+        } else {
+            "ext2"
+        };
+        Ext4Details {
+            kind: kind.into(),
+            label: sb.label(),
+            uuid: uuid_string(&sb.uuid),
+            block_size: sb.block_size,
+            blocks: sb.blocks_count,
+            free_blocks: sb.free_blocks(),
+            reserved_blocks: sb.reserved_blocks(),
+            inodes: sb.inodes_count,
+            free_inodes: sb.free_inodes(),
+            inode_size: sb.inode_size,
+            groups: sb.group_count,
+            features: sb.feature_list(),
+            state: if sb.state & 2 != 0 {
+                "errors"
+            } else if sb.state & 1 != 0 {
+                "clean"
+            } else {
+                "not clean"
+            }
+            .into(),
+            read_only_reason: self.refusal.clone(),
+        }
+    }
+
+    /// Entries of the directory at `path`, without `.` and `..`, by name.
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let ino = self.resolve(path)?;
+        let inode = self.read_inode(ino)?;
+        if !inode.is_dir() {
+            return Err(Error::Invalid(format!("{path}: not a directory")));
+        }
+        let mut out = Vec::new();
+        for (name, found) in self.dir_records(ino, &inode)? {
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let child = self.read_inode(found.ino)?;
+            let kind = child.kind().ok_or_else(|| {
+                Error::corrupt(
+                    format!("ext4 inode {}", found.ino),
+                    format!("unknown file type {:o}", child.mode()),
+                )
+            })?;
+            out.push(DirEntry {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                kind,
+                size: child.size(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Everything `stat` shows about `path` (not following a final symlink).
+    pub fn stat(&self, path: &str) -> Result<Stat> {
+        let ino = self.resolve(path)?;
+        let inode = self.read_inode(ino)?;
+        let kind = inode.kind().ok_or_else(|| {
+            Error::corrupt(
+                format!("ext4 inode {ino}"),
+                format!("unknown file type {:o}", inode.mode()),
+            )
+        })?;
+        let link_target = if inode.is_symlink() {
+            Some(self.link_target(ino, &inode)?)
+        } else {
+            None
+        };
+        let mut xattrs: Vec<(String, Vec<u8>)> = self
+            .xattrs(&inode)?
+            .into_iter()
+            .map(|a| (a.full_name(), a.value))
+            .collect();
+        xattrs.sort();
+        let extents = if self.is_fast_symlink(&inode) {
+            Vec::new()
+        } else {
+            self.map(ino, &inode)?.extents
+        };
+        let mut flags: Vec<String> = Vec::new();
+        for (bit, word) in FLAG_WORDS {
+            if inode.has_flag(*bit) && !flags.iter().any(|f| f == word) {
+                flags.push((*word).to_string());
+            }
+        }
+        Ok(Stat {
+            kind,
+            size: inode.size(),
+            mode: Some(u32::from(inode.mode() & 0o7777)),
+            uid: Some(inode.uid()),
+            gid: Some(inode.gid()),
+            nlink: Some(u32::from(inode.links())),
+            ino: Some(u64::from(ino)),
+            atime: inode.time(TimeField::Atime),
+            mtime: inode.time(TimeField::Mtime),
+            ctime: inode.time(TimeField::Ctime),
+            crtime: inode.time(TimeField::Crtime),
+            link_target,
+            xattrs,
+            extents,
+            flags,
+        })
+    }
+
+    /// Streams the regular file at `path` into `out`.
+    pub fn read_file(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        let ino = self.resolve(path)?;
+        let inode = self.read_inode(ino)?;
+        if !inode.is_reg() {
+            return Err(Error::Invalid(format!("{path}: not a regular file")));
+        }
+        self.read_data(ino, &inode, out)
+    }
+
+    /// Writes everything to the device and flushes it.
+    pub fn sync(&self) -> Result<()> {
+        self.dev.flush()
+    }
+}
+
+impl<D: BlockDevice> Filesystem for Ext4Fs<D> {
+    fn kind(&self) -> String {
+        self.details().kind
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        Ext4Fs::list(self, path)
+    }
+
+    fn stat(&self, path: &str) -> Result<Stat> {
+        Ext4Fs::stat(self, path)
+    }
+
+    fn read_file(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        Ext4Fs::read_file(self, path, out)
+    }
+
+    fn write_file(
+        &mut self,
+        path: &str,
+        data: &mut dyn Read,
+        size: u64,
+        attrs: &NewAttrs,
+    ) -> Result<()> {
+        self.put(path, data, size, attrs)
+    }
+
+    fn mkdir(&mut self, path: &str, parents: bool, attrs: &NewAttrs) -> Result<()> {
+        Ext4Fs::mkdir(self, path, parents, attrs)
+    }
+
+    fn remove(&mut self, path: &str, recursive: bool) -> Result<()> {
+        Ext4Fs::remove(self, path, recursive)
+    }
+
+    fn symlink(&mut self, target: &str, path: &str, attrs: &NewAttrs) -> Result<()> {
+        Ext4Fs::symlink(self, target, path, attrs)
+    }
+
+    fn hard_link(&mut self, existing: &str, new: &str) -> Result<()> {
+        Ext4Fs::hard_link(self, existing, new)
+    }
+
+    fn set_mode(&mut self, path: &str, mode: u32) -> Result<()> {
+        Ext4Fs::set_mode(self, path, mode)
+    }
+
+    fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        Ext4Fs::set_owner(self, path, uid, gid)
+    }
+
+    fn set_times(
+        &mut self,
+        path: &str,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
+        Ext4Fs::set_times(self, path, atime, mtime)
+    }
+
+    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
+        Ext4Fs::set_xattr(self, path, name, value)
+    }
+
+    fn get_xattr(&self, path: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        Ext4Fs::get_xattr(self, path, name)
+    }
+
+    fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
+        Ext4Fs::remove_xattr(self, path, name)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests;
