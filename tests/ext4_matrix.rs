@@ -59,13 +59,13 @@ impl Run {
     /// Applies `op` through the engine; it must fail and change no byte.
     fn refused(&mut self, op: Op) -> imagegen::Error {
         self.log.push(format!("{op} (must be refused)"));
-        let before = oracle::digest(&self.fx.image);
+        let before = oracle::Snapshot::take(&self.fx.image);
         let (_, fsck_before) = oracle::fsck(&self.fx.image);
         match engine::with_writable(&self.fx.image, |fs| op.apply(fs)) {
             Ok(()) => self.fail("engine accepted an operation that must fail"),
             Err(e) => {
-                if oracle::digest(&self.fx.image) != before {
-                    self.fail(&format!("refusing ({e}) changed the image"));
+                if let Some(d) = before.differences(&self.fx.image) {
+                    self.fail(&format!("refusing ({e}) changed the image: {d}"));
                 }
                 let (_, fsck_after) = oracle::fsck(&self.fx.image);
                 assert_eq!(fsck_before, fsck_after);
@@ -420,7 +420,7 @@ fn nearly_full() {
         let op = put(&format!("/etc/f{i}"), vec![b'z'; 3000], None, None, None);
         let mut next = r.model.clone();
         next.apply(&op);
-        let before = oracle::digest(&r.fx.image);
+        let before = oracle::Snapshot::take(&r.fx.image);
         match engine::with_writable(&r.fx.image, |fs| op.apply(fs)) {
             Ok(()) => {
                 r.model = next;
@@ -428,11 +428,9 @@ fn nearly_full() {
                 check::after_op(&r.fx.image, &r.model, &op).unwrap_or_else(|e| r.fail(&e));
             }
             Err(imagegen::Error::NoSpace(_)) => {
-                assert_eq!(
-                    oracle::digest(&r.fx.image),
-                    before,
-                    "ENOSPC changed the image"
-                );
+                if let Some(d) = before.differences(&r.fx.image) {
+                    r.fail(&format!("ENOSPC changed the image: {d}"));
+                }
                 break;
             }
             Err(e) => r.fail(&format!("unexpected error: {e}")),

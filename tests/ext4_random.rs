@@ -63,12 +63,12 @@ fn random_block1k() {
 
 #[test]
 fn random_block2k() {
-    sequences(Variant::Block2k, "/", 4_000, 15);
+    sequences(Variant::Block2k, "/", 4_000, 20);
 }
 
 #[test]
 fn random_no_journal() {
-    sequences(Variant::NoJournal, "/", 5_000, 15);
+    sequences(Variant::NoJournal, "/", 5_000, 20);
 }
 
 #[test]
@@ -78,12 +78,12 @@ fn random_inode128() {
 
 #[test]
 fn random_htree() {
-    sequences(Variant::Htree, "/big", 7_000, 25);
+    sequences(Variant::Htree, "/big", 7_000, 15);
 }
 
 #[test]
 fn random_nearly_full() {
-    sequences(Variant::NearlyFull, "/", 8_000, 15);
+    sequences(Variant::NearlyFull, "/", 8_000, 20);
 }
 
 #[test]

@@ -23,8 +23,30 @@ pub fn after_op(image: &Path, model: &Model, op: &Op) -> Result<(), String> {
     if let Op::Link { existing, .. } = op {
         paths.push(existing.clone());
     }
+    for path in &paths {
+        check_path(image, model, path)?;
+    }
+    engine_sees(image, model, &paths)
+}
+
+/// Our engine's own view of some paths (stat, bytes, xattrs) against the model.
+pub fn engine_sees(image: &Path, model: &Model, paths: &[String]) -> Result<(), String> {
+    let fs = engine::open(image, false).map_err(|e| format!("engine open: {e}"))?;
+    let expected = model.tree();
     for path in paths {
-        check_path(image, model, &path)?;
+        match (expected.get(path), fs.stat(path)) {
+            (None, Err(_)) => {}
+            (None, Ok(_)) => return Err(format!("engine: {path} should be gone")),
+            (Some(_), Err(e)) => return Err(format!("engine stat {path}: {e}")),
+            (Some(want), Ok(_)) => {
+                let got = tree::from_fs_paths(&*fs, std::slice::from_ref(path))?;
+                let one: tree::Tree = [(path.clone(), want.clone())].into_iter().collect();
+                let problems = tree::diff(&one, &got, "engine");
+                if !problems.is_empty() {
+                    return Err(problems.join("\n"));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -35,8 +57,8 @@ pub fn check_path(image: &Path, model: &Model, path: &str) -> Result<(), String>
         return Ok(());
     }
     let count = oracle::count_entries(image, parent(path), base(path)).or_else(|e| {
-        // The parent itself may be gone (rm -r of an ancestor).
-        if model.exists(parent(path)) {
+        // The parent may be gone (rm -r of an ancestor) or not a directory.
+        if model.is_dir(parent(path)) {
             Err(e)
         } else {
             Ok(0)

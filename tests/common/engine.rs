@@ -1,10 +1,17 @@
-//! Opening an image with our engine through the public entry point only
-//! (`imagegen::fs::open`), so the tests never depend on engine internals.
+//! Opening an image with our engine. Everything goes through the
+//! `Filesystem` trait; this is the only place that names the engine type,
+//! until `imagegen::fs::open` (which picks it by probing) is on main.
 
 use imagegen::block::{BlockDevice, FileDevice};
+use imagegen::fs::ext4::Ext4Fs;
 use imagegen::fs::Filesystem;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Opens an image holding a bare ext4 filesystem through any block device.
+pub fn open_dev(dev: Arc<dyn BlockDevice>) -> imagegen::Result<Box<dyn Filesystem>> {
+    Ok(Box::new(Ext4Fs::open(dev)?))
+}
 
 /// Opens a bare filesystem image, read-only or writable.
 pub fn open(image: &Path, writable: bool) -> imagegen::Result<Box<dyn Filesystem>> {
@@ -13,8 +20,7 @@ pub fn open(image: &Path, writable: bool) -> imagegen::Result<Box<dyn Filesystem
     } else {
         FileDevice::open(image)?
     };
-    let dev: Arc<dyn BlockDevice> = Arc::new(dev);
-    imagegen::fs::open(dev, writable)
+    open_dev(Arc::new(dev))
 }
 
 /// Opens `image` writable, applies `f`, flushes and closes: every change

@@ -1,10 +1,14 @@
 //! An in-memory model of what an image should hold, updated by the same
 //! operations the engine performs; the readers' trees are compared with it.
 //!
-//! Semantics modelled (the `Filesystem` trait's): a missing attribute takes
-//! the default (root-owned, files 0644, directories 0755, symlinks 0777);
-//! `mkdir -p` gives created ancestors the defaults and the final directory
-//! the attributes; an operation that fails changes nothing.
+//! Semantics modelled (the `Filesystem` trait's and the engine's documented
+//! ones): a missing attribute takes the default (root-owned, files 0644,
+//! directories 0755, symlinks 0777), except when a file is replaced: that
+//! rewrites its inode, so hard links see the new bytes and attributes not
+//! given stay, xattrs too; a symlink in the way is replaced by a new file,
+//! not followed;
+//! `mkdir -p` gives every directory it creates the attributes (like
+//! `install -d`); an operation that fails changes nothing.
 
 use super::ops::Op;
 use super::tree::{Kind, Obs, Tree};
@@ -198,16 +202,25 @@ impl Model {
                         self.entries.insert(path.clone(), id);
                         true
                     }
-                    // Replacing rewrites the inode the name points to.
+                    // Replacing rewrites the inode the name points to (hard
+                    // links see the new bytes); attributes not given stay.
                     Some(Content::File(_)) => {
                         let node = self.node_mut(path).expect("exists");
                         node.content = new.content;
-                        node.mode = new.mode;
-                        node.uid = new.uid;
-                        node.gid = new.gid;
+                        node.mode = mode.unwrap_or(node.mode);
+                        node.uid = uid.unwrap_or(node.uid);
+                        node.gid = gid.unwrap_or(node.gid);
                         true
                     }
-                    Some(_) => false,
+                    // A symlink's name is taken over by a new regular file
+                    // (the link is not followed).
+                    Some(Content::Symlink(_)) => {
+                        self.nodes.push(new);
+                        let id = self.nodes.len() - 1;
+                        self.entries.insert(path.clone(), id);
+                        true
+                    }
+                    Some(Content::Dir) => false,
                 }
             }
             Op::Mkdir {
@@ -235,16 +248,11 @@ impl Model {
                 } else if prefixes.iter().any(|p| self.exists(p) && !self.is_dir(p)) {
                     return false;
                 }
-                let last = prefixes.len() - 1;
-                for (i, p) in prefixes.iter().enumerate() {
+                for p in &prefixes {
                     if self.exists(p) {
                         continue;
                     }
-                    let (m, u, g) = if i == last {
-                        (mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0))
-                    } else {
-                        (0o755, 0, 0)
-                    };
+                    let (m, u, g) = (mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0));
                     self.add(p, Content::Dir, m, u, g);
                 }
                 true

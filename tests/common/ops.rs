@@ -240,11 +240,34 @@ pub fn apply_with_debugfs(image: &Path, op: &Op, model: &Model) -> Result<(), St
     match op {
         Op::Put { path, data, .. } => {
             std::fs::write(&blob, data).map_err(|e| e.to_string())?;
-            if model.exists(path) {
-                line(format!("rm \"{path}\""));
+            // debugfs cannot rewrite an inode in place: drop every name of
+            // it, write a new one and give it the old names and xattrs back.
+            let names: Vec<String> = match model.entries.get(path) {
+                Some(&id) => model
+                    .entries
+                    .iter()
+                    .filter(|(_, &v)| v == id)
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            for name in &names {
+                line(format!("rm \"{name}\""));
             }
             line(format!("write {} \"{path}\"", blob.display()));
+            for name in names.iter().filter(|n| *n != path) {
+                line(format!("ln \"{path}\" \"{name}\""));
+            }
+            if names.len() > 1 {
+                line(format!("sif \"{path}\" links_count {}", names.len()));
+            }
             set_attrs(&mut line, path);
+            let node = after.node(path).expect("model has the path");
+            for (i, (name, value)) in node.xattrs.iter().enumerate() {
+                let f = tmp.path().join(format!("xattr{i}"));
+                std::fs::write(&f, value).map_err(|e| e.to_string())?;
+                line(format!("ea_set -f {} \"{path}\" {name}", f.display()));
+            }
         }
         Op::Mkdir { path, .. } => {
             let mut cur = String::new();

@@ -1,5 +1,5 @@
-//! The e2fsprogs oracles: `e2fsck -fn`, `debugfs -R`, `dumpe2fs -h`, plus an
-//! image digest. They judge our engine independently of its own reader.
+//! The e2fsprogs oracles: `e2fsck -fn`, `debugfs -R`, `dumpe2fs -h`, plus
+//! byte-exact image snapshots. They judge our engine independently of its own reader.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -264,13 +264,38 @@ pub fn superblock_field(image: &Path, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
 }
 
-/// SHA-256 of the whole image file (via `sha256sum`, fast even in debug builds).
-pub fn digest(image: &Path) -> String {
-    let out = run(Command::new("sha256sum").arg(image));
-    assert!(out.status.success(), "sha256sum {}", image.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+/// A byte-exact copy of an image, to prove later that nothing changed.
+pub struct Snapshot {
+    _dir: tempfile::TempDir,
+    copy: std::path::PathBuf,
+}
+
+impl Snapshot {
+    /// Copies `image` (sparse, so cheap).
+    pub fn take(image: &Path) -> Snapshot {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let copy = dir.path().join("snapshot.img");
+        let out = run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image)
+            .arg(&copy));
+        assert!(out.status.success(), "cp {}", image.display());
+        Snapshot { _dir: dir, copy }
+    }
+
+    /// `None` when `image` is byte-for-byte the snapshot, else the first
+    /// differing bytes as `cmp -l` lists them.
+    pub fn differences(&self, image: &Path) -> Option<String> {
+        let out = run(Command::new("cmp").arg("-l").arg(&self.copy).arg(image));
+        if out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().take(8).collect();
+        Some(format!(
+            "{} differing bytes (offset+1, old, new octal): {}",
+            text.lines().count(),
+            lines.join("; ")
+        ))
+    }
 }

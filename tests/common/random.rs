@@ -91,9 +91,8 @@ fn maybe(rng: &mut Rng, f: impl FnOnce(&mut Rng) -> u32) -> Option<u32> {
 }
 
 /// Generates one operation. Mostly valid ones; some that must fail (missing
-/// parent, existing name, non-empty directory) to check refusals change
-/// nothing. Cases the trait leaves open (replacing a file that has other
-/// names or xattrs, replacing a symlink) are not generated.
+/// parent, existing name, non-empty directory, a file over a directory) to
+/// check that refusals change nothing.
 pub fn gen(rng: &mut Rng, model: &Model, scope: &str) -> Op {
     let dirs: Vec<String> = std::iter::once(scope.to_string())
         .chain(
@@ -127,21 +126,14 @@ pub fn gen(rng: &mut Rng, model: &Model, scope: &str) -> Op {
         let path = join(&dir, rng.pick::<String>(&pool));
         let op = match rng.below(100) {
             0..=29 => {
-                if let Some(n) = model.node(&path) {
-                    let id = model.entries[&path];
-                    let plain_file = matches!(n.content, Content::File(_))
-                        && n.xattrs.is_empty()
-                        && model.names_of(id) == 1;
-                    if !plain_file && !matches!(n.content, Content::Dir) {
-                        continue;
-                    }
-                    // Replacing: explicit attributes, so the result is defined.
+                if model.exists(&path) {
+                    // Replacing (or, over a directory or symlink, a refusal).
                     Op::Put {
                         path,
                         data: data(rng),
-                        mode: Some(*rng.pick(&[0o644, 0o600, 0o755, 0o4755])),
-                        uid: Some(rng.below(3) as u32 * 1000),
-                        gid: Some(rng.below(3) as u32 * 1000),
+                        mode: maybe(rng, |r| *r.pick(&[0o644, 0o600, 0o755, 0o4755])),
+                        uid: maybe(rng, |r| r.below(3) as u32 * 1000),
+                        gid: maybe(rng, |r| r.below(3) as u32 * 1000),
                     }
                 } else {
                     Op::Put {
@@ -163,9 +155,9 @@ pub fn gen(rng: &mut Rng, model: &Model, scope: &str) -> Op {
             42..=46 => Op::Mkdir {
                 path: join(&path, rng.pick::<String>(&pool)),
                 parents: true,
-                mode: None,
-                uid: None,
-                gid: None,
+                mode: maybe(rng, |r| *r.pick(&[0o755, 0o700])),
+                uid: maybe(rng, |_| 1000),
+                gid: maybe(rng, |_| 1000),
             },
             47..=54 => Op::Symlink {
                 target: target(rng),
@@ -233,8 +225,8 @@ pub fn sequence(writer: Writer, variant: Variant, scope: &str, seed: u64) -> Res
         log.push(op.to_string());
         let mut next = model.clone();
         let should = next.apply(&op);
-        let may_run_out = variant == Variant::NearlyFull;
-        let before = (!should || may_run_out).then(|| oracle::digest(&fx.image));
+        let may_run_out = matches!(variant, Variant::NearlyFull | Variant::Fragmented);
+        let before = (!should || may_run_out).then(|| oracle::Snapshot::take(&fx.image));
         let result = match writer {
             Writer::Engine => engine::with_writable(&fx.image, |fs| op.apply(fs)),
             Writer::Debugfs if should => super::ops::apply_with_debugfs(&fx.image, &op, &model)
@@ -263,8 +255,11 @@ pub fn sequence(writer: Writer, variant: Variant, scope: &str, seed: u64) -> Res
         };
         // A failed operation leaves the image byte-for-byte unchanged.
         if let (true, Some(before)) = (failed, before) {
-            if oracle::digest(&fx.image) != before {
-                return Err(report(&log, "a failed operation changed the image".into()));
+            if let Some(d) = before.differences(&fx.image) {
+                return Err(report(
+                    &log,
+                    format!("a failed operation changed the image: {d}"),
+                ));
             }
         }
         check::after_op(&fx.image, &model, &op).map_err(|e| report(&log, e))?;

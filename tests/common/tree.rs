@@ -149,62 +149,91 @@ pub fn from_fs(fs: &dyn Filesystem) -> Result<Tree, String> {
     Ok(tree)
 }
 
+/// Directories with more entries than this are walked shallowly by
+/// [`from_fs`]: names, kinds and sizes from the listing only (a stat per
+/// entry costs a lookup each, quadratic in a debug build).
+const SHALLOW_OVER: usize = 500;
+
 fn walk_fs(fs: &dyn Filesystem, dir: &str, tree: &mut Tree) -> Result<(), String> {
     let entries = fs
         .list(dir)
         .map_err(|e| format!("engine list {dir}: {e}"))?;
+    let shallow = entries.len() > SHALLOW_OVER;
     for entry in entries {
         let path = join(dir, &entry.name);
-        let st = fs
-            .stat(&path)
-            .map_err(|e| format!("engine stat {path}: {e}"))?;
-        let kind = kind_of(st.kind);
-        if kind_of(entry.kind) != kind {
-            return Err(format!(
-                "engine: {path} is listed as {:?} but stat says {:?}",
-                entry.kind, st.kind
-            ));
-        }
-        let mut obs = Obs::new(kind);
-        obs.mode = st.mode;
-        obs.uid = st.uid;
-        obs.gid = st.gid;
-        obs.nlink = st.nlink;
-        obs.ino = st.ino;
-        obs.xattrs = Some(
-            st.xattrs
-                .iter()
-                .filter(|(n, _)| !n.starts_with("system."))
-                .cloned()
-                .collect(),
-        );
-        match kind {
-            Kind::File => {
-                let mut data = Vec::new();
-                let n = fs
-                    .read_file(&path, &mut data)
-                    .map_err(|e| format!("engine read {path}: {e}"))?;
-                if n != data.len() as u64 {
-                    return Err(format!(
-                        "engine read {path}: reported {n} bytes, gave {}",
-                        data.len()
-                    ));
-                }
-                obs.size = Some(st.size);
-                obs.data = Some(data);
+        let kind = kind_of(entry.kind);
+        if shallow {
+            let mut obs = Obs::new(kind);
+            if kind != Kind::Dir {
+                obs.size = Some(entry.size);
             }
-            Kind::Symlink => {
-                obs.size = Some(st.size);
-                obs.target = st.link_target.clone();
+            tree.insert(path.clone(), obs);
+        } else {
+            let obs = observe(fs, &path)?;
+            if obs.kind != kind {
+                return Err(format!(
+                    "engine: {path} is listed as {:?} but stat says {:?}",
+                    entry.kind, obs.kind
+                ));
             }
-            _ => {}
+            tree.insert(path.clone(), obs);
         }
-        tree.insert(path.clone(), obs);
         if kind == Kind::Dir {
             walk_fs(fs, &path, tree)?;
         }
     }
     Ok(())
+}
+
+/// The engine's full view of some paths (no walking).
+pub fn from_fs_paths(fs: &dyn Filesystem, paths: &[String]) -> Result<Tree, String> {
+    paths
+        .iter()
+        .map(|p| Ok((p.clone(), observe(fs, p)?)))
+        .collect()
+}
+
+/// Everything the engine says about one path.
+fn observe(fs: &dyn Filesystem, path: &str) -> Result<Obs, String> {
+    let st = fs
+        .stat(path)
+        .map_err(|e| format!("engine stat {path}: {e}"))?;
+    let kind = kind_of(st.kind);
+    let mut obs = Obs::new(kind);
+    obs.mode = st.mode;
+    obs.uid = st.uid;
+    obs.gid = st.gid;
+    obs.nlink = st.nlink;
+    obs.ino = st.ino;
+    obs.xattrs = Some(
+        st.xattrs
+            .iter()
+            .filter(|(n, _)| !n.starts_with("system."))
+            .cloned()
+            .collect(),
+    );
+    match kind {
+        Kind::File => {
+            let mut data = Vec::new();
+            let n = fs
+                .read_file(path, &mut data)
+                .map_err(|e| format!("engine read {path}: {e}"))?;
+            if n != data.len() as u64 {
+                return Err(format!(
+                    "engine read {path}: reported {n} bytes, gave {}",
+                    data.len()
+                ));
+            }
+            obs.size = Some(st.size);
+            obs.data = Some(data);
+        }
+        Kind::Symlink => {
+            obs.size = Some(st.size);
+            obs.target = st.link_target.clone();
+        }
+        _ => {}
+    }
+    Ok(obs)
 }
 
 /// The tree as the independent `ext4-view` crate reads it.
