@@ -52,7 +52,11 @@ fn make_inputs(dir: &Path) -> Job {
 }
 
 fn image_path(local: &Path) -> String {
-    let kind = local.parent().and_then(|p| p.file_name()).unwrap().to_string_lossy();
+    let kind = local
+        .parent()
+        .and_then(|p| p.file_name())
+        .unwrap()
+        .to_string_lossy();
     format!("/{kind}/{}", local.file_name().unwrap().to_string_lossy())
 }
 
@@ -76,7 +80,11 @@ fn with_engine(image: &Path, job: &Job) -> Duration {
 fn with_debugfs(image: &Path, job: &Job, script: &Path) -> Duration {
     let mut text = String::from("mkdir /small\nmkdir /large\n");
     for local in job.small.iter().chain(&job.large) {
-        text.push_str(&format!("write {} {}\n", local.display(), image_path(local)));
+        text.push_str(&format!(
+            "write {} {}\n",
+            local.display(),
+            image_path(local)
+        ));
     }
     std::fs::write(script, text).unwrap();
     let start = Instant::now();
