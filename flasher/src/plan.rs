@@ -13,7 +13,11 @@ use crate::bmap::Bmap;
 use crate::ranges::{Extent, RangeSet};
 use crate::source::Source;
 use crate::{Error, Result};
+use imagegen::block::{BlockDevice, MemDevice, Window};
+use imagegen::fs::ext4;
+use imagegen::layout::{self, Partition, PartitionTable, Scheme, SECTOR};
 use std::fs::File;
+use std::sync::Arc;
 
 /// Alignment of every planned range.
 pub const ALIGN: u64 = 4096;
@@ -79,12 +83,15 @@ pub struct Hints<'a> {
     pub bmap: Option<&'a Bmap>,
     /// The image file itself, when it is a raw file whose holes mean "unused".
     pub sparse_file: Option<&'a File>,
+    /// Ranges that are always written (what a node delta changes).
+    pub changed: Option<&'a RangeSet>,
 }
 
 /// Builds the plan for `source`.
 pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
     let size = source.size();
-    let table = table_extents(source)?.aligned(ALIGN, size);
+    let table_info = partition_table(source);
+    let table = table_extents(table_info.as_ref(), size).aligned(ALIGN, size);
     let mut regions = Vec::new();
     let mapped = if let Some(bmap) = hints.bmap {
         if bmap.image_size != size {
@@ -103,16 +110,68 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
         });
         bmap.mapped.clone()
     } else {
-        let whole = RangeSet::full(size);
-        let (provider, set) = fallback(&whole, hints)?;
-        regions.push(Region {
-            what: "whole image".into(),
-            provider: provider.into(),
-            start: 0,
-            len: size,
-            mapped: set.bytes(),
-        });
-        set
+        let parts: Vec<&Partition> = table_info
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| !p.kind.is_extended() && p.size > 0)
+            .collect();
+        if parts.is_empty() || source.random_access().is_none() {
+            let what = match &table_info {
+                Some(t) if t.scheme != Scheme::None => "whole image",
+                Some(_) => "whole image (no partition table)",
+                None => "whole image (partition table unreadable)",
+            };
+            let whole = RangeSet::full(size);
+            let (provider, set) = fallback(&whole, hints)?;
+            regions.push(Region {
+                what: what.into(),
+                provider,
+                start: 0,
+                len: size,
+                mapped: set.bytes(),
+            });
+            set
+        } else {
+            let mut mapped = RangeSet::new();
+            let mut covered = RangeSet::new();
+            let dev = source.random_access().expect("checked above");
+            for p in parts {
+                let region = RangeSet::full(p.end()).subtract(&RangeSet::full(p.start));
+                let (provider, set) = match filesystem_map(&dev, p) {
+                    Ok(Some(found)) => found,
+                    Ok(None) => fallback(&region, hints)?,
+                    Err(why) => {
+                        let (provider, set) = fallback(&region, hints)?;
+                        (format!("{provider} ({why})"), set)
+                    }
+                };
+                regions.push(Region {
+                    what: format!("partition {} (type {})", p.number, p.kind),
+                    provider,
+                    start: p.start,
+                    len: p.size,
+                    mapped: set.bytes(),
+                });
+                mapped = mapped.union(&set);
+                covered = covered.union(&region);
+            }
+            // Tables, boot code and firmware live outside the partitions.
+            let gaps = RangeSet::full(size).subtract(&covered);
+            for g in gaps.extents() {
+                regions.push(Region {
+                    what: "outside the partitions".into(),
+                    provider: "in full".into(),
+                    start: g.start,
+                    len: g.len(),
+                    mapped: g.len(),
+                });
+            }
+            mapped.union(&gaps)
+        }
+    };
+    let mapped = match hints.changed {
+        Some(c) => mapped.union(c),
+        None => mapped,
     };
     let write = mapped.aligned(ALIGN, size).subtract(&table);
     Ok(Plan {
@@ -123,38 +182,64 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
     })
 }
 
+/// The used ranges of the filesystem in partition `p`, in image offsets:
+/// `Ok(None)` when no known filesystem is there, `Err` with the reason when
+/// one is there but its map cannot be trusted (the caller then falls back).
+fn filesystem_map(
+    dev: &Arc<dyn BlockDevice>,
+    p: &Partition,
+) -> std::result::Result<Option<(String, RangeSet)>, String> {
+    let win = Window::new(dev.clone(), p.start, p.size).map_err(|e| e.to_string())?;
+    let to_set = |v: Vec<std::ops::Range<u64>>| {
+        RangeSet::from_extents(v.into_iter().map(|r| Extent::new(r.start, r.end)).collect())
+            .intersect(&RangeSet::full(p.size))
+            .shifted(p.start)
+    };
+    if ext4::probe(&win).map_err(|e| e.to_string())? {
+        return match ext4::used_ranges(&win) {
+            Ok(v) => Ok(Some(("ext4 allocation map".into(), to_set(v)))),
+            Err(e) => Err(format!("ext4 map unavailable: {e}")),
+        };
+    }
+    Ok(None)
+}
+
 /// A region no filesystem map covers: its data map when the image is a
 /// sparse file, else all of it.
-fn fallback(region: &RangeSet, hints: &Hints) -> Result<(&'static str, RangeSet)> {
+fn fallback(region: &RangeSet, hints: &Hints) -> Result<(String, RangeSet)> {
     match hints.sparse_file {
         Some(f) => {
             let size = region.extents().last().map_or(0, |e| e.end);
             let data = data_map(f, size)
                 .map_err(|e| imagegen::Error::io_context("mapping the holes of the image", e))?;
-            Ok(("sparse file", data.intersect(region)))
+            Ok(("sparse file".into(), data.intersect(region)))
         }
-        None => Ok(("in full", region.clone())),
+        None => Ok(("in full".into(), region.clone())),
+    }
+}
+
+/// The image's partition table, read by `imagegen::layout` (from the
+/// read-ahead head for a stream); `None` when it does not parse, in which
+/// case the image is written without table-aware mapping.
+fn partition_table(source: &Source) -> Option<PartitionTable> {
+    match (source.random_access(), source.head()) {
+        (Some(dev), _) => layout::read_table(&*dev).ok(),
+        (None, Some(head)) => layout::parse_table(&MemDevice::from_vec(head.to_vec())).ok(),
+        (None, None) => None,
     }
 }
 
 /// The sectors holding partition tables: sector 0 (MBR, or GPT's protective
-/// MBR), and for GPT the primary header and entries (LBA 1–33) and the backup
-/// copy in the last 33 sectors.
-fn table_extents(source: &Source) -> Result<RangeSet> {
-    let size = source.size();
+/// MBR) always, and for GPT the primary header and entries (LBA 1–33) and the
+/// backup copy in the last 33 sectors.
+fn table_extents(table: Option<&PartitionTable>, size: u64) -> RangeSet {
     let mut t = RangeSet::new();
-    t.insert(0, 512.min(size));
-    if let Some(dev) = source.random_access() {
-        if size >= 68 * 512 {
-            let mut sig = [0u8; 8];
-            dev.read_at(512, &mut sig)?;
-            if &sig == b"EFI PART" {
-                t.insert(0, 34 * 512);
-                t.insert(size - 33 * 512, size);
-            }
-        }
+    t.insert(0, SECTOR.min(size));
+    if table.is_some_and(|t| t.scheme == Scheme::Gpt) && size >= 67 * SECTOR {
+        t.insert(0, 34 * SECTOR);
+        t.insert(size - 33 * SECTOR, size);
     }
-    Ok(t)
+    t
 }
 
 /// The data ranges of a file below `size`, from `SEEK_DATA`/`SEEK_HOLE`.
@@ -193,7 +278,7 @@ pub fn data_map(file: &File, size: u64) -> std::io::Result<RangeSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imagegen::block::{BlockDevice, FileDevice, MemDevice};
+    use imagegen::block::{FileDevice, MemDevice};
     use std::os::unix::fs::FileExt;
     use std::sync::Arc;
 
@@ -216,6 +301,7 @@ mod tests {
             &Hints {
                 bmap: None,
                 sparse_file: Some(&file),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -236,18 +322,36 @@ mod tests {
 
     #[test]
     fn gpt_tables_at_both_ends_are_written_last() {
-        let size = 1 << 20;
-        let dev = MemDevice::zeroed(size);
-        dev.write_at(512, b"EFI PART").unwrap();
+        let size = 4 << 20;
+        // The test is about the plan; sfdisk makes the GPT.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gpt.img");
+        std::fs::write(&p, vec![0u8; size]).unwrap();
+        let mut child = std::process::Command::new("sfdisk")
+            .args(["-q", p.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sfdisk (fdisk package) is installed");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\n2048,2048,L\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let dev = MemDevice::from_vec(std::fs::read(&p).unwrap());
         let plan = build(&Source::Random(Arc::new(dev)), &Hints::default()).unwrap();
+        let size = size as u64;
         assert_eq!(
             plan.table.extents(),
-            &[
-                Extent::new(0, 20480),
-                Extent::new(size as u64 - 20480, size as u64)
-            ]
+            &[Extent::new(0, 20480), Extent::new(size - 20480, size)]
         );
-        assert_eq!(plan.bytes(), size as u64, "no map: everything in full");
+        assert_eq!(plan.bytes(), size, "no map: everything in full");
+        assert_eq!(
+            plan.regions[0].what,
+            "partition 1 (type 0fc63daf-8483-4772-8e79-3d69d8477de4)"
+        );
     }
 
     #[test]
@@ -266,6 +370,7 @@ mod tests {
             &Hints {
                 bmap: Some(&b),
                 sparse_file: None,
+                ..Default::default()
             },
         )
         .unwrap_err();

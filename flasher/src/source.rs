@@ -6,10 +6,13 @@
 //! plan selects, in chunks of page-aligned buffers from a bounded [`Pool`].
 
 use crate::aligned::AlignedBuf;
-use crate::ranges::Extent;
+use crate::ranges::{Extent, RangeSet};
 use crate::Result;
 use imagegen::block::BlockDevice;
+use imagegen::delta::{Delta, Patched, PatchedReader};
+use imagegen::source::{Compression, ImageSource};
 use std::io::Read;
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +25,8 @@ pub enum Source {
         reader: Box<dyn Read + Send>,
         size: u64,
         name: String,
+        /// The first bytes of the image (partition tables), read ahead.
+        head: Vec<u8>,
     },
 }
 
@@ -48,6 +53,14 @@ impl Source {
         match self {
             Source::Random(d) => d.describe(),
             Source::Stream { name, .. } => name.clone(),
+        }
+    }
+
+    /// The first bytes of the image, when the source is a stream.
+    pub fn head(&self) -> Option<&[u8]> {
+        match self {
+            Source::Random(_) => None,
+            Source::Stream { head, .. } => Some(head),
         }
     }
 
@@ -105,6 +118,22 @@ impl Source {
                     return Ok(());
                 }
                 off += n as u64;
+            }
+        }
+        if let Source::Stream {
+            reader, name, size, ..
+        } = self
+        {
+            // Read to the end: a stream must be exactly as long as announced,
+            // and a patched base is checked against its delta only there.
+            let rest = std::io::copy(reader, &mut std::io::sink())
+                .map_err(|e| imagegen::Error::io_context(format!("reading {name}"), e))?;
+            if pos + rest != *size {
+                return Err(imagegen::Error::corrupt(
+                    name.to_string(),
+                    format!("the stream holds {} bytes, not {size}", pos + rest),
+                )
+                .into());
             }
         }
         Ok(())
@@ -193,10 +222,105 @@ impl Drop for Chunk {
     }
 }
 
+/// How much of a stream is read ahead for its partition table: MBR, or GPT's
+/// protective MBR, header and 128 entries.
+const HEAD: usize = 34 * 512;
+
+/// An opened image: the source, and for a raw file the file itself (its
+/// holes are a plan provider).
+#[derive(Debug)]
+pub struct Image {
+    pub source: Source,
+    pub sparse_file: Option<std::fs::File>,
+    /// Ranges a node delta replaces: always written, whatever the base's maps say.
+    pub changed: RangeSet,
+    /// The compression `imagegen` recognised by magic bytes.
+    pub compression: Compression,
+}
+
+/// Opens an image file: a raw image for random access, a compressed one
+/// (xz, zstd, gzip: recognised by `imagegen::source`) as a stream; with a
+/// node delta, base ⊕ delta applied on the fly (`imagegen::delta`).
+///
+/// A stream's size is needed before anything is written (the device must be
+/// large enough, GPT keeps a backup table in the last sectors): it comes from
+/// `size_hint` (a bmap's `ImageSize`) or else from a first pass that
+/// decompresses the image and counts its bytes, without storing them.
+///
+/// The base of a delta is checked against the SHA-256 the delta records: a
+/// raw base by one full read before anything is written, a compressed one as
+/// it streams (a mismatch fails the read, so no card gets a partition table).
+pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result<Image> {
+    // The delta lives as long as the process: `imagegen`'s patching views
+    // borrow it, and the sources built here must be 'static to cross threads.
+    let delta: Option<&'static Delta> = match delta {
+        Some(p) => Some(Box::leak(Box::new(Delta::open(p)?))),
+        None => None,
+    };
+    let changed = delta.map_or_else(RangeSet::new, |d| {
+        RangeSet::from_extents(
+            d.ranges()
+                .iter()
+                .map(|r| Extent::new(r.offset, r.end()))
+                .collect(),
+        )
+    });
+    let compression = Compression::of_file(path)?;
+    if !compression.is_compressed() {
+        let dev = imagegen::block::FileDevice::open(path)?;
+        let file = dev
+            .file()
+            .try_clone()
+            .map_err(|e| imagegen::Error::io(path, e))?;
+        let source: Arc<dyn BlockDevice> = match delta {
+            None => Arc::new(dev),
+            Some(d) => {
+                let patched = Patched::new(dev, d)?;
+                patched.verify_base()?;
+                Arc::new(patched)
+            }
+        };
+        return Ok(Image {
+            source: Source::Random(source),
+            sparse_file: Some(file),
+            changed,
+            compression,
+        });
+    }
+    let open_stream = || -> Result<Box<dyn Read + Send>> {
+        let base = ImageSource::open(path)?;
+        Ok(match delta {
+            None => Box::new(base),
+            Some(d) => Box::new(PatchedReader::new(base, d, path.display().to_string())),
+        })
+    };
+    let mut head = Vec::with_capacity(HEAD);
+    open_stream()?
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| imagegen::Error::io_context("reading the image's first sectors", e))?;
+    let size = match (size_hint, delta) {
+        (Some(s), _) => s,
+        (None, Some(d)) => d.base().size,
+        (None, None) => std::io::copy(&mut open_stream()?, &mut std::io::sink())
+            .map_err(|e| imagegen::Error::io_context("sizing the image", e))?,
+    };
+    Ok(Image {
+        source: Source::Stream {
+            reader: open_stream()?,
+            size,
+            name: path.display().to_string(),
+            head,
+        },
+        sparse_file: None,
+        changed,
+        compression,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranges::RangeSet;
     use imagegen::block::MemDevice;
 
     fn collect(mut src: Source, ranges: &RangeSet) -> Vec<(u64, Vec<u8>)> {
@@ -224,6 +348,7 @@ mod tests {
                 reader: Box::new(std::io::Cursor::new(data.clone())),
                 size: data.len() as u64,
                 name: "stream".into(),
+                head: Vec::new(),
             },
             &ranges,
         );
@@ -238,30 +363,10 @@ mod tests {
             reader: Box::new(std::io::Cursor::new(vec![0u8; 100])),
             size: 10000,
             name: "short".into(),
+            head: Vec::new(),
         };
         let pool = Pool::new(1, 4096);
         let r = s.read_ranges(RangeSet::full(10000).extents(), 4096, &pool, |_| true);
         assert!(r.unwrap_err().to_string().contains("short"));
     }
-}
-
-/// An opened image: the source, and for a raw file the file itself (its
-/// holes are a plan provider).
-#[derive(Debug)]
-pub struct Image {
-    pub source: Source,
-    pub sparse_file: Option<std::fs::File>,
-}
-
-/// Opens a raw image file.
-pub fn open(path: &std::path::Path) -> Result<Image> {
-    let dev = imagegen::block::FileDevice::open(path)?;
-    let file = dev
-        .file()
-        .try_clone()
-        .map_err(|e| imagegen::Error::io(path, e))?;
-    Ok(Image {
-        source: Source::Random(Arc::new(dev)),
-        sparse_file: Some(file),
-    })
 }

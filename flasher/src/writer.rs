@@ -349,4 +349,38 @@ mod tests {
         t.read_at(0, &mut sector).unwrap();
         assert_eq!(sector, [0; 512], "no table after an interruption");
     }
+
+    /// Raises a real SIGINT once a device has passed `at` bytes.
+    struct RaiseAt(u64, AtomicBool);
+
+    impl crate::progress::Observer for RaiseAt {
+        fn progress(&self, _: usize, _: Phase, done: u64, _: u64) {
+            if done >= self.0 && !self.1.swap(true, Ordering::SeqCst) {
+                // SAFETY: raise(3) with the handler `install` put in place.
+                unsafe { libc::raise(libc::SIGINT) };
+            }
+        }
+        fn failed(&self, _: usize) {}
+    }
+
+    #[test]
+    fn sigint_through_the_handler_stops_before_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Arc::new(MemDevice::from_vec(image(24 << 20)));
+        let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
+        let t = target_file(dir.path(), "t", 32 << 20);
+        let cancel = crate::interrupt::install();
+        let (reports, _) = write_all(
+            Source::Random(src),
+            &plan,
+            std::slice::from_ref(&t),
+            &RaiseAt(8 << 20, AtomicBool::new(false)),
+            cancel,
+        );
+        let err = reports[0].result.as_ref().unwrap_err().to_string();
+        assert!(err.contains("interrupted"), "{err}");
+        let mut sector = [1u8; 512];
+        t.read_at(0, &mut sector).unwrap();
+        assert_eq!(sector, [0; 512], "no table after SIGINT");
+    }
 }

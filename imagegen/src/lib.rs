@@ -8,6 +8,7 @@ pub mod block;
 pub mod delta;
 pub mod error;
 pub mod fs;
+pub mod inspect;
 pub mod layout;
 pub mod sink;
 pub mod source;

@@ -21,12 +21,15 @@ use std::time::Instant;
 /// partition table last, every written byte read back and compared.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// Image to write (a raw disk image).
+    /// Image to write: a raw disk image, or one compressed with xz, zstd or gzip (recognised by content).
     pub source: PathBuf,
     /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image.
     #[arg(long = "device", value_name = "DEV", required = true)]
     pub devices: Vec<PathBuf>,
-    /// bmaptool block map of the image: write only the blocks it lists.
+    /// Node delta (from `nodeimg stamp`) applied on the fly: SOURCE is then its base image.
+    #[arg(long, value_name = "NODE.delta")]
+    pub delta: Option<PathBuf>,
+    /// bmaptool block map of the image: write only the blocks it lists (plus what a delta changes).
     #[arg(long, value_name = "FILE")]
     pub bmap: Option<PathBuf>,
     /// Do not ask for confirmation (required when there is no terminal).
@@ -56,15 +59,20 @@ pub(crate) struct Prepared {
 }
 
 /// Opens SOURCE and plans which ranges matter.
-pub(crate) fn prepare(source: &Path, bmap: Option<&Path>) -> anyhow::Result<Prepared> {
-    let image = flasher::source::open(source)
-        .with_context(|| format!("opening image {}", source.display()))?;
+pub(crate) fn prepare(
+    source: &Path,
+    delta: Option<&Path>,
+    bmap: Option<&Path>,
+) -> anyhow::Result<Prepared> {
     let bmap = bmap.map(Bmap::load).transpose()?;
+    let image = flasher::source::open(source, delta, bmap.as_ref().map(|b| b.image_size))
+        .with_context(|| format!("opening image {}", source.display()))?;
     let plan = plan::build(
         &image.source,
         &Hints {
             bmap: bmap.as_ref(),
             sparse_file: image.sparse_file.as_ref(),
+            changed: Some(&image.changed),
         },
     )
     .with_context(|| format!("planning the write of {}", source.display()))?;
@@ -84,7 +92,7 @@ fn describe_plan(p: &Plan) -> String {
     );
     for r in &p.regions {
         s += &format!(
-            "  {} [{}..{}): {} by {}\n",
+            "  {} [{}..{}): {} to write ({})\n",
             r.what,
             r.start,
             r.start + r.len,
@@ -100,6 +108,7 @@ fn plan_json(p: &Plan) -> serde_json::Value {
         "image_size": p.image_size,
         "bytes_to_write": p.bytes(),
         "bytes_skipped": p.skipped(),
+        "write": p.write.extents(),
         "table": p.table.extents(),
         "regions": p.regions,
     })
@@ -144,7 +153,7 @@ struct Outcome {
 }
 
 pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args.source, args.bmap.as_deref())?;
+    let prepared = prepare(&args.source, args.delta.as_deref(), args.bmap.as_deref())?;
     let plan = &prepared.plan;
     let disks = check_devices(&args, plan.image_size)?;
     if args.dry_run {

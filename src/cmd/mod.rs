@@ -3,7 +3,9 @@
 mod delta;
 mod devices;
 mod flash;
+pub mod fs;
 mod inspect;
+pub mod size;
 mod verify;
 
 use clap::Subcommand;
@@ -20,6 +22,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// List disks a card could be written to, and why others are refused.
     Devices(devices::DevicesArgs),
+    /// Read and change files inside an image's filesystem, without mounting
+    Fs(fs::FsArgs),
     /// Show an image's partition table and filesystems.
     Inspect(inspect::InspectArgs),
 }
@@ -31,6 +35,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Flash(a) => flash::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Devices(a) => devices::run(a),
+        Command::Fs(args) => fs::run(args),
         Command::Inspect(args) => inspect::run(args),
     }
 }

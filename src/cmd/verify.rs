@@ -14,8 +14,11 @@ use std::time::Instant;
 /// back past the page cache and its SHA-256 compared with the image's.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Image the card was written from (a raw disk image).
+    /// Image the card was written from: raw, or compressed with xz, zstd or gzip.
     pub source: PathBuf,
+    /// Node delta the card was written with (SOURCE is then its base image).
+    #[arg(long, value_name = "NODE.delta")]
+    pub delta: Option<PathBuf>,
     /// bmap file the card was written with (compare only the blocks it lists).
     #[arg(long, value_name = "FILE")]
     pub bmap: Option<PathBuf>,
@@ -28,7 +31,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args.source, args.bmap.as_deref())?;
+    let prepared = prepare(&args.source, args.delta.as_deref(), args.bmap.as_deref())?;
     let target = DeviceTarget::open_read_only(&args.device)
         .with_context(|| format!("opening {}", args.device.display()))?;
     let name = args.device.display().to_string();

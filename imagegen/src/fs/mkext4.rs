@@ -597,6 +597,9 @@ impl<'o> Declarer<'o> {
                 .map_err(|e| mk_err(e, "/"))?;
             return self.finish(entry, ROOT);
         }
+        if path == "lost+found" || path.starts_with("lost+found/") {
+            return lost_and_found(entry);
+        }
         let (parent_path, name) = split(path);
         let parent = self.dir(parent_path)?;
         self.replace_existing(entry, parent, name)?;
@@ -748,6 +751,23 @@ impl<'o> Declarer<'o> {
             self.flagged.push((entry.path.clone(), entry.flags.0));
         }
         Ok(())
+    }
+}
+
+/// `mkext4` always makes `/lost+found` itself: the source's own is
+/// skipped when it is an empty directory (what every ext4 and most root
+/// trees have) and refused otherwise, since its contents would need a
+/// directory we cannot declare.
+fn lost_and_found(entry: &Entry) -> Result<()> {
+    match (&entry.kind, entry.path.as_str()) {
+        (EntryKind::Dir, "lost+found") => Ok(()),
+        (_, "lost+found") => Err(Error::Invalid(
+            "/lost+found in the source is not a directory; ext4 needs that name for its own".into(),
+        )),
+        (_, path) => Err(Error::Invalid(format!(
+            "/{path}: the source's lost+found is not empty; ext4 makes its own lost+found, \
+             so move recovered files elsewhere first"
+        ))),
     }
 }
 

@@ -7,11 +7,18 @@
 //! [`Error::Unsupported`](crate::Error::Unsupported) without changing anything.
 
 pub mod ext4;
+pub mod fat;
 pub mod mkext4;
+mod probe;
+pub mod timestamp;
 
+pub use probe::{probe, FsType};
+
+use crate::block::BlockDevice;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 /// What kind of object a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -179,6 +186,29 @@ pub trait Filesystem {
     /// The error for an operation this filesystem cannot express.
     fn unsupported(&self, what: &str, path: &str) -> Error {
         Error::unsupported(what, format!("{} has no {what} ({path})", self.kind()))
+    }
+}
+
+/// Opens the filesystem that fills `dev` (a bare filesystem image or one
+/// partition's window), recognised by [`probe`]. With `writable` false every
+/// change is refused.
+pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<Box<dyn Filesystem>> {
+    match probe(&*dev)? {
+        Some(FsType::Fat12 | FsType::Fat16 | FsType::Fat32) => {
+            Ok(Box::new(fat::FatFs::open(dev, writable)?))
+        }
+        Some(t @ (FsType::Ext2 | FsType::Ext3 | FsType::Ext4)) => Err(Error::unsupported(
+            "filesystem",
+            format!(
+                "{} on {} cannot be opened yet: nodeimg's ext engine has not landed",
+                t,
+                dev.describe()
+            ),
+        )),
+        None => Err(Error::unsupported(
+            "filesystem",
+            format!("{}: no FAT or ext2/3/4 signature found", dev.describe()),
+        )),
     }
 }
 

@@ -50,10 +50,14 @@ impl DirSource {
         self
     }
 
-    fn entry(&self, fs_path: &Path, tree_path: String, md: &Metadata) -> Result<Entry> {
+    fn entry(&self, fs_path: &Path, tree_path: String, md: &Metadata, full: bool) -> Result<Entry> {
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
+        } else if ft.is_symlink() && !full {
+            EntryKind::Symlink {
+                target: String::new(),
+            }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(fs_path).map_err(|e| Error::io(fs_path, e))?;
             let target = target.into_os_string().into_string().map_err(|t| {
@@ -109,7 +113,11 @@ impl DirSource {
                 nanos: md.ctime_nsec() as u32,
             },
             crtime: None,
-            xattrs: read_xattrs(fs_path)?,
+            xattrs: if full {
+                read_xattrs(fs_path)?
+            } else {
+                Vec::new()
+            },
             flags: InodeFlags::default(),
             nlink: Some(md.nlink() as u32),
         })
@@ -225,7 +233,10 @@ impl TreeSource for DirSource {
     fn walk(&mut self, with_data: bool, visit: &mut Visitor<'_>) -> Result<()> {
         let what = self.describe();
         let md = std::fs::symlink_metadata(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        visit(&self.entry(&self.root, String::new(), &md)?, None)?;
+        visit(
+            &self.entry(&self.root, String::new(), &md, !with_data)?,
+            None,
+        )?;
         // (dev, ino) of multiply-linked files → tree path of the first name.
         let mut first_names: HashMap<(u64, u64), String> = HashMap::new();
         // One level per open directory: its host path, tree path and the
@@ -263,7 +274,7 @@ impl TreeSource for DirSource {
             if md.is_file() && md.nlink() > 1 {
                 let key = (md.dev(), md.ino());
                 if let Some(first) = first_names.get(&key) {
-                    let mut entry = self.entry(&fs_path, tree_path, &md)?;
+                    let mut entry = self.entry(&fs_path, tree_path, &md, !with_data)?;
                     entry.kind = EntryKind::HardLink {
                         target: first.clone(),
                     };
@@ -272,7 +283,7 @@ impl TreeSource for DirSource {
                 }
                 first_names.insert(key, tree_path.clone());
             }
-            let entry = self.entry(&fs_path, tree_path, &md)?;
+            let entry = self.entry(&fs_path, tree_path, &md, !with_data)?;
             match &entry.kind {
                 EntryKind::Dir => {
                     visit(&entry, None)?;

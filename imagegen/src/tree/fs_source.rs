@@ -9,25 +9,33 @@
 //! name order.
 //!
 //! [`Filesystem::read_file`] pushes data into a writer while writers such
-//! as `mkext4` pull from a reader, so each file's data is pumped by a
-//! short-lived thread through a small bounded channel: memory stays at a
-//! few chunks whatever the file size.
+//! as `mkext4` pull from a reader, so each file's data ranges are first
+//! collected: in memory up to [`SPOOL_LIMIT`], in an unlinked temporary
+//! file beyond, so memory stays bounded whatever the file size.
 
 use super::{DataMap, Entry, EntryKind, InodeFlags, TreeSource, Visitor, SPARSE_ALIGN};
 use crate::fs::{FileKind, Filesystem, Stat};
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::sync::mpsc;
+use std::io::{self, Seek, Write};
+
+/// Largest file data kept in memory while repacking; bigger files are
+/// spooled through a temporary file.
+pub const SPOOL_LIMIT: usize = 8 << 20;
 
 /// A filesystem read as a tree; see the module documentation.
-pub struct FsSource<F: Filesystem + Send + ?Sized> {
+pub struct FsSource<F: Filesystem + ?Sized> {
     fs: Box<F>,
     name: String,
     block_size: Option<u64>,
+    devices: Option<DeviceNumbers>,
 }
 
-impl<F: Filesystem + Send + ?Sized> FsSource<F> {
+/// Looks up the device numbers `(major, minor)` of the device node at a
+/// path of the filesystem; [`Stat`] does not carry them.
+pub type DeviceNumbers = Box<dyn Fn(&str) -> Result<(u32, u32)>>;
+
+impl<F: Filesystem + ?Sized> FsSource<F> {
     /// Walks `fs`; `name` is used in messages. `block_size` is the unit
     /// of [`Stat::extents`]; without it every file is treated as dense.
     pub fn new(fs: Box<F>, name: impl Into<String>, block_size: Option<u64>) -> Self {
@@ -35,7 +43,15 @@ impl<F: Filesystem + Send + ?Sized> FsSource<F> {
             fs,
             name: name.into(),
             block_size,
+            devices: None,
         }
+    }
+
+    /// Where device numbers come from; without it, device nodes are
+    /// refused.
+    pub fn with_device_numbers(mut self, lookup: DeviceNumbers) -> Self {
+        self.devices = Some(lookup);
+        self
     }
 
     fn entry(&self, fs_path: &str, tree_path: String, stat: &Stat) -> Result<Entry> {
@@ -55,16 +71,22 @@ impl<F: Filesystem + Send + ?Sized> FsSource<F> {
             },
             FileKind::Fifo => EntryKind::Fifo,
             FileKind::Socket => EntryKind::Socket,
-            // `Stat` carries no device numbers, so a device node cannot be
-            // copied faithfully: refuse rather than invent 0:0.
             FileKind::CharDevice | FileKind::BlockDevice => {
-                return Err(Error::unsupported(
-                    "device node",
-                    format!(
-                        "{}: {fs_path}: the filesystem reader reports no device numbers",
-                        self.name
-                    ),
-                ))
+                let Some(lookup) = &self.devices else {
+                    return Err(Error::unsupported(
+                        "device node",
+                        format!(
+                            "{}: {fs_path}: the filesystem reader reports no device numbers",
+                            self.name
+                        ),
+                    ));
+                };
+                let (major, minor) = lookup(fs_path)?;
+                if stat.kind == FileKind::CharDevice {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
             }
         };
         let mtime = stat.mtime.unwrap_or_default();
@@ -124,24 +146,40 @@ impl<F: Filesystem + Send + ?Sized> FsSource<F> {
     }
 }
 
-/// Receives a whole file from `read_file` and forwards only the bytes of
-/// the data ranges, in chunks, to the pulling side.
-struct RangeForwarder<'a> {
+/// Receives a whole file from `read_file` and keeps only the bytes of
+/// the data ranges: in memory, or in a temporary file past the limit.
+struct RangeCollector<'a> {
     ranges: &'a [(u64, u64)],
     pos: u64,
-    tx: mpsc::SyncSender<Vec<u8>>,
+    memory: Vec<u8>,
+    spool: Option<std::fs::File>,
 }
 
-impl Write for RangeForwarder<'_> {
+impl RangeCollector<'_> {
+    fn keep(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.spool.is_none() && self.memory.len() + bytes.len() > SPOOL_LIMIT {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.spool = Some(file);
+        }
+        match &mut self.spool {
+            Some(file) => file.write_all(bytes),
+            None => {
+                self.memory.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Write for RangeCollector<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let (start, end) = (self.pos, self.pos + buf.len() as u64);
         for &(offset, len) in self.ranges {
             let (lo, hi) = (offset.max(start), (offset + len).min(end));
             if lo < hi {
-                let chunk = buf[(lo - start) as usize..(hi - start) as usize].to_vec();
-                self.tx
-                    .send(chunk)
-                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "reader stopped"))?;
+                self.keep(&buf[(lo - start) as usize..(hi - start) as usize])?;
             }
         }
         self.pos = end;
@@ -153,31 +191,6 @@ impl Write for RangeForwarder<'_> {
     }
 }
 
-/// The pulling side of the channel.
-struct ChunkReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0), // sender finished
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
 fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_string()
@@ -186,7 +199,7 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
-impl<F: Filesystem + Send + ?Sized> TreeSource for FsSource<F> {
+impl<F: Filesystem + ?Sized> TreeSource for FsSource<F> {
     fn describe(&self) -> String {
         self.name.clone()
     }
@@ -233,7 +246,7 @@ impl<F: Filesystem + Send + ?Sized> TreeSource for FsSource<F> {
     }
 }
 
-impl<F: Filesystem + Send + ?Sized> FsSource<F> {
+impl<F: Filesystem + ?Sized> FsSource<F> {
     /// Names of a directory's entries, reversed so `pop` yields them in
     /// name order.
     fn names(&self, tree_path: &str) -> Result<Vec<String>> {
@@ -247,7 +260,7 @@ impl<F: Filesystem + Send + ?Sized> FsSource<F> {
         Ok(names)
     }
 
-    /// Streams one file's data ranges to `visit` through a pump thread.
+    /// Collects one file's data ranges and hands them to `visit`.
     fn pump(&mut self, fs_path: &str, entry: &Entry, visit: &mut Visitor<'_>) -> Result<()> {
         let EntryKind::File { size, data } = &entry.kind else {
             return visit(entry, None);
@@ -257,33 +270,26 @@ impl<F: Filesystem + Send + ?Sized> FsSource<F> {
             DataMap::Dense => &whole,
             DataMap::Sparse(ranges) => ranges,
         };
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
-        let fs = &mut self.fs;
-        std::thread::scope(|scope| {
-            let pump = scope.spawn(move || {
-                let mut out = RangeForwarder { ranges, pos: 0, tx };
-                fs.read_file(fs_path, &mut out)
-            });
-            let mut reader = ChunkReader {
-                rx,
-                chunk: Vec::new(),
-                at: 0,
-            };
-            let visited = visit(entry, Some(&mut reader));
-            // Unblock the pump if the consumer stopped early.
-            drop(reader);
-            let pumped = pump.join().map_err(|_| {
-                Error::Invalid(format!("{fs_path}: reading the source file panicked"))
-            })?;
-            visited?;
-            let read = pumped?;
-            if read != *size {
-                return Err(Error::corrupt(
-                    fs_path.to_string(),
-                    format!("stat says {size} bytes but {read} were read"),
-                ));
+        let mut collector = RangeCollector {
+            ranges,
+            pos: 0,
+            memory: Vec::new(),
+            spool: None,
+        };
+        let read = self.fs.read_file(fs_path, &mut collector)?;
+        if read != *size {
+            return Err(Error::corrupt(
+                format!("{} {fs_path}", self.name),
+                format!("stat says {size} bytes but {read} were read"),
+            ));
+        }
+        match collector.spool {
+            Some(mut file) => {
+                file.rewind()
+                    .map_err(|e| Error::io_context("rewinding the spool file", e))?;
+                visit(entry, Some(&mut io::BufReader::new(file)))
             }
-            Ok(())
-        })
+            None => visit(entry, Some(&mut &collector.memory[..])),
+        }
     }
 }

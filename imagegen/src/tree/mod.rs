@@ -17,7 +17,7 @@ mod owner_map;
 mod tar_source;
 
 pub use dir::DirSource;
-pub use fs_source::FsSource;
+pub use fs_source::{DeviceNumbers, FsSource};
 pub use owner_map::OwnerMap;
 pub use tar_source::TarSource;
 
@@ -218,10 +218,28 @@ pub trait TreeSource {
     /// [`Entry::data_bytes`] — for sparse files the data ranges,
     /// concatenated.
     ///
+    /// Data walks exist to deliver contents: in them only `path`, `kind`
+    /// and sizes are meaningful, and sources may leave symlink targets and
+    /// extended attributes out to save system calls.
+    ///
     /// Each walk yields the same entries in the same order; a source that
     /// changed between walks is reported as an error by the data reader
     /// (short or long read) or by the writer.
     fn walk(&mut self, with_data: bool, visit: &mut Visitor<'_>) -> Result<()>;
+}
+
+/// A tree with nothing in it (a fresh, empty filesystem).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyTree;
+
+impl TreeSource for EmptyTree {
+    fn describe(&self) -> String {
+        "an empty tree".into()
+    }
+
+    fn walk(&mut self, _with_data: bool, _visit: &mut Visitor<'_>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The callback of [`TreeSource::walk`].

@@ -137,7 +137,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         Ok(buf)
     }
 
-    fn check_dir_changeable(&self, ino: u32, inode: &Inode) -> Result<()> {
+    pub(super) fn check_dir_changeable(&self, ino: u32, inode: &Inode) -> Result<()> {
         if inode.has_flag(FL_INLINE_DATA) {
             return Err(Error::unsupported(
                 "ext4 change",

@@ -211,4 +211,57 @@ mod tests {
             Some((0x5538_916c, 0x34a2_9fa3))
         );
     }
+
+    #[test]
+    fn long_half_md4_matches_debugfs() {
+        // Longer than one 32-byte chunk: the padding follows the whole name.
+        let long = "long-name-".repeat(20);
+        assert_eq!(
+            dirhash(HALF_MD4, &SEED, long.as_bytes()),
+            Some((0xf36e_63c8, 0x325b_1d6a))
+        );
+        assert_eq!(
+            dirhash(HALF_MD4, &SEED, &[b'x'; 40]),
+            Some((0x69ac_38ae, 0x5da7_36e4))
+        );
+    }
+
+    #[test]
+    fn legacy_and_tea_match_debugfs() {
+        let long = "long-name-".repeat(20);
+        assert_eq!(dirhash(LEGACY, &SEED, b"a"), Some((0xe74b_53e2, 0)));
+        assert_eq!(
+            dirhash(LEGACY, &SEED, long.as_bytes()),
+            Some((0x466b_3178, 0))
+        );
+        assert_eq!(
+            dirhash(TEA, &SEED, b"hello.txt"),
+            Some((0x3f3e_df48, 0x6123_34fd))
+        );
+        assert_eq!(
+            dirhash(TEA, &SEED, long.as_bytes()),
+            Some((0x3fa3_968c, 0xf3a0_46aa))
+        );
+        assert_eq!(
+            dirhash(TEA, &SEED, &[b'x'; 40]),
+            Some((0xa0d7_1d2e, 0x6c20_b0ba))
+        );
+    }
+
+    #[test]
+    fn signedness_variants_match_debugfs() {
+        let name = b"a\xe9b";
+        let want = [
+            (0x4b49_77c4, 0),
+            (0x4a1a_91c6, 0xf53d_dce4),
+            (0xdd4b_5bce, 0x3fee_5fc9),
+            (0xfbef_81c8, 0),
+            (0xbedb_2514, 0x7ae0_5ebd),
+            (0x9a0b_1d84, 0xaab1_e174),
+        ];
+        for (v, w) in want.iter().enumerate() {
+            assert_eq!(dirhash(v as u8, &SEED, name), Some(*w), "version {v}");
+        }
+        assert_eq!(dirhash(6, &SEED, name), None);
+    }
 }

@@ -40,6 +40,7 @@ mod alloc;
 mod blockmap;
 mod bytes;
 mod csum;
+mod devices;
 mod dir;
 mod dirent;
 mod engine;

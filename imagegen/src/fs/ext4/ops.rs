@@ -307,6 +307,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let t = self.resolve_parent_required(path)?;
         let mut dir = self.read_inode(t.dir)?;
         let existing = self.dir_lookup(t.dir, &dir, &t.name)?;
+        if existing.is_none() {
+            // Refuse before any data reaches the device.
+            self.check_dir_changeable(t.dir, &dir)?;
+        }
         let bs = self.block_size();
         let nblocks = size.div_ceil(bs);
         // Room check before anything is written: data, a worst-case tree
@@ -491,6 +495,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
             if fs.dir_lookup(t.dir, &dir, &t.name)?.is_some() {
                 return Err(Error::AlreadyExists(path.to_string()));
             }
+            fs.check_dir_changeable(t.dir, &dir)?;
             let ino = fs.alloc_inode(fs.inode_group(t.dir), false)?;
             let mut inode = fs.new_inode(S_IFLNK | 0o777, attrs);
             inode.set_links(1);
@@ -573,21 +578,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
             if !children.is_empty() && !recursive {
                 return Err(Error::Invalid(format!("{path}: directory not empty")));
             }
-            for name in children {
-                let child_path = format!(
-                    "{}/{}",
-                    path.trim_end_matches('/'),
-                    String::from_utf8_lossy(&name)
-                );
-                let ct = Target {
-                    dir: found.ino,
-                    name,
-                    path: child_path.clone(),
-                };
-                let mut me = self.read_inode(found.ino)?;
-                self.remove_tx(&ct, &mut me, true, &child_path)?;
-                // Subdirectory removal changed `me` (links); keep it staged.
-                self.write_inode(found.ino, &mut me)?;
+            if !children.is_empty() {
+                self.purge_dir(found.ino, path)?;
             }
             let inode = self.read_inode(found.ino)?;
             self.dir_remove(t.dir, dir, &t.name)?;
@@ -600,6 +592,37 @@ impl<D: BlockDevice> Ext4Fs<D> {
         } else {
             self.unlink_tx(t, dir, path)
         }
+    }
+
+    /// Releases everything below directory `ino`, which is about to be
+    /// destroyed itself: its blocks are not edited, only its children's
+    /// link counts and inodes.
+    fn purge_dir(&mut self, ino: u32, path: &str) -> Result<()> {
+        let inode = self.read_inode(ino)?;
+        for (name, found) in self.dir_records(ino, &inode)? {
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let child_path = format!(
+                "{}/{}",
+                path.trim_end_matches('/'),
+                String::from_utf8_lossy(&name)
+            );
+            let mut child = self.read_inode(found.ino)?;
+            self.refuse_inline(found.ino, &child, &child_path)?;
+            if child.is_dir() {
+                self.purge_dir(found.ino, &child_path)?;
+                let child = self.read_inode(found.ino)?;
+                self.destroy_inode(found.ino, &child)?;
+            } else if child.links() <= 1 {
+                self.destroy_inode(found.ino, &child)?;
+            } else {
+                child.set_links(child.links() - 1);
+                child.set_time(TimeField::Ctime, self.clock());
+                self.write_inode(found.ino, &mut child)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes a non-directory name, releasing the inode at its last link.

@@ -191,3 +191,244 @@ fn gdt_csum_era() {
 fn small_inodes_no_journal() {
     exercise(&["-I", "128", "-O", "^has_journal"]);
 }
+
+/// An image with a `/big` directory of `entries` names, indexed (htree).
+fn htree_image(opts: &[&str], entries: usize) -> Img {
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..entries {
+        std::fs::write(big.join(format!("entry-{i:05}")), b"x").unwrap();
+    }
+    let mut all = vec!["-d", src.path().to_str().unwrap()];
+    all.extend_from_slice(opts);
+    let img = mkfs(64, &all);
+    // mke2fs -d writes linear directories; e2fsck -D indexes them.
+    Command::new("e2fsck")
+        .args(["-fyD"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    fsck(&img.path);
+    assert!(
+        debugfs(&img.path, "htree /big").contains("Root node dump"),
+        "/big is not indexed"
+    );
+    img
+}
+
+fn count_name(img: &Path, dir: &str, name: &str) -> usize {
+    debugfs(img, &format!("ls {dir}"))
+        .split_whitespace()
+        .filter(|w| *w == name)
+        .count()
+}
+
+fn htree_exercise(opts: &[&str]) {
+    let img = htree_image(opts, 3000);
+    let mut fs = open(&img.path);
+    // Replace an existing name: exactly one entry stays.
+    put(&mut fs, "/big/entry-02500", b"replaced");
+    fsck(&img.path);
+    assert_eq!(count_name(&img.path, "/big", "entry-02500"), 1);
+    assert_eq!(cat(&fs, "/big/entry-02500"), b"replaced");
+    // New names go to their hash leaf; enough of them to fill leaves too.
+    for i in 0..400 {
+        put(&mut fs, &format!("/big/new-{i:04}"), b"n");
+        if i % 100 == 0 {
+            fsck(&img.path);
+        }
+    }
+    fsck(&img.path);
+    eprintln!(
+        "INDEXED AFTER PUTS: {}",
+        debugfs(&img.path, "htree /big").contains("Root node dump")
+    );
+    assert_eq!(count_name(&img.path, "/big", "new-0399"), 1);
+    fs.remove("/big/entry-00007", false).unwrap();
+    put(&mut fs, "/big/entry-00008", b"again");
+    fsck(&img.path);
+    assert_eq!(count_name(&img.path, "/big", "entry-00008"), 1);
+    assert_eq!(fs.list("/big").unwrap().len(), 3000 + 400 - 1);
+    fs.remove("/big", true).unwrap();
+    fsck(&img.path);
+}
+
+#[test]
+fn htree_4k() {
+    htree_exercise(&["-b", "4096"]);
+}
+
+#[test]
+fn htree_1k_gdt_csum() {
+    htree_exercise(&["-O", "^metadata_csum,^64bit,uninit_bg"]);
+}
+
+fn bytes_of(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn inline_data_reads_and_refuses_changes() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("tiny"), b"inline bytes").unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    std::fs::write(src.path().join("d/a"), b"1").unwrap();
+    let img = mkfs(
+        16,
+        &["-O", "inline_data", "-d", src.path().to_str().unwrap()],
+    );
+    let before = bytes_of(&img.path);
+    let mut fs = open(&img.path);
+    assert_eq!(cat(&fs, "/tiny"), b"inline bytes");
+    assert!(fs
+        .stat("/tiny")
+        .unwrap()
+        .flags
+        .contains(&"inline_data".to_string()));
+    assert_eq!(fs.list("/d").unwrap().len(), 1);
+    assert_eq!(cat(&fs, "/d/a"), b"1");
+    let e = fs
+        .put("/d/b", &mut &b"x"[..], 1, &NewAttrs::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("inline"), "{e}");
+    assert!(fs
+        .put("/tiny", &mut &b"x"[..], 1, &NewAttrs::default())
+        .is_err());
+    assert!(fs.remove("/tiny", false).is_err());
+    assert!(fs.set_xattr("/tiny", "user.a", b"b").is_err());
+    assert!(
+        bytes_of(&img.path) == before,
+        "a refused change wrote something"
+    );
+}
+
+#[test]
+fn journal_needing_recovery_is_refused_without_change() {
+    let img = mkfs(16, &[]);
+    Command::new("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    let before = bytes_of(&img.path);
+    let mut fs = open(&img.path);
+    let e = fs.mkdir("/x", false, &NewAttrs::default()).unwrap_err();
+    assert!(e.to_string().contains("recovery"), "{e}");
+    assert!(fs.list("/").is_ok(), "reading stays possible");
+    assert!(bytes_of(&img.path) == before);
+}
+
+#[test]
+fn enospc_leaves_the_filesystem_untouched() {
+    for opts in [&["-b", "4096"][..], &["-O", "^has_journal"][..]] {
+        let img = mkfs(8, opts);
+        let mut fs = open(&img.path);
+        let free = fs.details().free_blocks * fs.details().block_size;
+        // Fill most of it, then ask for more than is left.
+        let first = pattern((free / 2) as usize, 3);
+        put(&mut fs, "/fill", &first);
+        fsck(&img.path);
+        let before = bytes_of(&img.path);
+        let more = pattern((free / 2 + 8192) as usize, 4);
+        let e = fs
+            .put(
+                "/more",
+                &mut &more[..],
+                more.len() as u64,
+                &NewAttrs::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(e, crate::Error::NoSpace(_)), "{e}");
+        // Replacing needs the new blocks before the old ones are freed.
+        assert!(fs
+            .put(
+                "/fill",
+                &mut &more[..],
+                more.len() as u64,
+                &NewAttrs::default()
+            )
+            .is_err());
+        assert!(bytes_of(&img.path) == before, "ENOSPC changed the image");
+        fsck(&img.path);
+        // Exhaust inodes too.
+        let mut n = 0;
+        let err = loop {
+            match fs.put(&format!("/i{n}"), &mut &b""[..], 0, &NewAttrs::default()) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, crate::Error::NoSpace(_)), "{err}");
+        fsck(&img.path);
+        assert_eq!(cat(&fs, "/fill"), first);
+    }
+}
+
+#[test]
+fn checksum_mismatch_is_named_and_nothing_changes() {
+    let img = mkfs(16, &["-b", "4096"]);
+    let fs = open(&img.path);
+    let root = fs.read_inode(2).unwrap();
+    let block = fs.map(2, &root).unwrap().extents[0].physical;
+    drop(fs);
+    // Flip a byte inside the root directory's `lost+found` name.
+    let mut bytes = bytes_of(&img.path);
+    let off = (block * 4096) as usize;
+    let pos = off
+        + bytes[off..off + 4096]
+            .windows(10)
+            .position(|w| w == b"lost+found")
+            .unwrap();
+    bytes[pos] ^= 0x20;
+    std::fs::write(&img.path, &bytes).unwrap();
+    let mut fs = open(&img.path);
+    let e = fs.mkdir("/new", false, &NewAttrs::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("checksum mismatch") && e.to_string().contains("group 0"),
+        "{e}"
+    );
+    assert!(bytes_of(&img.path) == bytes);
+}
+
+#[test]
+fn used_ranges_cover_exactly_the_used_blocks() {
+    for opts in [&["-b", "4096"][..], &[][..]] {
+        let img = mkfs(64, opts);
+        let mut fs = open(&img.path);
+        put(&mut fs, "/data", &pattern(5 << 20, 9));
+        let d = fs.details();
+        drop(fs);
+        let ranges = super::used_ranges(FileDevice::open(&img.path).unwrap()).unwrap();
+        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        // Block 0 of a 1 KiB filesystem is in no group but counts as used.
+        assert_eq!(total, (d.blocks - d.free_blocks) * d.block_size);
+        assert!(ranges.windows(2).all(|w| w[0].end < w[1].start));
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let img = mkfs(4, &[]);
+    let good = bytes_of(&img.path);
+    let mut seed = 0x1234_5678u32;
+    for round in 0..200 {
+        let mut bytes = good.clone();
+        for _ in 0..64 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let pos = (seed as usize >> 4) % (64 * 1024);
+            bytes[pos] = (seed >> 24) as u8;
+        }
+        if round % 50 == 0 {
+            bytes.truncate(bytes.len() / 2);
+        }
+        let dev = crate::block::MemDevice::from_vec(bytes);
+        if let Ok(mut fs) = Ext4Fs::open(dev) {
+            let _ = fs.list("/");
+            let _ = fs.stat("/lost+found");
+            let _ = fs.mkdir("/x", true, &NewAttrs::default());
+            let _ = fs.put("/y", &mut &b"abc"[..], 3, &NewAttrs::default());
+            let _ = fs.remove("/lost+found", true);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Library-level tests of `FatFs` on in-memory volumes; the CLI tests in
+//! `tests/fs_fat.rs` check the same against fsck.vfat and mtools.
+
+use super::*;
+use crate::block::MemDevice;
+
+fn fresh(bits: FatBits, size: usize) -> Arc<dyn BlockDevice> {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::zeroed(size));
+    let opts = FormatOptions {
+        bits,
+        ..Default::default()
+    };
+    format(&*dev, &opts).unwrap();
+    dev
+}
+
+fn read(fs: &FatFs, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    fs.read_file(path, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn write_read_replace_remove() {
+    for (bits, size) in [(FatBits::Fat16, 16 << 20), (FatBits::Fat32, 40 << 20)] {
+        let dev = fresh(bits, size);
+        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let free0 = fs.free_clusters().unwrap();
+        let attrs = NewAttrs::default();
+        fs.mkdir("/a/b/Long Directory Name", true, &attrs).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = "/a/b/Long Directory Name/some file.bin";
+        fs.write_file(path, &mut &data[..], data.len() as u64, &attrs)
+            .unwrap();
+        assert_eq!(read(&fs, path), data);
+        fs.write_file(path, &mut &b"short"[..], 5, &attrs).unwrap();
+        assert_eq!(read(&fs, path), b"short");
+        let names: Vec<_> = fs.list("/a/b/long directory name").unwrap();
+        assert_eq!(names.len(), 1, "replacing keeps one entry: {names:?}");
+        assert_eq!(names[0].name, "some file.bin");
+        let st = fs.stat(path).unwrap();
+        assert_eq!((st.kind, st.size), (FileKind::File, 5));
+        assert!(st.ino.is_some() && st.flags.is_empty());
+        let t = Timestamp {
+            secs: 1_700_000_000,
+            nanos: 0,
+        };
+        fs.set_times(path, None, Some(t)).unwrap();
+        assert_eq!(fs.stat(path).unwrap().mtime, Some(t));
+        assert!(matches!(
+            fs.remove("/a", false),
+            Err(Error::Invalid(m)) if m.contains("not empty")
+        ));
+        fs.remove("/a", true).unwrap();
+        assert!(fs.list("/").unwrap().is_empty());
+        fs.flush().unwrap();
+        assert_eq!(fs.free_clusters().unwrap(), free0);
+        assert!(matches!(fs.stat("/a"), Err(Error::NotFound(_))));
+    }
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let dev = fresh(FatBits::Fat16, 16 << 20);
+    let mut fs = FatFs::open(dev.clone(), true).unwrap();
+    let attrs = NewAttrs::default();
+    assert!(matches!(
+        fs.write_file("/missing/x", &mut &b"x"[..], 1, &attrs),
+        Err(Error::NotFound(_))
+    ));
+    assert!(fs
+        .write_file("/bad:name", &mut &b"x"[..], 1, &attrs)
+        .is_err());
+    let big = fs.geometry().clusters * fs.geometry().cluster_size;
+    assert!(matches!(
+        fs.write_file("/big", &mut io::repeat(0), big, &attrs),
+        Err(Error::NoSpace(_))
+    ));
+    assert!(fs
+        .write_file("/short", &mut &b"abc"[..], 10, &attrs)
+        .is_err());
+    assert!(
+        fs.list("/").unwrap().is_empty(),
+        "failed writes leave nothing"
+    );
+    assert!(fs.symlink("/x", "/y", &attrs).is_err());
+    let mut ro = FatFs::open(dev, false).unwrap();
+    assert!(matches!(
+        ro.mkdir("/d", false, &attrs),
+        Err(Error::ReadOnly(_))
+    ));
+}
+
+#[test]
+fn hostile_chains_are_corrupt_not_panics() {
+    let dev = fresh(FatBits::Fat16, 16 << 20);
+    {
+        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let data = vec![1u8; 10_000];
+        fs.mkdir("/d", false, &NewAttrs::default()).unwrap();
+        fs.write_file("/d/f", &mut &data[..], 10_000, &NewAttrs::default())
+            .unwrap();
+        fs.flush().unwrap();
+    }
+    let geo = Geometry::read(&*dev).unwrap();
+    // Make the directory's cluster point to itself: a loop.
+    let fs = FatFs::open(dev.clone(), false).unwrap();
+    let d = fs.stat("/d").unwrap().ino.unwrap() as u32;
+    drop(fs);
+    dev.write_at(
+        geo.fat_offset() + u64::from(d) * 2,
+        &(d as u16).to_le_bytes(),
+    )
+    .unwrap();
+    let fs = FatFs::open(dev.clone(), false).unwrap();
+    assert!(matches!(fs.list("/d"), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        fs.read_file("/d/f", &mut io::sink()),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn used_ranges_cover_metadata_and_data() {
+    let dev = fresh(FatBits::Fat32, 40 << 20);
+    let before = used_ranges(&*dev).unwrap();
+    {
+        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let data = vec![7u8; 100_000];
+        fs.write_file("/f", &mut &data[..], 100_000, &NewAttrs::default())
+            .unwrap();
+        fs.flush().unwrap();
+    }
+    let after = used_ranges(&*dev).unwrap();
+    let total = |r: &[Range<u64>]| r.iter().map(|r| r.end - r.start).sum::<u64>();
+    let geo = Geometry::read(&*dev).unwrap();
+    assert_eq!(
+        total(&after) - total(&before),
+        100_000u64.div_ceil(geo.cluster_size) * geo.cluster_size
+    );
+    assert_eq!(after[0].start, 0);
+    let i = info(&*dev).unwrap();
+    assert_eq!(i.fat_type, "fat32");
+}

@@ -1,0 +1,350 @@
+//! Filesystem summaries: what `inspect` says about a partition's contents.
+//! FAT through the `fatfs` crate (free space counted from the FAT itself,
+//! not the FSInfo hint); ext2/3/4 from the superblock decoded by `mkext4`.
+
+use crate::block::{BlockDevice, DeviceCursor};
+use crate::source::to_hex;
+use crate::{Error, Result};
+use serde::Serialize;
+
+/// What a partition (or a bare image) holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum FsInfo {
+    Fat(FatInfo),
+    Ext(ExtInfo),
+    /// An MBR extended-partition container (its logical partitions are
+    /// listed on their own).
+    Extended,
+    /// Nothing we recognise.
+    Unknown,
+}
+
+impl FsInfo {
+    /// Bytes the filesystem says it spans at least (to catch truncation).
+    pub fn min_bytes(&self) -> Option<u64> {
+        match self {
+            FsInfo::Fat(f) => Some(f.size),
+            FsInfo::Ext(e) => e.blocks.checked_mul(e.block_size),
+            FsInfo::Extended | FsInfo::Unknown => None,
+        }
+    }
+}
+
+/// A FAT12/16/32 filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FatInfo {
+    /// `fat12`, `fat16` or `fat32`.
+    pub fat_type: &'static str,
+    /// Volume label (root-directory label, else the boot sector's), trimmed.
+    pub label: Option<String>,
+    /// Volume serial as `XXXX-XXXX`.
+    pub volume_id: String,
+    pub cluster_size: u64,
+    /// Bytes of the data area (clusters × cluster size).
+    pub size: u64,
+    /// Bytes in free clusters, counted from the first FAT.
+    pub free: u64,
+}
+
+/// An ext2/3/4 filesystem, from its primary superblock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtInfo {
+    /// `ext2`, `ext3` or `ext4`, decided by features as blkid does.
+    pub version: &'static str,
+    pub uuid: String,
+    pub label: Option<String>,
+    pub block_size: u64,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+    /// Whether the superblock says it was cleanly unmounted.
+    pub clean: bool,
+    /// Feature names as `dumpe2fs` prints them (unknown bits as hex).
+    pub features: Vec<String>,
+}
+
+/// Identifies and summarises the filesystem on `dev` (a partition window or
+/// a whole bare image). Reads go forward, so streamed images work.
+pub fn probe(dev: &dyn BlockDevice, what: &str) -> Result<FsInfo> {
+    let size = dev.size();
+    let mut head = vec![0u8; 2048.min(size) as usize];
+    dev.read_at(0, &mut head)?;
+    if head.len() >= 512 && looks_like_fat(&head) {
+        return probe_fat(dev, &head, what).map(FsInfo::Fat);
+    }
+    if head.len() >= 2048 && head[1024 + 0x38..1024 + 0x3a] == [0x53, 0xef] {
+        return probe_ext(&head[1024..2048], size, what).map(FsInfo::Ext);
+    }
+    Ok(FsInfo::Unknown)
+}
+
+/// A FAT boot sector: a jump, sane sector/cluster sizes, a FAT count, a
+/// "FAT" file-system-type string, and the 0x55AA signature.
+fn looks_like_fat(s: &[u8]) -> bool {
+    let jump = s[0] == 0xeb || s[0] == 0xe9;
+    let bps = u16::from_le_bytes([s[11], s[12]]);
+    jump && matches!(bps, 512 | 1024 | 2048 | 4096)
+        && s[13].is_power_of_two()
+        && matches!(s[16], 1 | 2)
+        && (&s[54..57] == b"FAT" || &s[82..85] == b"FAT")
+        && s[510..512] == [0x55, 0xaa]
+}
+
+fn le16(b: &[u8], o: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[o], b[o + 1]]))
+}
+fn le32(b: &[u8], o: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]))
+}
+
+fn probe_fat(dev: &dyn BlockDevice, boot: &[u8], what: &str) -> Result<FatInfo> {
+    let ctx = || format!("FAT filesystem in {what}");
+    // Geometry from the BPB, checked against the partition before fatfs
+    // (which trusts it) touches anything else.
+    let bps = le16(boot, 11);
+    let spc = u64::from(boot[13]);
+    let reserved = le16(boot, 14);
+    let fats = u64::from(boot[16]);
+    let root_entries = le16(boot, 17);
+    let total = match le16(boot, 19) {
+        0 => le32(boot, 32),
+        n => n,
+    };
+    let fat_sectors = match le16(boot, 22) {
+        0 => le32(boot, 36),
+        n => n,
+    };
+    let claimed = total * bps;
+    if claimed > dev.size() {
+        return Err(Error::corrupt(
+            ctx(),
+            format!(
+                "boot sector claims {claimed} bytes but there are only {}",
+                dev.size()
+            ),
+        ));
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let first_data = reserved + fats * fat_sectors + root_sectors;
+    if reserved == 0 || fat_sectors == 0 || first_data >= total {
+        return Err(Error::corrupt(
+            ctx(),
+            format!("inconsistent geometry: {reserved} reserved sectors, {fats} FATs of {fat_sectors} sectors, {total} sectors in all"),
+        ));
+    }
+    let clusters = (total - first_data) / spc;
+
+    let cursor = DeviceCursor::new(dev);
+    let fs = fatfs::FileSystem::new(cursor, fatfs::FsOptions::new())
+        .map_err(|e| Error::corrupt(ctx(), e.to_string()))?;
+    let fat_type = match fs.fat_type() {
+        fatfs::FatType::Fat12 => "fat12",
+        fatfs::FatType::Fat16 => "fat16",
+        fatfs::FatType::Fat32 => "fat32",
+    };
+    let entry_bits = match fs.fat_type() {
+        fatfs::FatType::Fat12 => 12,
+        fatfs::FatType::Fat16 => 16,
+        fatfs::FatType::Fat32 => 32,
+    };
+    if (clusters + 2) * entry_bits > fat_sectors * bps * 8 {
+        return Err(Error::corrupt(
+            ctx(),
+            format!("{clusters} clusters do not fit in a FAT of {fat_sectors} sectors"),
+        ));
+    }
+    let free = count_free(dev, reserved * bps, clusters, entry_bits)
+        .map_err(|e| Error::corrupt(ctx(), e.to_string()))?;
+    let root_label = fs
+        .read_volume_label_from_root_dir()
+        .map_err(|e| Error::corrupt(ctx(), format!("reading the root directory: {e}")))?;
+    let label = root_label
+        .or_else(|| Some(fs.volume_label()))
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty() && l != "NO NAME");
+    let id = fs.volume_id();
+    let cluster_size = u64::from(fs.cluster_size());
+    Ok(FatInfo {
+        fat_type,
+        label,
+        volume_id: format!("{:04X}-{:04X}", id >> 16, id & 0xffff),
+        cluster_size,
+        size: clusters * cluster_size,
+        free: free * cluster_size,
+    })
+}
+
+/// Counts zero entries for clusters 2..clusters+2 in the FAT at `fat_at`.
+fn count_free(dev: &dyn BlockDevice, fat_at: u64, clusters: u64, bits: u64) -> Result<u64> {
+    let entries = clusters + 2;
+    let bytes = (entries * bits).div_ceil(8);
+    let mut free = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    // Read in steps that are whole entries (FAT12 packs two in 3 bytes).
+    let step = (buf.len() as u64 / 12) * 12;
+    let mut done = 0u64;
+    while done < bytes {
+        let n = (bytes - done).min(step) as usize;
+        dev.read_at(fat_at + done, &mut buf[..n])?;
+        let first = done * 8 / bits;
+        let chunk = &buf[..n];
+        let count = n as u64 * 8 / bits;
+        for i in 0..count {
+            let e = first + i;
+            if !(2..entries).contains(&e) {
+                continue;
+            }
+            let v = match bits {
+                32 => le32(chunk, (i * 4) as usize) & 0x0fff_ffff,
+                16 => le16(chunk, (i * 2) as usize),
+                _ => {
+                    let o = (i * 3 / 2) as usize;
+                    let pair =
+                        u64::from(chunk[o]) | u64::from(*chunk.get(o + 1).unwrap_or(&0)) << 8;
+                    if i % 2 == 0 {
+                        pair & 0xfff
+                    } else {
+                        pair >> 4
+                    }
+                }
+            };
+            if v == 0 {
+                free += 1;
+            }
+        }
+        done += n as u64;
+    }
+    Ok(free)
+}
+
+fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {
+    let ctx = || format!("ext filesystem in {what}");
+    let s =
+        mkext4::spec::Superblock::decode(sb).map_err(|e| Error::corrupt(ctx(), e.to_string()))?;
+    if s.log_block_size > 6 {
+        return Err(Error::corrupt(
+            ctx(),
+            format!("block size 2^(10+{}) is out of range", s.log_block_size),
+        ));
+    }
+    let block_size = s.block_size();
+    let claimed = u128::from(s.blocks_count) * u128::from(block_size);
+    if claimed > u128::from(size) {
+        return Err(Error::corrupt(
+            ctx(),
+            format!(
+                "superblock claims {claimed} bytes but there are only {size} (truncated image?)"
+            ),
+        ));
+    }
+    let label = String::from_utf8_lossy(&s.volume_name)
+        .trim_end_matches('\0')
+        .to_string();
+    let u = &s.uuid;
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        to_hex(&u[0..4]),
+        to_hex(&u[4..6]),
+        to_hex(&u[6..8]),
+        to_hex(&u[8..10]),
+        to_hex(&u[10..16])
+    );
+    Ok(ExtInfo {
+        version: ext_version(s.feature_compat, s.feature_incompat, s.feature_ro_compat),
+        uuid,
+        label: Some(label).filter(|l| !l.is_empty()),
+        block_size,
+        blocks: s.blocks_count,
+        free_blocks: s.free_blocks_count,
+        inodes: u64::from(s.inodes_count),
+        free_inodes: u64::from(s.free_inodes_count),
+        clean: s.state & 1 != 0 && s.state & 2 == 0,
+        features: feature_names(s.feature_compat, s.feature_incompat, s.feature_ro_compat),
+    })
+}
+
+/// Feature bits and their `dumpe2fs` names, in the order it prints them.
+const COMPAT: &[(u32, &str)] = &[
+    (0x1, "dir_prealloc"),
+    (0x2, "imagic_inodes"),
+    (0x4, "has_journal"),
+    (0x8, "ext_attr"),
+    (0x10, "resize_inode"),
+    (0x20, "dir_index"),
+    (0x40, "lazy_bg"),
+    (0x200, "sparse_super2"),
+    (0x400, "fast_commit"),
+    (0x800, "stable_inodes"),
+    (0x1000, "orphan_file"),
+];
+const INCOMPAT: &[(u32, &str)] = &[
+    (0x1, "compression"),
+    (0x2, "filetype"),
+    (0x4, "needs_recovery"),
+    (0x8, "journal_dev"),
+    (0x10, "meta_bg"),
+    (0x40, "extent"),
+    (0x80, "64bit"),
+    (0x100, "mmp"),
+    (0x200, "flex_bg"),
+    (0x400, "ea_inode"),
+    (0x1000, "dirdata"),
+    (0x2000, "metadata_csum_seed"),
+    (0x4000, "large_dir"),
+    (0x8000, "inline_data"),
+    (0x10000, "encrypt"),
+    (0x20000, "casefold"),
+];
+const RO_COMPAT: &[(u32, &str)] = &[
+    (0x1, "sparse_super"),
+    (0x2, "large_file"),
+    (0x8, "huge_file"),
+    (0x10, "uninit_bg"),
+    (0x20, "dir_nlink"),
+    (0x40, "extra_isize"),
+    (0x100, "quota"),
+    (0x200, "bigalloc"),
+    (0x400, "metadata_csum"),
+    (0x1000, "read-only"),
+    (0x2000, "project"),
+    (0x4000, "shared_blocks"),
+    (0x8000, "verity"),
+    (0x10000, "orphan_present"),
+];
+
+fn feature_names(compat: u32, incompat: u32, ro: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for (bits, table, prefix) in [
+        (compat, COMPAT, "compat"),
+        (incompat, INCOMPAT, "incompat"),
+        (ro, RO_COMPAT, "ro_compat"),
+    ] {
+        let mut known = 0;
+        for &(bit, name) in table {
+            if bits & bit != 0 {
+                out.push(name.to_string());
+                known |= bit;
+            }
+        }
+        if bits & !known != 0 {
+            out.push(format!("{prefix}:0x{:x}", bits & !known));
+        }
+    }
+    out
+}
+
+/// blkid's rule: anything beyond ext3's feature set is ext4; a journal
+/// makes ext3; otherwise ext2.
+fn ext_version(compat: u32, incompat: u32, ro: u32) -> &'static str {
+    const EXT3_INCOMPAT: u32 = 0x2 | 0x4 | 0x10; // filetype, recover, meta_bg
+    const EXT3_RO: u32 = 0x1 | 0x2 | 0x4; // sparse_super, large_file, btree_dir
+    if incompat & !EXT3_INCOMPAT != 0 || ro & !EXT3_RO != 0 {
+        "ext4"
+    } else if compat & 0x4 != 0 {
+        "ext3"
+    } else {
+        "ext2"
+    }
+}

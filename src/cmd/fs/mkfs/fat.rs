@@ -1,0 +1,89 @@
+//! `nodeimg fs mkfs fat OUT --size SIZE`: a fresh FAT16/FAT32 image.
+
+use crate::cmd::fs::image::in_image;
+use crate::cmd::size::parse_size;
+use anyhow::{bail, Context};
+use clap::Args;
+use imagegen::block::{BlockDevice, FileDevice};
+use imagegen::fs::fat::{format, FatBits, FormatOptions};
+use imagegen::layout::select;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct FatArgs {
+    /// Image file to create (must not exist), or with --part the disk image
+    /// whose partition is formatted in place
+    out: PathBuf,
+    /// Size of the new image, e.g. 64MiB, 512M, 8GiB (not with --part)
+    #[arg(long, value_parser = parse_size, required_unless_present = "part", conflicts_with = "part")]
+    size: Option<u64>,
+    /// Format partition N of the existing disk image OUT instead of creating a file
+    #[arg(long, value_name = "N")]
+    part: Option<u32>,
+    /// FAT variant: 16 or 32 (32 is what the Raspberry Pi boot partition uses)
+    #[arg(long = "fat", default_value = "32", value_parser = ["16", "32"])]
+    bits: String,
+    /// Volume label, up to 11 characters (stored upper-case)
+    #[arg(long)]
+    label: Option<String>,
+    /// Volume id as 8 hex digits, e.g. 1A2B3C4D (default: from the clock or SOURCE_DATE_EPOCH)
+    #[arg(long, value_parser = parse_volume_id)]
+    volume_id: Option<u32>,
+    /// Bytes per cluster, a power of two from 512 to 32K (default: by size)
+    #[arg(long, value_parser = parse_size)]
+    cluster_size: Option<u64>,
+}
+
+fn parse_volume_id(text: &str) -> Result<u32, String> {
+    let hex = text.trim_start_matches("0x").replace('-', "");
+    u32::from_str_radix(&hex, 16).map_err(|_| format!("{text:?} is not a 32-bit hex volume id"))
+}
+
+/// A scratch name beside `out`, so the final name appears only when complete.
+fn scratch_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.nodeimg-{}.tmp", std::process::id()))
+}
+
+pub fn run(args: FatArgs) -> anyhow::Result<()> {
+    let out = &args.out;
+    let cluster_size = args
+        .cluster_size
+        .map(|c| u32::try_from(c).context("cluster size too large"))
+        .transpose()?;
+    let opts = FormatOptions {
+        bits: if args.bits == "16" {
+            FatBits::Fat16
+        } else {
+            FatBits::Fat32
+        },
+        label: args.label.clone(),
+        volume_id: args.volume_id,
+        cluster_size,
+    };
+    if let Some(part) = args.part {
+        let disk: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(out)?);
+        let dev = select(disk, Some(part)).map_err(|e| in_image(e, out))?;
+        format(&*dev, &opts).map_err(|e| in_image(e, out))?;
+        return Ok(());
+    }
+    if out.exists() {
+        bail!("{}: already exists; remove it first", out.display());
+    }
+    let size = args.size.context("--size is required without --part")?;
+    let tmp = scratch_path(out);
+    let made = (|| -> anyhow::Result<()> {
+        let dev = FileDevice::create(&tmp, size)?;
+        format(&dev, &opts)?;
+        std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    made.with_context(|| out.display().to_string())
+}
