@@ -502,7 +502,7 @@ fn ext4_view_reads_what_the_engine_wrote() {
         Some(33),
         Some(33),
     ));
-    r.ok(put("/srv/blob", rng.bytes(3 << 20), None, None, None));
+    r.ok(put("/srv/blob", rng.bytes(300 << 10), None, None, None));
     r.ok(symlink("www/index.html", "/srv/fast"));
     r.ok(symlink(&"deep/".repeat(30), "/srv/slow"));
     r.ok(Op::Link {
