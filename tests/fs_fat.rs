@@ -296,6 +296,59 @@ fn fat16_bare_image_against_fsck_and_mtools() {
     exercise(&s, img_s, &[], img_s, &|| fsck_clean(&img));
 }
 
+/// The other direction: what mtools writes (its own long-name and
+/// attribute encoding), our reader lists, reads and stats.
+#[test]
+fn reads_what_mtools_wrote() {
+    let s = Scratch::new();
+    let img = s.path("m.img");
+    let img_s = img.to_str().unwrap();
+    ok(&["fs", "mkfs", "fat", img_s, "--size", "40MiB"]);
+    let data = noise(2 * MIB as usize + 3, 11);
+    let local = s.file("payload", &data);
+    tool_ok(
+        "mmd",
+        &["-i", img_s, "::/Mixed Case Dir", "::/Mixed Case Dir/sub"],
+    );
+    tool_ok(
+        "mcopy",
+        &[
+            "-i",
+            img_s,
+            &local,
+            "::/Mixed Case Dir/sub/Ünïcode name with spaces.dat",
+        ],
+    );
+    tool_ok("mcopy", &["-i", img_s, &local, "::/SHORT.TXT"]);
+    tool_ok("mattrib", &["-i", img_s, "+r", "+h", "::/SHORT.TXT"]);
+    fsck_clean(&img);
+
+    assert_eq!(
+        ok(&["fs", "ls", img_s, "/Mixed Case Dir/sub"]),
+        "Ünïcode name with spaces.dat\n".as_bytes()
+    );
+    assert_eq!(
+        ok(&[
+            "fs",
+            "cat",
+            img_s,
+            "/Mixed Case Dir/sub/Ünïcode name with spaces.dat"
+        ]),
+        data
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(&["fs", "stat", "--json", img_s, "/short.txt"])).unwrap();
+    assert_eq!(
+        st["flags"],
+        serde_json::json!(["readonly", "hidden", "archive"])
+    );
+    assert_eq!(st["size"], data.len());
+    // And we can remove what mtools made.
+    ok(&["fs", "rm", "-r", img_s, "/Mixed Case Dir"]);
+    fsck_clean(&img);
+    assert_eq!(ok(&["fs", "ls", img_s]), b"SHORT.TXT\n");
+}
+
 #[test]
 fn fat_inside_mbr_partitions() {
     let s = Scratch::new();

@@ -334,6 +334,25 @@ fn bad_images_fail_with_one_line() {
         "{err}"
     );
 
+    // A GPT whose header CRC no longer matches.
+    let gpt = dir.path().join("gpt.img");
+    sh(Command::new("truncate").args(["-s", "8M"]).arg(&gpt));
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread"])
+        .arg(&gpt)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"label: gpt\ntype=L\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let f = std::fs::OpenOptions::new().write(true).open(&gpt).unwrap();
+    f.write_all_at(b"\xff", 512 + 60).unwrap();
+    let err = inspect_fails(&gpt);
+    assert!(
+        err.contains("GPT header") && err.contains("CRC32 mismatch"),
+        "{err}"
+    );
+
     // A bare ext4 image cut short.
     let ext = dir.path().join("short-ext.img");
     extract(&img, 40 * MIB, 8 * MIB, &ext);

@@ -20,8 +20,7 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `e2fsck -fn` on an image (or a byte range of one) must be silent about
-/// problems and exit 0.
+/// `e2fsck -fn` on an image file or a device must find nothing and exit 0.
 pub fn e2fsck_clean(image: &Path) {
     let out = Command::new("e2fsck")
         .args(["-fn"])
@@ -40,11 +39,37 @@ pub fn e2fsck_clean(image: &Path) {
     );
 }
 
-/// A read-only loop device and mount, torn down on drop even when the
-/// test fails.
+/// A read-only loop device over an image (or a byte range of one),
+/// detached on drop even when the test fails.
+pub struct LoopDevice {
+    pub device: String,
+}
+
+impl LoopDevice {
+    pub fn new(image: &Path, window: Option<(u64, u64)>) -> LoopDevice {
+        let mut losetup = Command::new("losetup");
+        losetup.args(["-r", "--find", "--show"]);
+        if let Some((offset, len)) = window {
+            losetup.args([format!("--offset={offset}"), format!("--sizelimit={len}")]);
+        }
+        LoopDevice {
+            device: run(losetup.arg(image)).trim().to_string(),
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// A read-only mount of a read-only loop device, unmounted and detached
+/// on drop even when the test fails.
 pub struct LoopMount {
     pub dir: tempfile::TempDir,
-    device: String,
+    // Dropped after the unmount in `drop` below.
+    device: LoopDevice,
     mounted: bool,
 }
 
@@ -52,20 +77,14 @@ impl LoopMount {
     /// Attaches `image` (from `offset`, `len` bytes when given) read-only
     /// and mounts it read-only.
     pub fn new(image: &Path, window: Option<(u64, u64)>) -> LoopMount {
-        let mut losetup = Command::new("losetup");
-        losetup.args(["-r", "--find", "--show"]);
-        if let Some((offset, len)) = window {
-            losetup.args([format!("--offset={offset}"), format!("--sizelimit={len}")]);
-        }
-        let device = run(losetup.arg(image)).trim().to_string();
         let mut guard = LoopMount {
             dir: tempfile::tempdir().expect("mount point"),
-            device,
+            device: LoopDevice::new(image, window),
             mounted: false,
         };
         run(Command::new("mount")
             .args(["-t", "ext4", "-o", "ro"])
-            .arg(&guard.device)
+            .arg(&guard.device.device)
             .arg(guard.dir.path()));
         guard.mounted = true;
         guard
@@ -81,7 +100,6 @@ impl Drop for LoopMount {
         if self.mounted {
             let _ = Command::new("umount").arg(self.dir.path()).status();
         }
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
 

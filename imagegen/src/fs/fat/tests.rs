@@ -142,3 +142,87 @@ fn used_ranges_cover_metadata_and_data() {
     let i = info(&*dev).unwrap();
     assert_eq!(i.fat_type, "fat32");
 }
+
+/// Reads everything reachable, ignoring errors: what a corrupt image may
+/// legitimately produce. Only panics and hangs are failures.
+fn read_all(fs: &FatFs, path: &str, depth: usize) {
+    let _ = fs.stat(path);
+    let Ok(entries) = fs.list(path) else { return };
+    for e in entries.iter().take(50) {
+        let child = format!("{}/{}", path.trim_end_matches('/'), e.name);
+        match e.kind {
+            FileKind::Dir if depth < 8 => read_all(fs, &child, depth + 1),
+            _ => {
+                let _ = fs.stat(&child);
+                let _ = fs.read_file(&child, &mut io::sink());
+            }
+        }
+    }
+}
+
+/// Damages random metadata bytes and runs every operation on the result.
+/// `FAT_FUZZ_ROUNDS=3000` for a longer run (passed 3000 rounds per variant).
+#[test]
+fn random_corruption_never_panics_or_hangs() {
+    for bits in [FatBits::Fat16, FatBits::Fat32] {
+        let size = if bits == FatBits::Fat16 {
+            8 << 20
+        } else {
+            34 << 20
+        };
+        let dev = fresh(bits, size);
+        {
+            let mut fs = FatFs::open(dev.clone(), true).unwrap();
+            let a = NewAttrs::default();
+            fs.mkdir("/d/e/A longer directory", true, &a).unwrap();
+            for (i, len) in [0usize, 1, 5000, 70_000].iter().enumerate() {
+                let data = vec![i as u8; *len];
+                let path = format!("/d/e/A longer directory/file number {i}.bin");
+                fs.write_file(&path, &mut &data[..], *len as u64, &a)
+                    .unwrap();
+                fs.write_file(&format!("/f{i}"), &mut &data[..], *len as u64, &a)
+                    .unwrap();
+            }
+            fs.flush().unwrap();
+        }
+        let mut pristine = vec![0u8; size];
+        dev.read_at(0, &mut pristine).unwrap();
+        // Writes the rounds make past the damaged region are harmless data.
+        let geo = Geometry::read(&*dev).unwrap();
+        let hot = (geo.data_offset() + 64 * geo.cluster_size) as usize;
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let rounds: usize = std::env::var("FAT_FUZZ_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        for _ in 0..rounds {
+            // Only the metadata and first clusters are damaged, so only
+            // they need restoring between rounds.
+            let mut bytes = pristine[..hot].to_vec();
+            for _ in 0..1 + next() % 6 {
+                let at = (next() % hot as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+            dev.write_at(0, &bytes).unwrap();
+            if let Ok(fs) = FatFs::open(dev.clone(), false) {
+                read_all(&fs, "/", 0);
+            }
+            if let Ok(mut fs) = FatFs::open(dev.clone(), true) {
+                let a = NewAttrs::default();
+                let _ = fs.write_file("/d/e/new", &mut &[1u8; 3000][..], 3000, &a);
+                let _ = fs.write_file("/f2", &mut &[2u8; 9000][..], 9000, &a);
+                let _ = fs.mkdir("/d/x/y", true, &a);
+                let _ = fs.remove("/d", true);
+                let _ = fs.flush();
+            }
+            let _ = used_ranges(&*dev);
+            let _ = info(&*dev);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `nodeimg fs mkfs ext4 OUT --size SIZE [--from SOURCE] …`: a fresh ext4
+//! filesystem, empty or filled from a directory, a tarball or another
+//! filesystem image (repack), into a new file or into partition N of an
+//! existing disk image. See docs/mkfs.md.
+
+use crate::cmd::size::parse_size;
+use anyhow::{bail, Context};
+use clap::Args;
+use imagegen::block::{BlockDevice, FileDevice};
+use imagegen::fs::ext4::Ext4Fs;
+use imagegen::fs::mkext4::{
+    build_file, build_in_partition, parse_uuid, partition_size, random_uuid, Ext4Options,
+    InodePolicy, Summary,
+};
+use imagegen::tree::{DirSource, EmptyTree, FsSource, OwnerMap, TarSource, TreeSource};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct Ext4Args {
+    /// Image file to create (must not exist); with --part, the existing disk image to write into
+    out: PathBuf,
+    /// Size of the filesystem, e.g. 2GiB, 512M (a multiple of 4 KiB; with --part, default: the whole partition)
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// What to put in it: a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst) or an ext2/3/4 image to repack (default: empty)
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// With --from IMAGE: repack partition N of that disk image
+    #[arg(long, requires = "from")]
+    from_part: Option<u32>,
+    /// Volume label, up to 16 bytes
+    #[arg(long)]
+    label: Option<String>,
+    /// Filesystem UUID (default: random; derived from the label, size and SOURCE_DATE_EPOCH when that is set)
+    #[arg(long, value_parser = parse_uuid_arg)]
+    uuid: Option<[u8; 16]>,
+    /// Directory-hash seed as a UUID (default: derived from the filesystem UUID)
+    #[arg(long, value_parser = parse_uuid_arg)]
+    hash_seed: Option<[u8; 16]>,
+    /// Number of inodes (default: one per 16 KiB)
+    #[arg(long, conflicts_with = "inode_ratio")]
+    inodes: Option<u32>,
+    /// Bytes of filesystem per inode (default 16384)
+    #[arg(long, value_parser = parse_size)]
+    inode_ratio: Option<u64>,
+    /// Owners by path, one 'PATH UID:GID' rule per line (format in docs/mkfs.md)
+    #[arg(long)]
+    owner_map: Option<PathBuf>,
+    /// Write into partition N of OUT, an existing disk image, keeping its partition table
+    #[arg(long)]
+    part: Option<u32>,
+}
+
+fn parse_uuid_arg(text: &str) -> Result<[u8; 16], String> {
+    parse_uuid(text).map_err(|e| e.to_string())
+}
+
+/// A UUID that depends only on what decides the bytes, for reproducible
+/// builds without `--uuid`.
+fn derived_uuid(label: Option<&str>, size: u64, epoch: i64) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(b"nodeimg ext4 uuid\0")
+        .chain_update(label.unwrap_or("").as_bytes())
+        .chain_update(size.to_le_bytes())
+        .chain_update(epoch.to_le_bytes())
+        .finalize();
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&digest[..16]);
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+/// Opens `--from`: a directory, a filesystem image (repack) or a tarball.
+fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSource>> {
+    let meta = std::fs::metadata(from).with_context(|| from.display().to_string())?;
+    if meta.is_dir() {
+        if part.is_some() {
+            bail!(
+                "--from-part needs an image, but {} is a directory",
+                from.display()
+            );
+        }
+        return Ok(Box::new(DirSource::new(from)?));
+    }
+    let file: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(from)?);
+    let dev = match part {
+        Some(n) => imagegen::layout::select(file, Some(n))?,
+        None => file,
+    };
+    if imagegen::fs::ext4::probe(&*dev)? {
+        let fs =
+            Ext4Fs::open(dev.clone()).with_context(|| format!("repacking {}", from.display()))?;
+        let block_size = fs.details().block_size;
+        let devices = Ext4Fs::open(dev)?;
+        let name = match part {
+            Some(n) => format!("{} partition {n}", from.display()),
+            None => from.display().to_string(),
+        };
+        let source = FsSource::new(Box::new(fs), name, Some(block_size)).with_device_numbers(
+            Box::new(move |path| {
+                devices
+                    .device_numbers(path)?
+                    .ok_or_else(|| imagegen::Error::Invalid(format!("{path}: not a device node")))
+            }),
+        );
+        return Ok(Box::new(source));
+    }
+    if part.is_some() {
+        bail!(
+            "partition {} of {} holds no ext2/3/4 filesystem to repack",
+            part.unwrap_or_default(),
+            from.display()
+        );
+    }
+    Ok(Box::new(TarSource::open(from)?))
+}
+
+pub fn run(args: Ext4Args) -> anyhow::Result<()> {
+    let out = &args.out;
+    let size = match (args.size, args.part) {
+        (Some(size), _) => size,
+        (None, Some(part)) => partition_size(out, part)?,
+        (None, None) => bail!("--size is required (unless --part picks a partition to fill)"),
+    };
+    if args.part.is_none() && out.exists() {
+        bail!(
+            "{}: already exists; remove it first (or use --part N to write into a disk image)",
+            out.display()
+        );
+    }
+    let mut opts = Ext4Options::new(size, [0; 16])?;
+    opts.uuid = match args.uuid {
+        Some(uuid) => uuid,
+        None if opts.clamp.is_some() => derived_uuid(args.label.as_deref(), size, opts.epoch),
+        None => random_uuid()?,
+    };
+    opts.label = args.label.clone();
+    opts.hash_seed = args.hash_seed;
+    opts.inodes = match (args.inodes, args.inode_ratio) {
+        (Some(n), _) => InodePolicy::Count(n),
+        (None, Some(ratio)) => InodePolicy::BytesPerInode(ratio),
+        (None, None) => InodePolicy::Auto,
+    };
+    if let Some(map) = &args.owner_map {
+        opts.owner_map = Some(OwnerMap::load(map)?);
+    }
+    let mut source: Box<dyn TreeSource> = match &args.from {
+        Some(from) => open_source(from, args.from_part)?,
+        None => Box::new(EmptyTree),
+    };
+    let summary: Summary = match args.part {
+        Some(part) => build_in_partition(&mut *source, &opts, out, part),
+        None => build_file(&mut *source, &opts, out),
+    }
+    .with_context(|| match args.part {
+        Some(part) => format!("{} partition {part}", out.display()),
+        None => out.display().to_string(),
+    })?;
+    let uuid = uuid::Uuid::from_bytes(opts.uuid);
+    println!(
+        "{}{}: ext4, {} MiB, uuid {uuid}, {} inodes used, {} MiB of file data",
+        out.display(),
+        args.part
+            .map(|p| format!(" partition {p}"))
+            .unwrap_or_default(),
+        summary.size >> 20,
+        summary.inodes,
+        summary.data_bytes >> 20
+    );
+    Ok(())
+}
