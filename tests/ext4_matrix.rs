@@ -521,3 +521,80 @@ fn ext4_view_reads_what_the_engine_wrote() {
     let problems = tree::diff(&r.model.tree(), &got, "ext4-view");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Timestamps given at creation and by `set_times` reach debugfs and the
+/// kernel exactly: nanoseconds and dates past 2038 where the inode has the
+/// extra fields (256-byte inodes), whole seconds before 2038 with 128 bytes.
+#[test]
+fn timestamps_reach_debugfs_and_the_kernel() {
+    use imagegen::fs::{NewAttrs, Timestamp};
+    use std::os::unix::fs::MetadataExt;
+    for (variant, wide) in [(Variant::Defaults, true), (Variant::Inode128, false)] {
+        let fx = Fixture::new(variant);
+        let t = |secs: i64, nanos: u32| Timestamp {
+            secs,
+            nanos: if wide { nanos } else { 0 },
+        };
+        let created = t(1_700_000_000, 123_456_789);
+        let atime = t(1_600_000_000, 5);
+        let mtime = if wide {
+            t(4_000_000_000, 999_999_999)
+        } else {
+            t(2_000_000_000, 0)
+        };
+        engine::with_writable(&fx.image, |fs| {
+            let attrs = NewAttrs {
+                mtime: Some(created),
+                ..NewAttrs::default()
+            };
+            fs.write_file("/stamped", &mut &b"x"[..], 1, &attrs)?;
+            fs.write_file("/later", &mut &b"y"[..], 1, &attrs)?;
+            fs.set_times("/later", Some(atime), Some(mtime))?;
+            fs.set_times("/stamped", None, None)
+        })
+        .unwrap_or_else(|e| panic!("{variant:?}: {e}"));
+        oracle::assert_fsck_clean(&fx.image, "after setting times");
+        let pair = |ts: Timestamp| (ts.secs, ts.nanos);
+        let st = oracle::stat(&fx.image, "/stamped").unwrap();
+        assert_eq!(
+            st.mtime,
+            Some(pair(created)),
+            "{variant:?} /stamped:\n{}",
+            st.raw
+        );
+        let st = oracle::stat(&fx.image, "/later").unwrap();
+        assert_eq!(
+            st.mtime,
+            Some(pair(mtime)),
+            "{variant:?} /later mtime:\n{}",
+            st.raw
+        );
+        assert_eq!(
+            st.atime,
+            Some(pair(atime)),
+            "{variant:?} /later atime:\n{}",
+            st.raw
+        );
+        let engine_st = engine::open(&fx.image, false)
+            .unwrap()
+            .stat("/later")
+            .unwrap();
+        assert_eq!(
+            engine_st.mtime,
+            Some(mtime),
+            "{variant:?}: engine's own mtime"
+        );
+        let mount = RoMount::new(&fx.image).unwrap();
+        let meta = std::fs::symlink_metadata(mount.host("/later")).unwrap();
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec() as u32),
+            pair(mtime),
+            "{variant:?}: kernel mtime"
+        );
+        assert_eq!(
+            (meta.atime(), meta.atime_nsec() as u32),
+            pair(atime),
+            "{variant:?}: kernel atime"
+        );
+    }
+}

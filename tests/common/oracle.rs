@@ -88,8 +88,25 @@ pub struct DebugfsStat {
     pub flags: u32,
     /// Target of a fast symlink (kept in the inode).
     pub fast_link: Option<String>,
-    /// Whether an `EXTENTS:` / `BLOCKS:` list follows (data outside the inode).
+    /// Access and modification time (seconds, nanoseconds), decoded from
+    /// the raw `0xSECS:EXTRA` debugfs prints (extra: 2 epoch bits, 30 bits ns).
+    pub atime: Option<(i64, u32)>,
+    pub mtime: Option<(i64, u32)>,
+    /// debugfs's whole `stat` output, for messages.
     pub raw: String,
+}
+
+/// Decodes `0x6553f100:00000000` (or `0x6553f100` without extra fields).
+fn raw_time(text: &str, key: &str) -> Option<(i64, u32)> {
+    let line = text.lines().find(|l| l.trim_start().starts_with(key))?;
+    let value = line.trim_start()[key.len()..].split_whitespace().next()?;
+    let value = value.trim_start_matches("0x");
+    let (secs, extra) = match value.split_once(':') {
+        Some((s, x)) => (s, u32::from_str_radix(x, 16).ok()?),
+        None => (value, 0),
+    };
+    let secs = i64::from(u32::from_str_radix(secs, 16).ok()? as i32) + (i64::from(extra & 3) << 32);
+    Some((secs, extra >> 2))
 }
 
 /// Value of `key` in a `stat` line such as `User:  1000   Group:  2000`.
@@ -126,6 +143,8 @@ pub fn stat(image: &Path, path: &str) -> Result<DebugfsStat, String> {
         inode: num("Inode:")?,
         flags,
         fast_link,
+        atime: raw_time(&text, "atime:"),
+        mtime: raw_time(&text, "mtime:"),
         raw: text.clone(),
     })
 }
