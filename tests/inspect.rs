@@ -359,3 +359,64 @@ fn bad_images_fail_with_one_line() {
     let err = inspect_fails(&ext);
     assert!(err.contains("truncated"), "{err}");
 }
+
+#[test]
+fn logical_partitions_in_a_compressed_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dos.img");
+    sh(Command::new("truncate").args(["-s", "24M"]).arg(&img));
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread"])
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The EBRs lie beyond partition 1, so a forward reader must go back.
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"label: dos\nstart=1M, size=8M, type=e\nstart=9M, type=5\nstart=10M, size=4M, type=83\nstart=15M, type=6\n",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let put = |fs: &Path, at_mib: u64| {
+        let data = std::fs::read(fs).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, at_mib * MIB).unwrap();
+    };
+    let p1 = dir.path().join("p1");
+    sh(Command::new("truncate").args(["-s", "8M"]).arg(&p1));
+    sh(Command::new("mkfs.vfat").args(["-n", "FIRST"]).arg(&p1));
+    put(&p1, 1);
+    let p5 = dir.path().join("p5");
+    sh(Command::new("truncate").args(["-s", "4M"]).arg(&p5));
+    sh(Command::new("mkfs.ext2")
+        .args(["-q", "-L", "logical"])
+        .arg(&p5));
+    put(&p5, 10);
+    let raw = inspect_json(&img);
+    let kinds: Vec<(u64, &str)> = raw["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_u64().unwrap(),
+                p["filesystem"]["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [(1, "fat"), (2, "extended"), (5, "ext"), (6, "unknown")]
+    );
+    sh(Command::new("zstd").args(["-q", "-k"]).arg(&img));
+    let mut z = inspect_json(&dir.path().join("dos.img.zst"));
+    let mut raw = raw;
+    for r in [&mut raw, &mut z] {
+        let o = r.as_object_mut().unwrap();
+        for k in ["image", "compression", "file_size"] {
+            o.remove(k);
+        }
+    }
+    assert_eq!(z, raw);
+}

@@ -7,7 +7,9 @@ use crate::target::Target;
 use crate::{Error, Result};
 use imagegen::block::BlockDevice;
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
 
 /// Granularity of the hashes: a mismatch is located to within this many bytes
 /// (to the byte when the source can be re-read).
@@ -59,7 +61,8 @@ impl Hasher {
 
 /// Reads back every block of `hashes` from `target` and compares. On a
 /// difference, `source` (when the image can be re-read) pins the first
-/// differing byte; otherwise the block is named.
+/// differing byte; otherwise the block is named. Reading and hashing overlap:
+/// one thread reads the next run of blocks while this one hashes.
 pub fn verify_target(
     target: &dyn Target,
     hashes: &[BlockHash],
@@ -69,50 +72,92 @@ pub fn verify_target(
     cancel: &AtomicBool,
 ) -> Result<()> {
     let total: u64 = hashes.iter().map(|h| h.len as u64).sum();
-    let mut done = 0;
-    let mut buf = AlignedBuf::new(crate::writer::CHUNK);
     let dev = target.describe();
     observer.progress(index, Phase::Verify, 0, total);
-    let mut i = 0;
-    while i < hashes.len() {
-        if cancel.load(Ordering::Relaxed) {
+    let runs = runs(hashes, crate::writer::CHUNK as u64);
+    let (tx, rx) = sync_channel::<Result<(Range<usize>, AlignedBuf)>>(2);
+    let (back_tx, back_rx) = channel::<AlignedBuf>();
+    for _ in 0..3 {
+        let _ = back_tx.send(AlignedBuf::new(crate::writer::CHUNK));
+    }
+    std::thread::scope(|s| {
+        let dev_name = dev.clone();
+        s.spawn(move || {
+            for run in runs {
+                if cancel.load(Ordering::Relaxed) {
+                    let _ = tx.send(Err(Error::Interrupted {
+                        device: dev_name.clone(),
+                        written: 0,
+                    }));
+                    return;
+                }
+                let Ok(mut buf) = back_rx.recv() else { return };
+                let start = hashes[run.start].offset;
+                let last = &hashes[run.end - 1];
+                buf.set_len((last.offset + last.len as u64 - start) as usize);
+                let msg = target
+                    .read_at(start, buf.as_mut_slice())
+                    .map(|()| (run, buf))
+                    .map_err(|source| Error::Device {
+                        device: dev_name.clone(),
+                        what: "read-back",
+                        offset: start,
+                        source,
+                    });
+                let failed = msg.is_err();
+                // The checker hung up (a mismatch) or the read failed: stop.
+                if tx.send(msg).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Owned here so that returning early hangs up on a reader waiting for a buffer.
+        let back_tx = back_tx;
+        let mut done = 0;
+        for msg in rx {
+            let (run, buf) = msg?;
+            let start = hashes[run.start].offset;
+            for h in &hashes[run] {
+                let at = (h.offset - start) as usize;
+                let got = &buf.as_slice()[at..at + h.len as usize];
+                if <[u8; 32]>::from(Sha256::digest(got)) != h.sha256 {
+                    return Err(locate(&dev, h, got, source));
+                }
+                done += h.len as u64;
+            }
+            observer.progress(index, Phase::Verify, done, total);
+            let _ = back_tx.send(buf);
+        }
+        if done != total {
+            // The reader stopped early without an error: only Ctrl-C does that.
             return Err(Error::Interrupted {
-                device: dev,
+                device: dev.clone(),
                 written: done,
             });
         }
-        // Read a run of contiguous blocks at once.
+        Ok(())
+    })
+}
+
+/// Groups `hashes` into runs of contiguous blocks of at most `max` bytes.
+fn runs(hashes: &[BlockHash], max: u64) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < hashes.len() {
         let start = hashes[i].offset;
         let mut end = start + hashes[i].len as u64;
         let mut j = i + 1;
         while j < hashes.len()
             && hashes[j].offset == end
-            && end + hashes[j].len as u64 - start <= buf.capacity() as u64
+            && end + hashes[j].len as u64 - start <= max
         {
             end += hashes[j].len as u64;
             j += 1;
         }
-        buf.set_len((end - start) as usize);
-        target
-            .read_at(start, buf.as_mut_slice())
-            .map_err(|source| Error::Device {
-                device: dev.clone(),
-                what: "read-back",
-                offset: start,
-                source,
-            })?;
-        for h in &hashes[i..j] {
-            let at = (h.offset - start) as usize;
-            let got = &buf.as_slice()[at..at + h.len as usize];
-            if <[u8; 32]>::from(Sha256::digest(got)) != h.sha256 {
-                return Err(locate(&dev, h, got, source));
-            }
-        }
-        done += end - start;
-        observer.progress(index, Phase::Verify, done, total);
+        out.push(i..j);
         i = j;
     }
-    Ok(())
+    out
 }
 
 fn locate(dev: &str, h: &BlockHash, got: &[u8], source: Option<&dyn BlockDevice>) -> Error {

@@ -42,13 +42,15 @@ enum Msg {
 }
 
 /// Writes `plan` from `source` to every target concurrently. Returns one
-/// report per target (in order) and the hashes of everything written, for
-/// verification; `Err` only when the source itself failed, in which case no
-/// target got a partition table.
+/// report per target (in order) and, when `hash` is set, the hashes of
+/// everything written, for verification (hashing runs on its own thread);
+/// `Err` only when the source itself failed, in which case no target got a
+/// partition table.
 pub fn write_all(
     mut source: Source,
     plan: &Plan,
     targets: &[Arc<dyn Target>],
+    hash: bool,
     observer: &dyn Observer,
     cancel: &AtomicBool,
 ) -> (Vec<WriteReport>, Result<HashList>) {
@@ -88,7 +90,8 @@ pub fn write_all(
             }
             h.finish()
         });
-        let mut htx = Some(htx);
+        // Without hashing the hasher gets nothing and ends at once.
+        let mut htx = hash.then_some(htx);
         let mut table_chunks = Vec::new();
         let read = source.read_ranges(&pieces, CHUNK, &pool, |chunk| {
             if cancel.load(Ordering::Relaxed) {
@@ -107,7 +110,11 @@ pub fn write_all(
                 table_chunks.push(c);
             }
             // Without targets (plain verification) only the hasher consumes.
-            htx.is_some() && (targets.is_empty() || senders.iter().any(Option::is_some))
+            if targets.is_empty() {
+                htx.is_some()
+            } else {
+                senders.iter().any(Option::is_some)
+            }
         });
         let read = match read {
             Ok(()) if cancel.load(Ordering::Relaxed) => Err(Error::Interrupted {
@@ -287,6 +294,7 @@ mod tests {
             Source::Random(src.clone()),
             &plan,
             &[a.clone(), bad.clone(), b.clone()],
+            true,
             &Silent,
             &cancel,
         );
@@ -305,7 +313,13 @@ mod tests {
         let mut sector = [1u8; 512];
         bad.read_at(0, &mut sector).unwrap();
         assert_eq!(sector, [0; 512]);
-        // A changed byte is found, to the byte.
+        // A changed byte is found, to the byte, even early in a long run.
+        a.write_at(5000, &[0xff]).unwrap();
+        let e = crate::verify::verify_target(&*a, &hashes, Some(&*src), 0, &Silent, &cancel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offset 5000"), "{e}");
+        a.write_at(5000, &data[5000..5001]).unwrap();
         a.write_at(7_000_001, &[0]).unwrap();
         let e = crate::verify::verify_target(&*a, &hashes, Some(&*src), 0, &Silent, &cancel)
             .unwrap_err()
@@ -337,6 +351,7 @@ mod tests {
             Source::Random(src),
             &plan,
             std::slice::from_ref(&t),
+            false,
             &CancelAt(&cancel, 8 << 20),
             &cancel,
         );
@@ -374,6 +389,7 @@ mod tests {
             Source::Random(src),
             &plan,
             std::slice::from_ref(&t),
+            false,
             &RaiseAt(8 << 20, AtomicBool::new(false)),
             cancel,
         );

@@ -221,8 +221,14 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     };
     let cancel = flasher::interrupt::install();
     let random = prepared.source.random_access();
-    let (reports, hashes) =
-        flasher::writer::write_all(prepared.source, plan, &targets, &*observer, cancel);
+    let (reports, hashes) = flasher::writer::write_all(
+        prepared.source,
+        plan,
+        &targets,
+        !args.no_verify,
+        &*observer,
+        cancel,
+    );
     let mut source_error = None;
     let hashes = match hashes {
         Ok(h) => Some(h),

@@ -133,7 +133,7 @@ fn fs_line(fs: &FsInfo) -> String {
             human(f.free)
         ),
         FsInfo::Ext(e) => format!(
-            "{} {}, uuid {}, {} blocks of {} bytes ({}), {} free, {}; features: {}",
+            "{} {}, uuid {}, {} blocks of {} bytes ({}), {} free, {}; features: {}{}",
             e.version,
             e.label
                 .as_deref()
@@ -144,7 +144,12 @@ fn fs_line(fs: &FsInfo) -> String {
             human(e.blocks * e.block_size),
             human(e.free_blocks * e.block_size),
             if e.clean { "clean" } else { "not clean" },
-            e.features.join(" ")
+            e.features.join(" "),
+            e.changes_refused
+                .as_deref()
+                .map_or(String::new(), |why| format!(
+                    "; nodeimg will not change it: {why}"
+                ))
         ),
         FsInfo::Extended => "extended partition (holds the logical partitions)".into(),
         FsInfo::Unknown => "unknown contents".into(),

@@ -39,7 +39,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let random = prepared.source.random_access();
     let (_, hashes) =
-        flasher::writer::write_all(prepared.source, &prepared.plan, &[], &Silent, cancel);
+        flasher::writer::write_all(prepared.source, &prepared.plan, &[], true, &Silent, cancel);
     let hashes = hashes.with_context(|| format!("reading {}", args.source.display()))?;
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(vec![name.clone()]))

@@ -6,6 +6,7 @@ use crate::block::BlockDevice;
 use crate::sink::{copy_stream, ImageWriter, OutputFormat};
 use crate::source::{to_hex, ImageSource, Sha256Reader};
 use crate::{Error, Result};
+use std::borrow::Borrow;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -14,16 +15,18 @@ use std::path::Path;
 /// checks the base's size and SHA-256 against the delta and fails the read
 /// (an `io::Error` wrapping [`Error::Invalid`]) when they differ, so a
 /// consumer that writes to a temporary name never keeps a wrong result.
-pub struct PatchedReader<'d, R: Read> {
+///
+/// `D` is anything that lends a [`Delta`]: `&Delta`, `Arc<Delta>`, `Delta`.
+pub struct PatchedReader<R: Read, D: Borrow<Delta>> {
     base: Sha256Reader<R>,
-    delta: &'d Delta,
+    delta: D,
     what: String,
     pos: u64,
 }
 
-impl<'d, R: Read> PatchedReader<'d, R> {
+impl<R: Read, D: Borrow<Delta>> PatchedReader<R, D> {
     /// `what` names the base in messages.
-    pub fn new(base: R, delta: &'d Delta, what: impl Into<String>) -> Self {
+    pub fn new(base: R, delta: D, what: impl Into<String>) -> Self {
         PatchedReader {
             base: Sha256Reader::new(base),
             delta,
@@ -34,10 +37,10 @@ impl<'d, R: Read> PatchedReader<'d, R> {
 
     fn mismatch(&self) -> io::Error {
         let (digest, len) = self.base.digest();
-        let actual = if len != self.delta.base().size {
+        let actual = if len != self.delta.borrow().base().size {
             format!(
                 "it has {len}{} bytes",
-                if len > self.delta.base().size {
+                if len > self.delta.borrow().base().size {
                     "+"
                 } else {
                     ""
@@ -46,17 +49,17 @@ impl<'d, R: Read> PatchedReader<'d, R> {
         } else {
             format!("its SHA-256 is {}", to_hex(&digest))
         };
-        io::Error::other(self.delta.mismatch(&self.what, &actual))
+        io::Error::other(self.delta.borrow().mismatch(&self.what, &actual))
     }
 }
 
-impl<R: Read> Read for PatchedReader<'_, R> {
+impl<R: Read, D: Borrow<Delta>> Read for PatchedReader<R, D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = self.delta.base().size;
+        let want = self.delta.borrow().base().size;
         let n = self.base.read(buf)?;
         if n == 0 {
             let (digest, len) = self.base.digest();
-            if len != want || digest != self.delta.base().sha256 {
+            if len != want || digest != self.delta.borrow().base().sha256 {
                 return Err(self.mismatch());
             }
             return Ok(0);
@@ -65,6 +68,7 @@ impl<R: Read> Read for PatchedReader<'_, R> {
             return Err(self.mismatch());
         }
         self.delta
+            .borrow()
             .patch(self.pos, &mut buf[..n])
             .map_err(io::Error::other)?;
         self.pos += n as u64;
@@ -111,17 +115,20 @@ fn unwrap_io(e: io::Error, context: &str) -> Error {
 /// wherever the delta has a range. The base's size is checked on creation;
 /// its SHA-256 is checked only by [`Patched::verify_base`] (a full read), so
 /// streaming consumers should prefer [`PatchedReader`] or hash as they read.
+///
+/// `D` is anything that lends a [`Delta`]: `&Delta`, `Arc<Delta>`, `Delta`.
 #[derive(Debug)]
-pub struct Patched<'d, B: BlockDevice> {
+pub struct Patched<B: BlockDevice, D: Borrow<Delta>> {
     base: B,
-    delta: &'d Delta,
+    delta: D,
 }
 
-impl<'d, B: BlockDevice> Patched<'d, B> {
+impl<B: BlockDevice, D: Borrow<Delta>> Patched<B, D> {
     /// Pairs a base device with its delta; refuses a base of the wrong size.
-    pub fn new(base: B, delta: &'d Delta) -> Result<Self> {
-        if base.size() != delta.base().size {
-            return Err(delta.mismatch(&base.describe(), &format!("it has {} bytes", base.size())));
+    pub fn new(base: B, delta: D) -> Result<Self> {
+        let d = delta.borrow();
+        if base.size() != d.base().size {
+            return Err(d.mismatch(&base.describe(), &format!("it has {} bytes", base.size())));
         }
         Ok(Patched { base, delta })
     }
@@ -129,8 +136,8 @@ impl<'d, B: BlockDevice> Patched<'d, B> {
     /// Reads the whole base and refuses it unless its SHA-256 matches.
     pub fn verify_base(&self) -> Result<()> {
         let id = BaseId::of_device(&self.base)?;
-        if id != self.delta.base() {
-            return Err(self.delta.mismatch(
+        if id != self.delta.borrow().base() {
+            return Err(self.delta.borrow().mismatch(
                 &self.base.describe(),
                 &format!("its SHA-256 is {}", to_hex(&id.sha256)),
             ));
@@ -140,18 +147,18 @@ impl<'d, B: BlockDevice> Patched<'d, B> {
 
     /// The delta's changed ranges (everything else is the base's bytes).
     pub fn changed_ranges(&self) -> &[super::DeltaRange] {
-        self.delta.ranges()
+        self.delta.borrow().ranges()
     }
 }
 
-impl<B: BlockDevice> BlockDevice for Patched<'_, B> {
+impl<B: BlockDevice, D: Borrow<Delta> + Send + Sync> BlockDevice for Patched<B, D> {
     fn size(&self) -> u64 {
         self.base.size()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.base.read_at(offset, buf)?;
-        self.delta.patch(offset, buf)
+        self.delta.borrow().patch(offset, buf)
     }
 
     fn write_at(&self, _offset: u64, _buf: &[u8]) -> Result<()> {
@@ -166,7 +173,7 @@ impl<B: BlockDevice> BlockDevice for Patched<'_, B> {
         format!(
             "{} patched by {}",
             self.base.describe(),
-            self.delta.path().display()
+            self.delta.borrow().path().display()
         )
     }
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::block::{FileDevice, MemDevice, Overlay};
 use crate::sink::OutputFormat;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 
 fn base_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i / 3 % 251) as u8).collect()
@@ -47,6 +47,24 @@ fn overlay_delta_applies_bit_for_bit() {
     patched.read_at(4000, &mut mid).unwrap();
     assert_eq!(mid, expect[4000..13_000]);
     assert!(patched.write_at(0, &[1]).is_err());
+    // Owned deltas make 'static devices (for threads).
+    let shared = std::sync::Arc::new(Delta::open(&delta_path).unwrap());
+    let dev: std::sync::Arc<dyn BlockDevice> = std::sync::Arc::new(
+        Patched::new(FileDevice::open(&base).unwrap(), shared.clone()).unwrap(),
+    );
+    let back = std::thread::spawn(move || {
+        let mut all = vec![0u8; dev.size() as usize];
+        dev.read_at(0, &mut all).unwrap();
+        all
+    })
+    .join()
+    .unwrap();
+    assert_eq!(back, expect);
+    let mut streamed = Vec::new();
+    PatchedReader::new(std::fs::File::open(&base).unwrap(), shared, "base")
+        .read_to_end(&mut streamed)
+        .unwrap();
+    assert_eq!(streamed, expect);
 
     // A compressed base works the same.
     let zbase = dir.path().join("base.img.zst");

@@ -1012,6 +1012,19 @@ mod tests {
     }
 
     #[test]
+    fn the_sources_lost_and_found_is_skipped_when_empty_and_refused_otherwise() {
+        let dev = MemDevice::zeroed(16 << 20);
+        let mut empty = ListSource(vec![(entry("lost+found", EntryKind::Dir), Vec::new())]);
+        build(&mut empty, &opts(16 << 20), &dev, true).unwrap();
+        let mut full = ListSource(vec![
+            (entry("lost+found", EntryKind::Dir), Vec::new()),
+            file("lost+found/#1234", b"recovered"),
+        ]);
+        let err = build(&mut full, &opts(16 << 20), &dev, true).unwrap_err();
+        assert!(err.to_string().contains("lost+found is not empty"), "{err}");
+    }
+
+    #[test]
     fn hard_link_to_unknown_target_is_refused() {
         let mut src = ListSource(vec![(
             entry(

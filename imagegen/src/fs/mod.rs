@@ -197,14 +197,9 @@ pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<Box<dyn Filesys
         Some(FsType::Fat12 | FsType::Fat16 | FsType::Fat32) => {
             Ok(Box::new(fat::FatFs::open(dev, writable)?))
         }
-        Some(t @ (FsType::Ext2 | FsType::Ext3 | FsType::Ext4)) => Err(Error::unsupported(
-            "filesystem",
-            format!(
-                "{} on {} cannot be opened yet: nodeimg's ext engine has not landed",
-                t,
-                dev.describe()
-            ),
-        )),
+        Some(FsType::Ext2 | FsType::Ext3 | FsType::Ext4) => {
+            Ok(Box::new(ext4::Ext4Fs::open_mode(dev, writable)?))
+        }
         None => Err(Error::unsupported(
             "filesystem",
             format!("{}: no FAT or ext2/3/4 signature found", dev.describe()),

@@ -63,6 +63,8 @@ pub struct ExtInfo {
     pub clean: bool,
     /// Feature names as `dumpe2fs` prints them (unknown bits as hex).
     pub features: Vec<String>,
+    /// Why nodeimg's ext4 engine would refuse to change it (`None`: it can).
+    pub changes_refused: Option<String>,
 }
 
 /// Identifies and summarises the filesystem on `dev` (a partition window or
@@ -262,6 +264,7 @@ fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {
         free_inodes: u64::from(s.free_inodes_count),
         clean: s.state & 1 != 0 && s.state & 2 == 0,
         features: feature_names(s.feature_compat, s.feature_incompat, s.feature_ro_compat),
+        changes_refused: crate::fs::ext4::change_refusal(sb),
     })
 }
 

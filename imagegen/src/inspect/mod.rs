@@ -79,7 +79,8 @@ pub fn inspect_path(path: &Path) -> Result<Report> {
     let compression = Compression::of_file(path)?;
     let image = path.display().to_string();
     let mut report = if compression.is_compressed() {
-        let dev = StreamDevice::new(ImageSource::open(path)?);
+        let p = path.to_path_buf();
+        let dev = StreamDevice::new(move || ImageSource::open(&p))?;
         let table = layout::parse_table(&dev)?;
         // Overlaps can be checked before the size is known.
         layout::validate(&table, u64::MAX, &image)?;

@@ -1,7 +1,9 @@
-//! A forward-only device over a streamed (compressed) image, so that
-//! `inspect` can read tables and filesystem metadata without a temporary
-//! copy: reads must move forward, except into recently read chunks, which
-//! are kept in a bounded cache.
+//! A device over a streamed (compressed) image, so that `inspect` can read
+//! tables and filesystem metadata without a temporary copy. Reads are meant
+//! to move forward; recently read chunks are kept in a bounded cache, and a
+//! read behind both the stream and the cache restarts the stream from the
+//! beginning (slow, but correct: an EBR chain far into the disk can be read
+//! before the first partition is probed).
 
 use crate::block::BlockDevice;
 use crate::source::ImageSource;
@@ -14,7 +16,7 @@ const CHUNK: u64 = 64 * 1024;
 /// Bytes of read chunks kept for re-reading (FATs, directory blocks).
 const CACHE_BUDGET: usize = 64 << 20;
 
-/// A [`BlockDevice`] over an [`ImageSource`] read once, forward. Its size
+/// A [`BlockDevice`] over an [`ImageSource`] read forward. Its size
 /// is unknown (reported as `u64::MAX`) until the end of the stream has
 /// been reached; [`StreamDevice::finish`] reads to the end to learn it.
 pub struct StreamDevice {
@@ -22,8 +24,14 @@ pub struct StreamDevice {
     what: String,
 }
 
+/// Opens the stream again from its first byte.
+type Reopen = Box<dyn Fn() -> Result<ImageSource> + Send + Sync>;
+
 struct Inner {
     src: ImageSource,
+    reopen: Reopen,
+    /// How many times the stream was restarted.
+    restarts: u32,
     /// Stream position: always a multiple of `CHUNK`, or the end.
     pos: u64,
     /// Set once the end of the stream is seen.
@@ -33,18 +41,28 @@ struct Inner {
 }
 
 impl StreamDevice {
-    pub fn new(src: ImageSource) -> Self {
+    /// A device over the stream `open` returns; `open` is called again if a
+    /// read needs bytes the stream has passed.
+    pub fn new(open: impl Fn() -> Result<ImageSource> + Send + Sync + 'static) -> Result<Self> {
+        let src = open()?;
         let what = src.describe().to_string();
-        StreamDevice {
+        Ok(StreamDevice {
             inner: Mutex::new(Inner {
                 src,
+                reopen: Box::new(open),
+                restarts: 0,
                 pos: 0,
                 size: None,
                 cache: BTreeMap::new(),
                 cached: 0,
             }),
             what,
-        }
+        })
+    }
+
+    /// How many times the stream had to be restarted to go back.
+    pub fn restarts(&self) -> u32 {
+        self.lock().restarts
     }
 
     /// The image size, if the end has been reached.
@@ -79,13 +97,10 @@ impl Inner {
         }
         let start = c * CHUNK;
         if start < self.pos {
-            return Err(Error::unsupported(
-                format!("streamed image {what}"),
-                format!(
-                    "needs bytes at {start} again after reading past {}; decompress the image to inspect it",
-                    self.pos
-                ),
-            ));
+            tracing::debug!("{what}: restarting the stream to read byte {start} again");
+            self.src = (self.reopen)()?;
+            self.pos = 0;
+            self.restarts += 1;
         }
         if self.size.is_some_and(|s| start >= s) {
             return Ok(());

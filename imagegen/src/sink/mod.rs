@@ -37,7 +37,7 @@ impl OutputFormat {
 
 enum Encoder {
     Raw(SparseWriter),
-    Zstd(zstd::stream::write::Encoder<'static, File>),
+    Zstd(ZstdPipe),
 }
 
 /// A `Write` that becomes an image file at `path` when [`finish`]ed.
@@ -93,7 +93,7 @@ impl ImageWriter {
                 if let Some(n) = size {
                     enc.set_pledged_src_size(Some(n)).map_err(zerr)?;
                 }
-                Encoder::Zstd(enc)
+                Encoder::Zstd(ZstdPipe::start(enc))
             }
         };
         Ok(ImageWriter {
@@ -138,7 +138,7 @@ impl Write for ImageWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = match &mut self.encoder {
             Encoder::Raw(w) => w.write(buf)?,
-            Encoder::Zstd(e) => e.write(buf)?,
+            Encoder::Zstd(p) => p.write(buf)?,
         };
         self.written += n as u64;
         Ok(n)
@@ -147,7 +147,7 @@ impl Write for ImageWriter {
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.encoder {
             Encoder::Raw(_) => Ok(()),
-            Encoder::Zstd(e) => e.flush(),
+            Encoder::Zstd(_) => Ok(()),
         }
     }
 }
@@ -178,6 +178,73 @@ pub fn copy_stream(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
         };
         w.write_all(&buf[..n])?;
         total += n as u64;
+    }
+}
+
+/// Feeds a zstd encoder on its own thread through a short queue of 1 MiB
+/// buffers, so the producer (reading, decompressing, patching) overlaps
+/// with compression and file output, as the zstd CLI's asynchronous I/O
+/// does. Memory: at most `QUEUE` + 2 buffers.
+struct ZstdPipe {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<File>>>,
+    buf: Vec<u8>,
+}
+
+const QUEUE: usize = 4;
+
+impl ZstdPipe {
+    fn start(mut enc: zstd::stream::write::Encoder<'static, File>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let worker = std::thread::spawn(move || {
+            for chunk in rx {
+                enc.write_all(&chunk)?;
+            }
+            enc.finish()
+        });
+        ZstdPipe {
+            tx: Some(tx),
+            worker: Some(worker),
+            buf: Vec::with_capacity(BUFFER),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BUFFER));
+        let sent = self.tx.as_ref().map(|tx| tx.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The worker stopped: its error says why.
+            _ => Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("zstd encoder stopped early"))),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<File> {
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("zstd encoder thread panicked")),
+            None => Err(io::Error::other("zstd encoder already finished")),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(BUFFER - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BUFFER {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn finish(mut self) -> io::Result<File> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
     }
 }
 

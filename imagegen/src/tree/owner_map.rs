@@ -143,3 +143,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::OwnerMap;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text gives a map or an error, never a panic; accepted rules
+        /// are found again.
+        #[test]
+        fn any_text_parses_or_errs(text in "(/[a-z./]{0,8} [0-9:x]{0,12}\n){0,6}") {
+            if let Ok(map) = OwnerMap::parse(&text, "p") {
+                for line in text.lines() {
+                    if let Some((path, owner)) = line.split_once(' ') {
+                        let (uid, gid) = owner.split_once(':').unwrap();
+                        let key = path.trim_matches('/');
+                        let key: Vec<&str> = key.split('/').filter(|c| !c.is_empty()).collect();
+                        prop_assert_eq!(
+                            map.lookup(&key.join("/")),
+                            Some((uid.parse().unwrap(), gid.parse().unwrap()))
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -272,3 +272,151 @@ fn truncated(name: &str, e: io::Error) -> Error {
         io_err(name, e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemDevice;
+    use crate::fs::mkext4::{build, Ext4Options, InodePolicy};
+    use proptest::prelude::*;
+
+    /// A small valid tarball: a directory, files, a symlink, a hard link,
+    /// a FIFO and PAX records.
+    fn sample() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h.clone(), "etc/", &b""[..]).unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(5);
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.a", &b"v"[..]),
+            ("mtime", &b"1700000000.25"[..]),
+        ])
+        .unwrap();
+        b.append_data(&mut h.clone(), "etc/hostname", &b"node1"[..])
+            .unwrap();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h.clone(), "etc/link", "hostname")
+            .unwrap();
+        h.set_entry_type(tar::EntryType::Link);
+        b.append_link(&mut h.clone(), "etc/hard", "etc/hostname")
+            .unwrap();
+        h.set_entry_type(tar::EntryType::Fifo);
+        b.append_data(&mut h, "run-fifo", &b""[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn source(bytes: Vec<u8>) -> TarSource {
+        TarSource::from_opener(
+            "test",
+            Box::new(move || Ok(Box::new(io::Cursor::new(bytes.clone())) as Box<dyn Read>)),
+        )
+    }
+
+    fn opts() -> Ext4Options {
+        Ext4Options {
+            size: 16 << 20,
+            label: None,
+            uuid: [3; 16],
+            hash_seed: None,
+            inodes: InodePolicy::Auto,
+            epoch: 1_700_000_000,
+            clamp: None,
+            owner_map: None,
+        }
+    }
+
+    #[test]
+    fn headers_give_kinds_times_and_xattrs() {
+        let mut entries = Vec::new();
+        source(sample())
+            .walk(false, &mut |e, _| {
+                entries.push(e.clone());
+                Ok(())
+            })
+            .unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["etc", "etc/hostname", "etc/link", "etc/hard", "run-fifo"]
+        );
+        assert_eq!(
+            entries[1].xattrs,
+            vec![("user.a".to_string(), b"v".to_vec())]
+        );
+        assert_eq!(
+            entries[1].mtime,
+            Timestamp {
+                secs: 1_700_000_000,
+                nanos: 250_000_000
+            }
+        );
+        assert_eq!(
+            entries[3].kind,
+            EntryKind::HardLink {
+                target: "etc/hostname".into()
+            }
+        );
+        assert_eq!(entries[4].kind, EntryKind::Fifo);
+        build(
+            &mut source(sample()),
+            &opts(),
+            &MemDevice::zeroed(16 << 20),
+            true,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn pax_times_parse() {
+        assert_eq!(pax_time(b"12"), Some(Timestamp { secs: 12, nanos: 0 }));
+        assert_eq!(
+            pax_time(b"-1.5"),
+            Some(Timestamp {
+                secs: -2,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(
+            pax_time(b"1.1234567899"),
+            Some(Timestamp {
+                secs: 1,
+                nanos: 123_456_789
+            })
+        );
+        assert_eq!(pax_time(b"x"), None);
+        assert_eq!(pax_time(b"1.x"), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Damaged tarballs give entries or an error, never a panic, and
+        /// ext4 creation accepts or refuses what they give.
+        #[test]
+        fn damaged_tarballs_never_panic(
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8),
+            cut in 0usize..5120,
+        ) {
+            let mut bytes = sample();
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            bytes.truncate(cut.max(1).min(bytes.len()));
+            let _ = build(&mut source(bytes), &opts(), &MemDevice::zeroed(16 << 20), true);
+        }
+
+        #[test]
+        fn pax_time_never_panics(text in "[-0-9.]{0,30}") {
+            let _ = pax_time(text.as_bytes());
+        }
+    }
+}

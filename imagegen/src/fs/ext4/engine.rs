@@ -39,6 +39,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// descriptors. Refuses unknown incompatible features, `encrypt`,
     /// `casefold`, `bigalloc`, `meta_bg` and block sizes other than 1/2/4 KiB.
     pub fn open(dev: D) -> Result<Self> {
+        Self::open_mode(dev, true)
+    }
+
+    /// Like [`open`](Self::open); with `writable` false every change is refused.
+    pub fn open_mode(dev: D, writable: bool) -> Result<Self> {
         let mut raw = vec![0u8; 1024];
         if dev.size() < SB_OFFSET + 1024 {
             return Err(Error::corrupt(
@@ -72,7 +77,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         dev.read_at((sb.first_data_block + 1) * sb.block_size, &mut gdt)?;
         let groups = Groups::parse(gdt, &sb)?;
         let mut refusal = sb.write_refusal();
-        if refusal.is_none() && dev.is_read_only() {
+        if refusal.is_none() && (dev.is_read_only() || !writable) {
             refusal = Some(format!("{} is opened read-only", dev.describe()));
         }
         Ok(Ext4Fs {

@@ -22,8 +22,10 @@
 //! of blocks or inodes midway leaves the filesystem exactly as it was.
 //! Replacing an existing regular file rewrites it in its own inode (hard
 //! links see the new bytes; mode, owner and attributes stay unless given),
-//! so a name never appears twice. Inserting into a full htree leaf turns
-//! the directory into a valid linear one.
+//! so a name never appears twice. Writing over a symlink (or any other
+//! non-directory that is not a regular file) replaces that entry with a new
+//! regular file; the link is not followed. A full htree leaf is split; when its
+//! parent index is full too, the directory becomes a valid linear one.
 //!
 //! # What it refuses, with one line and no change
 //! A journal needing recovery, a filesystem not cleanly unmounted or marked
@@ -62,14 +64,21 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::ops::Range;
 
-/// Whether `dev` starts like an ext2/3/4 filesystem (magic at byte 1080).
+/// Whether `dev` holds an ext2/3/4 filesystem (by [`crate::fs::probe`]).
 pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
-    let mut magic = [0u8; 2];
-    if dev.size() < 2048 {
-        return Ok(false);
+    Ok(matches!(
+        crate::fs::probe(dev)?,
+        Some(crate::fs::FsType::Ext2 | crate::fs::FsType::Ext3 | crate::fs::FsType::Ext4)
+    ))
+}
+
+/// Why the engine would refuse to change the filesystem whose 1024-byte
+/// superblock is `sb` (`None`: it would change it). For `inspect`.
+pub fn change_refusal(sb: &[u8]) -> Option<String> {
+    match superblock::Superblock::parse(sb.to_vec(), u64::MAX) {
+        Ok(sb) => sb.write_refusal(),
+        Err(e) => Some(e.to_string()),
     }
-    dev.read_at(1024 + 0x38, &mut magic)?;
-    Ok(u16::from_le_bytes(magic) == 0xEF53)
 }
 
 /// Byte ranges of `dev` in use according to the filesystem's block
@@ -133,13 +142,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Summary of the filesystem for `inspect`.
     pub fn details(&self) -> Ext4Details {
         let sb = &self.sb;
-        use superblock::{compat, incompat};
-        let kind = if sb.has_incompat(incompat::EXTENTS | incompat::FLEX_BG | incompat::BIT64) {
-            "ext4"
-        } else if sb.has_compat(compat::HAS_JOURNAL) {
-            "ext3"
-        } else {
-            "ext2"
+        // The same words as `fs::probe`, which decides them from the same bytes.
+        let kind = match crate::fs::probe(&self.dev) {
+            Ok(Some(t)) => t.name(),
+            _ => "ext4",
         };
         Ext4Details {
             kind: kind.into(),

@@ -399,6 +399,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Creates a directory (and with `parents`, its missing ancestors).
+    /// `attrs` applies to every directory created, ancestors included (like
+    /// `install -d`); existing directories are left as they are.
     pub fn mkdir(&mut self, path: &str, parents: bool, attrs: &NewAttrs) -> Result<()> {
         self.change(|fs| {
             let comps = path_components(path)?;

@@ -194,11 +194,15 @@ fn small_inodes_no_journal() {
 
 /// An image with a `/big` directory of `entries` names, indexed (htree).
 fn htree_image(opts: &[&str], entries: usize) -> Img {
+    htree_image_named(opts, entries, "entry-")
+}
+
+fn htree_image_named(opts: &[&str], entries: usize, prefix: &str) -> Img {
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("big");
     std::fs::create_dir(&big).unwrap();
     for i in 0..entries {
-        std::fs::write(big.join(format!("entry-{i:05}")), b"x").unwrap();
+        std::fs::write(big.join(format!("{prefix}{i:05}")), b"x").unwrap();
     }
     let mut all = vec!["-d", src.path().to_str().unwrap()];
     all.extend_from_slice(opts);
@@ -431,4 +435,83 @@ fn garbage_never_panics() {
             let _ = fs.remove("/lost+found", true);
         }
     }
+}
+
+#[test]
+fn fragmented_free_space_gives_deep_extent_trees() {
+    for opts in [
+        &[][..],
+        &["-b", "4096", "-O", "^metadata_csum,^64bit,uninit_bg"][..],
+    ] {
+        let img = mkfs(48, opts);
+        let mut fs = open(&img.path);
+        let bs = fs.details().block_size as usize;
+        fs.mkdir("/frag", false, &NewAttrs::default()).unwrap();
+        // Checkerboard the free space: one-block files, every other one removed.
+        for i in 0..1200 {
+            put(&mut fs, &format!("/frag/{i}"), &pattern(bs, i as u8));
+        }
+        for i in (0..1200).step_by(2) {
+            fs.remove(&format!("/frag/{i}"), false).unwrap();
+        }
+        fsck(&img.path);
+        // Bigger than all the contiguous space: must use the holes too.
+        let free = (fs.details().free_blocks as usize - 64) * bs;
+        let data = pattern(free, 77);
+        put(&mut fs, "/big", &data);
+        fsck(&img.path);
+        let st = fs.stat("/big").unwrap();
+        assert!(st.extents.len() > 4, "only {} extents", st.extents.len());
+        assert_eq!(cat(&fs, "/big"), data);
+        let dbg = debugfs(&img.path, "stat /big");
+        assert!(dbg.contains("(ETB0)") || dbg.contains("ETB"), "{dbg}");
+        // Replace and remove it again: all blocks come back.
+        put(&mut fs, "/big", b"tiny");
+        fsck(&img.path);
+        fs.remove("/big", false).unwrap();
+        fs.remove("/frag", true).unwrap();
+        fsck(&img.path);
+    }
+}
+
+#[test]
+fn big_file_across_uninit_groups() {
+    let img = mkfs(128, &[]);
+    let mut fs = open(&img.path);
+    let data = pattern(50 << 20, 5);
+    put(&mut fs, "/fifty", &data);
+    fsck(&img.path);
+    assert_eq!(cat(&fs, "/fifty"), data);
+    let out = Command::new("debugfs")
+        .args(["-R", "dump /fifty /dev/stdout"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    assert!(out.stdout == data, "debugfs reads different bytes");
+}
+
+#[test]
+fn two_kib_blocks() {
+    exercise(&["-b", "2048"]);
+}
+
+#[test]
+fn htree_with_a_full_root_becomes_linear_and_stays_valid() {
+    let long = "n".repeat(200);
+    let img = htree_image_named(&["-O", "^metadata_csum"], 300, &long);
+    let mut fs = open(&img.path);
+    let mut became_linear = false;
+    for i in 0..700 {
+        put(&mut fs, &format!("/big/{long}-new-{i:04}"), b"n");
+        if i % 50 == 49 {
+            fsck(&img.path);
+            became_linear |= !debugfs(&img.path, "htree /big").contains("Root node dump");
+        }
+    }
+    assert!(became_linear, "the root never filled up");
+    assert_eq!(fs.list("/big").unwrap().len(), 1000);
+    assert_eq!(
+        count_name(&img.path, "/big", &format!("{long}-new-0000")),
+        1
+    );
 }
