@@ -89,6 +89,24 @@ fn into_a_partition_keeping_the_table_and_the_other_partition() {
     }
     let mount = LoopMount::new(&disk, Some((offset, len)));
     assert_same_tree(&src, mount.path(), true);
+
+    // And back out of the partition: repack it into a file of its own.
+    let alone = tmp.path().join("alone.img");
+    ok(&[
+        "fs",
+        "mkfs",
+        "ext4",
+        s(&alone),
+        "--size",
+        "40M",
+        "--from",
+        s(&disk),
+        "--from-part",
+        "2",
+    ]);
+    e2fsck_clean(&alone);
+    let repacked = LoopMount::new(&alone, None);
+    assert_same_tree(&src, repacked.path(), true);
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! adding and removing names.
 //!
 //! Adding to an htree directory goes to the leaf the filesystem's hash
-//! selects. When that leaf is full the directory is rewritten as a valid
-//! linear one (index flag cleared, index blocks turned into empty directory
-//! blocks) and the name is added linearly; a later `e2fsck -D` may index it
-//! again.
+//! selects. A full leaf is split in two by hash (the new half appended to
+//! the directory and indexed in the leaf's parent). Only when that parent
+//! index is full too is the directory rewritten as a valid linear one
+//! (index flag cleared, index blocks turned into empty directory blocks)
+//! and the name added linearly; a later `e2fsck -D` may index it again.
 
 use super::bytes::{u16_at, u32_at};
 use super::dirent;
@@ -17,6 +18,23 @@ use super::superblock::incompat;
 use crate::block::BlockDevice;
 use crate::fs::Extent;
 use crate::{Error, Result};
+
+/// One index block on the way down an htree.
+struct DxLevel {
+    phys: u64,
+    /// Offset of the `limit`/`count` header in the block.
+    count_off: usize,
+    /// The entry followed.
+    index: usize,
+}
+
+/// The way from the htree root to a leaf, for one name.
+struct DxPath {
+    version: u8,
+    hash: u32,
+    levels: Vec<DxLevel>,
+    leaf: u64,
+}
 
 /// Where a name was found.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +208,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let what = || format!("ext4 directory inode {ino}");
         let blocks = self.dir_blocks(ino, inode)?;
         if inode.has_flag(FL_INDEX) && self.sb.has_compat(super::superblock::compat::DIR_INDEX) {
-            let leaf = self.htree_leaf(ino, &blocks, name)?;
+            let path = self.htree_path(ino, &blocks, name)?;
+            let leaf = path.leaf;
             let phys = blocks
                 .iter()
                 .find(|(l, _)| *l == leaf)
@@ -203,6 +222,9 @@ impl<D: BlockDevice> Ext4Fs<D> {
             if dirent::insert(&mut buf, &entries, child, name, ftype, ft) {
                 dirent::seal(&mut buf, seed);
                 self.write_block(phys, buf);
+                return Ok(());
+            }
+            if self.split_leaf(ino, inode, &blocks, &path, phys, name, child, ftype)? {
                 return Ok(());
             }
             self.unindex(ino, inode, &blocks)?;
@@ -228,6 +250,19 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let inserted = dirent::insert(&mut buf, &entries, child, name, ftype, ft);
         debug_assert!(inserted, "a name always fits an empty block");
         dirent::seal(&mut buf, seed);
+        self.append_dir_block(ino, inode, &blocks, buf)?;
+        self.write_inode(ino, inode)
+    }
+
+    /// Adds `buf` as a new last block of the directory (size, extents and
+    /// block count updated in `inode`, which the caller stages).
+    fn append_dir_block(
+        &mut self,
+        ino: u32,
+        inode: &mut Inode,
+        blocks: &[(u64, u64)],
+        buf: Vec<u8>,
+    ) -> Result<u64> {
         let logical = inode.size().div_ceil(self.block_size());
         let goal = blocks.last().map(|(_, p)| *p).unwrap_or(0);
         let goal_group =
@@ -256,15 +291,15 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.set_extents(ino, inode, &extents, &tree.tree_blocks)?;
         inode.set_size(inode.size() + self.block_size());
         self.recount_blocks(inode, &extents)?;
-        self.write_inode(ino, inode)
+        Ok(logical)
     }
 
-    /// The logical leaf block an htree sends `name` to.
-    fn htree_leaf(&self, ino: u32, blocks: &[(u64, u64)], name: &[u8]) -> Result<u64> {
+    /// The way down an htree to the leaf `name` hashes to.
+    fn htree_path(&self, ino: u32, blocks: &[(u64, u64)], name: &[u8]) -> Result<DxPath> {
         let what = || format!("ext4 htree directory inode {ino}");
         let phys_of = |l: u64| blocks.iter().find(|(x, _)| *x == l).map(|(_, p)| *p);
-        let root =
-            self.read_block(phys_of(0).ok_or_else(|| Error::corrupt(what(), "no block 0"))?)?;
+        let root_phys = phys_of(0).ok_or_else(|| Error::corrupt(what(), "no block 0"))?;
+        let root = self.read_block(root_phys)?;
         let info_len = usize::from(root[0x1D]);
         let levels = root[0x1E];
         let max_levels = if self.sb.has_incompat(incompat::LARGEDIR) {
@@ -285,7 +320,14 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 format!("hash version {version} in directory inode {ino}"),
             )
         })?;
+        let mut path = DxPath {
+            version,
+            hash: h,
+            levels: Vec::new(),
+            leaf: 0,
+        };
         let mut node = root;
+        let mut phys = root_phys;
         let mut at = 0x20usize;
         for level in 0..=levels {
             let limit = usize::from(u16_at(&node, at));
@@ -296,23 +338,145 @@ impl<D: BlockDevice> Ext4Fs<D> {
                     format!("bad dx count {count}/{limit}"),
                 ));
             }
-            let mut pick = u64::from(u32_at(&node, at + 4));
+            let mut index = 0;
             for i in 1..count {
                 if u32_at(&node, at + i * 8) > h {
                     break;
                 }
-                pick = u64::from(u32_at(&node, at + i * 8 + 4));
+                index = i;
             }
+            let pick = u64::from(u32_at(&node, at + index * 8 + 4));
+            path.levels.push(DxLevel {
+                phys,
+                count_off: at,
+                index,
+            });
             if level == levels {
-                return Ok(pick);
+                path.leaf = pick;
+                return Ok(path);
             }
-            node = self.read_block(
-                phys_of(pick)
-                    .ok_or_else(|| Error::corrupt(what(), format!("dx node {pick} missing")))?,
-            )?;
+            phys = phys_of(pick)
+                .ok_or_else(|| Error::corrupt(what(), format!("dx node {pick} missing")))?;
+            node = self.read_block(phys)?;
             at = 8;
         }
         unreachable!("the loop returns at the last level")
+    }
+
+    /// Splits the full leaf `leaf_phys` in two by hash, adds the new half
+    /// to the parent index and `name` to its half. `Ok(false)` (nothing
+    /// changed) when the parent index is full or the halves cannot take
+    /// the name.
+    #[allow(clippy::too_many_arguments)]
+    fn split_leaf(
+        &mut self,
+        ino: u32,
+        inode: &mut Inode,
+        blocks: &[(u64, u64)],
+        path: &DxPath,
+        leaf_phys: u64,
+        name: &[u8],
+        child: u32,
+        ftype: u8,
+    ) -> Result<bool> {
+        let what = || format!("ext4 htree directory inode {ino}");
+        let ft = self.filetype();
+        let seed = self.dir_seed(ino, inode);
+        let bs = self.block_size() as usize;
+        let parent = path.levels.last().expect("a path has at least the root");
+        let mut pbuf = self.read_block(parent.phys)?;
+        let limit = usize::from(u16_at(&pbuf, parent.count_off));
+        let count = usize::from(u16_at(&pbuf, parent.count_off + 2));
+        if count >= limit {
+            return Ok(false);
+        }
+        if let Some(seed) = seed {
+            let tail = parent.count_off + limit * 8;
+            let ok = tail + 8 <= bs
+                && mkext4::csum::dx_block(
+                    seed,
+                    &pbuf,
+                    parent.count_off,
+                    count as u16,
+                    limit as u16,
+                ) == u32_at(&pbuf, tail + 4);
+            if !ok {
+                return Err(Error::corrupt(
+                    format!(
+                        "ext4 htree index block {} of inode {ino} (group {})",
+                        parent.phys,
+                        self.inode_group(ino)
+                    ),
+                    "checksum mismatch",
+                ));
+            }
+        }
+        let leaf = self.read_block(leaf_phys)?;
+        let mut live: Vec<(u32, u32, u32, Vec<u8>, u8)> = Vec::new();
+        for e in dirent::parse(&leaf, ft, &what)? {
+            if e.ino != 0 {
+                let n = e.name(&leaf).to_vec();
+                let (h, m) = hash::dirhash(path.version, &self.sb.hash_seed, &n)
+                    .expect("version checked by htree_path");
+                live.push((h, m, e.ino, n, e.ftype));
+            }
+        }
+        if live.len() < 2 {
+            return Ok(false);
+        }
+        live.sort();
+        let split = live.len() / 2;
+        let hash2 = live[split].0;
+        let continued = u32::from(live[split - 1].0 == hash2);
+        let stored = hash2 | continued;
+        let pack = |part: &[(u32, u32, u32, Vec<u8>, u8)]| -> Option<Vec<u8>> {
+            let mut buf = dirent::empty_block(bs, seed);
+            for (_, _, i, n, t) in part {
+                let entries = dirent::parse(&buf, ft, &|| String::new()).ok()?;
+                if !dirent::insert(&mut buf, &entries, *i, n, *t, ft) {
+                    return None;
+                }
+            }
+            Some(buf)
+        };
+        let (Some(mut lower), Some(mut upper)) = (pack(&live[..split]), pack(&live[split..]))
+        else {
+            return Ok(false);
+        };
+        let target = if path.hash >= stored {
+            &mut upper
+        } else {
+            &mut lower
+        };
+        let entries = dirent::parse(target, ft, &what)?;
+        if !dirent::insert(target, &entries, child, name, ftype, ft) {
+            return Ok(false);
+        }
+        dirent::seal(&mut lower, seed);
+        dirent::seal(&mut upper, seed);
+        self.write_block(leaf_phys, lower);
+        let new_logical = self.append_dir_block(ino, inode, blocks, upper)?;
+        // Open a slot after the entry we came through.
+        let slot = parent.count_off + (parent.index + 1) * 8;
+        let end = parent.count_off + count * 8;
+        pbuf.copy_within(slot..end, slot + 8);
+        super::bytes::put_u32(&mut pbuf, slot, stored);
+        super::bytes::put_u32(&mut pbuf, slot + 4, new_logical as u32);
+        super::bytes::put_u16(&mut pbuf, parent.count_off + 2, (count + 1) as u16);
+        if let Some(seed) = seed {
+            let tail = parent.count_off + limit * 8;
+            let c = mkext4::csum::dx_block(
+                seed,
+                &pbuf,
+                parent.count_off,
+                (count + 1) as u16,
+                limit as u16,
+            );
+            super::bytes::put_u32(&mut pbuf, tail + 4, c);
+        }
+        self.write_block(parent.phys, pbuf);
+        self.write_inode(ino, inode)?;
+        Ok(true)
     }
 
     /// Turns an htree directory into a linear one.

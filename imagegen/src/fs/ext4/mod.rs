@@ -22,8 +22,10 @@
 //! of blocks or inodes midway leaves the filesystem exactly as it was.
 //! Replacing an existing regular file rewrites it in its own inode (hard
 //! links see the new bytes; mode, owner and attributes stay unless given),
-//! so a name never appears twice. Inserting into a full htree leaf turns
-//! the directory into a valid linear one.
+//! so a name never appears twice. Writing over a symlink (or any other
+//! non-directory that is not a regular file) replaces that entry with a new
+//! regular file; the link is not followed. A full htree leaf is split; when its
+//! parent index is full too, the directory becomes a valid linear one.
 //!
 //! # What it refuses, with one line and no change
 //! A journal needing recovery, a filesystem not cleanly unmounted or marked

@@ -194,11 +194,15 @@ fn small_inodes_no_journal() {
 
 /// An image with a `/big` directory of `entries` names, indexed (htree).
 fn htree_image(opts: &[&str], entries: usize) -> Img {
+    htree_image_named(opts, entries, "entry-")
+}
+
+fn htree_image_named(opts: &[&str], entries: usize, prefix: &str) -> Img {
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("big");
     std::fs::create_dir(&big).unwrap();
     for i in 0..entries {
-        std::fs::write(big.join(format!("entry-{i:05}")), b"x").unwrap();
+        std::fs::write(big.join(format!("{prefix}{i:05}")), b"x").unwrap();
     }
     let mut all = vec!["-d", src.path().to_str().unwrap()];
     all.extend_from_slice(opts);
@@ -484,4 +488,30 @@ fn big_file_across_uninit_groups() {
         .output()
         .unwrap();
     assert!(out.stdout == data, "debugfs reads different bytes");
+}
+
+#[test]
+fn two_kib_blocks() {
+    exercise(&["-b", "2048"]);
+}
+
+#[test]
+fn htree_with_a_full_root_becomes_linear_and_stays_valid() {
+    let long = "n".repeat(200);
+    let img = htree_image_named(&["-O", "^metadata_csum"], 300, &long);
+    let mut fs = open(&img.path);
+    let mut became_linear = false;
+    for i in 0..700 {
+        put(&mut fs, &format!("/big/{long}-new-{i:04}"), b"n");
+        if i % 50 == 49 {
+            fsck(&img.path);
+            became_linear |= !debugfs(&img.path, "htree /big").contains("Root node dump");
+        }
+    }
+    assert!(became_linear, "the root never filled up");
+    assert_eq!(fs.list("/big").unwrap().len(), 1000);
+    assert_eq!(
+        count_name(&img.path, "/big", &format!("{long}-new-0000")),
+        1
+    );
 }
