@@ -158,6 +158,9 @@ fn no_terminal_requires_yes_and_dry_run_writes_nothing() {
         text.contains("partition 2 (type 0x83)") && text.contains("nothing was opened"),
         "{text}"
     );
+    // Both filesystems are mapped by their own allocation maps.
+    assert!(text.contains("(fat16 allocation map)"), "{text}");
+    assert!(text.contains("(ext4 allocation map)"), "{text}");
     assert!(
         card.read(0, 1 << 20).iter().all(|&b| b == 0x33),
         "dry run wrote"

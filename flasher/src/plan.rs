@@ -14,7 +14,7 @@ use crate::ranges::{Extent, RangeSet};
 use crate::source::Source;
 use crate::{Error, Result};
 use imagegen::block::{BlockDevice, MemDevice, Window};
-use imagegen::fs::ext4;
+use imagegen::fs::{self, FsType};
 use imagegen::layout::{self, Partition, PartitionTable, Scheme, SECTOR};
 use std::fs::File;
 use std::sync::Arc;
@@ -195,13 +195,19 @@ fn filesystem_map(
             .intersect(&RangeSet::full(p.size))
             .shifted(p.start)
     };
-    if ext4::probe(&win).map_err(|e| e.to_string())? {
-        return match ext4::used_ranges(&win) {
-            Ok(v) => Ok(Some(("ext4 allocation map".into(), to_set(v)))),
-            Err(e) => Err(format!("ext4 map unavailable: {e}")),
-        };
+    let kind = match fs::probe(&win) {
+        Ok(Some(kind)) => kind,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("filesystem not recognised: {e}")),
+    };
+    let used = match kind {
+        FsType::Fat12 | FsType::Fat16 | FsType::Fat32 => fs::fat::used_ranges(&win),
+        FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => fs::ext4::used_ranges(&win),
+    };
+    match used {
+        Ok(v) => Ok(Some((format!("{kind} allocation map"), to_set(v)))),
+        Err(e) => Err(format!("{kind} map unavailable: {e}")),
     }
-    Ok(None)
 }
 
 /// A region no filesystem map covers: its data map when the image is a
