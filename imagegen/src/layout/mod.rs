@@ -8,9 +8,14 @@
 //! the table and the entry. [`select`] turns `--part N` into a [`Window`].
 //! [`plan_table`] + [`write_table`] create a table from a declarative list.
 //!
-//! Sectors are 512 bytes; 4Kn images are not handled. Identifiers are
-//! lower-case: an MBR disk id is the signature as 8 hex digits (as in
-//! `PARTUUID=xxxxxxxx-02`), GUIDs are hyphenated.
+//! Limits, on purpose: sectors are 512 bytes (4Kn images are not handled);
+//! only the primary GPT header and entry array are read and checked (images
+//! that were grown or cut keep a stale backup, as sfdisk tolerates too);
+//! writing an MBR covers primary partitions 1–4, and a GPT needs partitions
+//! numbered 1..n without gaps (the `gpt` crate packs its entry array).
+//!
+//! Identifiers are lower-case: an MBR disk id is the signature as 8 hex
+//! digits (as in `PARTUUID=xxxxxxxx-02`), GUIDs are hyphenated.
 
 mod create;
 mod gpt_table;

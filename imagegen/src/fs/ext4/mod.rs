@@ -124,7 +124,7 @@ fn uuid_string(u: &[u8; 16]) -> String {
 
 /// Inode flags worth showing in `stat`.
 const FLAG_WORDS: &[(u32, &str)] = &[
-    (0x8, "immutable"),
+    (0x8, "sync"),
     (0x10, "immutable"),
     (0x20, "append"),
     (0x40, "nodump"),
@@ -229,7 +229,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         };
         let mut flags: Vec<String> = Vec::new();
         for (bit, word) in FLAG_WORDS {
-            if inode.has_flag(*bit) && !flags.iter().any(|f| f == word) {
+            if inode.has_flag(*bit) {
                 flags.push((*word).to_string());
             }
         }

@@ -515,3 +515,29 @@ fn htree_with_a_full_root_becomes_linear_and_stays_valid() {
         1
     );
 }
+
+#[test]
+fn inode_flags_are_named_as_lsattr_names_them() {
+    let img = mkfs(8, &["-b", "4096"]);
+    let mut fs = open(&img.path);
+    for name in ["/s", "/i", "/a"] {
+        put(&mut fs, name, b"x");
+    }
+    drop(fs);
+    for (name, flags) in [("/s", "0x80008"), ("/i", "0x80010"), ("/a", "0x800a0")] {
+        let req = format!("set_inode_field {name} flags {flags}");
+        Command::new("debugfs")
+            .args(["-w", "-R", &req])
+            .arg(&img.path)
+            .output()
+            .unwrap();
+    }
+    fsck(&img.path);
+    let fs = open(&img.path);
+    assert_eq!(fs.stat("/s").unwrap().flags, vec!["sync", "extents"]);
+    assert_eq!(fs.stat("/i").unwrap().flags, vec!["immutable", "extents"]);
+    assert_eq!(
+        fs.stat("/a").unwrap().flags,
+        vec!["append", "noatime", "extents"]
+    );
+}
