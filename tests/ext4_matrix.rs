@@ -598,3 +598,32 @@ fn timestamps_reach_debugfs_and_the_kernel() {
         );
     }
 }
+
+/// Opened read-only (`writable == false`), on a device that could be
+/// written, the engine refuses every change and touches nothing.
+#[test]
+fn read_only_open_refuses_changes() {
+    use imagegen::block::FileDevice;
+    use imagegen::fs::NewAttrs;
+    let fx = Fixture::new(Variant::Defaults);
+    let before = oracle::Snapshot::take(&fx.image);
+    let dev = std::sync::Arc::new(FileDevice::open_rw(&fx.image).unwrap());
+    let mut fs = engine::open_dev(dev, false).unwrap();
+    let attrs = NewAttrs::default();
+    assert!(fs.write_file("/etc/x", &mut &b"x"[..], 1, &attrs).is_err());
+    assert!(fs.mkdir("/x", false, &attrs).is_err());
+    assert!(fs.remove("/etc/hostname", false).is_err());
+    assert!(fs.set_mode("/etc/hostname", 0o600).is_err());
+    assert!(fs
+        .set_xattr(
+            "/etc/hostname",
+            "security.capability",
+            &cap_net_bind_service()
+        )
+        .is_err());
+    let _ = fs.flush();
+    drop(fs);
+    if let Some(d) = before.differences(&fx.image) {
+        panic!("a read-only open changed the image: {d}");
+    }
+}

@@ -72,10 +72,10 @@ fn walk(fs: &dyn Filesystem) {
 /// writable and try a change.
 fn exercise(image: Vec<u8>) {
     let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(image));
-    if let Ok(fs) = common::engine::open_dev(Arc::clone(&dev)) {
+    if let Ok(fs) = common::engine::open_dev(Arc::clone(&dev), false) {
         walk(&*fs);
     }
-    if let Ok(mut fs) = common::engine::open_dev(dev) {
+    if let Ok(mut fs) = common::engine::open_dev(dev, true) {
         let _ = fs.write_file("/etc/new", &mut &b"x"[..], 1, &NewAttrs::default());
         let _ = fs.mkdir("/etc/a/b", true, &NewAttrs::default());
         let _ = fs.remove("/etc/hostname", false);
@@ -170,7 +170,7 @@ fn mutated_images_never_panic_or_hang() {
     for (name, base) in base_images() {
         // The engine must read the unmutated image, or the test tests nothing.
         let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(base.clone()));
-        let fs = common::engine::open_dev(dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let fs = common::engine::open_dev(dev, false).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             fs.list("/many").map(|l| l.len()).unwrap_or(0) == 300,
             "{name}: cannot list /many"

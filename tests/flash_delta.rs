@@ -112,3 +112,29 @@ fn delta_over_the_wrong_base_writes_nothing() {
         "nothing written"
     );
 }
+
+#[test]
+fn compressed_wrong_base_leaves_no_partition_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture_image(dir.path());
+    let (node, delta) = node_and_delta(dir.path(), &base);
+    let zst = format!("{node}.zst");
+    sh("zstd", &["-q", "-k", &node, "-o", &zst]);
+    let card = Loop::over_new_file(dir.path(), "card", 48 << 20, 0x77, 1 << 20);
+    let out = nodeimg(&[
+        "flash",
+        &zst,
+        "--delta",
+        &delta,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--yes",
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("SHA-256") || err.contains("base"), "{err}");
+    assert!(err.contains("partition table was not written"), "{err}");
+    assert!(!err.contains("verification ok"), "{err}");
+    assert!(card.read(0, 512).iter().all(|&b| b == 0), "no table");
+}

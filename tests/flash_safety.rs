@@ -218,3 +218,21 @@ fn mounted_card_is_unmounted_or_refused_with_no_unmount() {
     drop(m);
     check_filesystems(&card.dev);
 }
+
+#[test]
+fn only_block_devices_are_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture_image(dir.path());
+    let img = img.to_str().unwrap();
+    let out = nodeimg(&["flash", img, "--device", img, "--allow-fixed", "--dry-run"]);
+    fails_with(&out, "it is not a block device");
+    let out = nodeimg(&[
+        "flash",
+        img,
+        "--device",
+        "/dev/null",
+        "--allow-fixed",
+        "--dry-run",
+    ]);
+    fails_with(&out, "it is not a block device");
+}

@@ -394,6 +394,25 @@ fn fat_inside_mbr_partitions() {
     );
 }
 
+/// Same inputs and SOURCE_DATE_EPOCH give the same bytes.
+#[test]
+fn same_inputs_same_image() {
+    let s = Scratch::new();
+    let local = s.file("data", &noise(100_000, 3));
+    let build = |name: &str| {
+        let img = s.path(name);
+        let img_s = img.to_str().unwrap();
+        ok(&[
+            "fs", "mkfs", "fat", img_s, "--size", "40MiB", "--label", "same",
+        ]);
+        ok(&["fs", "mkdir", "-p", img_s, "/a/b"]);
+        ok(&["fs", "put", img_s, &local, "/a/b/data.bin"]);
+        ok(&["fs", "put", img_s, &local, "/a/b/data.bin"]);
+        fs::read(img).unwrap()
+    };
+    assert!(build("one.img") == build("two.img"), "images differ");
+}
+
 #[test]
 fn bad_input_is_one_line_and_changes_nothing() {
     let s = Scratch::new();

@@ -53,17 +53,24 @@ mod ioctls {
 impl DeviceTarget {
     /// Opens `path` for reading and writing, exclusively on Linux block devices.
     pub fn open(path: &Path) -> io::Result<Self> {
-        Self::open_mode(path, true)
+        Self::open_mode(path, true, None)
+    }
+
+    /// Like [`open`](Self::open), with the size the device listing found, for
+    /// nodes that cannot tell their own size (macOS raw disks, `/dev/rdiskN`).
+    pub fn open_sized(path: &Path, size: u64) -> io::Result<Self> {
+        Self::open_mode(path, true, Some(size))
     }
 
     /// Opens `path` read-only (for `nodeimg verify`).
     pub fn open_read_only(path: &Path) -> io::Result<Self> {
-        Self::open_mode(path, false)
+        Self::open_mode(path, false, None)
     }
 
-    fn open_mode(path: &Path, write: bool) -> io::Result<Self> {
+    fn open_mode(path: &Path, write: bool, known_size: Option<u64>) -> io::Result<Self> {
         let meta = std::fs::metadata(path)?;
-        let is_block = meta.file_type().is_block_device();
+        // macOS raw disks are character devices.
+        let is_block = meta.file_type().is_block_device() || meta.file_type().is_char_device();
         let mut excl = 0;
         if write && is_block && cfg!(target_os = "linux") {
             excl = libc::O_EXCL;
@@ -82,7 +89,10 @@ impl DeviceTarget {
         };
         let size = if is_block {
             let mut f = &buffered;
-            io::Seek::seek(&mut f, io::SeekFrom::End(0))?
+            match io::Seek::seek(&mut f, io::SeekFrom::End(0)) {
+                Ok(n) if n > 0 => n,
+                _ => known_size.unwrap_or(0),
+            }
         } else {
             meta.len()
         };
@@ -223,5 +233,38 @@ impl Target for DeviceTarget {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_pieces_go_direct_and_the_rest_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("card");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let t = DeviceTarget::open(&p).unwrap();
+        assert_eq!(t.size(), 1 << 20);
+        let mut buf = crate::aligned::AlignedBuf::new(8192);
+        buf.as_mut_slice().fill(7);
+        let direct = t.direct.is_some();
+        assert_eq!(
+            t.direct_for(4096, 8192, buf.as_slice().as_ptr()).is_some(),
+            direct
+        );
+        t.write_at(4096, buf.as_slice()).unwrap();
+        // Unaligned offset and length: the buffered descriptor (also the
+        // whole path when a device refuses O_DIRECT) takes them.
+        assert!(t.direct_for(100, 300, buf.as_slice().as_ptr()).is_none());
+        t.write_at(100, &[9u8; 300]).unwrap();
+        t.flush().unwrap();
+        let mut back = vec![0u8; 400];
+        t.read_at(0, &mut back).unwrap();
+        assert_eq!(&back[100..400], &[9u8; 300][..]);
+        let mut aligned = crate::aligned::AlignedBuf::new(8192);
+        t.read_at(4096, aligned.as_mut_slice()).unwrap();
+        assert!(aligned.as_slice().iter().all(|&b| b == 7));
     }
 }

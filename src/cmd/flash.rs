@@ -201,7 +201,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         if !policy::media_mounts(d).is_empty() {
             flasher::devices::unmount(d)?;
         }
-        let t = DeviceTarget::open(Path::new(&d.write_path)).map_err(|e| {
+        let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
                 anyhow::anyhow!(
                     "{} is in use (mounted or opened exclusively by another program)",

@@ -1,16 +1,18 @@
-//! Opening an image with our engine. Everything goes through the
-//! `Filesystem` trait; this is the only place that names the engine type,
-//! until `imagegen::fs::open` (which picks it by probing) is on main.
+//! Opening an image with our engine through the public entry point only
+//! (`imagegen::fs::open`, which recognises ext4 by probing), so the tests
+//! never depend on engine internals.
 
 use imagegen::block::{BlockDevice, FileDevice};
-use imagegen::fs::ext4::Ext4Fs;
 use imagegen::fs::Filesystem;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens an image holding a bare ext4 filesystem through any block device.
-pub fn open_dev(dev: Arc<dyn BlockDevice>) -> imagegen::Result<Box<dyn Filesystem>> {
-    Ok(Box::new(Ext4Fs::open(dev)?))
+/// Opens whatever filesystem fills `dev`, read-only or writable.
+pub fn open_dev(
+    dev: Arc<dyn BlockDevice>,
+    writable: bool,
+) -> imagegen::Result<Box<dyn Filesystem>> {
+    imagegen::fs::open(dev, writable)
 }
 
 /// Opens a bare filesystem image, read-only or writable.
@@ -20,7 +22,7 @@ pub fn open(image: &Path, writable: bool) -> imagegen::Result<Box<dyn Filesystem
     } else {
         FileDevice::open(image)?
     };
-    open_dev(Arc::new(dev))
+    open_dev(Arc::new(dev), writable)
 }
 
 /// Opens `image` writable, applies `f`, flushes and closes: every change

@@ -111,7 +111,15 @@ pub fn find(roots: &Roots, path: &Path) -> Result<Disk> {
         return Err(refuse("it is not a block device".into()));
     }
     let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-    let devnum = format!("{major}:{minor}");
+    find_devnum(roots, &format!("{major}:{minor}"), &shown)
+}
+
+/// The disk with device number `devnum` (`major:minor`), shown as `shown`.
+fn find_devnum(roots: &Roots, devnum: &str, shown: &str) -> Result<Disk> {
+    let refuse = |reason: String| Error::Refused {
+        device: shown.to_string(),
+        reason,
+    };
     let nodes = scan(roots)?;
     let node = nodes
         .iter()
@@ -133,8 +141,8 @@ pub fn find(roots: &Roots, path: &Path) -> Result<Disk> {
         .into_iter()
         .find(|d| d.path == format!("/dev/{}", node.name))
         .map(|mut d| {
-            d.path = shown.clone();
-            d.write_path = shown.clone();
+            d.path = shown.to_string();
+            d.write_path = shown.to_string();
             d
         })
         .ok_or_else(|| refuse("it has no medium (size 0)".into()))
@@ -451,5 +459,28 @@ mod tests {
         assert_eq!(by("loop0").transport, Transport::Virtual);
         // /home on LVM on nvme0n1p1 makes the NVMe disk a system disk.
         assert!(by("nvme0n1").system_reasons()[0].contains("/home"));
+    }
+
+    #[test]
+    fn partitions_and_empty_devices_are_not_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = fake(dir.path());
+        let e = find_devnum(&roots, "8:17", "/dev/sdb1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partition of /dev/sdb; give the whole disk"),
+            "{e}"
+        );
+        let e = find_devnum(&roots, "7:1", "/dev/loop1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no medium"), "{e}");
+        let e = find_devnum(&roots, "9:9", "/dev/x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not in"), "{e}");
+        let d = find_devnum(&roots, "8:16", "/dev/sdb").unwrap();
+        assert_eq!((d.path.as_str(), d.size), ("/dev/sdb", 512 << 25));
     }
 }

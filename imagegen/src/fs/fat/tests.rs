@@ -200,7 +200,7 @@ fn random_corruption_never_panics_or_hangs() {
         let rounds: usize = std::env::var("FAT_FUZZ_ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
+            .unwrap_or(40);
         for _ in 0..rounds {
             // Only the metadata and first clusters are damaged, so only
             // they need restoring between rounds.
@@ -225,4 +225,31 @@ fn random_corruption_never_panics_or_hangs() {
             let _ = info(&*dev);
         }
     }
+}
+
+#[test]
+fn replaces_in_place_when_there_is_no_room_for_two_copies() {
+    let dev = fresh(FatBits::Fat16, 8 << 20);
+    let mut fs = FatFs::open(dev, true).unwrap();
+    let a = NewAttrs::default();
+    let cs = fs.geometry().cluster_size;
+    // Leave room for the file once, not twice.
+    let free = fs.free_clusters().unwrap();
+    let filler = (free - 12) * cs;
+    fs.write_file("/filler", &mut io::repeat(9), filler, &a)
+        .unwrap();
+    let old = vec![1u8; (8 * cs) as usize];
+    fs.write_file("/f", &mut &old[..], old.len() as u64, &a)
+        .unwrap();
+    let new = vec![2u8; (10 * cs) as usize];
+    fs.write_file("/f", &mut &new[..], new.len() as u64, &a)
+        .unwrap();
+    assert_eq!(read(&fs, "/f"), new);
+    assert_eq!(fs.list("/").unwrap().len(), 2);
+    let too_big = vec![3u8; (14 * cs) as usize];
+    assert!(matches!(
+        fs.write_file("/f", &mut &too_big[..], too_big.len() as u64, &a),
+        Err(Error::NoSpace(_))
+    ));
+    assert_eq!(read(&fs, "/f"), new, "a refused write keeps the old file");
 }
