@@ -52,10 +52,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let start = sb.group_first_block(g);
         let len = sb.group_len(g);
         let mut mark = |b: u64, n: u64| {
-            for x in b..b + n {
-                if x >= start && x < start + len {
-                    set_bit(&mut bm, x - start, true);
-                }
+            // Only the part inside this group, so huge inode tables of
+            // other groups cost nothing.
+            let from = b.max(start);
+            let to = b.saturating_add(n).min(start + len);
+            for x in from..to {
+                set_bit(&mut bm, x - start, true);
             }
         };
         if sb.group_has_super(g) {

@@ -55,12 +55,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let nblocks = inode.size().div_ceil(self.block_size());
         let mut out = Vec::new();
         for e in &tree.extents {
-            for i in 0..e.len {
-                if e.logical + i < nblocks {
-                    out.push((e.logical + i, e.physical + i));
-                }
+            for i in 0..e.len.min(nblocks.saturating_sub(e.logical)) {
+                out.push((e.logical + i, e.physical + i));
             }
-            if out.len() > 1 << 24 {
+            // 2^20 blocks is a directory of gigabytes: not a real one.
+            if out.len() > 1 << 20 {
                 return Err(Error::corrupt(
                     format!("ext4 directory inode {ino}"),
                     "absurdly large",

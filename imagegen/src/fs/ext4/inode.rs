@@ -198,7 +198,7 @@ impl Inode {
         }
         put_u32(&mut self.raw, s, t.secs as u32);
         if self.has_field(x) {
-            let epoch = ((t.secs - i64::from(t.secs as i32)) >> 32) as u32 & 3;
+            let epoch = (t.secs.wrapping_sub(i64::from(t.secs as i32)) >> 32) as u32 & 3;
             put_u32(&mut self.raw, x, epoch | (t.nanos.min(999_999_999) << 2));
         }
     }

@@ -122,6 +122,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
 
     /// A symlink's target.
     pub(super) fn link_target(&self, ino: u32, inode: &Inode) -> Result<String> {
+        if inode.size() >= self.block_size() {
+            return Err(Error::corrupt(
+                format!("ext4 symlink inode {ino}"),
+                format!("target of {} bytes", inode.size()),
+            ));
+        }
         let mut out = Vec::new();
         self.read_data(ino, inode, &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -149,6 +155,13 @@ impl<D: BlockDevice> Ext4Fs<D> {
         out: &mut dyn std::io::Write,
     ) -> Result<u64> {
         let size = inode.size();
+        // Logical block numbers are 32 bits: nothing is larger than this.
+        if size > (1u64 << 32) * self.block_size() {
+            return Err(Error::corrupt(
+                format!("ext4 inode {ino}"),
+                format!("size {size} exceeds the format's maximum"),
+            ));
+        }
         if self.is_fast_symlink(inode) {
             out.write_all(&inode.i_block()[..size as usize])
                 .map_err(|e| Error::io_context("writing", e))?;
