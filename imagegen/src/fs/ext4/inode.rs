@@ -191,6 +191,18 @@ impl Inode {
         }
         Some(Timestamp { secs, nanos })
     }
+    /// Whether `t`'s seconds can be stored in this inode: 32 signed bits
+    /// (1901–2038) without the extra fields, two more epoch bits (to 2446)
+    /// with them. Nanoseconds are dropped where there is no extra field.
+    pub fn time_fits(&self, t: Timestamp) -> bool {
+        let max = if self.has_field(0x88) {
+            i64::from(i32::MAX) + (3i64 << 32)
+        } else {
+            i64::from(i32::MAX)
+        };
+        (i64::from(i32::MIN)..=max).contains(&t.secs)
+    }
+
     pub fn set_time(&mut self, f: TimeField, t: Timestamp) {
         let (s, x) = f.offsets();
         if s >= 128 && !self.has_field(s) {

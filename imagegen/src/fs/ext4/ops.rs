@@ -211,6 +211,24 @@ impl<D: BlockDevice> Ext4Fs<D> {
         inode
     }
 
+    /// Refuses times `inode` cannot hold, rather than storing another one.
+    fn check_time(&self, inode: &Inode, t: Option<Timestamp>, path: &str) -> Result<()> {
+        for t in [t, Some(self.clock())].into_iter().flatten() {
+            if !inode.time_fits(t) {
+                let range = if inode.raw.len() > 128 && inode.extra_isize() >= 12 {
+                    "1901-12-13 to 2446-05-10"
+                } else {
+                    "1901-12-13 to 2038-01-19 (128-byte inodes)"
+                };
+                return Err(Error::Invalid(format!(
+                    "{path}: time {} seconds is outside what this filesystem stores ({range})",
+                    t.secs
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Stamps a directory's mtime/ctime after its entries changed.
     fn touch_dir(&self, dir: &mut Inode) {
         let now = self.clock();
@@ -324,6 +342,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
             // Refuse before any data reaches the device.
             self.check_dir_changeable(t.dir, &dir)?;
         }
+        self.check_time(
+            &self.new_inode(S_IFREG, &NewAttrs::default()),
+            attrs.mtime,
+            path,
+        )?;
         let bs = self.block_size();
         let nblocks = size.div_ceil(bs);
         // Room check before anything is written: data, a worst-case tree
@@ -387,6 +410,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         path: &str,
     ) -> Result<()> {
         self.refuse_inline(ino, &inode, path)?;
+        self.check_time(&inode, attrs.mtime, path)?;
         // New blocks first: the old ones stay intact until the commit.
         let extents = self.write_new_data(self.inode_group(ino), data, size)?;
         // Queues the old data and tree blocks; they are freed at the end.
@@ -454,6 +478,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     fn mkdir_one(&mut self, t: &Target, dir: &mut Inode, attrs: &NewAttrs) -> Result<()> {
+        self.check_time(
+            &self.new_inode(S_IFDIR, &NewAttrs::default()),
+            attrs.mtime,
+            &t.path,
+        )?;
         if dir.links() >= LINK_MAX - 1
             && !self.sb.has_ro_compat(ro_compat::DIR_NLINK)
             && dir.links() != 1
@@ -511,6 +540,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 return Err(Error::AlreadyExists(path.to_string()));
             }
             fs.check_dir_changeable(t.dir, &dir)?;
+            fs.check_time(
+                &fs.new_inode(S_IFLNK, &NewAttrs::default()),
+                attrs.mtime,
+                path,
+            )?;
             let ino = fs.alloc_inode(fs.inode_group(t.dir), false)?;
             let mut inode = fs.new_inode(S_IFLNK | 0o777, attrs);
             inode.set_links(1);
@@ -697,7 +731,9 @@ impl<D: BlockDevice> Ext4Fs<D> {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
-        self.modify(path, |_, _, i| {
+        self.modify(path, |fs, _, i| {
+            fs.check_time(i, atime, path)?;
+            fs.check_time(i, mtime, path)?;
             if let Some(t) = atime {
                 i.set_time(TimeField::Atime, t);
             }

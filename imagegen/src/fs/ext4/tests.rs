@@ -587,3 +587,45 @@ fn newer_features_orphan_file_csum_seed_large_dir() {
         "orphan_file,metadata_csum_seed,large_dir",
     ]);
 }
+
+#[test]
+fn times_outside_the_inode_range_are_refused() {
+    for (opts, far) in [
+        (&["-I", "128"][..], 4_000_000_000i64),
+        (&["-b", "4096"][..], 1i64 << 34),
+    ] {
+        let img = mkfs(8, opts);
+        let mut fs = open(&img.path);
+        put(&mut fs, "/f", b"x");
+        let before = bytes_of(&img.path);
+        let t = crate::fs::Timestamp {
+            secs: far,
+            nanos: 0,
+        };
+        assert!(fs.set_times("/f", None, Some(t)).is_err());
+        let attrs = NewAttrs {
+            mtime: Some(t),
+            ..NewAttrs::default()
+        };
+        assert!(fs.put("/g", &mut &b"y"[..], 1, &attrs).is_err());
+        assert!(fs.mkdir("/d", false, &attrs).is_err());
+        let old = crate::fs::Timestamp {
+            secs: -(1i64 << 32),
+            nanos: 0,
+        };
+        assert!(fs.set_times("/f", Some(old), None).is_err());
+        assert!(bytes_of(&img.path) == before);
+        // In range: stored exactly (past 2038 where the inode has room).
+        let ok = crate::fs::Timestamp {
+            secs: if far > 1 << 33 {
+                5_000_000_000
+            } else {
+                2_000_000_000
+            },
+            nanos: 0,
+        };
+        fs.set_times("/f", Some(ok), Some(ok)).unwrap();
+        assert_eq!(fs.stat("/f").unwrap().mtime, Some(ok));
+        fsck(&img.path);
+    }
+}
