@@ -627,3 +627,35 @@ fn read_only_open_refuses_changes() {
         panic!("a read-only open changed the image: {d}");
     }
 }
+
+/// A time the inode cannot hold (after 2038 with 128-byte inodes) is either
+/// refused without a change or stored exactly; never silently wrapped.
+#[test]
+fn timestamps_outside_32_bits() {
+    use imagegen::fs::{NewAttrs, Timestamp};
+    let fx = Fixture::new(Variant::Inode128);
+    engine::with_writable(&fx.image, |fs| {
+        fs.write_file("/f", &mut &b"x"[..], 1, &NewAttrs::default())
+    })
+    .unwrap();
+    for secs in [4_000_000_000i64, -3_000_000_000] {
+        let before = oracle::Snapshot::take(&fx.image);
+        let t = Timestamp { secs, nanos: 0 };
+        match engine::with_writable(&fx.image, |fs| fs.set_times("/f", None, Some(t))) {
+            Ok(()) => {
+                let st = oracle::stat(&fx.image, "/f").unwrap();
+                assert_eq!(
+                    st.mtime,
+                    Some((secs, 0)),
+                    "mtime {secs} stored as something else"
+                );
+            }
+            Err(_) => {
+                if let Some(d) = before.differences(&fx.image) {
+                    panic!("refusing mtime {secs} changed the image: {d}");
+                }
+            }
+        }
+        oracle::assert_fsck_clean(&fx.image, "after an out-of-range time");
+    }
+}

@@ -443,8 +443,10 @@ fn bad_input_is_one_line_and_changes_nothing() {
     fsck_clean(&img);
 
     // Boot sectors that lie about their geometry.
-    let lies: [(&str, usize, &[u8]); 4] = [
+    let lies: [(&str, usize, &[u8]); 6] = [
         ("FAT too small for the clusters", 22, &[1, 0]),
+        ("0 sectors per cluster", 13, &[0]),
+        ("0 FATs", 16, &[0]),
         ("volume larger than the image", 19, &[0xFF, 0xFF]),
         ("no root directory entries", 17, &[0, 0]),
         ("FATs larger than the volume", 22, &[0xFF, 0xFF]),

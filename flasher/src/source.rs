@@ -251,13 +251,13 @@ pub struct Image {
 /// raw base by one full read before anything is written, a compressed one as
 /// it streams (a mismatch fails the read, so no card gets a partition table).
 pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result<Image> {
-    // The delta lives as long as the process: `imagegen`'s patching views
-    // borrow it, and the sources built here must be 'static to cross threads.
-    let delta: Option<&'static Delta> = match delta {
-        Some(p) => Some(Box::leak(Box::new(Delta::open(p)?))),
+    // Shared, because the sources built here cross threads and a stream is
+    // opened more than once (to size it, then to write it).
+    let delta: Option<Arc<Delta>> = match delta {
+        Some(p) => Some(Arc::new(Delta::open(p)?)),
         None => None,
     };
-    let changed = delta.map_or_else(RangeSet::new, |d| {
+    let changed = delta.as_ref().map_or_else(RangeSet::new, |d| {
         RangeSet::from_extents(
             d.ranges()
                 .iter()
@@ -289,9 +289,13 @@ pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result
     }
     let open_stream = || -> Result<Box<dyn Read + Send>> {
         let base = ImageSource::open(path)?;
-        Ok(match delta {
+        Ok(match &delta {
             None => Box::new(base),
-            Some(d) => Box::new(PatchedReader::new(base, d, path.display().to_string())),
+            Some(d) => Box::new(PatchedReader::new(
+                base,
+                Arc::clone(d),
+                path.display().to_string(),
+            )),
         })
     };
     let mut head = Vec::with_capacity(HEAD);
@@ -299,7 +303,7 @@ pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result
         .take(HEAD as u64)
         .read_to_end(&mut head)
         .map_err(|e| imagegen::Error::io_context("reading the image's first sectors", e))?;
-    let size = match (size_hint, delta) {
+    let size = match (size_hint, &delta) {
         (Some(s), _) => s,
         (None, Some(d)) => d.base().size,
         (None, None) => std::io::copy(&mut open_stream()?, &mut std::io::sink())

@@ -2,10 +2,10 @@
 
 use super::{check_range, BaseId, DeltaInfo, DeltaRange, HEADER_LEN, MAGIC, RECORD_HEAD, VERSION};
 use crate::block::{BlockDevice, Overlay};
+use crate::sink::PendingFile;
 use crate::source::{ImageSource, Sha256Reader};
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 /// place by [`finish`](DeltaWriter::finish). Adjacent pushes merge into one
 /// range. Dropped unfinished, it leaves nothing behind.
 pub struct DeltaWriter {
-    file: File,
-    tmp: tempfile::TempPath,
+    out: PendingFile,
     path: PathBuf,
     block_size: u32,
     ranges: Vec<DeltaRange>,
@@ -26,24 +25,10 @@ pub struct DeltaWriter {
 impl DeltaWriter {
     /// Starts a delta at `path` with the given block size.
     pub fn create(path: &Path, block_size: u32) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "delta".into());
-        // tempfile creates 0600, which deltas keep (they may hold secrets).
-        let (file, tmp) = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(path, e))?
-            .into_parts();
+        // Deltas stay 0600 when committed: they may hold secrets.
+        let out = PendingFile::create(path)?;
         Ok(DeltaWriter {
-            file,
-            tmp,
+            out,
             path: path.to_path_buf(),
             block_size,
             ranges: Vec::new(),
@@ -61,7 +46,8 @@ impl DeltaWriter {
         match self.ranges.last_mut() {
             Some(last) if last.end() == offset => {
                 last.len += data.len() as u64;
-                self.file
+                self.out
+                    .file()
                     .write_all_at(&last.len.to_le_bytes(), last.data_pos - 8)
                     .map_err(ioerr)?;
             }
@@ -78,7 +64,10 @@ impl DeltaWriter {
                 let mut rec = [0u8; RECORD_HEAD as usize];
                 rec[..8].copy_from_slice(&offset.to_le_bytes());
                 rec[8..].copy_from_slice(&(data.len() as u64).to_le_bytes());
-                self.file.write_all_at(&rec, self.pos).map_err(ioerr)?;
+                self.out
+                    .file()
+                    .write_all_at(&rec, self.pos)
+                    .map_err(ioerr)?;
                 self.pos += RECORD_HEAD;
                 self.ranges.push(DeltaRange {
                     offset,
@@ -87,7 +76,10 @@ impl DeltaWriter {
                 });
             }
         }
-        self.file.write_all_at(data, self.pos).map_err(ioerr)?;
+        self.out
+            .file()
+            .write_all_at(data, self.pos)
+            .map_err(ioerr)?;
         self.pos += data.len() as u64;
         Ok(())
     }
@@ -110,23 +102,26 @@ impl DeltaWriter {
         head[16..24].copy_from_slice(&base.size.to_le_bytes());
         head[24..56].copy_from_slice(&base.sha256);
         head[56..64].copy_from_slice(&(self.ranges.len() as u64).to_le_bytes());
-        self.file.write_all_at(&head, 0).map_err(ioerr)?;
+        self.out.file().write_all_at(&head, 0).map_err(ioerr)?;
         // The checksum covers what is on disk, read back in one pass.
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut at = 0;
         while at < self.pos {
             let n = (self.pos - at).min(buf.len() as u64) as usize;
-            self.file.read_exact_at(&mut buf[..n], at).map_err(ioerr)?;
+            self.out
+                .file()
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(ioerr)?;
             hasher.update(&buf[..n]);
             at += n as u64;
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        self.file.write_all_at(&digest, self.pos).map_err(ioerr)?;
-        self.file.sync_all().map_err(ioerr)?;
-        self.tmp
-            .persist(&self.path)
-            .map_err(|e| Error::io(&self.path, e.error))?;
+        self.out
+            .file()
+            .write_all_at(&digest, self.pos)
+            .map_err(ioerr)?;
+        self.out.commit(0o600)?;
         Ok(DeltaInfo {
             version: VERSION,
             block_size: self.block_size,

@@ -275,29 +275,12 @@ fn build_with(
 /// nothing half-written ever carries the final name.
 pub fn build_file(source: &mut dyn TreeSource, opts: &Ext4Options, path: &Path) -> Result<Summary> {
     opts.check()?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let dev = crate::block::FileDevice::create(&tmp, opts.size)?;
-        let summary = build(source, opts, &dev, true)?;
-        drop(dev);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        Ok(summary)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let out = crate::sink::PendingFile::create(path)?;
+    let dev = out.device(opts.size)?;
+    let summary = build(source, opts, &dev, true)?;
+    drop(dev);
+    out.commit(0o644)?;
+    Ok(summary)
 }
 
 /// Builds into partition `part` of the existing disk image `image`, whose

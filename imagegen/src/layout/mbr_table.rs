@@ -158,18 +158,15 @@ fn read_logical(
 
 /// Whether sector 0 is a FAT/NTFS/exFAT boot sector rather than an MBR: both
 /// end in 0x55AA, and a bare filesystem image must not be read as a table.
+///
+/// The jump and the type string decide, not the geometry: a FAT boot sector
+/// whose geometry is broken is still a (corrupt) filesystem, and the FAT
+/// reader says what is wrong with it, where "an MBR with no partitions" would
+/// mislead.
 fn looks_like_boot_sector(s: &[u8; 512]) -> bool {
     if &s[3..11] == b"NTFS    " || &s[3..11] == b"EXFAT   " {
         return true;
     }
     let jump = s[0] == 0xeb || s[0] == 0xe9;
-    let bps = u16::from_le_bytes([s[11], s[12]]);
-    let spc = s[13];
-    let reserved = u16::from_le_bytes([s[14], s[15]]);
-    let fats = s[16];
-    jump && matches!(bps, 512 | 1024 | 2048 | 4096)
-        && spc.is_power_of_two()
-        && reserved > 0
-        && matches!(fats, 1 | 2)
-        && (&s[54..57] == b"FAT" || &s[82..87] == b"FAT32")
+    jump && (&s[54..57] == b"FAT" || &s[82..87] == b"FAT32")
 }

@@ -3,6 +3,10 @@
 //! temporary file next to the final path and is renamed into place only when
 //! complete, so nothing half-written ever carries the final name.
 
+mod pending;
+
+pub use pending::PendingFile;
+
 use crate::{Error, Result};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -46,7 +50,7 @@ enum Encoder {
 /// [`finish`]: ImageWriter::finish
 pub struct ImageWriter {
     encoder: Encoder,
-    tmp: tempfile::TempPath,
+    out: PendingFile,
     path: PathBuf,
     expected: Option<u64>,
     written: u64,
@@ -68,20 +72,8 @@ impl ImageWriter {
         size: Option<u64>,
         mode: u32,
     ) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(path, e))?;
-        let (file, tmp) = tmp.into_parts();
+        let out = PendingFile::create(path)?;
+        let file = out.file().try_clone().map_err(|e| Error::io(path, e))?;
         let encoder = match format {
             OutputFormat::Raw => Encoder::Raw(SparseWriter::new(file)),
             OutputFormat::Zstd { level } => {
@@ -98,7 +90,7 @@ impl ImageWriter {
         };
         Ok(ImageWriter {
             encoder,
-            tmp,
+            out,
             path: path.to_path_buf(),
             expected: size,
             written: 0,
@@ -118,18 +110,12 @@ impl ImageWriter {
                 )));
             }
         }
-        let file = match self.encoder {
+        match self.encoder {
             Encoder::Raw(w) => w.finish(),
             Encoder::Zstd(enc) => enc.finish(),
         }
         .map_err(|e| Error::io(path, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
-            .map_err(|e| Error::io(path, e))?;
-        file.sync_all().map_err(|e| Error::io(path, e))?;
-        self.tmp
-            .persist(path)
-            .map_err(|e| Error::io(path, e.error))?;
+        self.out.commit(self.mode)?;
         Ok(self.written)
     }
 }

@@ -7,7 +7,8 @@ use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::fat::{format, FatBits, FormatOptions};
 use imagegen::layout::select;
-use std::path::{Path, PathBuf};
+use imagegen::sink::PendingFile;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -40,15 +41,6 @@ fn parse_volume_id(text: &str) -> Result<u32, String> {
     u32::from_str_radix(&hex, 16).map_err(|_| format!("{text:?} is not a 32-bit hex volume id"))
 }
 
-/// A scratch name beside `out`, so the final name appears only when complete.
-fn scratch_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!(".{name}.nodeimg-{}.tmp", std::process::id()))
-}
-
 pub fn run(args: FatArgs) -> anyhow::Result<()> {
     let out = &args.out;
     let cluster_size = args
@@ -75,15 +67,13 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         bail!("{}: already exists; remove it first", out.display());
     }
     let size = args.size.context("--size is required without --part")?;
-    let tmp = scratch_path(out);
     let made = (|| -> anyhow::Result<()> {
-        let dev = FileDevice::create(&tmp, size)?;
+        let pending = PendingFile::create(out)?;
+        let dev = pending.device(size)?;
         format(&dev, &opts)?;
-        std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+        drop(dev);
+        pending.commit(0o644)?;
         Ok(())
     })();
-    if made.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
     made.with_context(|| out.display().to_string())
 }
