@@ -22,6 +22,7 @@
 //! short pass over the finished image, recomputing each inode's checksum.
 
 use crate::block::BlockDevice;
+use crate::fs::timestamp::source_date_epoch;
 use crate::fs::Timestamp;
 use crate::tree::{clamp_time, DataMap, Entry, EntryKind, OwnerMap, TreeSource};
 use crate::{Error, Result};
@@ -79,10 +80,7 @@ impl Ext4Options {
         let clamp = source_date_epoch()?;
         let epoch = match clamp {
             Some(t) => t,
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            None => Timestamp::system_now().secs,
         };
         Ok(Ext4Options {
             size,
@@ -149,19 +147,6 @@ impl Ext4Options {
         opts.label = self.label.clone();
         opts.inodes = self.inode_count();
         opts
-    }
-}
-
-/// Reads `SOURCE_DATE_EPOCH`: `None` when unset or empty.
-pub fn source_date_epoch() -> Result<Option<i64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
-            Error::Invalid(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        }),
-        Err(_) => Ok(None),
     }
 }
 

@@ -2,7 +2,45 @@
 //! filesystems and the CLI share one conversion.
 
 use super::Timestamp;
+use crate::{Error, Result};
 use std::fmt;
+
+/// `SOURCE_DATE_EPOCH`: `None` when unset or empty. A value that is not a
+/// whole number of seconds is an error, so a typo cannot silently make a
+/// build irreproducible.
+pub fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            Error::Invalid(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Timestamp {
+    /// The system clock.
+    pub fn system_now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
+    }
+
+    /// The time to give new and changed entries: `SOURCE_DATE_EPOCH` when
+    /// set (reproducible builds), else the system clock.
+    pub fn now() -> Result<Timestamp> {
+        Ok(match source_date_epoch()? {
+            Some(secs) => Timestamp { secs, nanos: 0 },
+            None => Timestamp::system_now(),
+        })
+    }
+}
 
 /// Days since 1970-01-01 of a date.
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

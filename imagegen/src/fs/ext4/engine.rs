@@ -138,7 +138,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 format!("refusing to change {}: {why}", self.dev.describe()),
             ));
         }
-        self.now = now();
+        self.now = Timestamp::now()?;
         let saved = (self.sb.clone(), self.groups.clone());
         self.dirty.clear();
         self.pending_free.clear();
@@ -320,22 +320,5 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// The group an inode lives in (allocation goal for its blocks).
     pub(super) fn inode_group(&self, ino: u32) -> u32 {
         ino.saturating_sub(1) / self.sb.inodes_per_group
-    }
-}
-
-/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else the system clock.
-pub fn now() -> Timestamp {
-    if let Some(secs) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
-        return Timestamp { secs, nanos: 0 };
-    }
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        secs: d.as_secs() as i64,
-        nanos: d.subsec_nanos(),
     }
 }

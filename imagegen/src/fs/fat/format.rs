@@ -80,6 +80,7 @@ fn default_cluster_size(bits: FatBits, bytes: u64) -> u32 {
 /// and returns the new volume's geometry. Only metadata is written; data
 /// clusters keep their old bytes (a sparse image stays sparse).
 pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
+    crate::fs::timestamp::source_date_epoch()?;
     let what = || format!("FAT filesystem on {}", dev.describe());
     let size = dev.size();
     let cluster_size = opts

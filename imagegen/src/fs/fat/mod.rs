@@ -146,6 +146,9 @@ impl FatFs {
         if writable && dev.is_read_only() {
             return Err(Error::ReadOnly(dev.describe()));
         }
+        if writable {
+            crate::fs::timestamp::source_date_epoch()?;
+        }
         let geo = Geometry::read(&*dev)?;
         if geo.fat_type == FatType::Fat32 {
             DirReader::new(&*dev, &geo).chain(geo.root_cluster, "root directory")?;

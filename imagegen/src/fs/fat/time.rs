@@ -63,22 +63,12 @@ impl DosTime {
     }
 }
 
-/// "Now" for new entries: `SOURCE_DATE_EPOCH` when set (reproducible
-/// builds), else the system clock.
+/// "Now" for entries stamped where an error cannot be returned (fatfs's
+/// clock). [`FatFs::open`](super::FatFs::open) for writing and
+/// [`format`](super::format) check `SOURCE_DATE_EPOCH` first, so a bad value
+/// is refused before this fallback could hide it.
 pub fn now() -> Timestamp {
-    if let Some(secs) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
-        return Timestamp { secs, nanos: 0 };
-    }
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        secs: d.as_secs() as i64,
-        nanos: d.subsec_nanos(),
-    }
+    Timestamp::now().unwrap_or_else(|_| Timestamp::system_now())
 }
 
 fn fatfs_date(t: DosTime) -> fatfs::Date {
