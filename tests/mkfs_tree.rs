@@ -169,18 +169,9 @@ fn inode_flags_reach_the_kernel() {
         nanos: 0,
     };
     let entry = |path: &str, kind: EntryKind, flags: u32| Entry {
-        path: path.into(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: None,
-        xattrs: vec![],
         flags: InodeFlags(flags),
         nlink: Some(1),
+        ..Entry::new(path, kind, 0o644, t)
     };
     let file = |size: u64| EntryKind::File {
         size,

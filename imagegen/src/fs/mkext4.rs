@@ -877,7 +877,7 @@ pub fn parse_uuid(text: &str) -> Result<[u8; 16]> {
 mod tests {
     use super::*;
     use crate::block::MemDevice;
-    use crate::tree::{InodeFlags, TreeSource, Visitor};
+    use crate::tree::{TreeSource, Visitor};
 
     /// A tree held in memory: entries plus file contents.
     struct ListSource(Vec<(Entry, Vec<u8>)>);
@@ -903,20 +903,7 @@ mod tests {
             secs: 1_700_000_000,
             nanos: 0,
         };
-        Entry {
-            path: path.into(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: None,
-            xattrs: Vec::new(),
-            flags: InodeFlags::default(),
-            nlink: None,
-        }
+        Entry::new(path, kind, 0o644, t)
     }
 
     fn opts(size: u64) -> Ext4Options {

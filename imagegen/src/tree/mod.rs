@@ -175,6 +175,27 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A root-owned entry with `mode` whose access, change and modification
+    /// times are all `time`, with no xattrs, flags or known link count:
+    /// what stamping and tests add to a tree. Set other fields with struct
+    /// update syntax.
+    pub fn new(path: impl Into<String>, kind: EntryKind, mode: u32, time: Timestamp) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: None,
+            xattrs: Vec::new(),
+            flags: InodeFlags::default(),
+            nlink: None,
+        }
+    }
+
     /// The [`FileKind`] this entry creates (a hard link creates a file).
     pub fn file_kind(&self) -> FileKind {
         match self.kind {
