@@ -13,8 +13,8 @@
 //! (`--measure`), whose only child is the command, so `getrusage` of its
 //! children is that command's peak memory.
 
-use imagegen::fs::mkext4::{build_file, Ext4Options, InodePolicy};
 use imagegen::fs::Timestamp;
+use imagegen::mkfs::ext4::{build_file, Ext4Options, InodePolicy};
 use imagegen::tree::{DataMap, DirSource, Entry, EntryKind, InodeFlags, TreeSource, Visitor};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 
 mod mkfs_support;
 
-use imagegen::fs::mkext4::{build_file, Ext4Options, InodePolicy};
+use imagegen::mkfs::ext4::{build_file, Ext4Options, InodePolicy};
 use imagegen::tree::{DirSource, OwnerMap, TarSource};
 use mkfs_support::*;
 use std::path::Path;

@@ -6,7 +6,7 @@ mod mkfs_support;
 
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::ext4::Ext4Fs;
-use imagegen::fs::mkext4::{build_file, Ext4Options, InodePolicy};
+use imagegen::mkfs::ext4::{build_file, Ext4Options, InodePolicy};
 use imagegen::tree::FsSource;
 use mkfs_support::*;
 use std::path::Path;

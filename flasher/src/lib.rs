@@ -7,13 +7,13 @@
 //! of the source to every target, [`verify`] reads the cards back, and
 //! [`progress`] reports to a terminal or as JSON lines.
 
-pub mod bmap;
+pub use imagegen::{bmap, ranges};
+
 pub mod devices;
 pub mod interrupt;
 pub mod plan;
 pub mod policy;
 pub mod progress;
-pub mod ranges;
 pub mod source;
 pub mod target;
 pub mod verify;

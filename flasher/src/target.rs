@@ -118,7 +118,9 @@ impl DeviceTarget {
 
     fn direct_for(&self, offset: u64, len: usize, ptr: *const u8) -> Option<&File> {
         let a = self.align;
-        let ok = offset % a == 0 && len as u64 % a == 0 && (ptr as u64) % a == 0;
+        let ok = offset.is_multiple_of(a)
+            && (len as u64).is_multiple_of(a)
+            && (ptr as u64).is_multiple_of(a);
         if ok {
             self.direct.as_ref()
         } else {

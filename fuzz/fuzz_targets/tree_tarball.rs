@@ -4,7 +4,7 @@
 #![no_main]
 
 use imagegen::block::MemDevice;
-use imagegen::fs::mkext4::{build, Ext4Options, InodePolicy};
+use imagegen::mkfs::ext4::{build, Ext4Options, InodePolicy};
 use imagegen::tree::TarSource;
 use libfuzzer_sys::fuzz_target;
 

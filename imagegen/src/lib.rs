@@ -5,11 +5,14 @@
 //! filesystems built on top of it.
 
 pub mod block;
+pub mod bmap;
 pub mod delta;
 pub mod error;
 pub mod fs;
 pub mod inspect;
 pub mod layout;
+pub mod mkfs;
+pub mod ranges;
 pub mod sink;
 pub mod source;
 pub mod tree;

@@ -44,7 +44,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             let scale = 10u128.pow(frac.len() as u32);
             let frac: u128 = frac.parse().map_err(|_| bad())?;
             let part = frac * u128::from(multiplier);
-            if part % scale != 0 {
+            if !part.is_multiple_of(scale) {
                 return Err(format!("{text:?} is not a whole number of bytes"));
             }
             whole

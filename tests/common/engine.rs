@@ -12,7 +12,7 @@ pub fn open_dev(
     dev: Arc<dyn BlockDevice>,
     writable: bool,
 ) -> imagegen::Result<Box<dyn Filesystem>> {
-    imagegen::fs::open(dev, writable)
+    imagegen::fs::open(dev, imagegen::fs::OpenOptions::from_env(writable)?)
 }
 
 /// Opens a bare filesystem image, read-only or writable.

@@ -237,7 +237,7 @@ fn check_range(
             r.offset
         ));
     }
-    if r.offset % block != 0 || (r.len % block != 0 && end != size) {
+    if !r.offset.is_multiple_of(block) || (!r.len.is_multiple_of(block) && end != size) {
         return Err(format!(
             "{} bytes at {} are not aligned to the {block}-byte blocks",
             r.len, r.offset

@@ -81,7 +81,7 @@ impl TableSpec {
 /// Turns `spec` into the table it describes on a disk of `disk_size` bytes.
 pub fn plan_table(spec: &TableSpec, disk_size: u64) -> Result<PartitionTable> {
     let bad = |msg: String| Error::Invalid(format!("partition layout: {msg}"));
-    if spec.align == 0 || spec.align % SECTOR != 0 {
+    if spec.align == 0 || !spec.align.is_multiple_of(SECTOR) {
         return Err(bad(format!(
             "alignment {} is not a positive multiple of {SECTOR}",
             spec.align

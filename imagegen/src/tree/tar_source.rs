@@ -277,7 +277,7 @@ fn truncated(name: &str, e: io::Error) -> Error {
 mod tests {
     use super::*;
     use crate::block::MemDevice;
-    use crate::fs::mkext4::{build, Ext4Options, InodePolicy};
+    use crate::mkfs::ext4::{build, Ext4Options, InodePolicy};
     use proptest::prelude::*;
 
     /// A small valid tarball: a directory, files, a symlink, a hard link,

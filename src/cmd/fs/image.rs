@@ -48,5 +48,7 @@ pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<Box<dyn Files
     }?;
     let disk: Arc<dyn BlockDevice> = Arc::new(file);
     let dev = select(disk, args.part).map_err(|e| in_image(e, path))?;
-    imagegen::fs::open(dev, writable).map_err(|e| in_image(e, path))
+    imagegen::fs::OpenOptions::from_env(writable)
+        .and_then(|opts| imagegen::fs::open(dev, opts))
+        .map_err(|e| in_image(e, path))
 }

@@ -210,7 +210,7 @@ pub fn chown(args: ChownArgs) -> anyhow::Result<()> {
 
 fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
     let digits: Vec<char> = text.trim().trim_start_matches("0x").chars().collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("{text:?}: hex value needs an even number of digits");
     }
     digits

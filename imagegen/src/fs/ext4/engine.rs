@@ -30,7 +30,7 @@ pub struct Ext4Fs<D: BlockDevice> {
     pub(super) pending_free: Vec<(u64, u64)>,
     /// Why this filesystem must not be changed, if so.
     pub(super) refusal: Option<String>,
-    /// Cached clock for one operation.
+    /// The time every change is stamped with, given by the caller.
     pub(super) now: Timestamp,
 }
 
@@ -43,7 +43,27 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Like [`open`](Self::open); with `writable` false every change is refused.
+    /// Changes are stamped with `SOURCE_DATE_EPOCH` or the clock, read once here.
     pub fn open_mode(dev: D, writable: bool) -> Result<Self> {
+        let now = if writable {
+            Timestamp::now()?
+        } else {
+            Timestamp::default()
+        };
+        Self::open_with(
+            dev,
+            crate::fs::OpenOptions {
+                writable,
+                now,
+                scrub: false,
+            },
+        )
+    }
+
+    /// Opens with explicit options: whether changes are allowed, and the time
+    /// every change is stamped with (the engine never reads a clock).
+    pub fn open_with(dev: D, opts: crate::fs::OpenOptions) -> Result<Self> {
+        let writable = opts.writable;
         let mut raw = vec![0u8; 1024];
         if dev.size() < SB_OFFSET + 1024 {
             return Err(Error::corrupt(
@@ -87,7 +107,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
             dirty: BTreeMap::new(),
             pending_free: Vec::new(),
             refusal,
-            now: Timestamp::default(),
+            now: opts.now,
         })
     }
 
@@ -138,7 +158,6 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 format!("refusing to change {}: {why}", self.dev.describe()),
             ));
         }
-        self.now = Timestamp::now()?;
         let saved = (self.sb.clone(), self.groups.clone());
         self.dirty.clear();
         self.pending_free.clear();
@@ -312,7 +331,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         Ok(size)
     }
 
-    /// The filesystem's clock: `SOURCE_DATE_EPOCH` when set, else now.
+    /// The time changes are stamped with (given when opened).
     pub(super) fn clock(&self) -> Timestamp {
         self.now
     }

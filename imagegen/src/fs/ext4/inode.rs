@@ -217,8 +217,10 @@ impl Inode {
     /// Byte offset where in-inode extended attributes start (after the magic).
     pub fn xattr_area(&self) -> Option<usize> {
         let start = 128 + self.extra_isize();
-        (self.raw.len() > 128 && start + 4 <= self.raw.len() && self.extra_isize() % 4 == 0)
-            .then_some(start)
+        (self.raw.len() > 128
+            && start + 4 <= self.raw.len()
+            && self.extra_isize().is_multiple_of(4))
+        .then_some(start)
     }
 
     /// Fills in the checksum (`metadata_csum` filesystems).

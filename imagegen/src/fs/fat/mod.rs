@@ -15,13 +15,12 @@
 //! and extents in clusters (`physical` is the cluster number).
 
 pub mod bpb;
-mod dir;
-mod format;
+pub(crate) mod dir;
 mod table;
-mod time;
+pub(crate) mod time;
 
+pub use crate::mkfs::fat::{format, FatBits, FormatOptions};
 pub use bpb::{FatType, Geometry};
-pub use format::{format, FatBits, FormatOptions};
 
 use self::dir::{DirLoc, DirReader, RawEntry};
 use self::table::Link;
@@ -703,7 +702,7 @@ impl Filesystem for FatFs {
 /// Puts the true free-cluster count into FAT32's FSInfo sector (`fatfs`
 /// leaves it unknown after formatting and only adjusts whatever count was
 /// there, which may be wrong).
-fn write_fsinfo(dev: &dyn BlockDevice, geo: &Geometry) -> Result<()> {
+pub(crate) fn write_fsinfo(dev: &dyn BlockDevice, geo: &Geometry) -> Result<()> {
     let mut boot = [0u8; 512];
     dev.read_at(0, &mut boot)?;
     let sector = u64::from(u16::from_le_bytes([boot[48], boot[49]]));

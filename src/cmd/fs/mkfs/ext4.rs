@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::ext4::Ext4Fs;
-use imagegen::fs::mkext4::{
+use imagegen::mkfs::ext4::{
     build_file, build_in_partition, parse_uuid, partition_size, random_uuid, Ext4Options,
     InodePolicy, Summary,
 };

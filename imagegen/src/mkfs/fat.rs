@@ -1,8 +1,8 @@
 //! Creating a fresh FAT16 or FAT32 filesystem on a device.
 
-use super::bpb::{FatType, Geometry};
-use super::time::{now, DosTime};
 use crate::block::{BlockDevice, DeviceCursor};
+use crate::fs::fat::bpb::{FatType, Geometry};
+use crate::fs::fat::time::{now, DosTime};
 use crate::{Error, Result};
 
 /// Which FAT variant to create.
@@ -134,7 +134,7 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
         write_root_label(dev, &geo, &label)?;
     }
     if geo.fat_type == FatType::Fat32 {
-        super::write_fsinfo(dev, &geo)?;
+        crate::fs::fat::write_fsinfo(dev, &geo)?;
     }
     dev.flush()?;
     if geo.fat_type != FatType::Fat16 && opts.bits == FatBits::Fat16
@@ -157,7 +157,7 @@ fn write_root_label(dev: &dyn BlockDevice, geo: &Geometry, label: &[u8; 11]) -> 
     };
     let mut entry = [0u8; 32];
     entry[..11].copy_from_slice(label);
-    entry[11] = super::dir::ATTR_VOLUME;
+    entry[11] = crate::fs::fat::dir::ATTR_VOLUME;
     let t = DosTime::from_timestamp(now());
     entry[22..24].copy_from_slice(&t.time.to_le_bytes());
     entry[24..26].copy_from_slice(&t.date.to_le_bytes());

@@ -28,7 +28,7 @@ pub struct Bmap {
 }
 
 fn bad(why: impl Into<String>) -> Error {
-    Error::Image(imagegen::Error::corrupt("bmap file", why))
+    Error::corrupt("bmap file", why)
 }
 
 fn number(node: roxmltree::Node, name: &str) -> Result<u64> {
@@ -59,10 +59,10 @@ impl Bmap {
             .to_string();
         let major = version.split('.').next().unwrap_or("");
         if major != "1" && major != "2" {
-            return Err(Error::Image(imagegen::Error::unsupported(
+            return Err(Error::unsupported(
                 "bmap file",
                 format!("format version {version} (1.x and 2.x are understood)"),
-            )));
+            ));
         }
         let image_size = number(root, "ImageSize")?;
         let block_size = number(root, "BlockSize")?;
@@ -118,11 +118,11 @@ impl Bmap {
 
     /// Reads and parses a bmap file.
     pub fn load(path: &std::path::Path) -> Result<Bmap> {
-        let text = std::fs::read_to_string(path).map_err(|e| imagegen::Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Image(imagegen::Error::Corrupt { why, .. }) => Error::Image(
-                imagegen::Error::corrupt(format!("bmap file {}", path.display()), why),
-            ),
+            Error::Corrupt { why, .. } => {
+                Error::corrupt(format!("bmap file {}", path.display()), why)
+            }
             other => other,
         })
     }

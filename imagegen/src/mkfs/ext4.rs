@@ -95,7 +95,7 @@ impl Ext4Options {
     }
 
     fn check(&self) -> Result<()> {
-        if self.size % BLOCK_SIZE != 0 {
+        if !self.size.is_multiple_of(BLOCK_SIZE) {
             return Err(Error::Invalid(format!(
                 "ext4 size {} is not a multiple of 4 KiB (mkext4 writes 4 KiB blocks only)",
                 self.size
@@ -439,7 +439,7 @@ fn overhead_blocks(blocks: u64, inodes: u64) -> u64 {
     let backups = (1..groups)
         .filter(|&g| {
             let power = |mut n: u64, b: u64| {
-                while n % b == 0 {
+                while n.is_multiple_of(b) {
                     n /= b;
                 }
                 n == 1

@@ -1,0 +1,3 @@
+//! Stage 1: `nodeimg base`.
+
+pub mod spec;

@@ -1,0 +1,11 @@
+//! `pipeline`: the policy of nodeimg's stages, over `imagegen`'s mechanism.
+//!
+//! - [`customise`]: the one executor of customisation operations (files,
+//!   directories, links, systemd units, line edits) that `base` and `stamp`
+//!   share, over an OS image's filesystems.
+//! - [`base`]: stage 1, a board image from an upstream image or a root tree.
+//!
+//! This crate depends on `imagegen` only, never on `flasher`.
+
+pub mod base;
+pub mod customise;
