@@ -1,5 +1,8 @@
 //! Sets of byte ranges: what a plan writes, what a bmap maps, what a filesystem uses.
 
+mod alloc;
+pub use alloc::{data_map, filesystem_map};
+
 /// A half-open byte range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Extent {

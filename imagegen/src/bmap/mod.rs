@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn reads_bmaptool_output() {
-        let xml = include_str!("../tests/data/bmaptool-3.6.bmap");
+        let xml = include_str!("../../tests/data/bmaptool-3.6.bmap");
         let b = Bmap::parse(xml).unwrap();
         assert_eq!(
             (b.image_size, b.block_size, b.blocks_count),
