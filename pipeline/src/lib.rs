@@ -9,3 +9,4 @@
 
 pub mod base;
 pub mod customise;
+pub mod flavour;
