@@ -9,4 +9,7 @@
 
 pub mod base;
 pub mod customise;
+pub mod error;
 pub mod flavour;
+
+pub use error::{Error, Result};
