@@ -11,5 +11,8 @@ pub mod base;
 pub mod customise;
 pub mod error;
 pub mod flavour;
+pub mod os;
+pub mod osimage;
+pub mod systemd;
 
 pub use error::{Error, Result};

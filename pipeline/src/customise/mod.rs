@@ -9,6 +9,10 @@
 
 use serde::Serialize;
 
+mod exec;
+pub(crate) mod staged;
+pub mod text;
+
 /// One change to an OS image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
