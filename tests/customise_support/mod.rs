@@ -110,11 +110,14 @@ pub fn ext_links(img: &Path, n: usize, dir: &str, out: &mut Vec<(String, String)
             continue;
         }
         let path = format!("{dir}/{name}");
-        if mode.starts_with("12") {
-            let target = ext_link(img, n, &path).unwrap_or_default();
-            out.push((path, target));
-        } else if mode.starts_with("4") {
-            ext_links(img, n, &path, out);
+        let mode = u32::from_str_radix(mode, 8).unwrap_or(0);
+        match mode & 0o170000 {
+            0o120000 => {
+                let target = ext_link(img, n, &path).unwrap_or_default();
+                out.push((path, target));
+            }
+            0o040000 => ext_links(img, n, &path, out),
+            _ => {}
         }
     }
 }
