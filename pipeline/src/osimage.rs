@@ -251,6 +251,12 @@ impl OsImage {
         Ok(self.mounts[m].fs.list(&inner)?)
     }
 
+    /// Whether `path` is a directory (symlinks followed).
+    pub fn is_dir(&self, path: &str) -> Result<bool> {
+        let canon = resolve(self, path, true)?;
+        Ok(self.lstat_node(&canon)? == Some(Node::Dir))
+    }
+
     /// `/etc/passwd` entry of a user: uid, gid, home.
     pub fn user(&self, name: &str) -> Result<Option<User>> {
         let Some(passwd) = self.read("/etc/passwd")? else {

@@ -9,9 +9,12 @@
 
 use serde::Serialize;
 
+pub mod base;
 mod exec;
 pub(crate) mod staged;
 pub mod text;
+
+pub use base::base_ops;
 
 /// One change to an OS image.
 #[derive(Debug, Clone, PartialEq, Eq)]
