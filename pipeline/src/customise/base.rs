@@ -311,8 +311,7 @@ fn config_txt_op(image: &OsImage, lines: &[String]) -> Result<Op> {
         let last_section = text
             .lines()
             .map(str::trim)
-            .filter(|l| l.starts_with('[') && l.ends_with(']'))
-            .next_back();
+            .rfind(|l| l.starts_with('[') && l.ends_with(']'));
         if last_section.is_some_and(|s| !s.eq_ignore_ascii_case("[all]")) {
             text.push_str("[all]\n");
         }
