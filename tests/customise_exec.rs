@@ -299,3 +299,70 @@ fn nixos_profile_and_extlinux_append() {
     assert_eq!(ext_cat(&path, 2, "/etc/hostname").unwrap(), "node3\n");
     fsck_all(&path);
 }
+
+#[test]
+fn through_an_overlay_the_base_never_changes() {
+    use imagegen::block::{BlockDevice, FileDevice, Overlay};
+    use imagegen::fs::OpenOptions;
+    use pipeline::osimage::OsImage;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let orig = os_support::rpios();
+    let base = os_support::copy_to(&orig, dir.path(), "base.img");
+    let overlay = Arc::new(Overlay::new(FileDevice::open(&base).unwrap()).unwrap());
+    let dev: Arc<dyn BlockDevice> = overlay.clone();
+    let opts = OpenOptions {
+        scrub: true,
+        ..OpenOptions::writable(NOW)
+    };
+    let mut img = OsImage::open(dev, opts).unwrap();
+    let ops = vec![
+        file("/etc/hostname", "node7\n", 0o644, 0, 0),
+        Op::Enable {
+            unit: "ssh.service".into(),
+        },
+        Op::Cmdline {
+            append: vec!["systemd.hostname=node7".into()],
+            remove: vec!["systemd.hostname".into()],
+        },
+        file("/boot/firmware/ssh", "", 0o644, 0, 0),
+    ];
+    img.apply(&ops).unwrap();
+    img.flush().unwrap();
+    // The overlay reads back what was written.
+    assert_eq!(img.read("/etc/hostname").unwrap().unwrap(), b"node7\n");
+    drop(img);
+    assert!(same_bytes(&orig, &base), "the base was written");
+
+    // base + the overlay's changed ranges = the node image, judged by the
+    // independent tools.
+    let node = os_support::copy_to(&base, dir.path(), "node.img");
+    let out = std::fs::OpenOptions::new().write(true).open(&node).unwrap();
+    let ranges = overlay.changed_ranges().unwrap();
+    assert!(!ranges.is_empty());
+    let changed: u64 = ranges.iter().map(|r| r.1).sum();
+    assert!(changed < 1 << 20, "{changed} bytes changed");
+    for (off, len) in ranges {
+        let mut buf = vec![0u8; len as usize];
+        overlay.read_at(off, &mut buf).unwrap();
+        out.write_all_at(&buf, off).unwrap();
+    }
+    drop(out);
+    assert_eq!(ext_cat(&node, 2, "/etc/hostname").unwrap(), "node7\n");
+    assert_eq!(
+        ext_link(
+            &node,
+            2,
+            "/etc/systemd/system/multi-user.target.wants/ssh.service"
+        )
+        .unwrap(),
+        "/lib/systemd/system/ssh.service"
+    );
+    assert!(fat_cat(&node, 1, "/cmdline.txt")
+        .unwrap()
+        .ends_with("cfg80211.ieee80211_regdom=GB systemd.hostname=node7\n"));
+    assert_eq!(fat_cat(&node, 1, "/ssh").unwrap(), "");
+    fsck_all(&node);
+}
