@@ -229,7 +229,10 @@ impl OsImage {
             Some(Node::File { .. }) => {
                 let (m, inner) = self.route(&canon);
                 let mut buf = Vec::new();
-                self.mounts[m].fs.read_file(&inner, &mut buf)?;
+                self.mounts[m]
+                    .fs
+                    .read_file(&inner, &mut buf)
+                    .map_err(|e| Error::at(path, e))?;
                 Ok(Some(buf))
             }
             Some(_) => Err(Error::refused(path, "not a regular file")),
@@ -248,7 +251,10 @@ impl OsImage {
     pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
         let canon = resolve(self, path, true)?;
         let (m, inner) = self.route(&canon);
-        Ok(self.mounts[m].fs.list(&inner)?)
+        self.mounts[m]
+            .fs
+            .list(&inner)
+            .map_err(|e| Error::at(path, e))
     }
 
     /// Whether `path` is a directory (symlinks followed).
