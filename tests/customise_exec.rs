@@ -366,3 +366,91 @@ fn through_an_overlay_the_base_never_changes() {
     assert_eq!(fat_cat(&node, 1, "/ssh").unwrap(), "");
     fsck_all(&node);
 }
+
+/// A GPT disk made by sfdisk, mkfs.vfat and mke2fs -d whose fstab names
+/// its partitions by PARTUUID (GPT GUID), UUID (FAT volume id) and LABEL.
+fn gpt_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = r#"
+set -euo pipefail
+cd "$1"
+mkdir -p root/etc/network data
+printf 'ID=debian\nVERSION_CODENAME=trixie\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n' > root/etc/os-release
+printf 'auto eth0\n' > root/etc/network/interfaces
+printf '%s\n' \
+  'PARTUUID=6d2b58b8-35c6-4b40-8a8a-0123456789ab / ext4 defaults 0 1' \
+  'UUID=1234-abcd /boot/efi vfat umask=0077 0 1' \
+  'LABEL=data /srv/data ext4 defaults,noauto 0 2' > root/etc/fstab
+echo hello > data/hello.txt
+truncate -s 40M disk.img
+printf '%s\n' 'label: gpt' \
+  'start=2048, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B' \
+  'start=18432, size=32768, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6D2B58B8-35C6-4B40-8A8A-0123456789AB' \
+  'start=51200, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4' | sfdisk -q disk.img
+truncate -s 8M efi.fat
+mkfs.vfat -n EFI -i 1234ABCD efi.fat >/dev/null
+echo efi > efi.txt
+MTOOLS_SKIP_CHECK=1 mcopy -i efi.fat efi.txt ::/efi.txt
+truncate -s 16M root.ext4
+truncate -s 8M data.ext4
+mke2fs -q -F -t ext4 -L rootfs -d root root.ext4
+mke2fs -q -F -t ext4 -L data -d data data.ext4
+dd if=efi.fat of=disk.img bs=512 seek=2048 conv=notrunc status=none
+dd if=root.ext4 of=disk.img bs=512 seek=18432 conv=notrunc status=none
+dd if=data.ext4 of=disk.img bs=512 seek=51200 conv=notrunc status=none
+truncate -s 8M blank.img
+echo 'label: gpt' | sfdisk -q blank.img
+"#;
+    run(std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("gpt")
+        .arg(dir));
+    dir.join("disk.img")
+}
+
+#[test]
+fn gpt_fstab_by_partuuid_uuid_and_label() {
+    use imagegen::block::{BlockDevice, FileDevice};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let disk = gpt_disk(dir.path());
+    let mut img = open_rw(&disk);
+    assert_eq!(img.mount_of("/etc/fstab"), Some(2));
+    assert_eq!(img.mount_of("/boot/efi/efi.txt"), Some(1));
+    assert_eq!(img.mount_of("/srv/data/hello.txt"), Some(3));
+    assert_eq!(
+        img.read("/srv/data/hello.txt").unwrap().unwrap(),
+        b"hello\n"
+    );
+    assert_eq!(img.read("/boot/efi/efi.txt").unwrap().unwrap(), b"efi\n");
+    assert!(matches!(
+        img.profile(),
+        OsProfile::Debian {
+            raspberry_pi: false,
+            first_boot: false,
+            cloud_init: false,
+            network: Network::Ifupdown,
+            ..
+        }
+    ));
+    let points: Vec<String> = img.mounts().into_iter().map(|m| m.point).collect();
+    assert_eq!(points, vec!["/boot/efi", "/srv/data", "/"]);
+    img.apply(&[
+        file("/srv/data/new.txt", "new\n", 0o640, 0, 0),
+        file("/boot/efi/new.txt", "new\n", 0o644, 0, 0),
+    ])
+    .unwrap();
+    img.flush().unwrap();
+    drop(img);
+    assert_eq!(ext_cat(&disk, 3, "/new.txt").unwrap(), "new\n");
+    assert_eq!(fat_cat(&disk, 1, "/new.txt").unwrap(), "new\n");
+    fsck_all(&disk);
+
+    let blank: Arc<dyn BlockDevice> =
+        Arc::new(FileDevice::open(dir.path().join("blank.img")).unwrap());
+    let e = pipeline::osimage::OsImage::open(blank, imagegen::fs::OpenOptions::read_only())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no root filesystem found"), "{e}");
+}

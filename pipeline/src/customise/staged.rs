@@ -81,7 +81,8 @@ impl Lookup for Staged<'_> {
                     _ => return Ok(None),
                 }
             }
-            if probe == "/" {
+            // Changes above a mount point do not reach into the mount.
+            if probe == "/" || self.image.is_mount_point(&probe) {
                 break;
             }
             probe = parent(&probe).to_string();
@@ -193,7 +194,7 @@ impl<'a> Staged<'a> {
                 Some(Change::Dir { fresh: false }) | None => {}
                 Some(_) => return true,
             }
-            if probe == "/" {
+            if probe == "/" || self.image.is_mount_point(&probe) {
                 return false;
             }
             probe = parent(&probe).to_string();
