@@ -244,6 +244,12 @@ fn a_refused_list_changes_no_byte() {
             }],
             "non-template",
         ),
+        (
+            vec![Op::Remove {
+                path: "/boot".into(),
+            }],
+            "holds the mount point /boot/firmware",
+        ),
     ];
     for (ops, why) in refusals {
         let mut img = open_rw(&path);

@@ -308,6 +308,17 @@ impl<'a> Staged<'a> {
             ));
         }
         let below = format!("{canon}/");
+        if let Some(m) = self
+            .image
+            .mounts()
+            .iter()
+            .find(|m| m.point.starts_with(&below))
+        {
+            return Err(Error::refused(
+                canon,
+                format!("holds the mount point {}; it cannot be removed", m.point),
+            ));
+        }
         let doomed: Vec<String> = self
             .changes
             .range(below.clone()..)
