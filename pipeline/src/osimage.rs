@@ -682,4 +682,12 @@ mod tests {
             ]
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn fstab_never_panics(text in "\\PC{0,400}") {
+            let _ = parse_fstab(&text);
+            let _ = unescape_octal(&text);
+        }
+    }
 }

@@ -738,4 +738,13 @@ mod tests {
         );
         assert!(expand("%H", "a.service").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,400}", name in "\\PC{0,40}") {
+            let _ = Install::parse(&text);
+            let _ = UnitName::parse(&name);
+            let _ = expand(&text, "a@b.service");
+        }
+    }
 }
