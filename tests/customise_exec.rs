@@ -460,3 +460,64 @@ fn gpt_fstab_by_partuuid_uuid_and_label() {
         .to_string();
     assert!(e.contains("no root filesystem found"), "{e}");
 }
+
+#[test]
+fn damaged_images_are_one_line_errors() {
+    use imagegen::block::{BlockDevice, FileDevice};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    let open = |p: &std::path::Path| {
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(p).unwrap());
+        pipeline::osimage::OsImage::open(dev, imagegen::fs::OpenOptions::writable(NOW))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Truncated in the middle of the root partition.
+    let cut = os_support::copy_to(&os_support::rpios(), dir.path(), "cut.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    f.set_len(100 << 20).unwrap();
+    drop(f);
+    let e = open(&cut).unwrap_err().to_string();
+    assert!(e.contains("partition 2") && !e.contains('\n'), "{e}");
+    // The boot partition's FAT boot sector wiped: fstab mounts it, so the
+    // image is refused, naming the partition.
+    let wiped = os_support::copy_to(&os_support::rpios(), dir.path(), "wiped.img");
+    let (start, _) = partition(&wiped, 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wiped)
+        .unwrap();
+    f.write_all_at(&[0u8; 512], start).unwrap();
+    drop(f);
+    let e = open(&wiped).unwrap_err().to_string();
+    assert!(
+        e.contains("mounted at /boot/firmware") && !e.contains('\n'),
+        "{e}"
+    );
+    // /etc/systemd/system replaced by a file: enabling is refused, nothing
+    // written.
+    let odd = os_support::copy_to(&os_support::rpios(), dir.path(), "odd.img");
+    let mut img = open_rw(&odd);
+    img.apply(&[
+        Op::Remove {
+            path: "/etc/systemd/system".into(),
+        },
+        file("/etc/systemd/system", "not a directory\n", 0o644, 0, 0),
+    ])
+    .unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let before = std::fs::read(&odd).unwrap();
+    let mut img = open_rw(&odd);
+    let e = img
+        .apply(&[Op::Enable {
+            unit: "ssh.service".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+    img.flush().unwrap();
+    drop(img);
+    assert!(e.contains("not a directory"), "{e}");
+    assert!(std::fs::read(&odd).unwrap() == before);
+    fsck_all(&odd);
+}

@@ -223,7 +223,9 @@ impl OsImage {
     /// The contents of the file at `path` (symlinks followed); `None` when
     /// nothing is there.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(None);
+        };
         match self.lstat_node(&canon)? {
             None => Ok(None),
             Some(Node::File { .. }) => {
@@ -242,7 +244,9 @@ impl OsImage {
     /// What `path` is: symlinks among its ancestors are followed, the last
     /// component is not (like `lstat`). `None` when absent.
     pub fn stat(&self, path: &str) -> Result<Option<Stat>> {
-        let canon = resolve(self, path, false)?;
+        let Some(canon) = resolve_existing(self, path, false)? else {
+            return Ok(None);
+        };
         let (m, inner) = self.route(&canon);
         not_found_is_none(self.mounts[m].fs.stat(&inner))
     }
@@ -259,7 +263,9 @@ impl OsImage {
 
     /// Whether `path` is a directory (symlinks followed).
     pub fn is_dir(&self, path: &str) -> Result<bool> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(false);
+        };
         Ok(self.lstat_node(&canon)? == Some(Node::Dir))
     }
 
@@ -365,12 +371,16 @@ impl OsFiles for OsImage {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(false);
+        };
         Ok(self.lstat_node(&canon)?.is_some())
     }
 
     fn entries(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(Vec::new());
+        };
         match self.lstat_node(&canon)? {
             Some(Node::Dir) => self.list(&canon),
             _ => Ok(Vec::new()),
@@ -401,6 +411,29 @@ pub(crate) fn resolve<L: Lookup + ?Sized>(
     path: &str,
     follow_last: bool,
 ) -> Result<String> {
+    match resolve_or_notdir(tree, path, follow_last)? {
+        Ok(p) => Ok(p),
+        Err(here) => Err(Error::refused(path, format!("{here} is not a directory"))),
+    }
+}
+
+/// [`resolve`] for questions of existence: a path through something that
+/// is not a directory does not exist (`None`), as `stat` says ENOTDIR.
+pub(crate) fn resolve_existing<L: Lookup + ?Sized>(
+    tree: &L,
+    path: &str,
+    follow_last: bool,
+) -> Result<Option<String>> {
+    Ok(resolve_or_notdir(tree, path, follow_last)?.ok())
+}
+
+/// The canonical path, or (inner `Err`) the component that is not a
+/// directory.
+fn resolve_or_notdir<L: Lookup + ?Sized>(
+    tree: &L,
+    path: &str,
+    follow_last: bool,
+) -> Result<std::result::Result<String, String>> {
     imagegen::fs::path_components(path)?;
     let mut todo: std::collections::VecDeque<String> = path
         .split('/')
@@ -441,13 +474,11 @@ pub(crate) fn resolve<L: Lookup + ?Sized>(
                     todo.push_front(part.to_string());
                 }
             }
-            Some(_) if !last => {
-                return Err(Error::refused(path, format!("{here} is not a directory")));
-            }
+            Some(_) if !last => return Ok(Err(here)),
             Some(_) => {}
         }
     }
-    Ok(join(&cur))
+    Ok(Ok(join(&cur)))
 }
 
 /// `/a/b` from `["a", "b"]`; `/` from nothing.

@@ -375,12 +375,10 @@ fn load(view: &Staged, name: &str, path: &str) -> Result<Found> {
 fn search(view: &Staged, file: &str) -> Result<Option<(String, Node)>> {
     for dir in SEARCH_PATH {
         let path = format!("{dir}/{file}");
-        let canon = match view.resolve(&path, false) {
-            Ok(c) => c,
-            // A search directory that is not a directory is skipped, as
-            // systemd skips what it cannot open.
-            Err(Error::Refused { .. }) => continue,
-            Err(e) => return Err(e),
+        // A search directory that is not a directory is skipped, as
+        // systemd skips what it cannot open.
+        let Some(canon) = crate::osimage::resolve_existing(view, &path, false)? else {
+            continue;
         };
         match view.node(&canon)? {
             None | Some(Node::Dir) => continue,
