@@ -521,3 +521,36 @@ fn damaged_images_are_one_line_errors() {
     assert!(std::fs::read(&odd).unwrap() == before);
     fsck_all(&odd);
 }
+
+#[test]
+fn the_same_ops_at_the_same_time_give_the_same_bytes() {
+    // imagegen's FAT takes creation times from SOURCE_DATE_EPOCH or the
+    // clock, not from the open options (without it this test fails).
+    std::env::set_var("SOURCE_DATE_EPOCH", NOW.secs.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let ops = vec![
+        file("/etc/hostname", "node2\n", 0o644, 0, 0),
+        file("/var/lib/nodeimg/role", "worker\n", 0o644, 0, 0),
+        Op::Enable {
+            unit: "ssh.service".into(),
+        },
+        Op::Disable {
+            unit: "apt-daily.timer".into(),
+        },
+        Op::Cmdline {
+            append: vec!["systemd.hostname=node2".into()],
+            remove: vec![],
+        },
+        file("/boot/firmware/ssh", "", 0o644, 0, 0),
+    ];
+    let mut copies = Vec::new();
+    for name in ["a.img", "b.img"] {
+        let p = os_support::copy_to(&os_support::rpios(), dir.path(), name);
+        let mut img = open_rw(&p);
+        img.apply(&ops).unwrap();
+        img.flush().unwrap();
+        copies.push(p);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(same_bytes(&copies[0], &copies[1]));
+}

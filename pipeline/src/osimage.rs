@@ -92,6 +92,8 @@ pub struct OsImage {
     /// Longest mount point first, so routing takes the deepest match.
     pub(crate) mounts: Vec<Mount>,
     profile: OsProfile,
+    /// The time given to everything written (the open options' `now`).
+    pub(crate) now: imagegen::fs::Timestamp,
 }
 
 impl std::fmt::Debug for OsImage {
@@ -200,6 +202,7 @@ impl OsImage {
             table,
             mounts,
             profile: OsProfile::NixOs { version: None },
+            now: opts.now,
         };
         image.profile = OsProfile::detect(&image)?;
         Ok(image)

@@ -341,10 +341,16 @@ impl<'a> Staged<'a> {
                 mode: Some(mode & 0o7777),
                 uid: Some(uid),
                 gid: Some(gid),
-                mtime: None,
+                mtime: Some(self.image.now),
             }
         } else {
-            NewAttrs::default()
+            // FAT keeps no mode or owner; its times come from the open
+            // options too, so the same ops at the same time give the same
+            // bytes.
+            NewAttrs {
+                mtime: Some(self.image.now),
+                ..NewAttrs::default()
+            }
         }
     }
 
