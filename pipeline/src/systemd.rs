@@ -625,7 +625,10 @@ pub(crate) fn disable(view: &mut Staged, unit: &str) -> Result<Vec<String>> {
                 }
             }
             if !hit {
-                let dest = view.resolve(&link, true)?;
+                // Unresolvable links (loops) are skipped, as systemctl does.
+                let Ok(dest) = view.resolve(&link, true) else {
+                    continue;
+                };
                 let parent_ok = matches!(
                     view.node(crate::customise::staged::parent(&dest))?,
                     Some(Node::Dir)
