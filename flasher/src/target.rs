@@ -208,6 +208,39 @@ impl Target for DeviceTarget {
 mod tests {
     use super::*;
 
+    fn disk_for(path: &Path, size: u64, device_number: Option<u64>) -> crate::devices::Disk {
+        crate::devices::Disk {
+            path: path.display().to_string(),
+            write_path: path.display().to_string(),
+            size,
+            vendor: None,
+            model: None,
+            transport: crate::devices::Transport::Usb,
+            removable: true,
+            read_only: false,
+            mounts: Vec::new(),
+            device_number,
+            unsuitable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_opened_device_must_be_the_confirmed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("card");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let t = DeviceTarget::open(&p).unwrap();
+        let same = t.device_number().unwrap();
+        t.check_identity(&disk_for(&p, 1 << 20, Some(same)))
+            .unwrap();
+        t.check_identity(&disk_for(&p, 1 << 20, None)).unwrap();
+        let err = t
+            .check_identity(&disk_for(&p, 1 << 20, Some(same + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the one checked and confirmed"), "{err}");
+    }
+
     #[test]
     fn aligned_pieces_go_direct_and_the_rest_buffered() {
         let dir = tempfile::tempdir().unwrap();

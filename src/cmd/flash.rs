@@ -134,8 +134,12 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
                     o.write_path == d.write_path
                         || (o.device_number.is_some() && o.device_number == d.device_number)
                 }) {
+                    if o.path == d.path {
+                        bail!("{} is given twice", d.path);
+                    }
                     bail!(
-                        "{} and {} are the same disk; give each card once",
+                        "{} is given twice: {} and {} are the same disk",
+                        o.path,
                         o.path,
                         dev.display()
                     );

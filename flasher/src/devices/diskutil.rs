@@ -148,9 +148,7 @@ pub fn parse_info(bytes: &[u8], mounts: Vec<Mount>) -> Result<Disk> {
     if transport == Transport::Virtual && s(&d, "BusProtocol") == Some("Disk Image") {
         unsuitable.push("it is a disk image attached from a file, not a card".to_string());
     } else if virtual_disk || d.contains_key("APFSPhysicalStores") {
-        unsuitable.push(
-            "it is a disk synthesized by APFS; its physical disk holds it".to_string(),
-        );
+        unsuitable.push("it is a disk synthesized by APFS; its physical disk holds it".to_string());
     }
     let mut mounts = mounts;
     if b(&d, "OSInternalMedia").unwrap_or(false) {
@@ -261,7 +259,10 @@ mod tests {
 
     /// `diskutil info -plist ID` as recorded.
     fn recorded(id: &str) -> Result<Vec<u8>> {
-        let path = format!("{}/../fixtures/diskutil/info-{id}.plist", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../fixtures/diskutil/info-{id}.plist",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).map_err(|e| Error::system(format!("reading {path}"), e))
     }
 
@@ -273,7 +274,10 @@ mod tests {
     fn raw_node_is_the_write_path_whatever_node_is_given() {
         for given in ["/dev/disk4", "/dev/rdisk4", "disk4"] {
             let d = find(given).unwrap();
-            assert_eq!((d.path.as_str(), d.write_path.as_str()), ("/dev/disk4", "/dev/rdisk4"));
+            assert_eq!(
+                (d.path.as_str(), d.write_path.as_str()),
+                ("/dev/disk4", "/dev/rdisk4")
+            );
         }
         assert_eq!(identifier("/dev/rdisk12"), "disk12");
         assert_eq!(raw_node("disk12"), "/dev/rdisk12");
@@ -285,14 +289,24 @@ mod tests {
         // The boot disk: the APFS container on its store holds `/`.
         let boot = find("/dev/disk0").unwrap();
         let why = refusals(&boot, Some(1 << 30), opts);
-        assert!(why.iter().any(|r| r.contains("system disk") && r.contains("holds /")), "{why:?}");
+        assert!(
+            why.iter()
+                .any(|r| r.contains("system disk") && r.contains("holds /")),
+            "{why:?}"
+        );
         // Internal and fixed: refused without --allow-fixed, even were it not the boot disk.
         assert!(why.iter().any(|r| r.contains("--allow-fixed")), "{why:?}");
         // The synthesized container and its physical store are never targets.
         let e = find("/dev/disk3").unwrap_err().to_string();
-        assert!(e.contains("APFS container (disk3)") && e.contains("disk0s2"), "{e}");
+        assert!(
+            e.contains("APFS container (disk3)") && e.contains("disk0s2"),
+            "{e}"
+        );
         let e = find("/dev/disk0s2").unwrap_err().to_string();
-        assert!(e.contains("physical store of the APFS container disk3"), "{e}");
+        assert!(
+            e.contains("physical store of the APFS container disk3"),
+            "{e}"
+        );
         // A synthesized disk's own info is unsuitable whatever the flags.
         let synth = parse_info(&recorded("disk3").unwrap(), vec![]).unwrap();
         let every_flag = Options {
@@ -306,7 +320,11 @@ mod tests {
         let dmg = find("/dev/disk7").unwrap();
         assert_eq!(dmg.transport, Transport::Virtual);
         let why = refusals(&dmg, Some(1 << 30), every_flag);
-        assert!(why.iter().any(|r| r.contains("disk image attached from a file")), "{why:?}");
+        assert!(
+            why.iter()
+                .any(|r| r.contains("disk image attached from a file")),
+            "{why:?}"
+        );
         // A partition of a card.
         let e = find("/dev/disk4s1").unwrap_err().to_string();
         assert!(e.contains("partition of /dev/disk4"), "{e}");
@@ -325,7 +343,10 @@ mod tests {
             assert_eq!((d.transport, d.removable), (transport, true), "{id}");
             assert!(d.unsuitable.is_empty(), "{id}: {:?}", d.unsuitable);
             assert_eq!(d.mounts[0].mountpoint, mp);
-            assert!(refusals(&d, Some(1 << 30), Options::default()).is_empty(), "{id}");
+            assert!(
+                refusals(&d, Some(1 << 30), Options::default()).is_empty(),
+                "{id}"
+            );
         }
     }
 
@@ -334,7 +355,10 @@ mod tests {
         let listing = parse_list(LIST).unwrap();
         let ids: Vec<&str> = listing.disks.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["disk0", "disk4", "disk5", "disk6", "disk7"]);
-        assert_eq!(listing.containers, [("disk3".to_string(), vec!["disk0s2".to_string()])]);
+        assert_eq!(
+            listing.containers,
+            [("disk3".to_string(), vec!["disk0s2".to_string()])]
+        );
         let disk0 = &listing.disks[0].1;
         let mps: Vec<&str> = disk0.iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(mps, ["/", "/System/Volumes/Data"]);
