@@ -4,9 +4,15 @@
 //!   directories, links, systemd units, line edits) that `base` and `stamp`
 //!   share, over an OS image's filesystems.
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
+//! - [`templates`]: the role bootstraps, units and cluster files a node gets,
+//!   rendered from embedded (or user-overridden) templates.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
 pub mod base;
 pub mod customise;
+pub mod error;
 pub mod flavour;
+pub mod templates;
+
+pub use error::{Error, Result};
