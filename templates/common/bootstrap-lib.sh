@@ -180,11 +180,15 @@ user_kubeconfig() {
 	log "kubeconfig for $user in $home/.kube/config"
 }
 
-# k3s_config KEY: a value of /etc/rancher/k3s/config.yaml (one line, as
-# nodeimg renders it).
+# k3s_config KEY: the value of a one-line `KEY: value` of
+# /etc/rancher/k3s/config.yaml, as nodeimg renders it (quotes removed).
 k3s_config() {
-	awk -v k="$1" -F': *' '$1 == k { gsub(/"/, "", $2); print $2; exit }' \
-		"$ROOT/etc/rancher/k3s/config.yaml"
+	awk -v k="$1" 'index($0, k ":") == 1 {
+		v = substr($0, length(k) + 2)
+		gsub(/^[ \t]+|[ \t]+$|"/, "", v)
+		print v
+		exit
+	}' "$ROOT/etc/rancher/k3s/config.yaml"
 }
 
 # require_k3s: the k3s binary at /usr/local/bin/k3s, where the units run it

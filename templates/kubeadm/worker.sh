@@ -1,8 +1,8 @@
 #!/bin/bash
 # Role bootstrap of ${NODE_HOSTNAME}: a worker of ${CLUSTER_NAME} (kubeadm).
 # Written by nodeimg stamp, run once at first boot by
-# nodeimg-bootstrap.service: kubeadm join with a token that does not expire,
-# the cluster CA pinned by its public key hash.
+# nodeimg-bootstrap.service: kubeadm join with the cluster's join token (no
+# expiry by default), the cluster CA pinned by the hash of its public key.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=bootstrap-lib.sh

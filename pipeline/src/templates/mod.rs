@@ -208,6 +208,18 @@ pub fn nixos_module() -> &'static str {
     source::NIXOS_MODULE
 }
 
+/// The embedded templates as (path under `templates/`, text): what a user
+/// copies to start an override directory.
+pub fn embedded_templates() -> &'static [(&'static str, &'static str)] {
+    source::EMBEDDED
+}
+
+/// Renders one template text the way [`render_node`] does (`name` only
+/// names it in errors).
+pub fn render_text(name: &str, text: &str, vars: &Vars) -> Result<String> {
+    render(name, text, vars).map(|r| r.text)
+}
+
 /// A rendered template.
 pub(crate) struct Rendered {
     pub text: String,
