@@ -335,6 +335,27 @@ fn a_missing_tool_fails_with_a_clear_line_and_no_flag() {
     assert!(!s.path("/var/lib/nodeimg/bootstrap.done").exists());
 }
 
+/// Runs a joining node's bootstrap twice and checks what it called and the
+/// configuration kubeadm got; returns that JoinConfiguration.
+fn assert_joins(s: &Scratch, endpoint: &str, hash: &str) -> serde_json::Value {
+    let calls = run_twice(s);
+    assert_eq!(
+        actions(&calls),
+        [
+            "systemctl enable --now crio.service",
+            "systemctl enable kubelet.service",
+            "kubeadm join --config /etc/nodeimg/kubeadm.yaml",
+        ]
+    );
+    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
+    let bt = &config[0]["discovery"]["bootstrapToken"];
+    assert_eq!(bt["apiServerEndpoint"], endpoint);
+    assert_eq!(bt["token"], TOKEN);
+    assert_eq!(bt["caCertHashes"][0], hash);
+    assert_secrets_not_in(s, &[TOKEN]);
+    config[0].clone()
+}
+
 #[test]
 fn kubeadm_control_plane_joins_with_the_distributed_ca() {
     let api = TcpListener::bind("127.0.0.1:0").expect("listener");
@@ -353,25 +374,11 @@ fn kubeadm_control_plane_joins_with_the_distributed_ca() {
         KUBEADM_TOOLS,
     );
     s.install_pki(&dir.path().join("pki"));
-    let calls = run_twice(&s);
+    let join = assert_joins(&s, &endpoint, &hash);
+    assert_eq!(join["kind"], "JoinConfiguration");
     assert_eq!(
-        actions(&calls),
-        [
-            "systemctl enable --now crio.service",
-            "systemctl enable kubelet.service",
-            "kubeadm join --config /etc/nodeimg/kubeadm.yaml",
-        ]
-    );
-    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
-    let join = &config[0];
-    assert_eq!(
-        join["discovery"]["bootstrapToken"]["apiServerEndpoint"],
-        endpoint.as_str()
-    );
-    assert_eq!(join["discovery"]["bootstrapToken"]["token"], TOKEN);
-    assert_eq!(
-        join["discovery"]["bootstrapToken"]["caCertHashes"][0],
-        hash.as_str()
+        join["controlPlane"]["localAPIEndpoint"]["advertiseAddress"],
+        "192.168.1.11"
     );
     assert!(s.path("/home/pi/.kube/config").exists());
     assert_secrets_not_in(&s, &[TOKEN]);
@@ -387,22 +394,8 @@ fn kubeadm_worker_joins() {
         &render(Flavour::Kubeadm, Role::Worker, &vars),
         KUBEADM_TOOLS,
     );
-    let calls = run_twice(&s);
-    assert_eq!(
-        actions(&calls),
-        [
-            "systemctl enable --now crio.service",
-            "systemctl enable kubelet.service",
-            "kubeadm join --config /etc/nodeimg/kubeadm.yaml",
-        ]
-    );
-    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
-    assert_eq!(config[0]["kind"], "JoinConfiguration");
-    assert!(config[0].get("controlPlane").is_none());
-    assert_eq!(
-        config[0]["discovery"]["bootstrapToken"]["caCertHashes"][0],
-        hash.as_str()
-    );
+    let join = assert_joins(&s, &endpoint, &hash);
+    assert!(join.get("controlPlane").is_none());
     assert!(!s.path("/home/pi/.kube/config").exists());
 }
 
@@ -525,4 +518,126 @@ fn k3s_without_its_token_file_fails_clearly() {
         text(&out)
     );
     assert!(!s.calls().iter().any(|c| c.starts_with("systemctl")));
+}
+
+/// The shell script `nodeimg.nix` runs at boot, with the module's Nix
+/// interpolations replaced as NixOS would: the state directory by `state`,
+/// the k3s package by `bin`'s stand-in, the extra flags by one flag.
+fn nixos_start_script(state: &std::path::Path, bin: &std::path::Path) -> String {
+    let module = pipeline::templates::nixos_module();
+    let start = module
+        .find("pkgs.writeShellScript \"nodeimg-k3s\" ''\n")
+        .expect("the start script");
+    let body = &module[start..];
+    let body = &body[body.find('\n').expect("newline") + 1..];
+    let body = &body[..body.find("\n  '';").expect("end of the script")];
+    let script = body
+        .replace("${state}", &state.display().to_string())
+        .replace(
+            "${cfg.k3s.package}/bin/k3s",
+            &bin.join("k3s").display().to_string(),
+        )
+        .replace(
+            "${lib.escapeShellArgs cfg.k3s.extraFlags}",
+            "'--disable=traefik'",
+        )
+        .replace("''${", "${");
+    format!("#!/bin/bash\n{script}\n")
+}
+
+#[test]
+fn the_nixos_module_starts_k3s_in_the_stamped_role() {
+    let s = Scratch::new(&[], &["k3s"]);
+    let state = s.path("/var/lib/nodeimg");
+    fs::create_dir_all(&state).expect("mkdir");
+    let script = s.dir.path().join("nodeimg-k3s");
+    fs::write(&script, nixos_start_script(&state, &s.bin)).expect("write");
+    for cmd in [vec!["bash", "-n"], vec!["shellcheck"]] {
+        let out = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg(&script)
+            .output()
+            .expect(cmd[0]);
+        assert!(out.status.success(), "{cmd:?}\n{}", text(&out));
+    }
+    let run = |files: &[(&str, &str)]| {
+        for f in [
+            "role",
+            "address",
+            "server-url",
+            "k3s-token",
+            "k3s-agent-token",
+        ] {
+            let _ = fs::remove_file(state.join(f));
+        }
+        for (f, content) in files {
+            fs::write(state.join(f), content).expect("stamped file");
+        }
+        fs::write(&s.record, "").expect("record");
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("NODEIMG_ROOT", &s.root)
+            .env("NODEIMG_RECORD", &s.record)
+            .output()
+            .expect("bash");
+        (out, s.calls())
+    };
+    let url = "https://192.168.1.50:6443\n";
+    let (out, calls) = run(&[
+        ("role", "init\n"),
+        ("address", "192.168.1.50/24\n"),
+        ("k3s-token", K3S_TOKEN),
+        ("k3s-agent-token", K3S_AGENT_TOKEN),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        calls,
+        [
+            "k3s server --cluster-init --token-file /var/lib/nodeimg/k3s-token \
+          --node-ip 192.168.1.50 --agent-token-file /var/lib/nodeimg/k3s-agent-token \
+          --disable=traefik"
+        ]
+    );
+    let (_, calls) = run(&[
+        ("role", "server\n"),
+        ("server-url", url),
+        ("k3s-token", K3S_TOKEN),
+    ]);
+    assert_eq!(
+        calls,
+        [
+            "k3s server --server https://192.168.1.50:6443 --token-file \
+          /var/lib/nodeimg/k3s-token --disable=traefik"
+        ]
+    );
+    let (_, calls) = run(&[
+        ("role", "agent\n"),
+        ("server-url", url),
+        ("k3s-token", K3S_TOKEN),
+        ("k3s-agent-token", K3S_AGENT_TOKEN),
+        ("address", ""),
+    ]);
+    assert_eq!(
+        calls,
+        ["k3s agent --server https://192.168.1.50:6443 --token-file \
+          /var/lib/nodeimg/k3s-agent-token --disable=traefik"]
+    );
+    let (_, calls) = run(&[
+        ("role", "agent\n"),
+        ("server-url", url),
+        ("k3s-token", K3S_TOKEN),
+    ]);
+    assert_eq!(
+        calls,
+        ["k3s agent --server https://192.168.1.50:6443 --token-file \
+          /var/lib/nodeimg/k3s-token --disable=traefik"]
+    );
+    let (out, calls) = run(&[("role", "agent\n"), ("k3s-token", K3S_TOKEN)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server-url is missing for role agent"));
+    assert!(calls.is_empty());
+    let (out, calls) = run(&[("role", "bogus\n"), ("k3s-token", K3S_TOKEN)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role 'bogus'"));
+    assert!(calls.is_empty());
 }

@@ -208,22 +208,13 @@ fn every_template_renders_as_envsubst_does() {
     let shell_format: String = VARIABLES.iter().map(|v| format!("${} ", v.name)).collect();
     for (name, text) in embedded_templates() {
         let ours = render_text(name, text, &vars).expect("renders");
-        let mut child = Command::new("envsubst")
-            .arg(&shell_format)
-            .env_clear()
-            .envs(&vars)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("envsubst");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("envsubst");
+        let out = pipe(
+            Command::new("envsubst")
+                .arg(&shell_format)
+                .env_clear()
+                .envs(&vars),
+            text.as_bytes(),
+        );
         assert!(out.status.success());
         assert_eq!(ours, String::from_utf8_lossy(&out.stdout), "{name}");
     }

@@ -141,6 +141,20 @@ start_runtime() {
 	systemctl enable kubelet.service
 }
 
+# kubeadm_join HOST PORT CONFIG: waits for the API server at HOST:PORT
+# (the first control plane may still be booting) and the clock, then
+# kubeadm join, unless a finished join left /etc/kubernetes/kubelet.conf.
+kubeadm_join() {
+	wait_for_endpoint "$1" "$2"
+	wait_for_clock
+	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
+		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
+	else
+		log "kubeadm join"
+		kubeadm join --config "$3"
+	fi
+}
+
 # check_ca_material EXPECTED_HASH: the cluster CA material nodeimg stamps on
 # control planes is present (kubeadm would otherwise make a new CA that no
 # node trusts) and ca.crt is the CA the cluster's joins pin.

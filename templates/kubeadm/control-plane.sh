@@ -22,15 +22,7 @@ main() {
 	require kubeadm kubelet kubectl
 	check_ca_material "$ca_hash"
 	start_runtime
-	wait_for_endpoint "$api_host" "$api_port"
-	wait_for_clock
-
-	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
-		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
-	else
-		log "kubeadm join"
-		kubeadm join --config "$config"
-	fi
+	kubeadm_join "$api_host" "$api_port" "$config"
 	user_kubeconfig "$user" "$ROOT/etc/kubernetes/admin.conf"
 }
 

@@ -17,15 +17,7 @@ main() {
 	log "kubeadm join of $node as a worker"
 	require kubeadm kubelet
 	start_runtime
-	wait_for_endpoint "$api_host" "$api_port"
-	wait_for_clock
-
-	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
-		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
-	else
-		log "kubeadm join"
-		kubeadm join --config "$config"
-	fi
+	kubeadm_join "$api_host" "$api_port" "$config"
 }
 
 bootstrap main

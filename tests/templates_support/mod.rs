@@ -193,6 +193,9 @@ pub struct Scratch {
 
 const RECORDER: &str = r#"#!/bin/bash
 # Recording stand-in: one line per call, the scratch root written as /.
+# The reading end of a pipe records after the writing end has finished, so
+# the record's order is the script's.
+case " $* " in *" --filename=- "*) cat >/dev/null ;; esac
 name=${0##*/}
 line=$name
 for a in "$@"; do line+=" ${a//$NODEIMG_ROOT\//\/}"; done
@@ -210,8 +213,6 @@ join) mkdir -p "$NODEIMG_ROOT/etc/kubernetes"; echo kubelet >"$NODEIMG_ROOT/etc/
   if grep -q '^controlPlane:' "$3"; then echo admin >"$NODEIMG_ROOT/etc/kubernetes/admin.conf"; fi ;;
 esac"#
         }
-        // kubectl apply -f - reads what the pipe gives it.
-        "kubectl" => r#"case " $* " in *" --filename=- "*) cat >/dev/null ;; esac"#,
         "k3s" => {
             r#"if [ "$1" = server ] || [ "$1" = agent ]; then exit 0; fi
 mkdir -p "$NODEIMG_ROOT/etc/rancher/k3s"; echo k3s-admin >"$NODEIMG_ROOT/etc/rancher/k3s/k3s.yaml""#
@@ -311,23 +312,29 @@ pub fn text(out: &Output) -> String {
 
 /// YAML documents of `data` as JSON values, parsed by python3-yaml.
 pub fn yaml(data: &[u8]) -> Vec<serde_json::Value> {
-    let mut child = Command::new("python3")
-        .args([
+    let out = pipe(
+        Command::new("python3").args([
             "-c",
             "import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(data)
-        .expect("write yaml");
-    let out = child.wait_with_output().expect("python3");
+        ]),
+        data,
+    );
     assert!(out.status.success(), "YAML does not parse: {out:?}");
     serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Runs `cmd` with `input` on its stdin and returns what it wrote.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning a test oracle");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("writing to the oracle");
+    drop(stdin);
+    child.wait_with_output().expect("oracle output")
 }
