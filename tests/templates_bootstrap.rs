@@ -450,6 +450,11 @@ fn k3s_init_server_starts_with_cluster_init() {
     assert_eq!(c["agent-token-file"], "/etc/k3s/agent-token");
     assert_eq!(c["cluster-cidr"], "10.42.0.0/16");
     assert!(c.get("server").is_none());
+    let san = yaml(
+        &fs::read(s.path("/etc/rancher/k3s/config.yaml.d/10-nodeimg-tls-san.yaml"))
+            .expect("tls-san drop-in"),
+    );
+    assert_eq!(san[0]["tls-san"][0], "192.168.1.50");
     let unit = fs::read_to_string(s.path("/etc/systemd/system/k3s.service")).expect("unit");
     assert!(unit.contains("\nExecStart=/usr/local/bin/k3s server\n"));
     assert!(s.path("/home/pi/.kube/config").exists());

@@ -496,3 +496,17 @@ fn the_docs_list_every_variable_and_their_example_renders() {
         block("kubeadm.yaml")
     );
 }
+
+#[test]
+fn k3s_tls_san_only_for_a_known_api_host() {
+    let mut v = k3s_vars("node000", Role::Init, "", "192.168.1.50:6443");
+    let drop_in = "/etc/rancher/k3s/config.yaml.d/10-nodeimg-tls-san.yaml";
+    let has = |ops: &[Op]| {
+        ops.iter()
+            .any(|op| matches!(op, Op::File { path, .. } if path == drop_in))
+    };
+    assert!(has(&render(Flavour::K3s, Role::Init, &v)));
+    assert!(!has(&render(Flavour::K3s, Role::Agent, &v)));
+    v.insert("API_HOST".into(), String::new());
+    assert!(!has(&render(Flavour::K3s, Role::Init, &v)));
+}

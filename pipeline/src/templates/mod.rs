@@ -143,6 +143,14 @@ fn plan(flavour: Flavour, role: Role, vars: &Vars) -> Result<Vec<Output>> {
                 0o600,
             ));
             files.push(out(unit, unit_path, 0o644));
+            // An empty name in tls-san would reach the certificate.
+            if role != Role::Agent && vars.get("API_HOST").is_some_and(|h| !h.is_empty()) {
+                files.push(out(
+                    "tls-san.yaml",
+                    "/etc/rancher/k3s/config.yaml.d/10-nodeimg-tls-san.yaml",
+                    0o600,
+                ));
+            }
         }
     }
     files.push(out("bootstrap-lib.sh", BOOTSTRAP_LIB_PATH, 0o644));
