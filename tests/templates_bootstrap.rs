@@ -431,6 +431,8 @@ fn k3s_config(s: &Scratch) -> serde_json::Value {
 #[test]
 fn k3s_init_server_starts_with_cluster_init() {
     let s = k3s_scratch(Flavour::K3s, Role::Init, "node000", "192.168.1.50:6443");
+    fs::create_dir_all(s.path("/root")).expect("mkdir");
+    fs::write(s.path("/root/keys.txt"), AGE_KEY).expect("age key");
     let calls = run_twice(&s);
     assert_eq!(
         actions(&calls),
@@ -438,6 +440,11 @@ fn k3s_init_server_starts_with_cluster_init() {
             "systemctl enable --now k3s.service",
             "k3s kubectl get node node000",
             "k3s kubectl wait --for=condition=Ready node/node000 --timeout=10m",
+            "k3s kubectl create namespace flux-system --dry-run=client --output=yaml",
+            "k3s kubectl apply --filename=-",
+            "k3s kubectl --namespace flux-system create secret generic sops-age \
+             --from-file=age.agekey=/root/keys.txt --dry-run=client --output=yaml",
+            "k3s kubectl apply --filename=-",
         ]
     );
     assert_eq!(
@@ -458,7 +465,7 @@ fn k3s_init_server_starts_with_cluster_init() {
     let unit = fs::read_to_string(s.path("/etc/systemd/system/k3s.service")).expect("unit");
     assert!(unit.contains("\nExecStart=/usr/local/bin/k3s server\n"));
     assert!(s.path("/home/pi/.kube/config").exists());
-    assert_secrets_not_in(&s, &[K3S_TOKEN, K3S_AGENT_TOKEN]);
+    assert_secrets_not_in(&s, &[K3S_TOKEN, K3S_AGENT_TOKEN, "AGE-SECRET-KEY"]);
 }
 
 #[test]

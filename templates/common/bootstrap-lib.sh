@@ -194,6 +194,24 @@ user_kubeconfig() {
 	log "kubeconfig for $user in $home/.kube/config"
 }
 
+# sops_age_secret KUBECTL...: the cluster's age key (/root/keys.txt), which
+# SOPS-encrypted manifests are decrypted with, as secret flux-system/sops-age
+# (key age.agekey), where Flux looks for it. The key goes through a pipe,
+# never a command line or the log.
+sops_age_secret() {
+	local key=$ROOT/root/keys.txt
+	if [ ! -s "$key" ]; then
+		log "no age key in /root/keys.txt: secret sops-age not created"
+		return 0
+	fi
+	"$@" create namespace flux-system --dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	"$@" --namespace flux-system create secret generic sops-age \
+		--from-file=age.agekey="$key" --dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	log "secret flux-system/sops-age holds the age key"
+}
+
 # k3s_config KEY: the value of a one-line `KEY: value` of
 # /etc/rancher/k3s/config.yaml, as nodeimg renders it (quotes removed).
 k3s_config() {
