@@ -8,6 +8,8 @@
 //!   share, over an [`osimage::OsImage`]; [`systemd`]: unit enable/disable/
 //!   mask with `systemctl --root`'s results.
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
+//! - [`templates`]: the role bootstraps, units and cluster files a node gets,
+//!   rendered from embedded (or user-overridden) templates.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
@@ -18,5 +20,6 @@ pub mod flavour;
 pub mod os;
 pub mod osimage;
 pub mod systemd;
+pub mod templates;
 
 pub use error::{Error, Result};
