@@ -144,12 +144,12 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     };
     let mut kept = true;
     change(&args.image, |fs| {
-        fs.write_file(&args.path, &mut file, meta.len(), &attrs)?;
-        let st = fs.stat(&args.path)?;
-        kept = (args.mode.is_none() || st.mode.is_some())
-            && (args.uid.is_none() || st.uid.is_some())
-            && (args.gid.is_none() || st.gid.is_some());
-        Ok(())
+        // Asked before the write: after it, a failure would come too late.
+        let root = fs.stat("/")?;
+        kept = (args.mode.is_none() || root.mode.is_some())
+            && (args.uid.is_none() || root.uid.is_some())
+            && (args.gid.is_none() || root.gid.is_some());
+        fs.write_file(&args.path, &mut file, meta.len(), &attrs)
     })?;
     if !kept {
         eprintln!("nodeimg: note: this filesystem keeps no owners or permission bits; --mode/--uid/--gid were not stored");

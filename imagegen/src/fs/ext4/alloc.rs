@@ -268,8 +268,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
     pub(super) fn release_pending(&mut self) -> Result<()> {
         let mut runs = std::mem::take(&mut self.pending_free);
         runs.sort();
-        for (b, l) in runs {
+        for &(b, l) in &runs {
             self.mark_blocks(b, l, false)?;
+        }
+        if self.scrub {
+            self.scrub_runs = runs;
         }
         Ok(())
     }

@@ -140,7 +140,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Reads a directory block we are about to change, checking its checksum.
-    fn dir_block_for_change(&self, ino: u32, inode: &Inode, phys: u64) -> Result<Vec<u8>> {
+    pub(super) fn dir_block_for_change(
+        &self,
+        ino: u32,
+        inode: &Inode,
+        phys: u64,
+    ) -> Result<Vec<u8>> {
         let buf = self.read_block(phys)?;
         if let Some(seed) = self.dir_seed(ino, inode) {
             if !dirent::checksum_ok(&buf, seed) {

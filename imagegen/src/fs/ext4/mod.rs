@@ -45,12 +45,14 @@ mod csum;
 mod devices;
 mod dir;
 mod dirent;
+mod edit;
 mod engine;
 mod extent;
 mod group;
 mod hash;
 mod inode;
 mod ops;
+mod staging;
 mod superblock;
 mod xattr;
 
@@ -338,6 +340,33 @@ impl<D: BlockDevice> Filesystem for Ext4Fs<D> {
 
     fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
         Ext4Fs::remove_xattr(self, path, name)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        Ext4Fs::rename(self, from, to)
+    }
+
+    fn mknod(
+        &mut self,
+        path: &str,
+        kind: crate::fs::FileKind,
+        major: u32,
+        minor: u32,
+        attrs: &NewAttrs,
+    ) -> Result<()> {
+        Ext4Fs::mknod(self, path, kind, major, minor, attrs)
+    }
+
+    fn set_flags(&mut self, path: &str, set: &[&str], clear: &[&str]) -> Result<()> {
+        Ext4Fs::set_flags(self, path, set, clear)
+    }
+
+    fn truncate(&mut self, path: &str, size: u64) -> Result<()> {
+        Ext4Fs::truncate(self, path, size)
+    }
+
+    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Filesystem) -> Result<()>) -> Result<()> {
+        Ext4Fs::batch(self, |fs| f(fs))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -12,9 +12,9 @@ use crate::fs::{path_components, NewAttrs, Timestamp};
 use crate::{Error, Result};
 use std::io::Read;
 
-const ROOT: u32 = 2;
+pub(super) const ROOT: u32 = 2;
 /// Most links an inode may have.
-const LINK_MAX: u16 = 65000;
+pub(super) const LINK_MAX: u16 = 65000;
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// A resolved parent directory and the final name.
@@ -33,7 +33,7 @@ fn check_name(name: &[u8], path: &str) -> Result<()> {
     Ok(())
 }
 
-fn ftype_of(inode: &Inode) -> u8 {
+pub(super) fn ftype_of(inode: &Inode) -> u8 {
     match inode.file_type() {
         S_IFREG => FT_REG,
         S_IFDIR => FT_DIR,
@@ -112,7 +112,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }))
     }
 
-    fn resolve_parent_required(&self, path: &str) -> Result<Target> {
+    pub(super) fn resolve_parent_required(&self, path: &str) -> Result<Target> {
         self.resolve_parent(path)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "{path}: the root directory cannot be replaced or removed"
@@ -186,7 +186,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.stream(&tree.extents, size, out)
     }
 
-    fn new_inode(&self, mode: u16, attrs: &NewAttrs) -> Inode {
+    pub(super) fn new_inode(&self, mode: u16, attrs: &NewAttrs) -> Inode {
         let mut inode = Inode {
             raw: vec![0; self.sb.inode_size],
         };
@@ -212,7 +212,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Refuses times `inode` cannot hold, rather than storing another one.
-    fn check_time(&self, inode: &Inode, t: Option<Timestamp>, path: &str) -> Result<()> {
+    pub(super) fn check_time(&self, inode: &Inode, t: Option<Timestamp>, path: &str) -> Result<()> {
         for t in [t, Some(self.clock())].into_iter().flatten() {
             if !inode.time_fits(t) {
                 let range = if inode.raw.len() > 128 && inode.extra_isize() >= 12 {
@@ -230,7 +230,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Stamps a directory's mtime/ctime after its entries changed.
-    fn touch_dir(&self, dir: &mut Inode) {
+    pub(super) fn touch_dir(&self, dir: &mut Inode) {
         let now = self.clock();
         dir.set_time(TimeField::Mtime, now);
         dir.set_time(TimeField::Ctime, now);
@@ -274,7 +274,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Frees an inode's data, tree and attribute blocks (not the inode).
     fn free_inode_blocks(&mut self, ino: u32, inode: &Inode) -> Result<()> {
         if !self.is_fast_symlink(inode) && !inode.has_flag(FL_INLINE_DATA) {
-            let tree = self.map(ino, inode)?;
+            let tree = self.map_all(ino, inode)?;
             let runs: Vec<(u64, u64)> = tree
                 .extents
                 .iter()
@@ -299,7 +299,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.free_inode(ino, inode.is_dir())
     }
 
-    fn refuse_inline(&self, ino: u32, inode: &Inode, path: &str) -> Result<()> {
+    pub(super) fn refuse_inline(&self, ino: u32, inode: &Inode, path: &str) -> Result<()> {
         if inode.has_flag(FL_INLINE_DATA) {
             return Err(Error::unsupported(
                 "ext4 change",
@@ -602,7 +602,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         })
     }
 
-    fn remove_tx(
+    pub(super) fn remove_tx(
         &mut self,
         t: &Target,
         dir: &mut Inode,
@@ -692,7 +692,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Applies `f` to the inode at `path` and stamps its ctime.
-    fn modify(
+    pub(super) fn modify(
         &mut self,
         path: &str,
         f: impl FnOnce(&mut Self, u32, &mut Inode) -> Result<()>,
