@@ -1,6 +1,6 @@
 //! The verbs that change the image: `put`, `mkdir`, `rm`, `symlink`, `link`,
-//! `chmod`, `chown`, `setxattr`. Each opens the image writable, makes one
-//! change and flushes.
+//! `chmod`, `chown`, `setxattr`. Each checks an ext filesystem's maps
+//! (`fs check`), opens the image writable, makes one change and flushes.
 
 use super::image::{in_image, open_fs, ImageArgs};
 use anyhow::{bail, Context};
@@ -121,6 +121,7 @@ fn change(
     image: &ImageArgs,
     change: impl FnOnce(&mut dyn Filesystem) -> imagegen::Result<()>,
 ) -> anyhow::Result<()> {
+    super::check::refuse_if_inconsistent(image)?;
     let mut fs = open_fs(image, true)?;
     change(&mut *fs).map_err(|e| in_image(e, &image.image))?;
     fs.flush().map_err(|e| in_image(e, &image.image))?;

@@ -46,6 +46,8 @@ pub struct Ext4Fs<D: BlockDevice> {
     /// Blocks freed by the running change, zeroed after its metadata when
     /// scrubbing.
     pub(super) scrub_runs: Vec<(u64, u64)>,
+    /// Fixed metadata: never allocated, never freed (computed when writable).
+    pub(super) fixed: super::fixed::Fixed,
 }
 
 impl<D: BlockDevice> Ext4Fs<D> {
@@ -114,7 +116,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         if refusal.is_none() && (dev.is_read_only() || !writable) {
             refusal = Some(format!("{} is opened read-only", dev.describe()));
         }
-        Ok(Ext4Fs {
+        let mut fs = Ext4Fs {
             dev,
             sb,
             groups,
@@ -126,7 +128,15 @@ impl<D: BlockDevice> Ext4Fs<D> {
             batch_depth: 0,
             scrub: opts.scrub,
             scrub_runs: Vec::new(),
-        })
+            fixed: Default::default(),
+        };
+        if fs.refusal.is_none() {
+            match fs.compute_fixed() {
+                Ok(f) => fs.fixed = f,
+                Err(e) => fs.refusal = Some(e.to_string()),
+            }
+        }
+        Ok(fs)
     }
 
     /// The underlying device.

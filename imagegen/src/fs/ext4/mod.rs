@@ -48,15 +48,18 @@ mod dirent;
 mod edit;
 mod engine;
 mod extent;
+mod fixed;
 mod group;
 mod hash;
 mod inode;
 mod ops;
+mod scan;
 mod staging;
 mod superblock;
 mod xattr;
 
 pub use engine::Ext4Fs;
+pub use scan::MapReport;
 
 use crate::block::BlockDevice;
 use crate::fs::{DirEntry, Filesystem, NewAttrs, Stat, Timestamp};

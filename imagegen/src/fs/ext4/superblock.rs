@@ -38,8 +38,16 @@ pub mod incompat {
     pub const ENCRYPT: u32 = 0x10000;
     pub const CASEFOLD: u32 = 0x20000;
     /// Everything this engine reads.
-    pub const READ: u32 =
-        FILETYPE | RECOVER | EXTENTS | BIT64 | MMP | FLEX_BG | CSUM_SEED | LARGEDIR | INLINE_DATA;
+    pub const READ: u32 = FILETYPE
+        | RECOVER
+        | EXTENTS
+        | BIT64
+        | MMP
+        | FLEX_BG
+        | EA_INODE
+        | CSUM_SEED
+        | LARGEDIR
+        | INLINE_DATA;
     /// Everything this engine changes filesystems with.
     pub const WRITE: u32 =
         FILETYPE | EXTENTS | BIT64 | FLEX_BG | CSUM_SEED | LARGEDIR | INLINE_DATA;
