@@ -540,3 +540,50 @@ fn truncated_images_are_refused_unchanged() {
     );
     assert_eq!(snap.differences(&fx.image), None);
 }
+
+#[test]
+fn a_bare_filesystem_with_55_aa_is_a_filesystem_not_an_empty_disk() {
+    let fx = Fixture::new(Variant::Defaults);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fx.image)
+            .unwrap();
+        f.write_all_at(&[0x55, 0xAA], 510).unwrap();
+    }
+    let img = fx.image.to_str().unwrap();
+    let out = nodeimg(&["fs", "ls", img, "/etc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hostname"));
+    let out = nodeimg(&["fs", "mkdir", img, "/after-55aa"]);
+    assert!(out.status.success());
+    oracle::assert_fsck_clean(&fx.image, "after mkdir on a 55 AA image");
+}
+
+#[test]
+fn ext3_with_quota_is_ext4_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("q.img");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(32 << 20).unwrap();
+    drop(f);
+    let out = run(Command::new("mkfs.ext3")
+        .args(["-q", "-F", "-O", "quota"])
+        .arg(&img));
+    assert!(out.status.success());
+    let dev = FileDevice::open(&img).unwrap();
+    assert_eq!(
+        imagegen::fs::probe(&dev).unwrap(),
+        Some(imagegen::fs::FsType::Ext4)
+    );
+    let fs = Ext4Fs::open_with(dev, OpenOptions::read_only()).unwrap();
+    assert_eq!(fs.details().kind, "ext4");
+    let out = nodeimg(&["inspect", img.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ext4") && !text.contains("ext3"), "{text}");
+}

@@ -77,6 +77,12 @@ pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
     ))
 }
 
+/// Feature names as `dumpe2fs` prints them (unknown bits as
+/// `incompat_0x…`), from the one feature-name table.
+pub fn feature_names(compat: u32, incompat: u32, ro_compat: u32) -> Vec<String> {
+    superblock::all_feature_names(compat, incompat, ro_compat)
+}
+
 /// Why the engine would refuse to change the filesystem whose 1024-byte
 /// superblock is `sb` (`None`: it would change it). For `inspect`.
 pub fn change_refusal(sb: &[u8]) -> Option<String> {

@@ -129,6 +129,14 @@ const FEATURE_NAMES: &[(u8, u32, &str)] = &[
     (2, ro_compat::ORPHAN_PRESENT, "orphan_present"),
 ];
 
+/// Names of every set bit: compat, then incompat, then ro_compat.
+pub fn all_feature_names(compat: u32, incompat: u32, ro_compat: u32) -> Vec<String> {
+    let mut v = feature_names(0, compat);
+    v.extend(feature_names(1, incompat));
+    v.extend(feature_names(2, ro_compat));
+    v
+}
+
 fn feature_names(set: u8, bits: u32) -> Vec<String> {
     (0..32)
         .map(|i| 1u32 << i)
@@ -336,10 +344,7 @@ impl Superblock {
 
     /// All feature names, as `dumpe2fs` would list them.
     pub fn feature_list(&self) -> Vec<String> {
-        let mut v = feature_names(0, self.compat);
-        v.extend(feature_names(1, self.incompat));
-        v.extend(feature_names(2, self.ro_compat));
-        v
+        all_feature_names(self.compat, self.incompat, self.ro_compat)
     }
 
     /// Why this filesystem must not be changed, if it must not.
