@@ -285,6 +285,14 @@ impl<D: BlockDevice> Ext4Fs<D> {
                     kept.push(*e);
                 }
             }
+            fs.free_blocks_later(freed);
+            fs.set_extents(ino, &mut inode, &kept, &tree.tree_blocks)?;
+            inode.set_size(size);
+            fs.recount_blocks(&mut inode, &kept)?;
+            let now = fs.clock();
+            inode.set_time(TimeField::Mtime, now);
+            inode.set_time(TimeField::Ctime, now);
+            fs.write_inode(ino, &mut inode)?;
             // Bytes between the new end and its block's end must read as
             // zeros if the file grows again: clear them in the last kept block.
             let edge = size.min(old);
@@ -307,17 +315,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
                         &mut &mut buf[..],
                     )?;
                     buf[(edge % bs) as usize..].fill(0);
+                    // Last: a staged patch cannot be undone inside a batch.
                     fs.write_data(phys, &buf)?;
                 }
             }
-            fs.free_blocks_later(freed);
-            fs.set_extents(ino, &mut inode, &kept, &tree.tree_blocks)?;
-            inode.set_size(size);
-            fs.recount_blocks(&mut inode, &kept)?;
-            let now = fs.clock();
-            inode.set_time(TimeField::Mtime, now);
-            inode.set_time(TimeField::Ctime, now);
-            fs.write_inode(ino, &mut inode)
+            Ok(())
         })
     }
 

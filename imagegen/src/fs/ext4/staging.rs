@@ -60,7 +60,25 @@ fn spool_err(e: std::io::Error) -> Error {
 
 impl Staged {
     /// Stages `data` (a whole number of blocks) for block `first` onwards.
+    /// Later stagings win where they overlap earlier ones.
     pub fn stage(&mut self, first: u64, data: &[u8]) -> Result<()> {
+        // A run already starting here and at least as long is patched in
+        // place, so a one-block patch never cuts a longer run short.
+        if let Some(run) = self.runs.get_mut(&first) {
+            if run.bytes >= data.len() as u64 {
+                match &mut run.at {
+                    Where::Mem(v) => v[..data.len()].copy_from_slice(data),
+                    Where::Spool(off) => {
+                        let spool = self
+                            .spool
+                            .as_ref()
+                            .ok_or_else(|| spool_err(std::io::Error::other("no spool")))?;
+                        spool.write_all_at(data, *off).map_err(spool_err)?;
+                    }
+                }
+                return Ok(());
+            }
+        }
         let at = if self.mem + data.len() <= MEM_LIMIT {
             self.mem += data.len();
             Where::Mem(data.to_vec())
@@ -196,6 +214,9 @@ mod tests {
         let mut part = vec![0u8; 100];
         s.overlay(3 * 1024 + 10, &mut part, 1024).unwrap();
         assert!(part.iter().all(|&b| b == 7));
+        // A patch at a run's first block keeps the rest of the run.
+        s.stage(2, &[8u8; 1024]).unwrap();
+        buf[2048..3072].fill(8);
         let dev = MemDevice::zeroed(8 * 1024);
         s.write_to(&dev, 1024).unwrap();
         assert!(s.is_empty());
