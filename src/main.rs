@@ -4,6 +4,7 @@
 //! the command line and reports errors as one line on stderr.
 
 mod cmd;
+mod signals;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -18,7 +19,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cmd::run(cli.command) {
+    if let Err(err) = signals::install() {
+        eprintln!("nodeimg: error: cannot handle signals: {err}");
+        return ExitCode::FAILURE;
+    }
+    let result = cmd::run(cli.command);
+    signals::exit_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));

@@ -219,7 +219,11 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     } else {
         Box::new(Bars::new(names.clone()))
     };
-    let cancel = flasher::interrupt::install();
+    let cancel = flasher::interrupt::flag();
+    crate::signals::cooperate(
+        cancel,
+        "the cards hold part of the image and no partition table",
+    );
     let random = prepared.source.random_access();
     let (reports, hashes) = flasher::writer::write_all(
         prepared.source,
@@ -260,6 +264,10 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         );
     }
     drop(observer);
+    if crate::signals::interrupted() {
+        // main prints the one line that says so.
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(summarise(&args, plan, &outcomes, source_error))
 }
 

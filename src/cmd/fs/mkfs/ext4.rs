@@ -12,6 +12,7 @@ use imagegen::mkfs::ext4::{
     build_file, build_in_partition, parse_uuid, partition_size, random_uuid, Ext4Options,
     InodePolicy, Summary,
 };
+use imagegen::sink::{check_distinct, check_output};
 use imagegen::tree::{DirSource, EmptyTree, FsSource, OwnerMap, TarSource, TreeSource};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -19,8 +20,11 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct Ext4Args {
-    /// Image file to create (must not exist); with --part, the existing disk image to write into
+    /// Image file to create (must not exist unless --force); with --part, the existing disk image to write into
     out: PathBuf,
+    /// Replace OUT if it exists (never when it is the --from image)
+    #[arg(long, conflicts_with = "part")]
+    force: bool,
     /// Size of the filesystem, e.g. 2GiB, 512M (a multiple of 4 KiB; with --part, default: the whole partition)
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
@@ -120,17 +124,16 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
 
 pub fn run(args: Ext4Args) -> anyhow::Result<()> {
     let out = &args.out;
+    let inputs: Vec<&Path> = args.from.as_deref().into_iter().collect();
+    match args.part {
+        Some(_) => check_distinct(out, &inputs)?,
+        None => check_output(out, args.force, &inputs)?,
+    }
     let size = match (args.size, args.part) {
         (Some(size), _) => size,
         (None, Some(part)) => partition_size(out, part)?,
         (None, None) => bail!("--size is required (unless --part picks a partition to fill)"),
     };
-    if args.part.is_none() && out.exists() {
-        bail!(
-            "{}: already exists; remove it first (or use --part N to write into a disk image)",
-            out.display()
-        );
-    }
     let mut opts = Ext4Options::new(size, [0; 16])?;
     opts.uuid = match args.uuid {
         Some(uuid) => uuid,

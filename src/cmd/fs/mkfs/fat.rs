@@ -2,7 +2,7 @@
 
 use crate::cmd::fs::image::in_image;
 use crate::cmd::size::parse_size;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::fat::{format, FatBits, FormatOptions};
@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct FatArgs {
-    /// Image file to create (must not exist), or with --part the disk image
-    /// whose partition is formatted in place
+    /// Image file to create (must not exist unless --force), or with --part
+    /// the disk image whose partition is formatted in place
     out: PathBuf,
+    /// Replace OUT if it exists
+    #[arg(long, conflicts_with = "part")]
+    force: bool,
     /// Size of the new image, e.g. 64MiB, 512M, 8GiB (not with --part)
     #[arg(long, value_parser = parse_size, required_unless_present = "part", conflicts_with = "part")]
     size: Option<u64>,
@@ -63,12 +66,9 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         format(&*dev, &opts).map_err(|e| in_image(e, out))?;
         return Ok(());
     }
-    if out.exists() {
-        bail!("{}: already exists; remove it first", out.display());
-    }
     let size = args.size.context("--size is required without --part")?;
     let made = (|| -> anyhow::Result<()> {
-        let pending = PendingFile::create(out)?;
+        let pending = PendingFile::create_checked(out, args.force, &[])?;
         let dev = pending.device(size)?;
         format(&dev, &opts)?;
         drop(dev);
