@@ -154,6 +154,10 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
         Some(from) => open_source(from, args.from_part)?,
         None => Box::new(EmptyTree),
     };
+    let _lock = match args.part {
+        Some(_) => Some(crate::cmd::fs::image::lock_image(out, true)?),
+        None => None,
+    };
     let summary: Summary = match args.part {
         Some(part) => build_in_partition(&mut *source, &opts, out, part),
         None => build_file(&mut *source, &opts, out),

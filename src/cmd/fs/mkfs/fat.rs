@@ -61,6 +61,7 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         cluster_size,
     };
     if let Some(part) = args.part {
+        let _lock = crate::cmd::fs::image::lock_image(out, true)?;
         let disk: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(out)?);
         let dev = select(disk, Some(part)).map_err(|e| in_image(e, out))?;
         format(&*dev, &opts).map_err(|e| in_image(e, out))?;
