@@ -64,6 +64,7 @@ pub(crate) fn prepare(
     delta: Option<&Path>,
     bmap: Option<&Path>,
 ) -> anyhow::Result<Prepared> {
+    refuse_non_image(source)?;
     let bmap = bmap.map(Bmap::load).transpose()?;
     let image = flasher::source::open(source, delta, bmap.as_ref().map(|b| b.image_size))
         .with_context(|| format!("opening image {}", source.display()))?;
@@ -80,6 +81,31 @@ pub(crate) fn prepare(
         source: image.source,
         plan,
     })
+}
+
+/// Refuses a source whose first bytes hold neither a partition table nor a
+/// filesystem (a text file, a truncated download, the wrong file): writing
+/// it would only wipe a card.
+fn refuse_non_image(source: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    imagegen::source::ImageSource::open(source)
+        .and_then(|s| {
+            s.take(64 << 10)
+                .read_to_end(&mut head)
+                .map_err(|e| imagegen::Error::io(source, e))
+        })
+        .with_context(|| format!("opening image {}", source.display()))?;
+    let has = |at: usize, magic: &[u8]| head.get(at..at + magic.len()) == Some(magic);
+    // MBR or FAT boot sector, GPT header, ext2/3/4 superblock.
+    if has(510, &[0x55, 0xaa]) || has(512, b"EFI PART") || has(1080, &[0x53, 0xef]) {
+        return Ok(());
+    }
+    bail!(
+        "{}: not a disk image (no partition table and no filesystem in its first {} bytes); refusing to write it",
+        source.display(),
+        head.len()
+    )
 }
 
 fn describe_plan(p: &Plan) -> String {
@@ -126,7 +152,10 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
         match flasher::devices::find(dev) {
             Ok(d) => {
                 if disks.iter().any(|o| o.write_path == d.write_path) {
-                    bail!("{} is given twice", d.path);
+                    return Err(crate::cmd::usage::usage(format!(
+                        "{} is given twice",
+                        d.path
+                    )));
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));

@@ -21,6 +21,15 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let report = inspect::inspect_path(&args.image)
         .with_context(|| format!("inspecting {}", args.image.display()))?;
+    let found_nothing = report.scheme == imagegen::layout::Scheme::None
+        && matches!(report.filesystem, None | Some(FsInfo::Unknown));
+    if found_nothing {
+        anyhow::bail!(
+            "{}: not a disk or filesystem image: no partition table and no known filesystem in its {} bytes",
+            args.image.display(),
+            report.size
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -35,6 +35,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let target = DeviceTarget::open_read_only(&args.device)
         .with_context(|| format!("opening {}", args.device.display()))?;
     let name = args.device.display().to_string();
+    let device_size = flasher::target::Target::size(&target);
+    if device_size < prepared.plan.image_size {
+        anyhow::bail!(
+            "{name}: device shorter than the image ({device_size} bytes, the image has {}); it cannot hold it",
+            prepared.plan.image_size
+        );
+    }
     let cancel = flasher::interrupt::flag();
     crate::signals::cooperate(cancel, "the card was not fully compared");
     let t0 = Instant::now();

@@ -160,8 +160,7 @@ impl PendingFile {
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .tempfile_in(parent(path))
-            // The temporary name means nothing to the user: name the output.
-            .map_err(|e| Error::io(parent(path), e))?
+            .map_err(|e| Error::io(parent(path), without_temp_name(e)))?
             .into_parts();
         list.push(tmp.to_path_buf());
         Ok(PendingFile {
@@ -225,7 +224,7 @@ impl PendingFile {
                         self.path.display()
                     ))
                 } else {
-                    Error::io(&self.path, e.error)
+                    Error::io(&self.path, without_temp_name(e.error))
                 });
             }
         }
@@ -244,6 +243,16 @@ impl Drop for PendingFile {
             // Removes the file while the registry still agrees.
             drop(tmp);
         }
+    }
+}
+
+/// tempfile's errors end in `at path ".NAME.XXXX.partial"`: a name that
+/// means nothing to the user, who knows the output by its final name.
+fn without_temp_name(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path ") {
+        Some(i) => std::io::Error::new(e.kind(), text[..i].to_string()),
+        None => e,
     }
 }
 

@@ -92,7 +92,8 @@ pub struct ChownArgs {
     #[command(flatten)]
     image: ImageArgs,
     /// UID, UID:GID or :GID (numeric)
-    owner: String,
+    #[arg(value_parser = parse_owner_arg)]
+    owner: (Option<u32>, Option<u32>),
     /// Path inside the image
     path: String,
 }
@@ -181,6 +182,10 @@ pub fn chmod(args: ChmodArgs) -> anyhow::Result<()> {
     change(&args.image, |fs| fs.set_mode(&args.path, args.mode))
 }
 
+fn parse_owner_arg(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    parse_owner(text).map_err(|e| e.to_string())
+}
+
 /// Parses `UID`, `UID:GID` or `:GID`.
 fn parse_owner(text: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
     let (uid, gid) = match text.split_once(':') {
@@ -204,7 +209,7 @@ fn parse_owner(text: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
 }
 
 pub fn chown(args: ChownArgs) -> anyhow::Result<()> {
-    let (uid, gid) = parse_owner(&args.owner)?;
+    let (uid, gid) = args.owner;
     change(&args.image, |fs| fs.set_owner(&args.path, uid, gid))
 }
 
@@ -225,9 +230,11 @@ fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
 pub fn setxattr(args: SetxattrArgs) -> anyhow::Result<()> {
     let value = match (&args.file, &args.value) {
         (Some(file), _) => std::fs::read(file).with_context(|| file.display().to_string())?,
-        (None, Some(v)) if args.hex => parse_hex(v)?,
+        (None, Some(v)) if args.hex => {
+            parse_hex(v).map_err(|e| crate::cmd::usage::usage(e.to_string()))?
+        }
         (None, Some(v)) => v.as_bytes().to_vec(),
-        (None, None) => bail!("setxattr needs VALUE or --file"),
+        (None, None) => return Err(crate::cmd::usage::usage("setxattr needs VALUE or --file")),
     };
     change(&args.image, |fs| {
         fs.set_xattr(&args.path, &args.name, &value)

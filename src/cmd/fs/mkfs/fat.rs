@@ -7,6 +7,7 @@ use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::fat::{format, FatBits, FormatOptions};
 use imagegen::layout::select;
+use imagegen::mkfs::fat::check_size;
 use imagegen::sink::PendingFile;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let size = args.size.context("--size is required without --part")?;
+    check_size(size, &opts).with_context(|| out.display().to_string())?;
     let made = (|| -> anyhow::Result<()> {
         let pending = PendingFile::create_checked(out, args.force, &[])?;
         let dev = pending.device(size)?;
