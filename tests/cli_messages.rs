@@ -4,46 +4,10 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn nodeimg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("nodeimg runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nodeimg(args);
-    assert!(
-        out.status.success(),
-        "nodeimg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must exit with `code` and one line on stderr
-/// containing each of `want`; returns that line.
-fn fails_with(code: i32, args: &[&str], want: &[&str]) -> String {
-    let out = nodeimg(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "nodeimg {args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-    for w in want {
-        assert!(err.contains(w), "{err:?} lacks {w:?}");
-    }
-    err
-}
-
-fn fails(args: &[&str], want: &[&str]) -> String {
-    fails_with(1, args, want)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 test path")
-}
+mod cli_support;
+use cli_support::*;
 
 fn ext4(dir: &Path) -> std::path::PathBuf {
     let img = dir.join("root.img");

@@ -5,40 +5,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
+
+mod cli_support;
+use cli_support::*;
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nodeimg"));
-    c.env_remove("SOURCE_DATE_EPOCH");
-    c
-}
-
-fn nodeimg(args: &[&str]) -> Output {
-    bin().args(args).output().expect("nodeimg runs")
-}
-
-fn ok(args: &[&str]) {
-    let out = nodeimg(args);
-    assert!(
-        out.status.success(),
-        "nodeimg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs a command that must fail with one line on stderr containing `want`.
-fn fails(args: &[&str], want: &str) {
-    let out = nodeimg(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "nodeimg {args:?} succeeded");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-    assert!(err.contains(want), "{err:?} lacks {want:?}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 test path")
-}
 
 /// Two same-size images that differ in one block, and a delta between them.
 fn images(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -85,12 +56,12 @@ fn an_input_is_never_an_output_even_with_force() {
             if force {
                 args.push("--force");
             }
-            fails(&args, "refusing to write");
+            fails(&args, &["refusing to write"]);
             let mut args = vec!["delta", "apply", s(&base), s(&delta), "-o", s(out)];
             if force {
                 args.push("--force");
             }
-            fails(&args, "refusing to write");
+            fails(&args, &["refusing to write"]);
         }
     }
     fails(
@@ -103,7 +74,7 @@ fn an_input_is_never_an_output_even_with_force() {
             s(&delta),
             "--force",
         ],
-        "it is also an input",
+        &["it is also an input"],
     );
     assert_eq!(fingerprint(&base), before, "the base is untouched");
 
@@ -121,7 +92,7 @@ fn an_input_is_never_an_output_even_with_force() {
         "--from",
         s(&fs),
     ];
-    fails(&[&mkfs[..], &["--force"]].concat(), "refusing to write");
+    fails(&[&mkfs[..], &["--force"]].concat(), &["refusing to write"]);
     fails(
         &[
             "fs",
@@ -133,7 +104,7 @@ fn an_input_is_never_an_output_even_with_force() {
             "--from",
             s(&fs),
         ],
-        "refusing to write",
+        &["refusing to write"],
     );
     assert_eq!(fingerprint(&fs), fs_before);
     only(
@@ -161,7 +132,7 @@ fn an_existing_output_needs_force() {
     ];
     for args in &cases {
         std::fs::write(&out, b"precious").unwrap();
-        fails(args, "already exists; use --force to replace it");
+        fails(args, &["already exists; use --force to replace it"]);
         assert_eq!(std::fs::read(&out).unwrap(), b"precious", "{args:?}");
         ok(&[&args[..], &["--force"]].concat());
         assert_ne!(std::fs::read(&out).unwrap(), b"precious", "{args:?}");
@@ -177,11 +148,11 @@ fn an_existing_output_needs_force() {
             s(tmp.path()),
             "--force",
         ],
-        "is a directory",
+        &["is a directory"],
     );
     fails(
         &["fs", "mkfs", "fat", "/dev/null", "--size", "34M", "--force"],
-        "not a regular file",
+        &["not a regular file"],
     );
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata("/dev/null")
