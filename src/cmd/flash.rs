@@ -26,7 +26,7 @@ pub struct FlashArgs {
     /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image.
     #[arg(long = "device", value_name = "DEV", required = true)]
     pub devices: Vec<PathBuf>,
-    /// Node delta (from `nodeimg stamp`) applied on the fly: SOURCE is then its base image.
+    /// Node delta (made by `nodeimg delta create`) applied on the fly: SOURCE is then its base image.
     #[arg(long, value_name = "NODE.delta")]
     pub delta: Option<PathBuf>,
     /// bmaptool block map of the image: write only the blocks it lists (plus what a delta changes).
