@@ -265,3 +265,54 @@ fn sigterm_during_mkfs_removes_the_unfinished_image() {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
     only(&work, &[]);
 }
+
+#[test]
+fn a_signal_during_an_in_place_change_waits_for_a_consistent_image() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("root.img");
+    ok(&["fs", "mkfs", "ext4", s(&img), "--size", "512M"]);
+    let local = tmp.path().join("big.bin");
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8 | 1).collect();
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&local).unwrap());
+        for _ in 0..256 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let child = bin()
+        .args(["fs", "put", s(&img), s(&local), "/big.bin"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The writer holds the image's lock while it changes it.
+    let probe = std::fs::File::open(&img).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // SAFETY: flock(2) on our own descriptor; released right away.
+        let free = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if !free {
+            break;
+        }
+        // SAFETY: as above.
+        unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_UN) };
+        assert!(Instant::now() < deadline, "the writer never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("completed first"), "{err}");
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", s(&img)])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck after the interrupted put: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}

@@ -117,11 +117,18 @@ pub struct SetxattrArgs {
     file: Option<PathBuf>,
 }
 
-/// Runs `change` on the image opened for writing, then flushes it.
+/// Set by the first SIGINT/SIGTERM during a change; nothing polls it: the
+/// change (short) completes and flushes, then the process exits 130/143.
+static DEFER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `change` on the image opened for writing, then flushes it. A signal
+/// does not cut a change in half: it takes effect once the image is
+/// consistent again (a second signal still exits at once).
 fn change(
     image: &ImageArgs,
     change: impl FnOnce(&mut dyn Filesystem) -> imagegen::Result<()>,
 ) -> anyhow::Result<()> {
+    crate::signals::cooperate(&DEFER, "the change in progress was completed first");
     let mut fs = open_fs(image, true)?;
     change(&mut *fs).map_err(|e| in_image(e, &image.image))?;
     fs.flush().map_err(|e| in_image(e, &image.image))?;
