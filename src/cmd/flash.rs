@@ -251,7 +251,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let cancel = flasher::interrupt::flag();
     crate::signals::cooperate(
         cancel,
-        "the cards hold part of the image and no partition table",
+        "the cards hold part of the image; the partition table was not written",
     );
     let random = prepared.source.random_access();
     let (reports, hashes) = flasher::writer::write_all(
@@ -293,11 +293,19 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         );
     }
     drop(observer);
-    if crate::signals::interrupted() {
-        // main prints the one line that says so.
+    // Interrupted: main prints the one line that says so; JSON readers
+    // still get their summary on stdout.
+    let interrupted = crate::signals::interrupted();
+    if interrupted && !args.json {
         return Ok(ExitCode::FAILURE);
     }
-    Ok(summarise(&args, plan, &outcomes, source_error))
+    Ok(summarise(
+        &args,
+        plan,
+        &outcomes,
+        source_error,
+        !interrupted,
+    ))
 }
 
 fn verify_all(
@@ -349,6 +357,7 @@ fn summarise(
     plan: &Plan,
     outcomes: &[Outcome],
     source_error: Option<String>,
+    to_stderr: bool,
 ) -> ExitCode {
     let failed = source_error.is_some() || outcomes.iter().any(|o| o.error.is_some());
     let mbps = |o: &Outcome| {
@@ -384,6 +393,9 @@ fn summarise(
             "source_error": source_error,
             "devices": devices,
         }));
+    }
+    if !to_stderr {
+        return ExitCode::FAILURE;
     }
     if let Some(e) = &source_error {
         eprintln!("nodeimg: error: reading {}: {e}", args.source.display());
