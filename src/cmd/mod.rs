@@ -6,6 +6,7 @@ mod flash;
 pub mod fs;
 mod inspect;
 pub mod size;
+pub mod usage;
 mod verify;
 
 use clap::Subcommand;

@@ -11,20 +11,16 @@
 use super::bytes::{put_u16, put_u32, u16_at, u32_at};
 use mkext4::csum::crc32c_raw;
 
-/// CRC-16 (polynomial 0x8005, reflected), in e2fsprogs' raw-register
-/// convention: the caller passes the running value, no final inversion.
-pub fn crc16(mut crc: u16, data: &[u8]) -> u16 {
-    for &byte in data {
-        crc ^= u16::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
+/// CRC-16/ARC (polynomial 0x8005, reflected), for `gdt_csum`.
+const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_ARC);
+
+/// CRC-16 in e2fsprogs' raw-register convention: the caller passes the
+/// running value, no final inversion. The `crc` crate takes an initial value
+/// in unreflected form, hence the bit reversal.
+pub fn crc16(crc: u16, data: &[u8]) -> u16 {
+    let mut digest = CRC16.digest_with_initial(crc.reverse_bits());
+    digest.update(data);
+    digest.finalize()
 }
 
 /// Checksum of group descriptor `group` (`desc` is the whole descriptor,
@@ -149,5 +145,30 @@ mod tests {
     fn crc16_matches_the_arc_check_value() {
         // CRC-16/ARC of "123456789" (init 0, no inversion) is 0xBB3D.
         assert_eq!(crc16(0, b"123456789"), 0xBB3D);
+    }
+
+    /// e2fsprogs' bitwise loop, as the oracle for running values.
+    fn bitwise(mut crc: u16, data: &[u8]) -> u16 {
+        for &byte in data {
+            crc ^= u16::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    #[test]
+    fn crc16_chains_like_e2fsprogs() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for init in [0u16, !0, 0x1234, 0x8001] {
+            assert_eq!(crc16(init, &data), bitwise(init, &data), "{init:#x}");
+            let split = crc16(crc16(init, &data[..77]), &data[77..]);
+            assert_eq!(split, bitwise(init, &data));
+        }
     }
 }

@@ -122,15 +122,7 @@ pub struct Ext4Details {
 }
 
 fn uuid_string(u: &[u8; 16]) -> String {
-    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
+    uuid::Uuid::from_bytes(*u).to_string()
 }
 
 /// Inode flags worth showing in `stat`.

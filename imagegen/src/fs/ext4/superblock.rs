@@ -350,10 +350,16 @@ impl Superblock {
     /// Why this filesystem must not be changed, if it must not.
     pub fn write_refusal(&self) -> Option<String> {
         if self.has_incompat(incompat::RECOVER) {
-            return Some("the journal needs recovery (mount it once or run e2fsck)".into());
+            return Some(
+                "the journal needs recovery: it is mounted now, or was not cleanly unmounted (unmount it; if it is not mounted, run e2fsck on it)"
+                    .into(),
+            );
         }
         if self.state & 1 == 0 {
-            return Some("it was not cleanly unmounted (run e2fsck first)".into());
+            return Some(
+                "it is mounted now, or was not cleanly unmounted (unmount it; if it is not mounted, run e2fsck on it)"
+                    .into(),
+            );
         }
         if self.state & 2 != 0 {
             return Some("it is marked as having errors (run e2fsck first)".into());
