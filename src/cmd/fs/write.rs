@@ -1,6 +1,6 @@
 //! The verbs that change the image: `put`, `mkdir`, `rm`, `symlink`, `link`,
-//! `chmod`, `chown`, `setxattr`. Each opens the image writable, makes one
-//! change and flushes.
+//! `chmod`, `chown`, `setxattr`. Each checks an ext filesystem's maps
+//! (`fs check`), opens the image writable, makes one change and flushes.
 
 use super::image::{in_image, open_fs, ImageArgs};
 use anyhow::{bail, Context};
@@ -129,6 +129,7 @@ fn change(
     change: impl FnOnce(&mut dyn Filesystem) -> imagegen::Result<()>,
 ) -> anyhow::Result<()> {
     crate::signals::cooperate(&DEFER, "the change in progress was completed first");
+    super::check::refuse_if_inconsistent(image)?;
     let mut fs = open_fs(image, true)?;
     change(&mut *fs).map_err(|e| in_image(e, &image.image))?;
     fs.flush().map_err(|e| in_image(e, &image.image))?;
@@ -152,12 +153,12 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     };
     let mut kept = true;
     change(&args.image, |fs| {
-        fs.write_file(&args.path, &mut file, meta.len(), &attrs)?;
-        let st = fs.stat(&args.path)?;
-        kept = (args.mode.is_none() || st.mode.is_some())
-            && (args.uid.is_none() || st.uid.is_some())
-            && (args.gid.is_none() || st.gid.is_some());
-        Ok(())
+        // Asked before the write: after it, a failure would come too late.
+        let root = fs.stat("/")?;
+        kept = (args.mode.is_none() || root.mode.is_some())
+            && (args.uid.is_none() || root.uid.is_some())
+            && (args.gid.is_none() || root.gid.is_some());
+        fs.write_file(&args.path, &mut file, meta.len(), &attrs)
     })?;
     if !kept {
         eprintln!("nodeimg: note: this filesystem keeps no owners or permission bits; --mode/--uid/--gid were not stored");

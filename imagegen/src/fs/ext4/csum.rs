@@ -1,7 +1,14 @@
-//! The checksums ext4 uses that `mkext4::csum` does not provide: the crc16 of
-//! the older `gdt_csum` feature and the full-width group-descriptor and
-//! bitmap checksums of 64-byte descriptors.
+//! One verify/seal pair per checksummed block kind, so every reader and
+//! writer of a kind agrees: directory leaves (the 12-byte `0xDE` tail),
+//! htree index nodes (the `dx_tail` after `limit` entries), extent-tree
+//! blocks (crc after `max` entries) and extended-attribute blocks (crc at
+//! 0x10 over the block number and the block). Also the checksums
+//! `mkext4::csum` does not provide: the crc16 of the older `gdt_csum`
+//! feature and the group-descriptor checksum. (Inodes, bitmaps and the
+//! superblock carry their checksum in their own structure: `Inode::seal` /
+//! `checksum_ok`, `put_*_bitmap` / `*_bitmap`, `Superblock::seal` / `parse`.)
 
+use super::bytes::{put_u16, put_u32, u16_at, u32_at};
 use mkext4::csum::crc32c_raw;
 
 /// CRC-16/ARC (polynomial 0x8005, reflected), for `gdt_csum`.
@@ -39,6 +46,94 @@ pub fn group_desc(
         let c = crc16(c, &le_group);
         let c = crc16(c, &desc[..0x1E]);
         crc16(c, &desc[0x20..])
+    }
+}
+
+/// Length of a directory leaf's checksum tail.
+pub const DIR_TAIL: usize = 12;
+
+/// Whether a directory leaf ends in a checksum tail.
+pub fn dir_has_tail(buf: &[u8]) -> bool {
+    let t = buf.len() - DIR_TAIL;
+    u32_at(buf, t) == 0
+        && u16_at(buf, t + 4) == DIR_TAIL as u16
+        && buf[t + 6] == 0
+        && buf[t + 7] == 0xDE
+}
+
+/// Whether a directory leaf carries a tail and its checksum is right.
+pub fn dir_leaf_ok(buf: &[u8], seed: u32) -> bool {
+    let t = buf.len() - DIR_TAIL;
+    dir_has_tail(buf) && crc32c_raw(seed, &buf[..t]) == u32_at(buf, t + 8)
+}
+
+/// Writes a directory leaf's tail (when `seed` is given) with its checksum.
+pub fn dir_leaf_seal(buf: &mut [u8], seed: Option<u32>) {
+    if let Some(seed) = seed {
+        let t = buf.len() - DIR_TAIL;
+        put_u32(buf, t, 0);
+        put_u16(buf, t + 4, DIR_TAIL as u16);
+        buf[t + 6] = 0;
+        buf[t + 7] = 0xDE;
+        let c = crc32c_raw(seed, &buf[..t]);
+        put_u32(buf, t + 8, c);
+    }
+}
+
+/// Whether the htree index node whose `limit`/`count` header is at
+/// `count_off` has a right `dx_tail` checksum.
+pub fn dx_ok(buf: &[u8], seed: u32, count_off: usize) -> bool {
+    let limit = usize::from(u16_at(buf, count_off));
+    let count = u16_at(buf, count_off + 2);
+    let tail = count_off + limit * 8;
+    tail + 8 <= buf.len()
+        && mkext4::csum::dx_block(seed, buf, count_off, count, limit as u16)
+            == u32_at(buf, tail + 4)
+}
+
+/// Recomputes an htree index node's `dx_tail` checksum.
+pub fn dx_seal(buf: &mut [u8], seed: Option<u32>, count_off: usize) {
+    if let Some(seed) = seed {
+        let limit = usize::from(u16_at(buf, count_off));
+        let count = u16_at(buf, count_off + 2);
+        let tail = count_off + limit * 8;
+        if tail + 8 <= buf.len() {
+            let c = mkext4::csum::dx_block(seed, buf, count_off, count, limit as u16);
+            put_u32(buf, tail + 4, c);
+        }
+    }
+}
+
+/// Whether an extent-tree block's checksum (after `max` entries) is right.
+pub fn extent_block_ok(buf: &[u8], seed: u32) -> bool {
+    let max = usize::from(u16_at(buf, 4));
+    let tail = 12 + max * 12;
+    tail + 4 <= buf.len() && crc32c_raw(seed, &buf[..tail]) == u32_at(buf, tail)
+}
+
+/// Writes an extent-tree block's checksum.
+pub fn extent_block_seal(buf: &mut [u8], seed: Option<u32>) {
+    if let Some(seed) = seed {
+        let max = usize::from(u16_at(buf, 4));
+        let tail = 12 + max * 12;
+        if tail + 4 <= buf.len() {
+            let c = crc32c_raw(seed, &buf[..tail]);
+            put_u32(buf, tail, c);
+        }
+    }
+}
+
+/// Whether extended-attribute block `b`'s checksum is right.
+pub fn xattr_block_ok(buf: &[u8], fs_seed: u32, b: u64) -> bool {
+    mkext4::csum::xattr_block(fs_seed, b, buf) == u32_at(buf, 0x10)
+}
+
+/// Writes extended-attribute block `b`'s checksum (when `fs_seed` is given).
+pub fn xattr_block_seal(buf: &mut [u8], fs_seed: Option<u32>, b: u64) {
+    if let Some(seed) = fs_seed {
+        put_u32(buf, 0x10, 0);
+        let c = mkext4::csum::xattr_block(seed, b, buf);
+        put_u32(buf, 0x10, c);
     }
 }
 
