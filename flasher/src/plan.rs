@@ -306,6 +306,9 @@ mod tests {
             blocks_count: 2,
             mapped_blocks_count: 1,
             mapped: RangeSet::full(4096),
+            checksum_type: None,
+            checksums: Vec::new(),
+            protection: crate::bmap::Protection::None,
         };
         let src = Source::Random(Arc::new(MemDevice::zeroed(4096)));
         let err = build(
