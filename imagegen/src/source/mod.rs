@@ -3,8 +3,10 @@
 //! names), with bounded memory; and SHA-256 computed while streaming.
 
 mod hash;
+mod size;
 
 pub use hash::{sha256_file, sha256_reader, to_hex, Sha256Reader};
+pub use size::recorded_size;
 
 use crate::{Error, Result};
 use serde::Serialize;
