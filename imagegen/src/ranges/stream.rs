@@ -251,7 +251,14 @@ impl StreamMapper {
                 State::Probing => {
                     store.insert(from, slice(&Extent::new(from, to)));
                     part.state = open(&store, p, to);
-                    ov
+                    // Opened within this block: its map decides the block too.
+                    match &mut part.state {
+                        State::Fat(_, map) => map.intersect(&ov),
+                        State::Ext4(_, x) => {
+                            ext4_select(x, p.start, from, to, &mut part.late, &mut part.trouble)
+                        }
+                        State::Probing | State::Whole(_) => ov,
+                    }
                 }
                 State::Fat(_, map) => map.intersect(&ov),
                 State::Whole(_) => ov,
@@ -465,4 +472,139 @@ fn group_of(fs: &Ext4Fs<Win>, rel: u64) -> u32 {
         }
     }
     lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::FileDevice;
+    use crate::layout;
+    use std::process::{Command, Stdio};
+
+    fn sh(cmd: &str, args: &[&str]) {
+        let out = Command::new(cmd).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// MBR, FAT at 1 MiB (8 MiB), ext4 at 9 MiB (`blocks` 1 KiB blocks) with files.
+    fn image(dir: &std::path::Path, ext4_args: &[&str]) -> std::path::PathBuf {
+        let img = dir.join("s.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(48 << 20)
+            .unwrap();
+        let mut c = Command::new("sfdisk")
+            .args(["-q", img.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\n2048,16384,c\n18432,,83\n")
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+        sh(
+            "mkfs.fat",
+            &["--offset", "2048", img.to_str().unwrap(), "8192"],
+        );
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        for i in 0..6u32 {
+            let v: Vec<u8> = (0..1_500_000u32)
+                .map(|j| (j * (i + 3) % 253) as u8)
+                .collect();
+            std::fs::write(tree.join(format!("f{i}")), v).unwrap();
+        }
+        let mut args = vec!["-q", "-F"];
+        args.extend_from_slice(ext4_args);
+        let off = format!("offset={}", 18432 * 512);
+        let t = tree.to_str().unwrap().to_string();
+        args.extend_from_slice(&["-E", &off, "-d", &t, img.to_str().unwrap(), "39M"]);
+        sh("mkfs.ext4", &args);
+        img
+    }
+
+    fn learn(img: &std::path::Path, step: usize) -> (RangeSet, Vec<LearnedRegion>) {
+        let data = std::fs::read(img).unwrap();
+        let table = layout::read_table(&FileDevice::open(img).unwrap()).unwrap();
+        let mut m = StreamMapper::new(data.len() as u64, &table.partitions);
+        let mut all = RangeSet::new();
+        for (i, piece) in data.chunks(step).enumerate() {
+            let off = (i * step) as u64;
+            let sel = m.feed(off, piece).unwrap();
+            assert!(sel
+                .subtract(&RangeSet::from_extents(vec![Extent::new(
+                    off,
+                    off + piece.len() as u64
+                )]))
+                .is_empty());
+            all = all.union(&sel);
+        }
+        assert_eq!(&all, m.selected());
+        (all, m.regions())
+    }
+
+    fn random_map(img: &std::path::Path) -> RangeSet {
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(img).unwrap());
+        let table = layout::read_table(&*dev).unwrap();
+        let mut set = RangeSet::full(table.partitions[0].start);
+        for p in &table.partitions {
+            let (_, s) = super::super::filesystem_map(&dev, p).unwrap().unwrap();
+            set = set.union(&s);
+        }
+        set
+    }
+
+    #[test]
+    fn the_stream_learns_what_random_access_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 KiB blocks, 8 MiB groups: several groups, bitmaps packed by flex_bg.
+        let img = image(dir.path(), &["-b", "1024"]);
+        let random = random_map(&img);
+        for step in [1 << 20, 4 << 20, 3 * 4096 + 512] {
+            let (learned, regions) = learn(&img, step);
+            // Never less than the maps say; more only where a bitmap came late.
+            assert!(random.subtract(&learned).is_empty(), "step {step}");
+            let late: u64 = regions
+                .iter()
+                .filter(|r| r.how.contains("bitmaps come after"))
+                .count() as u64;
+            if late == 0 {
+                assert_eq!(learned, random, "step {step}: {regions:?}");
+            }
+            assert!(learned.bytes() < 30 << 20, "sparse: {}", learned.bytes());
+            assert!(
+                regions[1].how.starts_with("fat12 allocation map"),
+                "{regions:?}"
+            );
+            assert!(
+                regions[2].how.starts_with("ext4 allocation map"),
+                "{regions:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ext4_that_is_not_clean_is_learned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), &[]);
+        let fs_at = format!("{}?offset={}", img.display(), 18432 * 512);
+        sh("debugfs", &["-w", "-R", "feature needs_recovery", &fs_at]);
+        let (learned, regions) = learn(&img, 1 << 20);
+        let p2 = &regions[2];
+        assert!(p2.how.contains("journal needs recovery"), "{regions:?}");
+        assert_eq!(p2.selected, p2.len);
+        assert!(learned.bytes() > 39 << 20);
+        // Random access says the same.
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&img).unwrap());
+        let table = layout::read_table(&*dev).unwrap();
+        let err = super::super::filesystem_map(&dev, &table.partitions[1]).unwrap_err();
+        assert!(err.contains("journal needs recovery"), "{err}");
+    }
 }
