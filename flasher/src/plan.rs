@@ -199,10 +199,10 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
                 let (provider, set) = match filesystem_map(&dev, p) {
                     Ok(Some(found)) => found,
                     Ok(None) => fallback(&region, hints)?,
-                    Err(why) => {
-                        let (provider, set) = fallback(&region, hints)?;
-                        (format!("{provider} ({why})"), set)
-                    }
+                    // A map that exists but cannot be trusted (a journal to
+                    // replay, an unclean unmount, damage): all of it, holes
+                    // of a sparse file included, as they may hide live data.
+                    Err(why) => (format!("in full ({why})"), region.clone()),
                 };
                 regions.push(Region {
                     what: format!("partition {} (type {})", p.number, p.kind),

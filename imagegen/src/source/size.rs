@@ -14,11 +14,17 @@ use std::path::Path;
 /// container records it.
 pub fn recorded_size(path: &Path, compression: Compression) -> Result<Option<u64>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let io = |e| Error::io(path, e);
-    match compression {
-        Compression::Xz => xz_size(&f).map_err(io),
-        Compression::Zstd => zstd_size(&f).map_err(io),
+    let found = match compression {
+        Compression::Xz => xz_size(&f),
+        Compression::Zstd => zstd_size(&f),
         _ => Ok(None),
+    };
+    match found {
+        // A truncated container records nothing trustworthy; decoding it
+        // says what is wrong.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(None),
+        other => other.map_err(|e| Error::io(path, e)),
     }
 }
 
