@@ -151,18 +151,15 @@ pub fn write_all(
                     }
                 }
             }
-            let result = match (failed, &checks) {
-                (Some(e), _) => Err(e),
-                (None, Some(v)) => v.finish().map(|()| v.verified()).map_err(Error::from),
-                (None, None) => Ok(0),
-            };
-            (h.map(Hasher::finish).unwrap_or_default(), result)
+            (h.map(Hasher::finish).unwrap_or_default(), failed, checks)
         });
         let mut htx = want_hasher.then_some(htx);
         let mut table_chunks = Vec::new();
         let mut through = 0u64;
+        let mut stopped = false;
         let mut each = |chunk: Chunk| {
             if cancel.load(Ordering::Relaxed) || bad_image.load(Ordering::Relaxed) {
+                stopped = true;
                 return false;
             }
             let c = Arc::new(chunk);
@@ -183,7 +180,9 @@ pub fn write_all(
             } else {
                 send_all(&mut senders, || Msg::Data(c.clone(), through));
             }
-            targets.is_empty() || senders.iter().any(Option::is_some)
+            let go_on = targets.is_empty() || senders.iter().any(Option::is_some);
+            stopped |= !go_on;
+            go_on
         };
         let mut mapper = plan
             .learn
@@ -208,7 +207,15 @@ pub fn write_all(
             other => other,
         };
         drop(htx);
-        let (hashes, checked) = hasher.join().expect("hasher thread does not panic");
+        let (hashes, failed, checks) = hasher.join().expect("hasher thread does not panic");
+        // A range can be judged unread only when the read ran to its end (it
+        // stops early when every card has failed, and that is not the image's fault).
+        let checked = match (failed, checks) {
+            (Some(e), _) => Err(e),
+            (None, Some(v)) if !stopped => v.finish().map(|()| v.verified()).map_err(Error::from),
+            (None, Some(v)) => Ok(v.verified()),
+            (None, None) => Ok(0),
+        };
         let read = read.and(checked);
         let hashes = Arc::new(hashes);
         if read.is_ok() {

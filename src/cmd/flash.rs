@@ -298,7 +298,16 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     );
     drop(observer);
     let (plan, source_error) = match read {
-        Ok(w) => (w.plan, None),
+        Ok(w) => {
+            if w.checked > 0 && !args.json {
+                eprintln!(
+                    "{}: {} in every bmap range matched its checksum",
+                    args.source.display(),
+                    human(w.checked)
+                );
+            }
+            (w.plan, None)
+        }
         Err(e) => (prepared.plan, Some(format!("{e:#}"))),
     };
     let outcomes: Vec<Outcome> = reports

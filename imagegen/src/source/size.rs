@@ -86,7 +86,7 @@ fn xz_size(f: &File) -> std::io::Result<Option<u64>> {
                 .ok_or_else(bad)?;
             total = total.checked_add(size).ok_or_else(bad)?;
         }
-        let stream = 12 + blocks + backward + 12;
+        let stream = blocks.saturating_add(backward + 24);
         if stream > end {
             return Ok(None);
         }
