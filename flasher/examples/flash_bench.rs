@@ -238,7 +238,7 @@ fn main() {
     let xz = format!("{img_s}.xz");
     let zst = format!("{img_s}.zst");
     let t0 = Instant::now();
-    run("xz", &["-T2", "-1", "-k", &img_s]);
+    run("xz", &["-T2", "-0", "-k", &img_s]);
     run("zstd", &["-q", "-T2", "-k", &img_s, "-o", &zst]);
     eprintln!(
         "compressing took {:.1} s (not counted)",
@@ -373,8 +373,9 @@ fn main() {
 fn mapped_bytes(bmap: &Path) -> u64 {
     let text = std::fs::read_to_string(bmap).unwrap();
     let field = |tag: &str| -> u64 {
-        text.split(&format!("<{tag}>"))
-            .nth(1)
+        // The last occurrence: bmaptool's header comment names the tags too.
+        text.rsplit(&format!("<{tag}>"))
+            .next()
             .and_then(|r| r.split('<').next())
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{tag} in {}", bmap.display()))
