@@ -1,6 +1,9 @@
 //! Benchmark of `nodeimg flash` against `dd` and `bmaptool copy`, on the same
 //! loop device, for an image of which about a quarter is used (a real ext4
-//! filesystem with files in it). Not a test: run it by hand, as root:
+//! filesystem with files in it), raw and compressed (`.xz`, `.zst`: nodeimg
+//! without a bmap against `xz -dc | dd` and `bmaptool copy` with one), and
+//! the physical floor: the used bytes divided by the device's sequential
+//! write rate, measured in the same run. Not a test: run it by hand, as root:
 //!
 //! ```text
 //! cargo build --release --bin nodeimg
@@ -231,27 +234,151 @@ fn main() {
             ]),
         ),
     ];
+    // Compressed copies of the same image, as they are published.
+    let xz = format!("{img_s}.xz");
+    let zst = format!("{img_s}.zst");
+    let t0 = Instant::now();
+    run("xz", &["-T2", "-0", "-k", &img_s]);
+    run("zstd", &["-q", "-T2", "-k", &img_s, "-o", &zst]);
+    eprintln!(
+        "compressing took {:.1} s (not counted)",
+        t0.elapsed().as_secs_f64()
+    );
+    run("cat", &[&xz, &zst, "/dev/null"]);
+    let mut compressed: Vec<(String, Vec<String>)> = Vec::new();
+    for (file, decompress) in [(&xz, "xz -dc"), (&zst, "zstd -dc")] {
+        let ext = file.rsplit('.').next().unwrap();
+        compressed.push((
+            format!("nodeimg flash .{ext} (verify)"),
+            s(&[
+                &nodeimg,
+                "flash",
+                file,
+                "--device",
+                "{dev}",
+                "--allow-fixed",
+                "--yes",
+                "--json",
+                "--no-bmap",
+            ]),
+        ));
+        compressed.push((
+            format!("nodeimg flash .{ext} --bmap (verify)"),
+            s(&[
+                &nodeimg,
+                "flash",
+                file,
+                "--bmap",
+                &bmap_s,
+                "--device",
+                "{dev}",
+                "--allow-fixed",
+                "--yes",
+                "--json",
+            ]),
+        ));
+        compressed.push((
+            format!("{decompress} | dd"),
+            s(&[
+                "sh",
+                "-c",
+                &format!(
+                    "{decompress} {file} | dd of={{dev}} bs=4M iflag=fullblock oflag=direct conv=fsync status=none"
+                ),
+            ]),
+        ));
+        compressed.push((
+            format!("bmaptool copy --bmap .{ext}"),
+            s(&["bmaptool", "-q", "copy", "--bmap", &bmap_s, file, "{dev}"]),
+        ));
+    }
     let mut results = Vec::new();
     for (name, cmd) in &contenders {
         let best = (0..2)
             .map(|_| time_on_fresh_device(d, size, cmd))
             .fold(f64::INFINITY, f64::min);
         eprintln!("{name}: {best:.2} s");
-        results.push((*name, best));
+        results.push((name.to_string(), best));
     }
+    let mut zresults = Vec::new();
+    for (name, cmd) in &compressed {
+        let best = (0..2)
+            .map(|_| time_on_fresh_device(d, size, cmd))
+            .fold(f64::INFINITY, f64::min);
+        eprintln!("{name}: {best:.2} s");
+        zresults.push((name.clone(), best));
+    }
+    // The floor: the device's sequential write rate, from 1 GiB (or the
+    // whole image if smaller) of the image's cached bytes written direct.
+    let probe_mib = (size >> 20).min(1024);
+    let floor_cmd = s(&[
+        "dd",
+        &format!("if={img_s}"),
+        "of={dev}",
+        "bs=4M",
+        &format!("count={}", probe_mib / 4),
+        "oflag=direct",
+        "conv=fsync",
+        "status=none",
+    ]);
+    let rate_secs = (0..2)
+        .map(|_| time_on_fresh_device(d, size, &floor_cmd))
+        .fold(f64::INFINITY, f64::min);
+    let rate = (probe_mib << 20) as f64 / rate_secs;
+    let used = mapped_bytes(&bmap);
+    let floor = used as f64 / rate;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let dd = results[2].1;
     let bmaptool = results[3].1;
-    println!("image: {size_gib} GiB, ext4 ~25% used; bmaptool create took {bmap_create:.2} s (not counted)");
     println!(
-        "{:<36} {:>9} {:>10} {:>14}",
-        "command", "seconds", "vs dd", "vs bmaptool"
+        "image: {size_gib} GiB, ext4 ~25% used ({:.0} MiB mapped); bmaptool create took {bmap_create:.2} s (not counted)",
+        used as f64 / 1048576.0
+    );
+    println!(
+        "device sequential write rate: {:.0} MB/s; floor (mapped bytes / rate): {floor:.2} s",
+        rate / 1e6
+    );
+    println!("load average at the end: {}", load.trim());
+    println!(
+        "{:<40} {:>9} {:>10} {:>14} {:>10}",
+        "raw image", "seconds", "vs dd", "vs bmaptool", "/ floor"
     );
     for (name, secs) in &results {
         println!(
-            "{name:<36} {secs:>9.2} {:>9.2}x {:>13.2}x",
+            "{name:<40} {secs:>9.2} {:>9.2}x {:>13.2}x {:>9.2}x",
             dd / secs,
-            bmaptool / secs
+            bmaptool / secs,
+            secs / floor
         );
     }
-    println!("(ratios > 1: faster than the reference)");
+    println!(
+        "{:<40} {:>9} {:>10} {:>14} {:>10}",
+        "compressed image", "seconds", "vs … | dd", "vs bmaptool", "/ floor"
+    );
+    for chunk in zresults.chunks(4) {
+        let (pipe, bmaptool) = (chunk[2].1, chunk[3].1);
+        for (name, secs) in chunk {
+            println!(
+                "{name:<40} {secs:>9.2} {:>9.2}x {:>13.2}x {:>9.2}x",
+                pipe / secs,
+                bmaptool / secs,
+                secs / floor
+            );
+        }
+    }
+    println!("(vs columns > 1: faster than the reference; / floor: times the physical floor)");
+}
+
+/// `MappedBlocksCount × BlockSize` of a bmap file.
+fn mapped_bytes(bmap: &Path) -> u64 {
+    let text = std::fs::read_to_string(bmap).unwrap();
+    let field = |tag: &str| -> u64 {
+        // The last occurrence: bmaptool's header comment names the tags too.
+        text.rsplit(&format!("<{tag}>"))
+            .next()
+            .and_then(|r| r.split('<').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{tag} in {}", bmap.display()))
+    };
+    field("MappedBlocksCount") * field("BlockSize")
 }

@@ -10,6 +10,7 @@
 pub use imagegen::{bmap, ranges};
 
 pub mod devices;
+pub mod integrity;
 pub mod interrupt;
 pub mod plan;
 pub mod platform;
@@ -54,6 +55,10 @@ pub enum Error {
     /// The run was interrupted (Ctrl-C) before the partition table was written.
     #[error("{device}: interrupted after {written} bytes; the partition table was not written")]
     Interrupted { device: String, written: u64 },
+    /// The image failed (unreadable, or not what its bmap says) before the
+    /// partition table was written; the image's error is reported on its own.
+    #[error("{device}: stopped after {written} bytes because the image failed; the partition table was not written")]
+    Abandoned { device: String, written: u64 },
     /// An operating-system error around a device that is not about its data.
     #[error("{context}: {source}")]
     System {

@@ -8,6 +8,12 @@
 //! in full. Zero bytes inside a mapped range are written like any others: a
 //! block is never skipped merely because it reads as zeros. Ranges are widened
 //! to 4 KiB so that direct I/O can take them.
+//!
+//! A compressed image cannot be read at random, so its filesystems' maps are
+//! learned as it streams past ([`imagegen::ranges::StreamMapper`]): the plan
+//! is then [`Plan::learned`] and its data ranges are known only once the
+//! writer has read the image (it returns the plan as learned). One pass over
+//! the image, decompression running beside the writes, and no scratch space.
 
 use crate::bmap::Bmap;
 use crate::ranges::{data_map, filesystem_map, Extent, RangeSet};
@@ -46,11 +52,27 @@ pub struct Plan {
     pub table: RangeSet,
     /// How each region was decided.
     pub regions: Vec<Region>,
+    /// For a stream without a bmap: the partitions whose maps are learned as
+    /// the image passes. `write` then holds only what is written whatever the
+    /// maps say (what a delta changes).
+    pub learn: Option<Vec<Partition>>,
+    /// Compare exactly the mapped bytes: no widening, no table of its own
+    /// (`verify --bmap`, so that padding bmaptool never wrote is not judged).
+    pub exact: bool,
 }
 
 impl Plan {
-    /// Bytes the plan writes, table included.
+    /// Whether the data ranges are learned while the image streams.
+    pub fn learned(&self) -> bool {
+        self.learn.is_some()
+    }
+
+    /// Bytes the plan writes, table included (for a learned plan, before
+    /// the image has been read: at most the whole image).
     pub fn bytes(&self) -> u64 {
+        if self.learned() {
+            return self.image_size;
+        }
         self.write.bytes() + self.table.bytes()
     }
 
@@ -83,6 +105,8 @@ pub struct Hints<'a> {
     pub sparse_file: Option<&'a File>,
     /// Ranges that are always written (what a node delta changes).
     pub changed: Option<&'a RangeSet>,
+    /// With a bmap: plan exactly its ranges (see [`Plan::exact`]).
+    pub exact: bool,
 }
 
 /// Builds the plan for `source`.
@@ -101,11 +125,25 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
         }
         regions.push(Region {
             what: "whole image".into(),
-            provider: format!("bmap {}", bmap.version),
+            provider: format!("bmap {} ({})", bmap.version, bmap.describe_protection()),
             start: 0,
             len: size,
             mapped: bmap.mapped.bytes(),
         });
+        if hints.exact {
+            let write = match hints.changed {
+                Some(c) => bmap.mapped.union(c),
+                None => bmap.mapped.clone(),
+            };
+            return Ok(Plan {
+                image_size: size,
+                write,
+                table: RangeSet::new(),
+                regions,
+                learn: None,
+                exact: true,
+            });
+        }
         bmap.mapped.clone()
     } else {
         let parts: Vec<&Partition> = table_info
@@ -113,7 +151,30 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
             .flat_map(|t| &t.partitions)
             .filter(|p| !p.kind.is_extended() && p.size > 0)
             .collect();
-        if parts.is_empty() || source.random_access().is_none() {
+        if !parts.is_empty() && source.random_access().is_none() {
+            // A stream: maps are learned as it passes (see the module doc).
+            for p in &parts {
+                regions.push(Region {
+                    what: format!("partition {} (type {})", p.number, p.kind),
+                    provider: "learned as the image streams".into(),
+                    start: p.start,
+                    len: p.size,
+                    mapped: p.size,
+                });
+            }
+            let write = hints
+                .changed
+                .map_or_else(RangeSet::new, |c| c.aligned(ALIGN, size).subtract(&table));
+            return Ok(Plan {
+                image_size: size,
+                write,
+                table,
+                regions,
+                learn: Some(parts.into_iter().cloned().collect()),
+                exact: false,
+            });
+        }
+        if parts.is_empty() {
             let what = match &table_info {
                 Some(t) if t.scheme != Scheme::None => "whole image",
                 Some(_) => "whole image (no partition table)",
@@ -138,10 +199,10 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
                 let (provider, set) = match filesystem_map(&dev, p) {
                     Ok(Some(found)) => found,
                     Ok(None) => fallback(&region, hints)?,
-                    Err(why) => {
-                        let (provider, set) = fallback(&region, hints)?;
-                        (format!("{provider} ({why})"), set)
-                    }
+                    // A map that exists but cannot be trusted (a journal to
+                    // replay, an unclean unmount, damage): all of it, holes
+                    // of a sparse file included, as they may hide live data.
+                    Err(why) => (format!("in full ({why})"), region.clone()),
                 };
                 regions.push(Region {
                     what: format!("partition {} (type {})", p.number, p.kind),
@@ -177,7 +238,41 @@ pub fn build(source: &Source, hints: &Hints) -> Result<Plan> {
         write,
         table,
         regions,
+        learn: None,
+        exact: false,
     })
+}
+
+impl Plan {
+    /// The plan as learned from the stream: `selected` by the maps (image
+    /// offsets), with the regions the mapper reports.
+    pub fn with_learned(
+        &self,
+        selected: &RangeSet,
+        regions: Vec<imagegen::ranges::LearnedRegion>,
+    ) -> Plan {
+        let size = self.image_size;
+        Plan {
+            image_size: size,
+            write: selected
+                .union(&self.write)
+                .aligned(ALIGN, size)
+                .subtract(&self.table),
+            table: self.table.clone(),
+            regions: regions
+                .into_iter()
+                .map(|r| Region {
+                    what: r.what,
+                    provider: r.how,
+                    start: r.start,
+                    len: r.len,
+                    mapped: r.selected,
+                })
+                .collect(),
+            learn: None,
+            exact: false,
+        }
+    }
 }
 
 /// A region no filesystem map covers: its data map when the image is a
@@ -306,6 +401,9 @@ mod tests {
             blocks_count: 2,
             mapped_blocks_count: 1,
             mapped: RangeSet::full(4096),
+            checksum_type: None,
+            checksums: Vec::new(),
+            protection: crate::bmap::Protection::None,
         };
         let src = Source::Random(Arc::new(MemDevice::zeroed(4096)));
         let err = build(

@@ -140,6 +140,83 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Reads a whole stream in order, `chunk` bytes at a time, asking
+    /// `select` which bytes of each block to keep (a set inside the block);
+    /// those, and the `table` bytes, widened to [`crate::plan::ALIGN`] and
+    /// cut at the table's boundaries, go to `each` as chunks. The selection
+    /// may depend on everything read before (see `StreamMapper`).
+    pub fn read_selected(
+        &mut self,
+        table: &RangeSet,
+        chunk: usize,
+        pool: &Pool,
+        mut select: impl FnMut(u64, &[u8]) -> Result<RangeSet>,
+        mut each: impl FnMut(Chunk) -> bool,
+    ) -> Result<()> {
+        let size = self.size();
+        let Source::Stream { reader, name, .. } = self else {
+            return Err(
+                imagegen::Error::Invalid("a learned plan needs a streamed image".into()).into(),
+            );
+        };
+        let mut block = vec![0u8; chunk];
+        let mut pos = 0u64;
+        while pos < size {
+            let n = (size - pos).min(chunk as u64) as usize;
+            let buf = &mut block[..n];
+            reader.read_exact(buf).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    imagegen::Error::corrupt(
+                        name.to_string(),
+                        format!(
+                            "the stream ends before byte {}, not at {size}",
+                            pos + n as u64
+                        ),
+                    )
+                } else {
+                    imagegen::Error::io_context(format!("reading {name} at offset {pos}"), e)
+                }
+            })?;
+            let here = RangeSet::from_extents(vec![Extent::new(pos, pos + n as u64)]);
+            let keep = select(pos, buf)?
+                .union(&table.intersect(&here))
+                .aligned(crate::plan::ALIGN, size)
+                .intersect(&here);
+            let pieces = keep
+                .intersect(table)
+                .extents()
+                .iter()
+                .chain(keep.subtract(table).extents())
+                .copied()
+                .collect::<Vec<_>>();
+            let mut pieces = pieces;
+            pieces.sort();
+            for e in pieces {
+                let mut b = pool.get();
+                b.set_len(e.len() as usize);
+                let at = (e.start - pos) as usize;
+                b.as_mut_slice()
+                    .copy_from_slice(&buf[at..at + e.len() as usize]);
+                if !each(Chunk::new(e.start, b, pool)) {
+                    return Ok(());
+                }
+            }
+            pos += n as u64;
+        }
+        let rest = std::io::copy(reader, &mut std::io::sink())
+            .map_err(|e| imagegen::Error::io_context(format!("reading {name}"), e))?;
+        if rest != 0 {
+            return Err(imagegen::Error::corrupt(
+                name.to_string(),
+                format!("the stream holds {} bytes, not {size}", size + rest),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
 fn skip(reader: &mut Box<dyn Read + Send>, n: u64, name: &str) -> Result<()> {
     let copied = std::io::copy(&mut reader.by_ref().take(n), &mut std::io::sink())
         .map_err(|e| imagegen::Error::io_context(format!("reading {name}"), e))?;
@@ -244,8 +321,10 @@ pub struct Image {
 ///
 /// A stream's size is needed before anything is written (the device must be
 /// large enough, GPT keeps a backup table in the last sectors): it comes from
-/// `size_hint` (a bmap's `ImageSize`) or else from a first pass that
-/// decompresses the image and counts its bytes, without storing them.
+/// `size_hint` (a bmap's `ImageSize`), the delta's base, the container's own
+/// records (xz index, zstd frame headers), or else from a first pass that
+/// decompresses the image and counts its bytes, without storing them. A
+/// stream that turns out longer or shorter fails before any table is written.
 ///
 /// The base of a delta is checked against the SHA-256 the delta records: a
 /// raw base by one full read before anything is written, a compressed one as
@@ -306,8 +385,13 @@ pub fn open(path: &Path, delta: Option<&Path>, size_hint: Option<u64>) -> Result
     let size = match (size_hint, &delta) {
         (Some(s), _) => s,
         (None, Some(d)) => d.base().size,
-        (None, None) => std::io::copy(&mut open_stream()?, &mut std::io::sink())
-            .map_err(|e| imagegen::Error::io_context("sizing the image", e))?,
+        (None, None) => match imagegen::source::recorded_size(path, compression)? {
+            Some(s) => s,
+            // The container does not say: count once (the stream's length is
+            // checked again as it is written).
+            None => std::io::copy(&mut open_stream()?, &mut std::io::sink())
+                .map_err(|e| imagegen::Error::io_context("sizing the image", e))?,
+        },
     };
     Ok(Image {
         source: Source::Stream {

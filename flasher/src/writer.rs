@@ -2,21 +2,29 @@
 //! through bounded queues, so several cards are written from one read of the
 //! source and memory stays bounded.
 //!
-//! Order on each target: the sectors that will hold the partition table are
-//! zeroed first (an old table must not survive an interrupted write), every
-//! other planned range is written, the target is flushed, then the table
-//! sectors are written, flushed again and the kernel re-reads the table. A
-//! failure or Ctrl-C before that last step leaves the card without a table.
+//! Order on each target — "a card with a partition table is a verified
+//! card": the sectors that will hold the partition table are zeroed first
+//! (an old table must not survive an interrupted write); every other planned
+//! range is written; the target is flushed; every written block is read back
+//! and compared; only then is the table written, flushed, read back and
+//! compared, and the kernel asked to re-read it. A failure or Ctrl-C before
+//! that leaves the card without a table.
+//!
+//! A hashing thread sees every chunk in offset order: it builds the hashes
+//! read-back compares against, and checks the bmap's range checksums as the
+//! data streams. A damaged image is refused before any card gets its table.
 
 use crate::plan::Plan;
 use crate::progress::{Observer, Phase};
-use crate::ranges::RangeSet;
+use crate::ranges::{RangeSet, StreamMapper};
 use crate::source::{Chunk, Pool, Source};
 use crate::target::Target;
 use crate::verify::{HashList, Hasher};
 use crate::{Error, Result};
+use imagegen::block::BlockDevice;
+use imagegen::bmap::RangeVerifier;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 /// Bytes per chunk read from the source and written in one call.
@@ -24,98 +32,173 @@ pub const CHUNK: usize = 4 << 20;
 /// Chunks queued per consumer before the reader waits.
 const QUEUE: usize = 4;
 
+/// What the run should check besides writing.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Read every written block back before the table is written.
+    pub verify: bool,
+    /// Build the hashes of everything read (for `nodeimg verify`) even
+    /// without targets.
+    pub hash: bool,
+    /// The bmap's range checksums, checked as the data streams.
+    pub checks: Option<RangeVerifier>,
+}
+
 /// What happened on one target.
 #[derive(Debug)]
 pub struct WriteReport {
     /// Bytes written (data and table).
     pub written: u64,
-    /// Wall time from the first write to the end (or the failure).
+    /// Wall time from the first write to the end of writing the data.
     pub seconds: f64,
+    /// Wall time spent reading back.
+    pub verify_seconds: f64,
+    /// Whether every written byte was read back and matched.
+    pub verified: bool,
     /// Outcome: Ok, or the error that stopped this target.
     pub result: Result<()>,
 }
 
+/// What the reader learned: the plan as executed, and the hashes.
+#[derive(Debug)]
+pub struct Written {
+    /// The plan, with learned maps resolved.
+    pub plan: Plan,
+    /// Hashes of everything read (empty unless hashing was asked for).
+    pub hashes: HashList,
+    /// Bytes whose bmap checksums matched.
+    pub checked: u64,
+}
+
 enum Msg {
-    Data(Arc<Chunk>),
-    /// The source is done; the table chunks follow in this message.
-    End(Vec<Arc<Chunk>>),
+    /// A chunk, and how far into the image the reader has come.
+    Data(Arc<Chunk>, u64),
+    /// The source is done and passed its checks: verify, then the table.
+    End {
+        tables: Vec<Arc<Chunk>>,
+        hashes: Option<Arc<HashList>>,
+    },
 }
 
 /// Writes `plan` from `source` to every target concurrently. Returns one
-/// report per target (in order) and, when `hash` is set, the hashes of
-/// everything written, for verification (hashing runs on its own thread);
-/// `Err` only when the source itself failed, in which case no target got a
-/// partition table.
+/// report per target (in order) and what was read; `Err` when the source
+/// failed (unreadable, or not what its bmap says), in which case no target
+/// got a partition table.
 pub fn write_all(
     mut source: Source,
     plan: &Plan,
     targets: &[Arc<dyn Target>],
-    hash: bool,
+    opts: Options,
     observer: &dyn Observer,
     cancel: &AtomicBool,
-) -> (Vec<WriteReport>, Result<HashList>) {
+) -> (Vec<WriteReport>, Result<Written>) {
     let pool = Pool::new(QUEUE * (targets.len() + 1) + 2, CHUNK);
     let table = plan.table.clone();
-    let pieces = plan.pieces();
-    let total = plan.write.bytes() + table.bytes();
+    let learned = plan.learned();
+    let total = plan.bytes();
+    let random = source.random_access();
+    let hash = opts.hash || (opts.verify && !targets.is_empty());
+    let verify = opts.verify;
+    let bad_image = AtomicBool::new(false);
+    let want_hasher = hash || opts.checks.is_some();
     std::thread::scope(|s| {
         let mut senders = Vec::new();
         let mut handles = Vec::new();
         for (i, t) in targets.iter().enumerate() {
             let (tx, rx) = sync_channel::<Msg>(QUEUE);
             senders.push(Some(tx));
-            let table = &table;
+            let (table, random) = (&table, random.as_deref());
             handles.push(s.spawn(move || {
-                let mut written = 0;
-                let t0 = std::time::Instant::now();
-                let result = write_one(&**t, rx, table, total, i, observer, cancel, &mut written);
-                if result.is_err() {
+                let mut r = WriteReport {
+                    written: 0,
+                    seconds: 0.0,
+                    verify_seconds: 0.0,
+                    verified: false,
+                    result: Ok(()),
+                };
+                let job = Job {
+                    t: &**t,
+                    table,
+                    total,
+                    learned,
+                    index: i,
+                    observer,
+                    cancel,
+                    random,
+                };
+                r.result = job.run(rx, &mut r);
+                if r.result.is_err() {
                     observer.failed(i);
                 }
-                WriteReport {
-                    written,
-                    seconds: t0.elapsed().as_secs_f64(),
-                    result,
-                }
+                r
             }));
         }
-        let (htx, hrx) = sync_channel::<Msg>(QUEUE);
+        // The hasher sees every chunk, table included, in offset order.
+        let (htx, hrx) = sync_channel::<Arc<Chunk>>(QUEUE);
+        let mut checks = opts.checks;
+        let bad = &bad_image;
         let hasher = s.spawn(move || {
-            let mut h = Hasher::new();
-            for m in hrx {
-                match m {
-                    Msg::Data(c) => h.add(c.offset(), c.data()),
-                    Msg::End(t) => t.iter().for_each(|c| h.add(c.offset(), c.data())),
+            let mut h = hash.then(Hasher::new);
+            let mut failed: Option<Error> = None;
+            for c in hrx {
+                if let Some(h) = &mut h {
+                    h.add(c.offset(), c.data());
+                }
+                if let (Some(v), None) = (&mut checks, &failed) {
+                    if let Err(e) = v.feed(c.offset(), c.data()) {
+                        failed = Some(e.into());
+                        bad.store(true, Ordering::Relaxed);
+                    }
                 }
             }
-            h.finish()
+            (h.map(Hasher::finish).unwrap_or_default(), failed, checks)
         });
-        // Without hashing the hasher gets nothing and ends at once.
-        let mut htx = hash.then_some(htx);
+        let mut htx = want_hasher.then_some(htx);
         let mut table_chunks = Vec::new();
-        let read = source.read_ranges(&pieces, CHUNK, &pool, |chunk| {
-            if cancel.load(Ordering::Relaxed) {
+        let mut through = 0u64;
+        let mut stopped = false;
+        let mut each = |chunk: Chunk| {
+            if cancel.load(Ordering::Relaxed) || bad_image.load(Ordering::Relaxed) {
+                stopped = true;
                 return false;
             }
-            // Pieces are cut at table boundaries, so a chunk is all table or none.
             let c = Arc::new(chunk);
             let off = c.offset();
-            if !table
+            through = through.max(off + c.data().len() as u64);
+            if let Some(tx) = &htx {
+                if tx.send(c.clone()).is_err() {
+                    htx = None;
+                }
+            }
+            // Pieces are cut at table boundaries, so a chunk is all table or none.
+            if table
                 .extents()
                 .iter()
                 .any(|e| e.start <= off && off < e.end)
             {
-                send_all(&mut senders, &mut htx, || Msg::Data(c.clone()));
-            } else {
                 table_chunks.push(c);
-            }
-            // Without targets (plain verification) only the hasher consumes.
-            if targets.is_empty() {
-                htx.is_some()
             } else {
-                senders.iter().any(Option::is_some)
+                send_all(&mut senders, || Msg::Data(c.clone(), through));
             }
-        });
+            let go_on = targets.is_empty() || senders.iter().any(Option::is_some);
+            stopped |= !go_on;
+            go_on
+        };
+        let mut mapper = plan
+            .learn
+            .as_ref()
+            .map(|parts| StreamMapper::new(plan.image_size, parts));
+        let read = match &mut mapper {
+            None => source.read_ranges(&plan.pieces(), CHUNK, &pool, &mut each),
+            Some(m) => source.read_selected(
+                &plan.write.union(&table),
+                CHUNK,
+                &pool,
+                |off, data| m.feed(off, data).map_err(Error::from),
+                &mut each,
+            ),
+        };
+
         let read = match read {
             Ok(()) if cancel.load(Ordering::Relaxed) => Err(Error::Interrupted {
                 device: source.describe(),
@@ -123,108 +206,200 @@ pub fn write_all(
             }),
             other => other,
         };
+        drop(htx);
+        let (hashes, failed, checks) = hasher.join().expect("hasher thread does not panic");
+        // A range can be judged unread only when the read ran to its end (it
+        // stops early when every card has failed, and that is not the image's fault).
+        let checked = match (failed, checks) {
+            (Some(e), _) => Err(e),
+            (None, Some(v)) if !stopped => v.finish().map(|()| v.verified()).map_err(Error::from),
+            (None, Some(v)) => Ok(v.verified()),
+            (None, None) => Ok(0),
+        };
+        let read = read.and(checked);
+        let hashes = Arc::new(hashes);
         if read.is_ok() {
-            send_all(&mut senders, &mut htx, || Msg::End(table_chunks.clone()));
+            let shared = verify.then(|| hashes.clone());
+            send_all(&mut senders, || Msg::End {
+                tables: table_chunks.clone(),
+                hashes: shared.clone(),
+            });
         }
         // Dropping the senders without End tells writers to stop before the table.
         drop(senders);
-        drop(htx);
         drop(table_chunks);
         let reports: Vec<WriteReport> = handles
             .into_iter()
             .map(|h| h.join().expect("writer thread does not panic"))
             .collect();
-        let hashes = hasher.join().expect("hasher thread does not panic");
-        (reports, read.map(|()| hashes))
+        let written = read.map(|checked| Written {
+            plan: match &mapper {
+                Some(m) => plan.with_learned(m.selected(), m.regions()),
+                None => plan.clone(),
+            },
+            hashes: Arc::try_unwrap(hashes).unwrap_or_else(|a| (*a).clone()),
+            checked,
+        });
+        (reports, written)
     })
 }
 
-fn send_all(
-    senders: &mut [Option<std::sync::mpsc::SyncSender<Msg>>],
-    hasher: &mut Option<std::sync::mpsc::SyncSender<Msg>>,
-    msg: impl Fn() -> Msg,
-) {
+fn send_all(senders: &mut [Option<SyncSender<Msg>>], msg: impl Fn() -> Msg) {
     for s in senders.iter_mut() {
         // A writer that failed has dropped its receiver: stop feeding it.
         if s.as_ref().is_some_and(|tx| tx.send(msg()).is_err()) {
             *s = None;
         }
     }
-    if hasher.as_ref().is_some_and(|tx| tx.send(msg()).is_err()) {
-        *hasher = None;
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_one(
-    t: &dyn Target,
-    rx: Receiver<Msg>,
-    table: &RangeSet,
+/// One target's share of the run.
+struct Job<'a> {
+    t: &'a dyn Target,
+    table: &'a RangeSet,
     total: u64,
+    learned: bool,
     index: usize,
-    observer: &dyn Observer,
-    cancel: &AtomicBool,
-    written: &mut u64,
-) -> Result<()> {
-    let dev = t.describe();
-    let fail = |what: &'static str, offset: u64| {
-        let device = dev.clone();
+    observer: &'a dyn Observer,
+    cancel: &'a AtomicBool,
+    random: Option<&'a dyn BlockDevice>,
+}
+
+impl Job<'_> {
+    fn fail(&self, what: &'static str, offset: u64) -> impl FnOnce(std::io::Error) -> Error {
+        let device = self.t.describe();
         move |source| Error::Device {
             device,
             what,
             offset,
             source,
         }
-    };
-    // Invalidate any old table first, so an interrupted card has none.
-    let zeros = crate::aligned::AlignedBuf::new(64 << 10);
-    for e in table.extents() {
-        let mut off = e.start;
-        while off < e.end {
-            let n = (e.end - off).min(zeros.capacity() as u64) as usize;
-            t.write_at(off, &zeros.as_slice()[..n])
-                .map_err(fail("clearing the old partition table", off))?;
-            off += n as u64;
-        }
     }
-    t.flush().map_err(fail("flush", 0))?;
-    observer.progress(index, Phase::Write, 0, total);
-    let interrupted = |written: u64| Error::Interrupted {
-        device: dev.clone(),
-        written,
-    };
-    for msg in rx {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(interrupted(*written));
-        }
-        match msg {
-            Msg::Data(c) => {
-                t.write_at(c.offset(), c.data())
-                    .map_err(fail("write", c.offset()))?;
-                *written += c.data().len() as u64;
-                observer.progress(index, Phase::Write, *written, total);
+
+    fn run(&self, rx: Receiver<Msg>, report: &mut WriteReport) -> Result<()> {
+        let t = self.t;
+        let dev = t.describe();
+        // Invalidate any old table first, so an interrupted card has none.
+        let zeros = crate::aligned::AlignedBuf::new(64 << 10);
+        for e in self.table.extents() {
+            let mut off = e.start;
+            while off < e.end {
+                let n = (e.end - off).min(zeros.capacity() as u64) as usize;
+                t.write_at(off, &zeros.as_slice()[..n])
+                    .map_err(self.fail("clearing the old partition table", off))?;
+                off += n as u64;
             }
-            Msg::End(tables) => {
-                t.flush().map_err(fail("flush", *written))?;
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(interrupted(*written));
-                }
-                for c in &tables {
+        }
+        t.flush().map_err(self.fail("flush", 0))?;
+        self.observer
+            .progress(self.index, Phase::Write, 0, self.total);
+        let t0 = std::time::Instant::now();
+        let interrupted = |written: u64| Error::Interrupted {
+            device: dev.clone(),
+            written,
+        };
+        for msg in rx {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(interrupted(report.written));
+            }
+            match msg {
+                Msg::Data(c, through) => {
                     t.write_at(c.offset(), c.data())
-                        .map_err(fail("writing the partition table", c.offset()))?;
-                    *written += c.data().len() as u64;
+                        .map_err(self.fail("write", c.offset()))?;
+                    report.written += c.data().len() as u64;
+                    let done = if self.learned {
+                        through
+                    } else {
+                        report.written
+                    };
+                    self.observer
+                        .progress(self.index, Phase::Write, done, self.total);
                 }
-                t.flush().map_err(fail("flush", *written))?;
-                t.reread_partitions().map_err(|e| {
-                    Error::system(format!("{dev}: re-reading the partition table"), e)
-                })?;
-                observer.progress(index, Phase::Write, *written, total);
-                return Ok(());
+                Msg::End { tables, hashes } => {
+                    t.flush().map_err(self.fail("flush", report.written))?;
+                    report.seconds = t0.elapsed().as_secs_f64();
+                    let done = if self.learned {
+                        self.total
+                    } else {
+                        report.written
+                    };
+                    self.observer
+                        .progress(self.index, Phase::Write, done, self.total);
+                    if let Some(hashes) = hashes {
+                        let t1 = std::time::Instant::now();
+                        let data: Vec<_> = hashes
+                            .iter()
+                            .filter(|h| !self.in_table(h.offset))
+                            .cloned()
+                            .collect();
+                        crate::verify::verify_target(
+                            t,
+                            &data,
+                            self.random,
+                            self.index,
+                            self.observer,
+                            self.cancel,
+                        )?;
+                        report.verify_seconds = t1.elapsed().as_secs_f64();
+                    }
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Err(interrupted(report.written));
+                    }
+                    for c in &tables {
+                        t.write_at(c.offset(), c.data())
+                            .map_err(self.fail("writing the partition table", c.offset()))?;
+                        report.written += c.data().len() as u64;
+                    }
+                    t.flush().map_err(self.fail("flush", report.written))?;
+                    self.check_table(&tables)?;
+                    report.verified = true;
+                    t.reread_partitions().map_err(|e| {
+                        Error::system(format!("{dev}: re-reading the partition table"), e)
+                    })?;
+                    return Ok(());
+                }
             }
         }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(interrupted(report.written));
+        }
+        // The reader stopped without End: the image failed (reported on its own).
+        Err(Error::Abandoned {
+            device: dev,
+            written: report.written,
+        })
     }
-    // The reader stopped without End: source error or Ctrl-C.
-    Err(interrupted(*written))
+
+    fn in_table(&self, offset: u64) -> bool {
+        self.table
+            .extents()
+            .iter()
+            .any(|e| e.start <= offset && offset < e.end)
+    }
+
+    /// Reads the table sectors back and compares them byte for byte.
+    fn check_table(&self, tables: &[Arc<Chunk>]) -> Result<()> {
+        for c in tables {
+            let mut back = crate::aligned::AlignedBuf::new(c.data().len().max(4096));
+            back.set_len(c.data().len());
+            self.t
+                .read_at(c.offset(), back.as_mut_slice())
+                .map_err(self.fail("reading the partition table back", c.offset()))?;
+            if let Some(at) = back
+                .as_slice()
+                .iter()
+                .zip(c.data())
+                .position(|(a, b)| a != b)
+            {
+                return Err(Error::Mismatch {
+                    device: self.t.describe(),
+                    offset: c.offset() + at as u64,
+                    detail: " in the partition table".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -290,17 +465,22 @@ mod tests {
         let bad: Arc<dyn Target> =
             Arc::new(Failing(target_file(dir.path(), "c", 16 << 20), 5 << 20));
         let cancel = AtomicBool::new(false);
-        let (reports, hashes) = write_all(
+        let (reports, read) = write_all(
             Source::Random(src.clone()),
             &plan,
             &[a.clone(), bad.clone(), b.clone()],
-            true,
+            Options {
+                verify: true,
+                hash: true,
+                checks: None,
+            },
             &Silent,
             &cancel,
         );
-        let hashes = hashes.unwrap();
+        let hashes = read.unwrap().hashes;
         for (t, r) in [(&a, &reports[0]), (&b, &reports[2])] {
             r.result.as_ref().unwrap();
+            assert!(r.verified);
             assert_eq!(r.written, data.len() as u64);
             let mut back = vec![0; data.len()];
             t.read_at(0, &mut back).unwrap();
@@ -327,6 +507,123 @@ mod tests {
         assert!(e.contains("offset 7000001"), "{e}");
     }
 
+    /// Stores one byte wrong, silently, as a failing card does.
+    struct Liar(Arc<dyn Target>, u64);
+
+    impl Target for Liar {
+        fn describe(&self) -> String {
+            "liar".into()
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+            let mut v = buf.to_vec();
+            if (offset..offset + v.len() as u64).contains(&self.1) {
+                v[(self.1 - offset) as usize] ^= 0x40;
+            }
+            self.0.write_at(offset, &v)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read_at(offset, buf)
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.0.flush()
+        }
+        fn reread_partitions(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_card_that_fails_verification_gets_no_partition_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Arc::new(MemDevice::from_vec(image(6 << 20)));
+        let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
+        let t: Arc<dyn Target> = Arc::new(Liar(target_file(dir.path(), "t", 8 << 20), 3 << 20));
+        let cancel = AtomicBool::new(false);
+        let (reports, read) = write_all(
+            Source::Random(src),
+            &plan,
+            std::slice::from_ref(&t),
+            Options {
+                verify: true,
+                ..Default::default()
+            },
+            &Silent,
+            &cancel,
+        );
+        read.unwrap();
+        let err = reports[0].result.as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("verification failed") && err.contains(&(3u64 << 20).to_string()),
+            "{err}"
+        );
+        let mut sector = [1u8; 512];
+        t.read_at(0, &mut sector).unwrap();
+        assert_eq!(sector, [0; 512], "verification comes before the table");
+    }
+
+    #[test]
+    fn an_image_that_fails_its_bmap_gets_no_partition_table() {
+        use imagegen::bmap::{Bmap, ChecksumType, Protection, RangeChecksum, RangeVerifier};
+        use imagegen::ranges::Extent;
+        let dir = tempfile::tempdir().unwrap();
+        let data = image(6 << 20);
+        let mut damaged = data.clone();
+        damaged[(5 << 20) + 7] ^= 1;
+        let range = |first: u64, last: u64| {
+            let e = Extent::new(first * 4096, (last + 1) * 4096);
+            RangeChecksum {
+                blocks: (first, last),
+                extent: e,
+                digest: ChecksumType::Sha256.digest(&data[e.start as usize..e.end as usize]),
+            }
+        };
+        let checksums = vec![range(0, 255), range(1024, 1535)];
+        let bmap = Bmap {
+            version: "2.0".into(),
+            image_size: data.len() as u64,
+            block_size: 4096,
+            blocks_count: 1536,
+            mapped_blocks_count: 768,
+            mapped: RangeSet::from_extents(checksums.iter().map(|c| c.extent).collect()),
+            checksum_type: Some(ChecksumType::Sha256),
+            checksums,
+            protection: Protection::Checksum,
+        };
+        let src = Arc::new(MemDevice::from_vec(damaged));
+        let hints = Hints {
+            bmap: Some(&bmap),
+            ..Default::default()
+        };
+        let plan = build(&Source::Random(src.clone()), &hints).unwrap();
+        let t = target_file(dir.path(), "t", 8 << 20);
+        let cancel = AtomicBool::new(false);
+        let (reports, read) = write_all(
+            Source::Random(src),
+            &plan,
+            std::slice::from_ref(&t),
+            Options {
+                verify: false,
+                hash: false,
+                checks: RangeVerifier::new(&bmap, &RangeSet::new()),
+            },
+            &Silent,
+            &cancel,
+        );
+        let err = read.unwrap_err().to_string();
+        assert!(err.contains("blocks 1024-1535"), "{err}");
+        let err = reports[0].result.as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("image failed") && !err.contains("interrupted"),
+            "{err}"
+        );
+        let mut sector = [1u8; 512];
+        t.read_at(0, &mut sector).unwrap();
+        assert_eq!(sector, [0; 512], "no table for a damaged image");
+    }
+
     /// Sets the cancel flag once a device has passed `at` bytes.
     struct CancelAt<'a>(&'a AtomicBool, u64);
 
@@ -351,7 +648,7 @@ mod tests {
             Source::Random(src),
             &plan,
             std::slice::from_ref(&t),
-            false,
+            Options::default(),
             &CancelAt(&cancel, 8 << 20),
             &cancel,
         );
@@ -389,7 +686,7 @@ mod tests {
             Source::Random(src),
             &plan,
             std::slice::from_ref(&t),
-            false,
+            Options::default(),
             &RaiseAt(8 << 20, AtomicBool::new(false)),
             cancel,
         );

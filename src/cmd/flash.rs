@@ -2,20 +2,18 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use flasher::bmap::{Bmap, RangeVerifier};
 use flasher::devices::Disk;
 use flasher::plan::{self, Hints, Plan};
 use flasher::policy::{self, human};
-use flasher::progress::{Bars, JsonLines, Observer};
+use flasher::progress::{Bars, JsonLines, Observer, Silent};
 use flasher::source::Source;
 use flasher::target::{DeviceTarget, Target};
-use flasher::{bmap::Bmap, verify};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Write an image to one or more cards: only the blocks that matter, the
 /// partition table last, every written byte read back and compared.
@@ -29,9 +27,18 @@ pub struct FlashArgs {
     /// Node delta (made by `nodeimg delta create`) applied on the fly: SOURCE is then its base image.
     #[arg(long, value_name = "NODE.delta")]
     pub delta: Option<PathBuf>,
-    /// bmaptool block map of the image: write only the blocks it lists (plus what a delta changes).
-    #[arg(long, value_name = "FILE")]
+    /// bmaptool block map of the image: write only the blocks it lists (plus what a delta
+    /// changes), and refuse the image unless every listed range matches its checksum. Without
+    /// this flag, IMAGE.bmap (or IMAGE without its compression suffix + .bmap) is used when it exists.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
     pub bmap: Option<PathBuf>,
+    /// Do not look for a bmap beside the image.
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Expected SHA-256 of SOURCE as stored (compressed or not): 64 hex digits, or a
+    /// SHA256SUMS-style file that lists SOURCE's name. Checked before anything is written.
+    #[arg(long, value_name = "HEX|FILE")]
+    pub sha256: Option<String>,
     /// Do not ask for confirmation (required when there is no terminal).
     #[arg(long)]
     pub yes: bool,
@@ -59,30 +66,58 @@ pub struct FlashArgs {
 pub(crate) struct Prepared {
     pub source: Source,
     pub plan: Plan,
+    /// The bmap's range checksums, to be checked as the image streams.
+    pub checks: Option<RangeVerifier>,
+    /// The bmap used and whether it was found beside the image.
+    pub bmap: Option<(PathBuf, bool)>,
 }
 
-/// Opens SOURCE and plans which ranges matter.
-pub(crate) fn prepare(
-    source: &Path,
-    delta: Option<&Path>,
-    bmap: Option<&Path>,
-) -> anyhow::Result<Prepared> {
-    refuse_non_image(source)?;
-    let bmap = bmap.map(Bmap::load).transpose()?;
-    let image = flasher::source::open(source, delta, bmap.as_ref().map(|b| b.image_size))
-        .with_context(|| format!("opening image {}", source.display()))?;
+/// How `prepare` finds and uses a bmap and checks the image file.
+pub(crate) struct Inputs<'a> {
+    pub source: &'a Path,
+    pub delta: Option<&'a Path>,
+    pub bmap: Option<&'a Path>,
+    /// Look for IMAGE.bmap when `bmap` is not given.
+    pub find_bmap: bool,
+    pub sha256: Option<&'a str>,
+    /// Plan exactly the bmap's ranges (verify).
+    pub exact: bool,
+}
+
+/// Checks `--sha256` and opens SOURCE; finds its bmap; plans which ranges matter.
+pub(crate) fn prepare(i: &Inputs) -> anyhow::Result<Prepared> {
+    refuse_non_image(i.source)?;
+    if let Some(want) = i.sha256 {
+        flasher::integrity::check_sha256(i.source, want)?;
+    }
+    let bmap_path = match i.bmap {
+        Some(p) => Some((p.to_path_buf(), false)),
+        None if i.find_bmap => flasher::integrity::bmap_beside(i.source).map(|p| (p, true)),
+        None => None,
+    };
+    let bmap = bmap_path.as_ref().map(|(p, _)| Bmap::load(p)).transpose()?;
+    let image = flasher::source::open(i.source, i.delta, bmap.as_ref().map(|b| b.image_size))
+        .with_context(|| format!("opening image {}", i.source.display()))?;
     let plan = plan::build(
         &image.source,
         &Hints {
             bmap: bmap.as_ref(),
             sparse_file: image.sparse_file.as_ref(),
             changed: Some(&image.changed),
+            exact: i.exact,
         },
     )
-    .with_context(|| format!("planning the write of {}", source.display()))?;
+    .with_context(|| format!("planning the write of {}", i.source.display()))?;
+    // A delta replaces some of the base's bytes; the base itself is vouched
+    // for by the SHA-256 the delta records.
+    let checks = bmap
+        .as_ref()
+        .and_then(|b| RangeVerifier::new(b, &image.changed));
     Ok(Prepared {
         source: image.source,
         plan,
+        checks,
+        bmap: bmap_path,
     })
 }
 
@@ -197,10 +232,39 @@ struct Outcome {
 }
 
 pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args.source, args.delta.as_deref(), args.bmap.as_deref())?;
-    let plan = &prepared.plan;
-    let disks = check_devices(&args, plan.image_size)?;
+    let prepared = prepare(&Inputs {
+        source: &args.source,
+        delta: args.delta.as_deref(),
+        bmap: args.bmap.as_deref(),
+        find_bmap: !args.no_bmap,
+        sha256: args.sha256.as_deref(),
+        exact: false,
+    })?;
+    if let (Some((p, true)), false) = (&prepared.bmap, args.json) {
+        eprintln!("using the bmap beside the image: {}", p.display());
+    }
+    let disks = check_devices(&args, prepared.plan.image_size)?;
     if args.dry_run {
+        // A streamed image's maps are known only once it has been read:
+        // read it once (nothing is written) so the plan shown is the plan.
+        let plan = if prepared.plan.learned() || prepared.checks.is_some() {
+            let (_, read) = flasher::writer::write_all(
+                prepared.source,
+                &prepared.plan,
+                &[],
+                flasher::writer::Options {
+                    checks: prepared.checks,
+                    ..Default::default()
+                },
+                &Silent,
+                flasher::interrupt::flag(),
+            );
+            read.with_context(|| format!("reading {}", args.source.display()))?
+                .plan
+        } else {
+            prepared.plan
+        };
+        let plan = &plan;
         if args.json {
             JsonLines::emit(&json!({
                 "event": "plan",
@@ -281,46 +345,49 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         cancel,
         "the cards hold part of the image; the partition table was not written",
     );
-    let random = prepared.source.random_access();
-    let (reports, hashes) = flasher::writer::write_all(
+    let (reports, read) = flasher::writer::write_all(
         prepared.source,
-        plan,
+        &prepared.plan,
         &targets,
-        !args.no_verify,
+        flasher::writer::Options {
+            verify: !args.no_verify,
+            hash: false,
+            checks: prepared.checks,
+        },
         &*observer,
         cancel,
     );
-    let mut source_error = None;
-    let hashes = match hashes {
-        Ok(h) => Some(h),
-        Err(e) => {
-            source_error = Some(format!("{e:#}"));
-            None
+    drop(observer);
+    let (plan, source_error) = match read {
+        Ok(w) => {
+            if w.checked > 0 && !args.json {
+                eprintln!(
+                    "{}: {} in every bmap range matched its checksum",
+                    args.source.display(),
+                    human(w.checked)
+                );
+            }
+            (w.plan, None)
         }
+        Err(e) => (prepared.plan, Some(format!("{e:#}"))),
     };
-    let mut outcomes: Vec<Outcome> = reports
+    let outcomes: Vec<Outcome> = reports
         .into_iter()
         .zip(&names)
         .map(|(r, name)| Outcome {
             device: name.clone(),
             written: r.written,
             write_seconds: r.seconds,
-            verify_seconds: 0.0,
-            verification: if args.no_verify { "skipped" } else { "not run" },
+            verify_seconds: r.verify_seconds,
+            verification: match (&r.result, args.no_verify) {
+                (_, true) => "skipped",
+                (Ok(()), false) => "ok",
+                (Err(flasher::Error::Mismatch { .. }), false) => "failed",
+                (Err(_), false) => "not run",
+            },
             error: r.result.err().map(|e| e.to_string()),
         })
         .collect();
-    if let (false, Some(hashes)) = (args.no_verify, &hashes) {
-        verify_all(
-            &targets,
-            hashes,
-            random.as_deref(),
-            &*observer,
-            cancel,
-            &mut outcomes,
-        );
-    }
-    drop(observer);
     drop(targets);
     // Interrupted: main prints the one line that says so; JSON readers
     // still get their summary on stdout.
@@ -330,7 +397,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     }
     let code = summarise(
         &args,
-        plan,
+        &plan,
         &outcomes,
         source_error.as_deref(),
         !interrupted,
@@ -340,7 +407,6 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(code)
 }
-
 /// Ejects each card whose write (and verification) succeeded, where the
 /// platform wants it; says so, or why not.
 fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
@@ -355,50 +421,6 @@ fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
             Err(e) => eprintln!("nodeimg: warning: {}: not ejected: {e}", d.path),
         }
     }
-}
-
-fn verify_all(
-    targets: &[Arc<dyn Target>],
-    hashes: &verify::HashList,
-    source: Option<&dyn imagegen::block::BlockDevice>,
-    observer: &dyn Observer,
-    cancel: &AtomicBool,
-    outcomes: &mut [Outcome],
-) {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = targets
-            .iter()
-            .zip(outcomes.iter())
-            .enumerate()
-            .filter(|(_, (_, o))| o.error.is_none())
-            .map(|(i, (t, _))| {
-                let t = t.clone();
-                (
-                    i,
-                    s.spawn(move || {
-                        let t0 = Instant::now();
-                        let r = verify::verify_target(&*t, hashes, source, i, observer, cancel);
-                        if r.is_err() {
-                            observer.failed(i);
-                        }
-                        (r, t0.elapsed().as_secs_f64())
-                    }),
-                )
-            })
-            .collect();
-        for (i, h) in handles {
-            let (r, secs) = h.join().expect("verify thread does not panic");
-            let o = &mut outcomes[i];
-            o.verify_seconds = secs;
-            match r {
-                Ok(()) => o.verification = "ok",
-                Err(e) => {
-                    o.verification = "failed";
-                    o.error = Some(e.to_string());
-                }
-            }
-        }
-    });
 }
 
 fn summarise(

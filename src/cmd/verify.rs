@@ -1,6 +1,6 @@
 //! `nodeimg verify`: read a card back and compare it with the image.
 
-use super::flash::prepare;
+use super::flash::{prepare, Inputs};
 use anyhow::Context;
 use clap::Args;
 use flasher::progress::{Bars, JsonLines, Observer, Silent};
@@ -19,9 +19,13 @@ pub struct VerifyArgs {
     /// Node delta the card was written with (SOURCE is then its base image).
     #[arg(long, value_name = "NODE.delta")]
     pub delta: Option<PathBuf>,
-    /// bmap file the card was written with (compare only the blocks it lists).
-    #[arg(long, value_name = "FILE")]
+    /// bmap file the card was written with: compare exactly the blocks it lists (and check the
+    /// image against its range checksums). Without this flag, IMAGE.bmap beside the image is used.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
     pub bmap: Option<PathBuf>,
+    /// Do not look for a bmap beside the image.
+    #[arg(long)]
+    pub no_bmap: bool,
     /// Device (or image file) to check.
     #[arg(long, value_name = "DEV")]
     pub device: PathBuf,
@@ -31,7 +35,14 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args.source, args.delta.as_deref(), args.bmap.as_deref())?;
+    let prepared = prepare(&Inputs {
+        source: &args.source,
+        delta: args.delta.as_deref(),
+        bmap: args.bmap.as_deref(),
+        find_bmap: !args.no_bmap,
+        sha256: None,
+        exact: true,
+    })?;
     let target = DeviceTarget::open_read_only(&args.device)
         .with_context(|| format!("opening {}", args.device.display()))?;
     let name = args.device.display().to_string();
@@ -46,9 +57,20 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     crate::signals::cooperate(cancel, "the card was not fully compared");
     let t0 = Instant::now();
     let random = prepared.source.random_access();
-    let (_, hashes) =
-        flasher::writer::write_all(prepared.source, &prepared.plan, &[], true, &Silent, cancel);
-    let hashes = hashes.with_context(|| format!("reading {}", args.source.display()))?;
+    let (_, read) = flasher::writer::write_all(
+        prepared.source,
+        &prepared.plan,
+        &[],
+        flasher::writer::Options {
+            verify: false,
+            hash: true,
+            checks: prepared.checks,
+        },
+        &Silent,
+        cancel,
+    );
+    let read = read.with_context(|| format!("reading {}", args.source.display()))?;
+    let hashes = read.hashes;
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(vec![name.clone()]))
     } else {
@@ -61,7 +83,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let secs = t0.elapsed().as_secs_f64();
-    let bytes = prepared.plan.bytes();
+    let bytes: u64 = hashes.iter().map(|h| u64::from(h.len)).sum();
     if args.json {
         JsonLines::emit(&json!({
             "event": "summary",

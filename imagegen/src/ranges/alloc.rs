@@ -33,6 +33,8 @@ pub fn filesystem_map(
     };
     match used {
         Ok(v) => Ok(Some((format!("{kind} allocation map"), to_set(v)))),
+        // The map exists but must not be trusted: say why the region is whole.
+        Err(crate::Error::Unsupported { why, .. }) => Err(format!("{kind}: {why}")),
         Err(e) => Err(format!("{kind} map unavailable: {e}")),
     }
 }

@@ -1,7 +1,9 @@
 //! Sets of byte ranges: what a plan writes, what a bmap maps, what a filesystem uses.
 
 mod alloc;
+mod stream;
 pub use alloc::{data_map, filesystem_map};
+pub use stream::{LearnedRegion, StreamMapper};
 
 /// A half-open byte range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

@@ -1,10 +1,12 @@
-//! Image sources: raw, xz, zstd and gzip images opened as one streaming
+//! Image sources: raw, xz, zstd, gzip, bzip2 and lz4 images opened as one streaming
 //! `Read` of the disk bytes, recognised by their magic bytes (never by their
 //! names), with bounded memory; and SHA-256 computed while streaming.
 
 mod hash;
+mod size;
 
 pub use hash::{sha256_file, sha256_reader, to_hex, Sha256Reader};
+pub use size::recorded_size;
 
 use crate::{Error, Result};
 use serde::Serialize;
@@ -21,14 +23,32 @@ pub enum Compression {
     Xz,
     Zstd,
     Gzip,
+    Bzip2,
+    /// The LZ4 frame format (`lz4` CLI), not the legacy one.
+    Lz4,
 }
+
+/// Containers and compressors that are recognised by magic but not decoded:
+/// writing one of them raw would put its header, not a disk, on a card.
+const REFUSED: &[(&[u8], &str)] = &[
+    (&[0x89, b'L', b'Z', b'O', 0x00, 0x0d], "lzop"),
+    (b"LZIP", "lzip"),
+    (&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c], "7-Zip"),
+    (b"PK\x03\x04", "zip"),
+    (b"Rar!\x1a\x07", "RAR"),
+    (&[0x1f, 0x9d], "compress (.Z)"),
+    (&[0x02, 0x21, 0x4c, 0x18], "legacy lz4"),
+    (b"QFI\xfb", "qcow2 disk image"),
+    (&[0x3a, 0xff, 0x26, 0xed], "Android sparse image"),
+];
 
 impl Compression {
     /// How many leading bytes [`Compression::detect`] looks at.
     pub const MAGIC_LEN: usize = 6;
 
     /// Recognises a compression format from the first bytes of a file.
-    /// Anything unrecognised is [`Compression::Raw`].
+    /// Anything unrecognised is [`Compression::Raw`]; see
+    /// [`Compression::check`] for the formats recognised only to be refused.
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
             Compression::Xz
@@ -39,8 +59,27 @@ impl Compression {
             Compression::Zstd
         } else if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
+        } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
+            Compression::Bzip2
+        } else if head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+            Compression::Lz4
         } else {
             Compression::Raw
+        }
+    }
+
+    /// Like [`Compression::detect`], but a format recognised and not
+    /// supported (lzop, lzip, 7-Zip, zip, …) is an error naming it.
+    pub fn check(head: &[u8], what: &str) -> Result<Compression> {
+        match REFUSED.iter().find(|(magic, _)| head.starts_with(magic)) {
+            Some((_, name)) => Err(Error::unsupported(
+                what.to_string(),
+                format!(
+                    "it is a {name} file, which nodeimg does not decode; \
+                     unpack it to a raw image (or recompress it with xz or zstd) first"
+                ),
+            )),
+            None => Ok(Compression::detect(head)),
         }
     }
 
@@ -48,7 +87,7 @@ impl Compression {
     pub fn of_file(path: &Path) -> Result<Compression> {
         let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
         let head = read_head(&mut f).map_err(|e| Error::io(path, e))?;
-        Ok(Compression::detect(&head))
+        Compression::check(&head, &path.display().to_string())
     }
 
     /// Whether the bytes must be decompressed to get the image.
@@ -56,13 +95,15 @@ impl Compression {
         self != Compression::Raw
     }
 
-    /// Short lower-case name: `raw`, `xz`, `zstd`, `gzip`.
+    /// Short lower-case name: `raw`, `xz`, `zstd`, `gzip`, `bzip2`, `lz4`.
     pub fn name(self) -> &'static str {
         match self {
             Compression::Raw => "raw",
             Compression::Xz => "xz",
             Compression::Zstd => "zstd",
             Compression::Gzip => "gzip",
+            Compression::Bzip2 => "bzip2",
+            Compression::Lz4 => "lz4",
         }
     }
 }
@@ -132,12 +173,14 @@ impl ImageSource {
     /// Wraps any byte stream (a download, a pipe); `what` names it in errors.
     pub fn from_reader(mut reader: impl Read + Send + 'static, what: String) -> Result<Self> {
         let head = read_head(&mut reader).map_err(|e| Error::io_context(what.clone(), e))?;
-        let compression = Compression::detect(&head);
+        let compression = Compression::check(&head, &what)?;
         let whole = Cursor::new(head).chain(reader);
         let reader: Box<dyn Read + Send> = match compression {
             Compression::Raw => Box::new(whole),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(whole)),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+            Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
+            Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(whole)),
             Compression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::new(whole)
                     .map_err(|e| Error::io_context(what.clone(), e))?;
@@ -253,18 +296,32 @@ mod tests {
                 e.write_all(data).unwrap();
                 e.finish().unwrap()
             }
+            Compression::Bzip2 => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Compression::Lz4 => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
         }
     }
+
+    const ALL: [Compression; 6] = [
+        Compression::Raw,
+        Compression::Xz,
+        Compression::Zstd,
+        Compression::Gzip,
+        Compression::Bzip2,
+        Compression::Lz4,
+    ];
 
     #[test]
     fn every_format_is_detected_by_magic_and_round_trips() {
         let data = sample();
-        for c in [
-            Compression::Raw,
-            Compression::Xz,
-            Compression::Zstd,
-            Compression::Gzip,
-        ] {
+        for c in ALL {
             let packed = compress(c, &data);
             assert_eq!(Compression::detect(&packed), c);
             let mut src = ImageSource::from_reader(Cursor::new(packed), "mem".into()).unwrap();
@@ -279,7 +336,8 @@ mod tests {
     #[test]
     fn truncated_compressed_streams_are_errors() {
         let data = sample();
-        for c in [Compression::Xz, Compression::Zstd, Compression::Gzip] {
+        for c in &ALL[1..] {
+            let c = *c;
             let mut packed = compress(c, &data);
             packed.truncate(packed.len() / 2);
             let mut src = ImageSource::from_reader(Cursor::new(packed), "half.img".into()).unwrap();
@@ -288,6 +346,46 @@ mod tests {
                 err.contains("half.img") && err.contains("corrupt or truncated"),
                 "{c}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_command_line_tools_output_is_understood() {
+        // The files users have come from the CLI tools, not from our encoders.
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("d.img");
+        let data = sample();
+        std::fs::write(&raw, &data).unwrap();
+        for (tool, ext) in [("bzip2", "bz2"), ("lz4", "lz4")] {
+            let packed = dir.path().join(format!("d.img.{ext}"));
+            let out = std::process::Command::new(tool)
+                .arg("-c")
+                .arg(&raw)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tool}");
+            std::fs::write(&packed, out.stdout).unwrap();
+            let mut out = Vec::new();
+            ImageSource::open(&packed)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == data, "{tool}");
+        }
+    }
+
+    #[test]
+    fn unsupported_formats_are_refused_by_name() {
+        for (head, name) in [
+            (&b"\x89LZO\x00\x0d\x0a\x1a\x0a"[..], "lzop"),
+            (b"LZIP\x01", "lzip"),
+            (b"PK\x03\x04\x14\x00", "zip"),
+            (&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c][..], "7-Zip"),
+        ] {
+            let err = ImageSource::from_reader(Cursor::new(head.to_vec()), "x.img".into())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name) && err.contains("x.img"), "{err}");
         }
     }
 

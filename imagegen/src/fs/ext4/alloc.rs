@@ -417,6 +417,63 @@ impl<D: BlockDevice> Ext4Fs<D> {
 
     /// Byte ranges in use according to the block bitmaps (for the flasher).
     pub(super) fn used_byte_ranges(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        for g in 0..self.sb.group_count {
+            for r in self.group_used_ranges(g)? {
+                match out.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => out.push(r),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Why the block bitmaps cannot be trusted to say where the data is, if
+    /// they cannot: blocks allocated by transactions still in the journal, or
+    /// by a writer that never unmounted, look free in them.
+    pub fn map_refusal(&self) -> Option<String> {
+        if self.sb.has_incompat(super::superblock::incompat::RECOVER) {
+            Some(
+                "its journal needs recovery, so blocks of unreplayed transactions look free".into(),
+            )
+        } else if self.sb.state & 1 == 0 {
+            Some("it was not cleanly unmounted, so its bitmaps may be stale".into())
+        } else if self.sb.state & 2 != 0 {
+            Some("it is marked as having errors, so its bitmaps may be wrong".into())
+        } else {
+            None
+        }
+    }
+
+    /// Number of block groups.
+    pub fn group_count(&self) -> u32 {
+        self.sb.group_count
+    }
+
+    /// Bytes of group `g`, from the start of the filesystem.
+    pub fn group_bytes(&self, g: u32) -> std::ops::Range<u64> {
+        let bs = self.sb.block_size;
+        let start = self.sb.group_first_block(g);
+        // Group 0 also owns the bytes before the first data block (1 KiB blocks).
+        let from = if g == 0 { 0 } else { start * bs };
+        from..(start + self.sb.group_len(g)) * bs
+    }
+
+    /// Bytes of group `g`'s block bitmap, from the start of the filesystem;
+    /// `None` when it is not on disk (`BLOCK_UNINIT`: computed instead).
+    pub fn block_bitmap_bytes(&self, g: u32) -> Option<std::ops::Range<u64>> {
+        if self.sb.group_csum() && self.groups.flags(g) & BLOCK_UNINIT != 0 {
+            return None;
+        }
+        let at = self.groups.block_bitmap(g) * self.sb.block_size;
+        Some(at..at + self.sb.block_size)
+    }
+
+    /// Byte ranges of group `g` in use, from its block bitmap, from the start
+    /// of the filesystem. Block 0 (boot sector, and the superblock on 4 KiB
+    /// filesystems) always counts.
+    pub fn group_used_ranges(&self, g: u32) -> Result<Vec<std::ops::Range<u64>>> {
         let bs = self.sb.block_size;
         let mut out: Vec<std::ops::Range<u64>> = Vec::new();
         let mut push = |b: u64, n: u64| {
@@ -426,17 +483,16 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 _ => out.push(r),
             }
         };
-        // Block 0 (boot sector and, on 4 KiB filesystems, the superblock).
-        push(0, self.sb.first_data_block.max(1));
-        for g in 0..self.sb.group_count {
-            let bm = self.block_bitmap(g)?;
-            let start = self.sb.group_first_block(g);
-            let len = self.sb.group_len(g);
-            let first = if start == 0 { 1 } else { 0 };
-            for i in first..len {
-                if bit(&bm, i) {
-                    push(start + i, 1);
-                }
+        if g == 0 {
+            push(0, self.sb.first_data_block.max(1));
+        }
+        let bm = self.block_bitmap(g)?;
+        let start = self.sb.group_first_block(g);
+        let len = self.sb.group_len(g);
+        let first = if start == 0 { 1 } else { 0 };
+        for i in first..len {
+            if bit(&bm, i) {
+                push(start + i, 1);
             }
         }
         Ok(out)

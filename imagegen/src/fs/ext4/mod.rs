@@ -94,8 +94,14 @@ pub fn change_refusal(sb: &[u8]) -> Option<String> {
 
 /// Byte ranges of `dev` in use according to the filesystem's block
 /// bitmaps (groups still `BLOCK_UNINIT` count only their metadata).
+/// [`Error::Unsupported`] when the bitmaps cannot be trusted
+/// ([`Ext4Fs::map_refusal`]: a journal to recover, an unclean unmount).
 pub fn used_ranges<D: BlockDevice>(dev: D) -> Result<Vec<Range<u64>>> {
-    Ext4Fs::open(dev)?.used_byte_ranges()
+    let fs = Ext4Fs::open_with(dev, crate::fs::OpenOptions::read_only())?;
+    if let Some(why) = fs.map_refusal() {
+        return Err(Error::unsupported("ext4 allocation map", why));
+    }
+    fs.used_byte_ranges()
 }
 
 /// What `nodeimg inspect` shows about an ext4 filesystem.
