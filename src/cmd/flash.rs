@@ -86,7 +86,6 @@ pub(crate) struct Inputs<'a> {
 
 /// Checks `--sha256` and opens SOURCE; finds its bmap; plans which ranges matter.
 pub(crate) fn prepare(i: &Inputs) -> anyhow::Result<Prepared> {
-    refuse_non_image(i.source)?;
     if let Some(want) = i.sha256 {
         flasher::integrity::check_sha256(i.source, want)?;
     }
@@ -95,6 +94,11 @@ pub(crate) fn prepare(i: &Inputs) -> anyhow::Result<Prepared> {
         None if i.find_bmap => flasher::integrity::bmap_beside(i.source).map(|p| (p, true)),
         None => None,
     };
+    // A bmap's checksums judge the image; without one, at least refuse
+    // what is plainly not a disk image.
+    if bmap_path.is_none() && i.delta.is_none() {
+        refuse_non_image(i.source)?;
+    }
     let bmap = bmap_path.as_ref().map(|(p, _)| Bmap::load(p)).transpose()?;
     let image = flasher::source::open(i.source, i.delta, bmap.as_ref().map(|b| b.image_size))
         .with_context(|| format!("opening image {}", i.source.display()))?;
