@@ -179,6 +179,17 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.staged.stage(b, buf)
     }
 
+    /// Stages `len` bytes of file data for newly allocated blocks `b..`,
+    /// filled by `fill` in place (no copy).
+    pub(super) fn write_data_with(
+        &mut self,
+        b: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.staged.stage_with(b, len, fill)
+    }
+
     /// The commit's data phase: writes the staged file data (block order).
     /// Nothing references these blocks until the metadata that follows.
     pub(super) fn write_data_phase(&mut self) -> Result<()> {
