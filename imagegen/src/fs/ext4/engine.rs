@@ -202,6 +202,9 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// After the metadata of a scrubbing change: zeroes the blocks it freed,
     /// so no earlier content survives in free space.
     pub(super) fn write_scrub_phase(&mut self) -> Result<()> {
+        if self.scrub_runs.is_empty() {
+            return Ok(());
+        }
         let bs = self.sb.block_size;
         let zeros = vec![0u8; (1 << 20).max(bs as usize)];
         for (b, n) in std::mem::take(&mut self.scrub_runs) {
