@@ -179,6 +179,17 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.staged.stage(b, buf)
     }
 
+    /// Stages `len` bytes of file data for newly allocated blocks `b..`,
+    /// filled by `fill` in place (no copy).
+    pub(super) fn write_data_with(
+        &mut self,
+        b: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.staged.stage_with(b, len, fill)
+    }
+
     /// The commit's data phase: writes the staged file data (block order).
     /// Nothing references these blocks until the metadata that follows.
     pub(super) fn write_data_phase(&mut self) -> Result<()> {
@@ -191,6 +202,9 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// After the metadata of a scrubbing change: zeroes the blocks it freed,
     /// so no earlier content survives in free space.
     pub(super) fn write_scrub_phase(&mut self) -> Result<()> {
+        if self.scrub_runs.is_empty() {
+            return Ok(());
+        }
         let bs = self.sb.block_size;
         let zeros = vec![0u8; (1 << 20).max(bs as usize)];
         for (b, n) in std::mem::take(&mut self.scrub_runs) {

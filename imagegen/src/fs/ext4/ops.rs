@@ -255,17 +255,19 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let bs = self.block_size();
         let nblocks = size.div_ceil(bs);
         let runs = self.alloc_blocks(nblocks, goal)?;
-        let mut buf = vec![0u8; (1 << 20).min(nblocks * bs) as usize];
+        let chunk = (1u64 << 20).min(nblocks * bs);
         let mut left = size;
         for &(first, len) in &runs {
             let mut b = first;
             let end = first + len;
             while b < end {
-                let n = ((end - b) * bs).min(buf.len() as u64) as usize;
+                let n = ((end - b) * bs).min(chunk) as usize;
                 let want = (n as u64).min(left) as usize;
-                read_exact(data, &mut buf[..want])?;
-                buf[want..n].fill(0);
-                self.write_data(b, &buf[..n])?;
+                self.write_data_with(b, n, |buf| {
+                    read_exact(data, &mut buf[..want])?;
+                    buf[want..].fill(0);
+                    Ok(())
+                })?;
                 left -= want as u64;
                 b += n as u64 / bs;
             }
