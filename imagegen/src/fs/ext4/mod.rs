@@ -50,6 +50,7 @@ mod extent;
 mod group;
 mod hash;
 mod inode;
+mod journal;
 mod ops;
 mod superblock;
 mod xattr;
