@@ -83,7 +83,11 @@ struct Case {
     /// Turn on the journal's csum_v3 and 64-bit tags (as the kernel does on
     /// its first mount of a metadata_csum filesystem) with debugfs.
     journal_csum: bool,
+    /// Whether changes go through the journal (judged as such).
     journal: bool,
+    /// Shrink the log to this many blocks (journal superblock surgery), so
+    /// that no change fits and every commit takes the ordered path.
+    log_blocks: Option<u32>,
 }
 
 /// A fixture with a small tree, made by mkfs.ext4 from a directory.
@@ -109,9 +113,21 @@ fn fixture(case: &Case, dir: &Path) -> Vec<u8> {
             .arg(&script)
             .arg(&image));
         assert!(out.status.success());
-        let (features, _) = oracle::debugfs(&image, "stats");
-        let text = String::from_utf8_lossy(&features);
-        assert!(text.contains("journal_checksum_v3"), "{text}");
+        let features = oracle::superblock_field(&image, "Journal features:");
+        assert!(
+            features
+                .as_deref()
+                .is_some_and(|f| f.contains("journal_checksum_v3") && f.contains("journal_64bit")),
+            "{features:?}"
+        );
+    }
+    if let Some(len) = case.log_blocks {
+        let (out, _) = oracle::debugfs(&image, "bmap <8> 0");
+        let block: u64 = String::from_utf8_lossy(&out).trim().parse().expect("bmap");
+        let mut bytes = std::fs::read(&image).unwrap();
+        let at = (block * 4096 + 0x10) as usize;
+        bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        std::fs::write(&image, bytes).unwrap();
     }
     oracle::assert_fsck_clean(&image, "fixture");
     std::fs::read(&image).unwrap()
@@ -247,6 +263,22 @@ fn crash_everywhere(case: Case) {
         let (new, writes) = clean_run(&base, op);
         assert!(writes >= 3, "{op:?}: only {writes} writes");
         let states = states(&base, &new, dir.path());
+        // The first write marks the change in flight: needs_recovery when it
+        // goes through the journal, not clean when it does not.
+        let dev = Arc::new(FaultyDevice::new(base.clone()));
+        dev.power_loss_at(1);
+        let mut fs = open(dev.clone()).expect("open");
+        assert!(apply(op, &mut *fs).is_err());
+        let want = if case.journal {
+            (true, true)
+        } else {
+            (false, false)
+        };
+        assert_eq!(
+            marks(&dev.after_crash(Unflushed::Kept)),
+            want,
+            "{op:?}: first write"
+        );
         let mut seen = HashSet::new();
         for n in 0..writes {
             let dev = Arc::new(FaultyDevice::new(base.clone()));
@@ -322,6 +354,7 @@ fn journal_4k_power_loss_at_every_write() {
         mkfs: J4K,
         journal_csum: false,
         journal: true,
+        log_blocks: None,
     });
 }
 
@@ -331,6 +364,7 @@ fn journal_4k_csum_v3_power_loss_at_every_write() {
         mkfs: J4K,
         journal_csum: true,
         journal: true,
+        log_blocks: None,
     });
 }
 
@@ -340,6 +374,19 @@ fn journal_1k_csum_v3_power_loss_at_every_write() {
         mkfs: J1K,
         journal_csum: true,
         journal: true,
+        log_blocks: None,
+    });
+}
+
+/// A transaction that does not fit in the log is not split: the change
+/// takes the ordered path, with its guarantees.
+#[test]
+fn too_small_a_log_falls_back_to_the_ordered_commit() {
+    crash_everywhere(Case {
+        mkfs: J4K,
+        journal_csum: false,
+        journal: false,
+        log_blocks: Some(8),
     });
 }
 
@@ -349,6 +396,7 @@ fn no_journal_4k_power_loss_at_every_write() {
         mkfs: NJ4K,
         journal_csum: false,
         journal: false,
+        log_blocks: None,
     });
 }
 
@@ -358,6 +406,7 @@ fn no_journal_1k_power_loss_at_every_write() {
         mkfs: NJ1K,
         journal_csum: false,
         journal: false,
+        log_blocks: None,
     });
 }
 
@@ -369,6 +418,7 @@ fn a_failed_write_poisons_the_handle() {
         mkfs: J4K,
         journal_csum: true,
         journal: true,
+        log_blocks: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let base = fixture(&case, dir.path());
@@ -445,6 +495,7 @@ fn the_kernel_replays_a_committed_transaction() {
         mkfs: J4K,
         journal_csum: true,
         journal: true,
+        log_blocks: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let base = fixture(&case, dir.path());
