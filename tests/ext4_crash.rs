@@ -386,7 +386,7 @@ fn too_small_a_log_falls_back_to_the_ordered_commit() {
         mkfs: J4K,
         journal_csum: false,
         journal: false,
-        log_blocks: Some(8),
+        log_blocks: Some(4),
     });
 }
 
