@@ -92,9 +92,17 @@ struct Case {
 
 /// A fixture with a small tree, made by mkfs.ext4 from a directory.
 fn fixture(case: &Case, dir: &Path) -> Vec<u8> {
+    fixture_with(case, dir, 0)
+}
+
+/// The fixture, plus `many` small files in `/many`.
+fn fixture_with(case: &Case, dir: &Path, many: usize) -> Vec<u8> {
     let src = dir.join("src");
-    for d in ["etc", "tree/sub/deeper", "usr/bin"] {
+    for d in ["etc", "tree/sub/deeper", "usr/bin", "many"] {
         std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for i in 0..many {
+        std::fs::write(src.join(format!("many/f{i:04}")), format!("{i}\n")).unwrap();
     }
     std::fs::write(src.join("etc/hostname"), b"seed-node\n").unwrap();
     std::fs::write(src.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
@@ -440,6 +448,51 @@ fn a_failed_write_poisons_the_handle() {
         judge(&case, &dev.contents(), dir.path(), &states)
             .unwrap_or_else(|e| panic!("write {n} failed: {e}"));
     }
+}
+
+/// A change that logs more blocks than one descriptor block has tags for
+/// (here 62 with csum_v3 tags in 1 KiB blocks): every flush boundary of its
+/// commit still replays to the old or the new state, and one replays to the
+/// new state.
+#[test]
+fn a_transaction_of_several_descriptor_blocks_replays() {
+    let case = Case {
+        mkfs: J1K,
+        journal_csum: true,
+        journal: true,
+        log_blocks: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture_with(&case, dir.path(), 400);
+    let op = |fs: &mut dyn Filesystem| fs.remove("/many", true);
+    let dev = Arc::new(FaultyDevice::new(base.clone()));
+    let mut fs = open(dev.clone()).unwrap();
+    op(&mut *fs).unwrap();
+    fs.flush().unwrap();
+    drop(fs);
+    let (new, writes) = (dev.contents(), dev.writes());
+    assert!(
+        writes > 2 * 100,
+        "only {writes} writes: not a big transaction"
+    );
+    let states = states(&base, &new, dir.path());
+    let mut seen = HashSet::new();
+    let mut replayed_new = false;
+    for n in 0..writes {
+        let dev = Arc::new(FaultyDevice::new(base.clone()));
+        dev.power_loss_at(n);
+        let mut fs = open(dev.clone()).unwrap();
+        assert!(op(&mut *fs).is_err());
+        let image = dev.after_crash(Unflushed::Lost);
+        if !seen.insert(hash(&image)) {
+            continue;
+        }
+        judge(&case, &image, dir.path(), &states)
+            .unwrap_or_else(|e| panic!("power lost at write {n}/{writes}: {e}"));
+        let replayed = dir.path().join("crash.img");
+        replayed_new |= marks(&image).1 && tree::from_ext4_view(&replayed).unwrap() == states.new;
+    }
+    assert!(replayed_new, "no crash image replayed to the new state");
 }
 
 /// A loop device of the test's own, detached (and unmounted) on drop.

@@ -50,6 +50,10 @@ pub struct Ext4Fs<D: BlockDevice> {
     /// File data written by the running operation, `(device byte offset,
     /// bytes)`: written by the commit, before any metadata.
     pub(super) pending_data: Vec<(u64, Vec<u8>)>,
+    /// Block runs `(first, len)` to overwrite with zeros once the change is
+    /// durable (scrubbing freed blocks): never earlier, since until then
+    /// the old metadata may still point at them.
+    pub(super) pending_zero: Vec<(u64, u64)>,
     /// Why this filesystem must not be changed, if so.
     pub(super) refusal: Option<String>,
     /// Set when a commit failed after its first write: the disk may hold
@@ -134,6 +138,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
             dirty: BTreeMap::new(),
             pending_free: Vec::new(),
             pending_data: Vec::new(),
+            pending_zero: Vec::new(),
             refusal,
             poisoned: None,
             journal: None,
@@ -208,6 +213,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.dirty.clear();
         self.pending_free.clear();
         self.pending_data.clear();
+        self.pending_zero.clear();
         let result = f(self).and_then(|r| {
             self.release_pending()?;
             let plan = self.plan_commit(&saved.0)?;
@@ -216,6 +222,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.dirty.clear();
         self.pending_free.clear();
         self.pending_data.clear();
+        self.pending_zero.clear();
         let (r, plan) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -249,8 +256,14 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.groups.seal(&self.sb);
         self.sb.seal();
         let data = std::mem::take(&mut self.pending_data);
+        let zero = std::mem::take(&mut self.pending_zero);
         let sb_changed = self.sb.raw != old.raw;
-        if data.is_empty() && self.dirty.is_empty() && self.groups.dirty.is_empty() && !sb_changed {
+        if data.is_empty()
+            && zero.is_empty()
+            && self.dirty.is_empty()
+            && self.groups.dirty.is_empty()
+            && !sb_changed
+        {
             return Ok(Plan::default());
         }
         // Metadata blocks in their final form: staged blocks, then the
@@ -331,6 +344,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         Ok(Plan {
             mark,
             data,
+            zero,
             home,
             backups,
             transaction,
@@ -367,6 +381,18 @@ impl<D: BlockDevice> Ext4Fs<D> {
         dev.flush()?;
         if let Some(t) = &plan.transaction {
             dev.write_at(t.close.0, &t.close.1)?;
+        }
+        // The change is durable at home: freed blocks may be wiped now.
+        let zeros = vec![0u8; (bs as usize) * 256];
+        for &(first, len) in &plan.zero {
+            let mut b = first;
+            while b < first + len {
+                let n = (first + len - b).min(256);
+                dev.write_at(b * bs, &zeros[..(n * bs) as usize])?;
+                b += n;
+            }
+        }
+        if let Some(t) = &plan.transaction {
             dev.flush()?;
             if let Some(j) = &mut self.journal {
                 j.advance(&t.close.1);
@@ -525,6 +551,8 @@ struct Plan {
     mark: Vec<u8>,
     /// File data, `(device byte offset, bytes)`.
     data: Vec<(u64, Vec<u8>)>,
+    /// Freed block runs to wipe once the change is durable.
+    zero: Vec<(u64, u64)>,
     /// Metadata blocks at home, `(block, bytes)`.
     home: Vec<(u64, Vec<u8>)>,
     /// Backup superblocks and descriptor blocks, `(device byte offset, bytes)`.

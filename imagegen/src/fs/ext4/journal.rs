@@ -124,6 +124,17 @@ impl Journal {
             .map_err(|e| bad(format!("cannot be mapped: {e}")))?;
         let runs = tree.extents;
         let bs = fs.sb.block_size;
+        if let Some(e) = runs.iter().find(|e| {
+            e.physical < fs.sb.first_data_block
+                || e.physical
+                    .checked_add(e.len)
+                    .is_none_or(|end| end > fs.sb.blocks_count)
+        }) {
+            return Err(bad(format!(
+                "maps blocks {}+{} outside the filesystem",
+                e.physical, e.len
+            )));
+        }
         let first_phys = runs
             .iter()
             .find(|e| e.logical == 0 && !e.uninit)
@@ -374,4 +385,84 @@ fn journal_sb_csum(sb: &[u8]) -> u32 {
     let c = crc32c_raw(!0, &sb[..0xFC]);
     let c = crc32c_raw(c, &[0; 4]);
     crc32c_raw(c, &sb[0x100..0x400])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(csum: Csum, wide_tags: bool) -> Journal {
+        let mut sb = vec![0u8; 1024];
+        header(&mut sb, SUPERBLOCK_V2, 0);
+        Journal {
+            runs: vec![Extent {
+                logical: 0,
+                physical: 100,
+                len: 64,
+                uninit: false,
+            }],
+            block_size: 1024,
+            first: 1,
+            maxlen: 64,
+            sequence: 7,
+            csum,
+            wide_tags,
+            uuid: [9; 16],
+            seed: crc32c_raw(!0, &[9; 16]),
+            sb,
+        }
+    }
+
+    #[test]
+    fn a_copy_starting_with_the_magic_is_escaped() {
+        let j = journal(Csum::V3, true);
+        let mut block = vec![5u8; 1024];
+        block[..4].copy_from_slice(&MAGIC.to_be_bytes());
+        let t = j
+            .transaction(&[(3, block.clone())], Timestamp::default())
+            .unwrap();
+        let (desc, copy) = (&t.log[0].1, &t.log[1].1);
+        assert_eq!(&copy[..4], &[0; 4]);
+        assert_eq!(&copy[4..], &block[4..]);
+        let flags = be32(desc, 12 + 4);
+        assert_eq!(flags, FLAG_ESCAPE | FLAG_LAST_TAG);
+        // The tag checksum covers the copy as logged.
+        let want = crc32c_raw(crc32c_raw(j.seed, &7u32.to_be_bytes()), copy);
+        assert_eq!(be32(desc, 12 + 12), want);
+        assert_eq!(t.commit.0, 103 * 1024);
+    }
+
+    #[test]
+    fn tags_spill_into_further_descriptors() {
+        for (csum, wide) in [
+            (Csum::None, false),
+            (Csum::None, true),
+            (Csum::V2, false),
+            (Csum::V3, true),
+        ] {
+            let mut j = journal(csum, wide);
+            j.maxlen = 512;
+            j.runs[0].len = 512;
+            let per = j.tags_per_descriptor();
+            let blocks: Vec<(u64, Vec<u8>)> =
+                (0..per as u64 + 1).map(|b| (b, vec![0; 1024])).collect();
+            let t = j.transaction(&blocks, Timestamp::default()).unwrap();
+            assert_eq!(t.log.len(), blocks.len() + 2, "{csum:?}");
+            let second = &t.log[per + 1].1;
+            assert_eq!(be32(second, 4), DESCRIPTOR_BLOCK);
+            assert_eq!(be32(second, 8), 7);
+            // Everything fits before the checksum tail.
+            let used = 12 + 16 + per * j.tag_bytes();
+            assert!(used <= 1024 - j.tail_bytes());
+            assert!(used + j.tag_bytes() > 1024 - j.tail_bytes());
+        }
+    }
+
+    #[test]
+    fn a_transaction_larger_than_the_log_is_refused() {
+        let j = journal(Csum::None, false);
+        let blocks: Vec<(u64, Vec<u8>)> = (0..62).map(|b| (b, vec![0; 1024])).collect();
+        assert!(j.transaction(&blocks, Timestamp::default()).is_none());
+        assert!(j.transaction(&blocks[..61], Timestamp::default()).is_some());
+    }
 }
