@@ -3,7 +3,9 @@
 //! on), for each kind of change. Each crash image is judged by the
 //! independent tools:
 //!
-//! - with a journal: `e2fsck -E journal_only` replays it (as a mount would),
+//! - with a journal: `e2fsck -y -E journal_only` replays it (as a mount
+//!   would; not with `-f`, which turns it into a full check that repairs —
+//!   and so would hide damage),
 //!   then `e2fsck -fn` must be clean and the tree, as `ext4-view` reads it,
 //!   must be exactly the old one or exactly the new one;
 //! - without: either the same (clean, old or new), or the superblock is
@@ -197,7 +199,7 @@ fn judge(case: &Case, bytes: &[u8], work: &Path, states: &States) -> Result<(), 
             return Err("a journalled commit left the filesystem marked not clean".into());
         }
         let out = run(Command::new("e2fsck")
-            .args(["-fy", "-E", "journal_only"])
+            .args(["-y", "-E", "journal_only"])
             .arg(&path));
         if !matches!(out.status.code(), Some(0 | 1)) {
             return Err(format!(
@@ -569,7 +571,7 @@ fn the_kernel_replays_a_committed_transaction() {
             continue;
         }
         run(Command::new("e2fsck")
-            .args(["-fy", "-E", "journal_only"])
+            .args(["-y", "-E", "journal_only"])
             .arg(&path));
         if oracle::cat(&path, "/etc/hostname").ok().as_deref() == Some(&want[..]) {
             found = Some(image);

@@ -12,13 +12,15 @@
 //!   jbd2 transaction (see `journal`); flush; write the journal superblock
 //!   pointing at it and the commit block; flush — from here replay gives the
 //!   new state, before it the old one; write the blocks home and update the
-//!   backup superblocks and descriptors; flush; mark the log empty; flush;
-//!   clear `needs_recovery` (made durable by the next flush or change).
+//!   backup superblocks and descriptors; flush; mark the log empty (and
+//!   wipe freed blocks when scrubbing); flush; clear `needs_recovery` (made
+//!   durable by the next flush or change).
 //! - **Without one** (or when the transaction does not fit in the log, or
 //!   the journal has features we do not write), the order of e2fsprogs'
 //!   `ext2fs_flush2`: mark the superblock not clean and write the data;
 //!   flush; write metadata, primary and backup descriptors and backup
-//!   superblocks; flush; write the superblock marked clean. A crash in
+//!   superblocks; flush; wipe freed blocks when scrubbing; write the
+//!   superblock marked clean. A crash in
 //!   between leaves a filesystem marked not clean: the engine refuses it and
 //!   `e2fsck` repairs it.
 //!
