@@ -50,8 +50,11 @@ pub struct Ext4Fs<D: BlockDevice> {
     /// nothing allocated in the same operation overwrites them.
     pub(super) pending_free: Vec<(u64, u64)>,
     /// File data written by the running operation, `(device byte offset,
-    /// bytes)`: written by the commit, before any metadata.
-    pub(super) pending_data: Vec<(u64, Vec<u8>)>,
+    /// range in staged)`: written by the commit, before any metadata.
+    pub(super) pending_data: Vec<(u64, std::ops::Range<usize>)>,
+    /// The bytes of `pending_data`, in one buffer kept across changes so
+    /// staging does not fault in fresh memory for every file.
+    pub(super) staged: Vec<u8>,
     /// Block runs `(first, len)` to overwrite with zeros once the change is
     /// durable (scrubbing freed blocks): never earlier, since until then
     /// the old metadata may still point at them.
@@ -140,6 +143,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
             dirty: BTreeMap::new(),
             pending_free: Vec::new(),
             pending_data: Vec::new(),
+            staged: Vec::new(),
             pending_zero: Vec::new(),
             refusal,
             poisoned: None,
@@ -192,8 +196,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Stages file data for newly allocated blocks starting at `b`; the
     /// commit writes it before any metadata that points at it.
     pub(super) fn write_data(&mut self, b: u64, buf: &[u8]) -> Result<()> {
+        let start = self.staged.len();
+        self.staged.extend_from_slice(buf);
         self.pending_data
-            .push((b * self.sb.block_size, buf.to_vec()));
+            .push((b * self.sb.block_size, start..self.staged.len()));
         Ok(())
     }
 
@@ -215,6 +221,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.dirty.clear();
         self.pending_free.clear();
         self.pending_data.clear();
+        self.staged.clear();
         self.pending_zero.clear();
         let result = f(self).and_then(|r| {
             self.release_pending()?;
@@ -224,6 +231,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.dirty.clear();
         self.pending_free.clear();
         self.pending_data.clear();
+        self.staged.clear();
         self.pending_zero.clear();
         let (r, plan) = match result {
             Ok(v) => v,
@@ -235,7 +243,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
             }
         };
         self.groups.dirty.clear();
-        if let Err(e) = self.commit(plan) {
+        let outcome = self.commit(&plan);
+        // Keep the staging buffer's memory for the next change.
+        self.staged = plan.staged;
+        self.staged.clear();
+        if let Err(e) = outcome {
             // Part of the change may be on disk: never act as if it were not.
             let how = if self.journal.is_some() {
                 "the journal holds it whole or not at all: mount the filesystem or run e2fsck to replay it"
@@ -258,6 +270,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.groups.seal(&self.sb);
         self.sb.seal();
         let data = std::mem::take(&mut self.pending_data);
+        let staged = std::mem::take(&mut self.staged);
         let zero = std::mem::take(&mut self.pending_zero);
         let sb_changed = self.sb.raw != old.raw;
         if data.is_empty()
@@ -266,7 +279,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
             && self.groups.dirty.is_empty()
             && !sb_changed
         {
-            return Ok(Plan::default());
+            return Ok(Plan {
+                staged,
+                ..Plan::default()
+            });
         }
         // Metadata blocks in their final form: staged blocks, then the
         // primary descriptor blocks of the groups that changed.
@@ -346,6 +362,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         Ok(Plan {
             mark,
             data,
+            staged,
             zero,
             home,
             backups,
@@ -355,15 +372,15 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Writes a planned change in crash-safe order (see the module comment).
-    fn commit(&mut self, plan: Plan) -> Result<()> {
+    fn commit(&mut self, plan: &Plan) -> Result<()> {
         if plan.mark.is_empty() {
             return Ok(());
         }
         let bs = self.sb.block_size;
         let dev = &self.dev;
         dev.write_at(SB_OFFSET, &plan.mark)?;
-        for (off, bytes) in &plan.data {
-            dev.write_at(*off, bytes)?;
+        for (off, range) in &plan.data {
+            dev.write_at(*off, &plan.staged[range.clone()])?;
         }
         if let Some(t) = &plan.transaction {
             for (off, bytes) in &t.log {
@@ -551,8 +568,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
 struct Plan {
     /// The superblock marking the change in flight (empty: nothing to do).
     mark: Vec<u8>,
-    /// File data, `(device byte offset, bytes)`.
-    data: Vec<(u64, Vec<u8>)>,
+    /// File data, `(device byte offset, range in staged)`.
+    data: Vec<(u64, std::ops::Range<usize>)>,
+    /// The bytes of `data`.
+    staged: Vec<u8>,
     /// Freed block runs to wipe once the change is durable.
     zero: Vec<(u64, u64)>,
     /// Metadata blocks at home, `(block, bytes)`.
