@@ -48,6 +48,11 @@ pub enum Error {
     /// Not enough room for an operation; nothing was changed.
     #[error("no space: {0}")]
     NoSpace(String),
+    /// A write that stopped partway (an I/O error or a crash mid-commit):
+    /// the device may hold part of it, and the handle that wrote it refuses
+    /// further changes.
+    #[error("{what} stopped partway: {why}")]
+    PartialWrite { what: String, why: String },
     /// The caller asked for something invalid (bad argument, wrong kind of file).
     #[error("{0}")]
     Invalid(String),

@@ -6,15 +6,21 @@
 //! (an image file or a block device node), [`MemDevice`] (tests, fuzzing).
 //! Adapters: [`Window`] exposes one partition's byte range as a device of its
 //! own, and [`DeviceCursor`] turns any device into `Read + Write + Seek` for
-//! crates that want std streams (`fatfs`, `mbrman`, `gpt`).
+//! crates that want std streams (`fatfs`, `mbrman`, `gpt`). For crash tests
+//! (feature `testing`), [`FaultyDevice`] models a write cache and loses power
+//! at a chosen write.
 
 mod cursor;
+#[cfg(any(test, feature = "testing"))]
+mod faulty;
 mod file;
 mod mem;
 mod overlay;
 mod window;
 
 pub use cursor::DeviceCursor;
+#[cfg(any(test, feature = "testing"))]
+pub use faulty::{Event, FaultyDevice, Unflushed};
 pub use file::FileDevice;
 pub use mem::MemDevice;
 pub use overlay::{Overlay, OVERLAY_BLOCK};
@@ -38,7 +44,13 @@ pub trait BlockDevice: Send + Sync {
     /// Writes all of `buf` at `offset`; an access past the end is an error.
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
 
-    /// Makes previous writes durable (fsync for files).
+    /// Makes every write issued before it durable (`fdatasync` for files)
+    /// before it returns. It is also the only ordering barrier: writes issued
+    /// between two flushes may reach the medium in any order, or not at all
+    /// if the power goes, so writers that must survive a crash (the ext4
+    /// commit) flush between the steps whose order matters. Devices with no
+    /// durable medium of their own (memory, an overlay's spill file) forward
+    /// it or do nothing.
     fn flush(&self) -> Result<()>;
 
     /// A short human-readable name for error messages (usually a path).

@@ -1,13 +1,33 @@
 //! The `Ext4Fs` handle: block cache, transactions, inode I/O and block
 //! mapping. Higher-level operations live in `ops`, allocation in `alloc`.
 //!
-//! Every change runs inside [`Ext4Fs::change`]: metadata blocks, group
-//! descriptors and the superblock are changed only in memory, and are
-//! written (data first, superblock last) when the whole operation has
-//! succeeded. Any error discards them, so a failed operation leaves the
-//! image exactly as it was. New file data is staged too (see `staging`) and
-//! written as the commit's first phase, so not one byte reaches the device
-//! before the whole operation has succeeded.
+//! Every change runs inside [`Ext4Fs::change`]: file data (see `staging`:
+//! memory-bounded, spilled to a file past a limit), metadata blocks,
+//! group descriptors and the superblock are changed only in memory while
+//! the operation runs, so an operation that fails leaves the image exactly
+//! as it was. When it has succeeded, [`commit`](Ext4Fs::commit) writes it in
+//! an order that survives a crash at any write:
+//!
+//! - **With the internal journal** (the usual ext4): mark the superblock
+//!   `needs_recovery`; write the new file data and log the metadata as one
+//!   jbd2 transaction (see `journal`); flush; write the journal superblock
+//!   pointing at it and the commit block; flush — from here replay gives the
+//!   new state, before it the old one; write the blocks home and update the
+//!   backup superblocks and descriptors; flush; mark the log empty (and
+//!   wipe freed blocks when scrubbing); flush; clear `needs_recovery` (made
+//!   durable by the next flush or change).
+//! - **Without one** (or when the transaction does not fit in the log, or
+//!   the journal has features we do not write), the order of e2fsprogs'
+//!   `ext2fs_flush2`: mark the superblock not clean and write the data;
+//!   flush; write metadata, primary and backup descriptors and backup
+//!   superblocks; flush; wipe freed blocks when scrubbing; write the
+//!   superblock marked clean. A crash in
+//!   between leaves a filesystem marked not clean: the engine refuses it and
+//!   `e2fsck` repairs it.
+//!
+//! An error after the first write poisons the handle: the disk may hold part
+//! of the change, so it refuses every further change instead of pretending
+//! nothing happened.
 //!
 //! [`Ext4Fs::batch`] runs several operations as one change: each one that
 //! fails is undone by itself (the transaction state is snapshotted around
@@ -17,7 +37,8 @@ use super::blockmap;
 use super::extent::{self, ReadCtx, Tree};
 use super::group::Groups;
 use super::inode::{Inode, FL_EXTENTS, FL_INLINE_DATA};
-use super::superblock::{ro_compat, Superblock, SB_OFFSET};
+use super::journal::{Journal, Transaction};
+use super::superblock::{incompat, ro_compat, Superblock, SB_OFFSET};
 use crate::block::BlockDevice;
 use crate::fs::{Extent, Timestamp};
 use crate::{Error, Result};
@@ -35,6 +56,11 @@ pub struct Ext4Fs<D: BlockDevice> {
     pub(super) pending_free: Vec<(u64, u64)>,
     /// Why this filesystem must not be changed, if so.
     pub(super) refusal: Option<String>,
+    /// Set when a commit failed after its first write: the disk may hold
+    /// part of it, so no further change is allowed through this handle.
+    pub(super) poisoned: Option<String>,
+    /// The internal journal commits go through (`None`: ordered commits).
+    pub(super) journal: Option<Journal>,
     /// The time every change is stamped with, given by the caller.
     pub(super) now: Timestamp,
     /// New file data of the running operation, written at commit.
@@ -43,8 +69,9 @@ pub struct Ext4Fs<D: BlockDevice> {
     pub(super) batch_depth: u32,
     /// Zero blocks the change frees ([`crate::fs::OpenOptions::scrub`]).
     pub(super) scrub: bool,
-    /// Blocks freed by the running change, zeroed after its metadata when
-    /// scrubbing.
+    /// Blocks freed by the running change, overwritten with zeros once the
+    /// change is durable when scrubbing: never earlier, since until then the
+    /// old metadata may still point at them.
     pub(super) scrub_runs: Vec<(u64, u64)>,
     /// Fixed metadata: never allocated, never freed (computed when writable).
     pub(super) fixed: super::fixed::Fixed,
@@ -123,6 +150,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
             dirty: BTreeMap::new(),
             pending_free: Vec::new(),
             refusal,
+            poisoned: None,
+            journal: None,
             now: opts.now,
             staged: Default::default(),
             batch_depth: 0,
@@ -134,6 +163,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
             match fs.compute_fixed() {
                 Ok(f) => fs.fixed = f,
                 Err(e) => fs.refusal = Some(e.to_string()),
+            }
+        }
+        if fs.refusal.is_none() {
+            match Journal::load(&fs) {
+                Ok(j) => fs.journal = j,
+                Err(why) => fs.refusal = Some(why),
             }
         }
         Ok(fs)
@@ -190,34 +225,6 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.staged.stage_with(b, len, fill)
     }
 
-    /// The commit's data phase: writes the staged file data (block order).
-    /// Nothing references these blocks until the metadata that follows.
-    pub(super) fn write_data_phase(&mut self) -> Result<()> {
-        if self.staged.is_empty() {
-            return Ok(());
-        }
-        self.staged.write_to(&self.dev, self.sb.block_size)
-    }
-
-    /// After the metadata of a scrubbing change: zeroes the blocks it freed,
-    /// so no earlier content survives in free space.
-    pub(super) fn write_scrub_phase(&mut self) -> Result<()> {
-        if self.scrub_runs.is_empty() {
-            return Ok(());
-        }
-        let bs = self.sb.block_size;
-        let zeros = vec![0u8; (1 << 20).max(bs as usize)];
-        for (b, n) in std::mem::take(&mut self.scrub_runs) {
-            let (mut at, end) = (b * bs, (b + n) * bs);
-            while at < end {
-                let k = (end - at).min(zeros.len() as u64) as usize;
-                self.dev.write_at(at, &zeros[..k])?;
-                at += k as u64;
-            }
-        }
-        Ok(())
-    }
-
     /// Runs `f` — any number of operations — as one all-or-nothing change
     /// that commits once. An operation inside that fails is undone by
     /// itself, so `f` may handle its error and go on.
@@ -230,8 +237,14 @@ impl<D: BlockDevice> Ext4Fs<D> {
         })
     }
 
-    /// Runs `f` as one all-or-nothing change.
+    /// Runs `f` as one all-or-nothing change, then commits it.
     pub(super) fn change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::PartialWrite {
+                what: format!("changing {}", self.dev.describe()),
+                why: format!("refused: an earlier commit stopped partway ({why})"),
+            });
+        }
         if let Some(why) = &self.refusal {
             return Err(Error::unsupported(
                 "ext4 change",
@@ -248,18 +261,42 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.scrub_runs.clear();
         let result = f(self).and_then(|r| {
             self.release_pending()?;
-            self.commit()?;
-            Ok(r)
+            let plan = self.plan_commit(&saved.0)?;
+            Ok((r, plan))
         });
-        if result.is_err() {
-            (self.sb, self.groups) = saved;
-            self.groups.dirty.clear();
-        }
         self.dirty.clear();
         self.pending_free.clear();
         self.staged.clear();
         self.scrub_runs.clear();
-        result
+        let (r, plan) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing was written: the handle goes back to the disk's state.
+                (self.sb, self.groups) = saved;
+                self.groups.dirty.clear();
+                return Err(e);
+            }
+        };
+        self.groups.dirty.clear();
+        let mut plan = plan;
+        let outcome = self.commit(&mut plan);
+        // Keep the staging set (and its spool file) for the next change.
+        self.staged = plan.staged;
+        self.staged.clear();
+        if let Err(e) = outcome {
+            // Part of the change may be on disk: never act as if it were not.
+            let how = if self.journal.is_some() {
+                "the journal holds it whole or not at all: mount the filesystem or run e2fsck to replay it"
+            } else {
+                "the filesystem is marked not clean: run e2fsck -f"
+            };
+            self.poisoned = Some(e.to_string());
+            return Err(Error::PartialWrite {
+                what: format!("committing a change to {}", self.dev.describe()),
+                why: format!("{e}; the image may hold part of it ({how})"),
+            });
+        }
+        Ok(r)
     }
 
     /// One operation inside a batch: undone alone when it fails.
@@ -281,32 +318,159 @@ impl<D: BlockDevice> Ext4Fs<D> {
         result
     }
 
-    fn commit(&mut self) -> Result<()> {
-        self.write_data_phase()?;
+    /// Everything the commit will write, computed before its first write so
+    /// that any error here still leaves the disk untouched.
+    fn plan_commit(&mut self, old: &Superblock) -> Result<Plan> {
         let bs = self.sb.block_size;
-        for (&b, buf) in &self.dirty {
-            self.dev.write_at(b * bs, buf)?;
-        }
         self.groups.seal(&self.sb);
-        let gdt_start = (self.sb.first_data_block + 1) * bs;
+        self.sb.seal();
+        let staged = std::mem::take(&mut self.staged);
+        let zero = std::mem::take(&mut self.scrub_runs);
+        let sb_changed = self.sb.raw != old.raw;
+        if staged.is_empty()
+            && zero.is_empty()
+            && self.dirty.is_empty()
+            && self.groups.dirty.is_empty()
+            && !sb_changed
+        {
+            return Ok(Plan {
+                staged,
+                ..Plan::default()
+            });
+        }
+        // Metadata blocks in their final form: staged blocks, then the
+        // primary descriptor blocks of the groups that changed.
+        let mut home: BTreeMap<u64, Vec<u8>> = std::mem::take(&mut self.dirty);
+        let gdt_first = self.sb.first_data_block + 1;
         let per_block = (bs as usize) / self.sb.desc_size;
-        let blocks: std::collections::BTreeSet<usize> = self
+        let gdt_blocks: std::collections::BTreeSet<u64> = self
             .groups
             .dirty
             .iter()
-            .map(|&g| g as usize / per_block)
+            .map(|&g| (g as usize / per_block) as u64)
             .collect();
-        for blk in blocks {
-            let off = blk * bs as usize;
-            self.dev.write_at(
-                gdt_start + off as u64,
-                &self.groups.raw()[off..off + bs as usize],
-            )?;
+        for &i in &gdt_blocks {
+            let off = (i * bs) as usize;
+            home.insert(
+                gdt_first + i,
+                self.groups.raw()[off..off + bs as usize].to_vec(),
+            );
         }
-        self.groups.dirty.clear();
-        self.sb.seal();
-        self.dev.write_at(SB_OFFSET, &self.sb.raw)?;
-        self.write_scrub_phase()?;
+        if let Some(j) = &self.journal {
+            if let Some(b) = home.keys().find(|&&b| j.contains(b)) {
+                return Err(Error::corrupt(
+                    "ext4 change",
+                    format!("metadata block {b} lies inside the journal"),
+                ));
+            }
+        }
+        // Backup superblocks and descriptors, as e2fsprogs writes them: not
+        // marked clean (whoever falls back on a backup checks everything).
+        let mut backups = Vec::new();
+        for g in 1..self.sb.group_count {
+            if !self.sb.group_has_super(g) {
+                continue;
+            }
+            let first = self.sb.group_first_block(g);
+            if sb_changed {
+                let mut copy = sb_variant(&self.sb, false, false);
+                super::bytes::put_u16(&mut copy.raw, 0x5A, g.min(0xFFFF) as u16);
+                copy.seal();
+                backups.push((first * bs, copy.raw));
+            }
+            for &i in &gdt_blocks {
+                let off = (i * bs) as usize;
+                backups.push((
+                    (first + 1 + i) * bs,
+                    self.groups.raw()[off..off + bs as usize].to_vec(),
+                ));
+            }
+        }
+        let done = sb_variant(&self.sb, true, false).raw;
+        // The transaction logs the block holding the superblock too, so the
+        // free counts change with everything else.
+        let transaction = match &self.journal {
+            Some(j) => {
+                let sb_block = SB_OFFSET / bs;
+                let mut block = match home.get(&sb_block) {
+                    Some(b) => b.clone(),
+                    None => self.read_block(sb_block)?,
+                };
+                let within = (SB_OFFSET - sb_block * bs) as usize;
+                block[within..within + 1024].copy_from_slice(&sb_variant(&self.sb, true, true).raw);
+                let mut logged = home.clone();
+                logged.insert(sb_block, block);
+                let logged: Vec<(u64, Vec<u8>)> = logged.into_iter().collect();
+                j.transaction(&logged, self.now).map(|t| (t, logged))
+            }
+            None => None,
+        };
+        let (mark, home, transaction) = match transaction {
+            Some((t, logged)) => (sb_variant(old, true, true).raw, logged, Some(t)),
+            None => (
+                sb_variant(old, false, false).raw,
+                home.into_iter().collect(),
+                None,
+            ),
+        };
+        Ok(Plan {
+            mark,
+            staged,
+            zero,
+            home,
+            backups,
+            transaction,
+            done,
+        })
+    }
+
+    /// Writes a planned change in crash-safe order (see the module comment).
+    fn commit(&mut self, plan: &mut Plan) -> Result<()> {
+        if plan.mark.is_empty() {
+            return Ok(());
+        }
+        let bs = self.sb.block_size;
+        let dev = &self.dev;
+        dev.write_at(SB_OFFSET, &plan.mark)?;
+        plan.staged.write_to(dev, bs)?;
+        if let Some(t) = &plan.transaction {
+            for (off, bytes) in &t.log {
+                dev.write_at(*off, bytes)?;
+            }
+            dev.flush()?;
+            dev.write_at(t.open.0, &t.open.1)?;
+            dev.write_at(t.commit.0, &t.commit.1)?;
+        }
+        dev.flush()?;
+        for (b, bytes) in &plan.home {
+            dev.write_at(b * bs, bytes)?;
+        }
+        for (off, bytes) in &plan.backups {
+            dev.write_at(*off, bytes)?;
+        }
+        dev.flush()?;
+        if let Some(t) = &plan.transaction {
+            dev.write_at(t.close.0, &t.close.1)?;
+        }
+        // The change is durable at home: freed blocks may be wiped now.
+        let zeros = vec![0u8; (bs as usize) * 256];
+        for &(first, len) in &plan.zero {
+            let mut b = first;
+            while b < first + len {
+                let n = (first + len - b).min(256);
+                dev.write_at(b * bs, &zeros[..(n * bs) as usize])?;
+                b += n;
+            }
+        }
+        if let Some(t) = &plan.transaction {
+            dev.flush()?;
+            if let Some(j) = &mut self.journal {
+                j.advance(&t.close.1);
+            }
+        }
+        // Made durable by the next flush: until then a crash leaves a
+        // consistent filesystem that is merely marked for a check/replay.
+        self.dev.write_at(SB_OFFSET, &plan.done)?;
         Ok(())
     }
 
@@ -472,4 +636,41 @@ impl<D: BlockDevice> Ext4Fs<D> {
     pub(super) fn inode_group(&self, ino: u32) -> u32 {
         ino.saturating_sub(1) / self.sb.inodes_per_group
     }
+}
+
+/// What one commit writes, in the order [`Ext4Fs::commit`] writes it.
+#[derive(Default)]
+struct Plan {
+    /// The superblock marking the change in flight (empty: nothing to do).
+    mark: Vec<u8>,
+    /// New file data, written before any metadata that points at it.
+    staged: super::staging::Staged,
+    /// Freed block runs to wipe once the change is durable.
+    zero: Vec<(u64, u64)>,
+    /// Metadata blocks at home, `(block, bytes)`.
+    home: Vec<(u64, Vec<u8>)>,
+    /// Backup superblocks and descriptor blocks, `(device byte offset, bytes)`.
+    backups: Vec<(u64, Vec<u8>)>,
+    /// The jbd2 transaction, when the change goes through the journal.
+    transaction: Option<Transaction>,
+    /// The final primary superblock.
+    done: Vec<u8>,
+}
+
+/// A copy of `sb` with the clean flag (`s_state` bit 0) and
+/// `needs_recovery` set as asked, checksum resealed.
+fn sb_variant(sb: &Superblock, clean: bool, recover: bool) -> Superblock {
+    let mut s = sb.clone();
+    let state = super::bytes::u16_at(&s.raw, 0x3A);
+    let state = if clean { state | 1 } else { state & !1 };
+    super::bytes::put_u16(&mut s.raw, 0x3A, state);
+    let mut inc = super::bytes::u32_at(&s.raw, 0x60);
+    if recover {
+        inc |= incompat::RECOVER;
+    } else {
+        inc &= !incompat::RECOVER;
+    }
+    super::bytes::put_u32(&mut s.raw, 0x60, inc);
+    s.seal();
+    s
 }

@@ -17,9 +17,12 @@
 //! superblock free counts, directory link counts and every `metadata_csum`
 //! or `gdt_csum` checksum stay consistent: `e2fsck -fn` finds nothing.
 //!
-//! Each change is all-or-nothing: metadata is staged in memory and written
-//! only when the whole operation succeeded (see `engine`), so running out
-//! of blocks or inodes midway leaves the filesystem exactly as it was.
+//! Each change is all-or-nothing: data and metadata are staged in memory and
+//! written only when the whole operation succeeded, so running out of blocks
+//! or inodes midway leaves the filesystem exactly as it was. The write is
+//! crash-safe (see `engine` and `journal`): through the internal jbd2
+//! journal a crash leaves the old or the new state after replay; without a
+//! journal, a filesystem marked not clean until the change is complete.
 //! Replacing an existing regular file rewrites it in its own inode (hard
 //! links see the new bytes; mode, owner and attributes stay unless given),
 //! so a name never appears twice. Writing over a symlink (or any other
@@ -52,6 +55,7 @@ mod fixed;
 mod group;
 mod hash;
 mod inode;
+mod journal;
 mod ops;
 mod scan;
 mod staging;
