@@ -8,5 +8,10 @@
 //! This crate depends on `imagegen` only, never on `flasher`.
 
 pub mod base;
+pub mod cluster;
 pub mod customise;
+mod error;
 pub mod flavour;
+pub mod secrets;
+
+pub use error::{Error, Result};
