@@ -14,7 +14,7 @@ mod net;
 mod roles;
 mod validate;
 
-pub use keys::{AgeKey, AgeKeySource};
+pub use keys::{age_public_key, AgeKey, AgeKeySource};
 pub use net::Endpoint;
 pub use roles::{default_roles, RolePattern};
 
