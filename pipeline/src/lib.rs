@@ -10,7 +10,7 @@
 pub mod base;
 pub mod cluster;
 pub mod customise;
-mod error;
+pub mod error;
 pub mod flavour;
 pub mod secrets;
 

@@ -154,25 +154,29 @@ impl State {
                     let line = e
                         .span()
                         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                    Error::Refused(format!(
-                        "{}{}: not a nodeimg state file",
-                        path.display(),
-                        line.map(|l| format!(":{l}")).unwrap_or_default()
-                    ))
+                    Error::refused(
+                        format!(
+                            "{}{}",
+                            path.display(),
+                            line.map(|l| format!(":{l}")).unwrap_or_default()
+                        ),
+                        "not a nodeimg state file",
+                    )
                 })?;
                 if data.format != FORMAT {
-                    return Err(Error::Refused(format!(
-                        "{}: state format {} (this nodeimg reads {FORMAT})",
-                        path.display(),
-                        data.format
-                    )));
+                    return Err(Error::refused(
+                        path.display().to_string(),
+                        format!("state format {} (this nodeimg reads {FORMAT})", data.format),
+                    ));
                 }
                 if data.cluster != cluster_name {
-                    return Err(Error::Refused(format!(
-                        "{}: the state of cluster `{}`, not of `{cluster_name}`; give --state for this cluster's",
-                        path.display(),
-                        data.cluster
-                    )));
+                    return Err(Error::refused(
+                        path.display().to_string(),
+                        format!(
+                            "the state of cluster `{}`, not of `{cluster_name}`; give --state for this cluster's",
+                            data.cluster
+                        ),
+                    ));
                 }
                 data
             }
@@ -267,7 +271,7 @@ impl State {
             return Ok(());
         }
         let text = toml::to_string(&self.data)
-            .map_err(|e| Error::Refused(format!("encoding the state: {e}")))?;
+            .map_err(|e| Error::refused("encoding the state", e.to_string()))?;
         let text = format!(
             "# nodeimg state of cluster `{}`: generated secrets. Keep it private\n# (mode 0600); never commit it unencrypted.\n{text}",
             self.data.cluster
