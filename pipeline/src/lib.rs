@@ -12,6 +12,9 @@ pub mod cluster;
 pub mod customise;
 pub mod error;
 pub mod flavour;
+pub mod os;
+pub mod osimage;
 pub mod secrets;
+pub mod systemd;
 
 pub use error::{Error, Result};
