@@ -4,6 +4,8 @@
 //!   directories, links, systemd units, line edits) that `base` and `stamp`
 //!   share, over an OS image's filesystems.
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
+//! - [`templates`]: the role bootstraps, units and cluster files a node gets,
+//!   rendered from embedded (or user-overridden) templates.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
@@ -16,5 +18,6 @@ pub mod os;
 pub mod osimage;
 pub mod secrets;
 pub mod systemd;
+pub mod templates;
 
 pub use error::{Error, Result};
