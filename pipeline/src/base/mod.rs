@@ -1,3 +1,4 @@
 //! Stage 1: `nodeimg base`.
 
+pub mod manifest;
 pub mod spec;
