@@ -14,8 +14,8 @@
 //! | `default_user` | the OS user that stage 2 gives SSH keys to by default |
 //! | `[boot]` `type`, `size`, `label`, `fs`, `mount` | the FAT boot partition: MBR type byte, size, label, `fat16`/`fat32`, where the OS mounts it; absent: `/boot` lives on the root |
 //! | `[firmware]` `kind = "boot-files"`, `kernel`, `required` | firmware as files in the boot partition: what must be there (`dir/` = a directory) and the default kernel (`kernel=` of `config.txt` wins) |
-//! | `[firmware]` `kind = "towboot"`, `offset`, `reserved`, `type` | firmware as raw bytes from `offset`, `reserved` bytes kept for them, recorded as an MBR entry of `type` |
-//! | `[cmdline]` `kind = "cmdline-txt" \| "extlinux"`, `path` | the file holding the kernel command line |
+//! | `[firmware]` `kind = "towboot"`, `offset`, `end`, `type` | firmware as raw bytes in the region from byte `offset` to byte `end` (which no OS partition may enter), recorded as an MBR entry of `type` |
+//! | `[cmdline]` `kind = "cmdline-txt" \| "extlinux"`, `path`, `args` | the file holding the kernel command line; `args`: the words nodeimg writes besides `root=` when it makes that file itself (root trees) |
 //!
 //! An unknown key, a wrong type or an impossible layout is one
 //! [`Error::Config`] naming the file and the line.
@@ -73,13 +73,9 @@ pub enum FirmwarePlacement {
         /// Paths relative to the boot partition; `dir/` names a directory.
         required: Vec<String>,
     },
-    /// Raw bytes from `offset`, `reserved` bytes kept, covered by an MBR entry
-    /// of `mbr_type` (Tow-Boot).
-    Towboot {
-        offset: u64,
-        reserved: u64,
-        mbr_type: u8,
-    },
+    /// Raw bytes in `offset..end`, covered by an MBR entry of `mbr_type`
+    /// (Tow-Boot).
+    Towboot { offset: u64, end: u64, mbr_type: u8 },
 }
 
 impl FirmwarePlacement {
@@ -87,9 +83,7 @@ impl FirmwarePlacement {
     pub fn reserved_end(&self) -> u64 {
         match self {
             FirmwarePlacement::BootFiles { .. } => SECTOR,
-            FirmwarePlacement::Towboot {
-                offset, reserved, ..
-            } => offset + reserved,
+            FirmwarePlacement::Towboot { end, .. } => *end,
         }
     }
 }
@@ -126,6 +120,9 @@ pub struct Board {
     pub root_label: String,
     pub firmware: FirmwarePlacement,
     pub cmdline: CmdlinePlace,
+    /// Kernel command line words besides `root=` for a command line nodeimg
+    /// writes itself (a root tree without one).
+    pub cmdline_args: Vec<String>,
     pub default_user: String,
     /// The file it was read from; `None` for an embedded board.
     #[serde(skip)]
@@ -164,17 +161,20 @@ impl Board {
             return Board::load(Path::new(name_or_path));
         }
         Board::builtin(name_or_path).ok_or_else(|| {
-            Error::Refused(format!(
-                "board {name_or_path:?} does not exist (known: {}; or give a path to a board file)",
-                Board::builtin_names().collect::<Vec<_>>().join(", ")
-            ))
+            Error::refused(
+                format!("board {name_or_path:?}"),
+                format!(
+                    "does not exist (known: {}; or give a path to a board file)",
+                    Board::builtin_names().collect::<Vec<_>>().join(", ")
+                ),
+            )
         })
     }
 
     /// Parses board TOML; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Board> {
         let raw: RawBoard = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             Error::Config {
                 file: file.to_path_buf(),
                 line,
@@ -235,7 +235,7 @@ struct RawFirmware {
     kernel: Option<Spanned<String>>,
     required: Option<Vec<String>>,
     offset: Option<Spanned<i64>>,
-    reserved: Option<Spanned<String>>,
+    end: Option<Spanned<String>>,
     #[serde(rename = "type")]
     mbr_type: Option<Spanned<i64>>,
 }
@@ -245,13 +245,15 @@ struct RawFirmware {
 struct RawCmdline {
     kind: Spanned<String>,
     path: Spanned<String>,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 impl RawBoard {
     fn check(self, text: &str, file: &Path) -> Result<Board> {
         let err = |span: std::ops::Range<usize>, key: &str, why: String| Error::Config {
             file: file.to_path_buf(),
-            line: Some(line_of(text, span.start)),
+            line: line_of(text, span.start),
             key: key.into(),
             why,
         };
@@ -378,7 +380,7 @@ impl RawBoard {
         let firmware = match fw.kind.get_ref().as_str() {
             "boot-files" => {
                 stray(fw.offset.is_some(), "offset")?;
-                stray(fw.reserved.is_some(), "reserved")?;
+                stray(fw.end.is_some(), "end")?;
                 stray(fw.mbr_type.is_some(), "type")?;
                 if boot.is_none() {
                     return Err(err(
@@ -401,7 +403,7 @@ impl RawBoard {
                 stray(fw.kernel.is_some(), "kernel")?;
                 stray(fw.required.is_some(), "required")?;
                 let offset = fw.offset.as_ref().ok_or_else(|| need("offset"))?;
-                let reserved = fw.reserved.as_ref().ok_or_else(|| need("reserved"))?;
+                let end = fw.end.as_ref().ok_or_else(|| need("end"))?;
                 let mbr_type = fw.mbr_type.as_ref().ok_or_else(|| need("type"))?;
                 let off = u64::try_from(*offset.get_ref())
                     .ok()
@@ -416,23 +418,29 @@ impl RawBoard {
                             ),
                         )
                     })?;
-                let res = size(reserved, "firmware.reserved")?;
+                let end_at = size(end, "firmware.end")?;
+                if end_at <= off {
+                    return Err(err(
+                        end.span(),
+                        "firmware.end",
+                        format!("{end_at} is not after the offset {off}"),
+                    ));
+                }
                 let t = byte(mbr_type, "firmware.type")?;
                 // The first partition nodeimg lays out starts at `align`; it
                 // must not land inside the firmware.
-                if align < off + res {
+                if align < end_at {
                     return Err(err(
                         self.align.span(),
                         "align",
                         format!(
-                            "the first partition would start at {align}, inside the firmware region {off}..{}",
-                            off + res
+                            "the first partition would start at {align}, inside the firmware region {off}..{end_at}"
                         ),
                     ));
                 }
                 FirmwarePlacement::Towboot {
                     offset: off,
-                    reserved: res,
+                    end: end_at,
                     mbr_type: t,
                 }
             }
@@ -472,6 +480,7 @@ impl RawBoard {
             root_label,
             firmware,
             cmdline,
+            cmdline_args: self.cmdline.args,
             default_user: self.default_user.into_inner(),
             file: Some(file.to_path_buf()),
         })
@@ -498,11 +507,11 @@ mod tests {
             c4.firmware,
             FirmwarePlacement::Towboot {
                 offset: 512,
-                reserved: 4 << 20,
+                end: 4 << 20,
                 mbr_type: 0xf8
             }
         );
-        assert_eq!(c4.firmware.reserved_end(), (4 << 20) + 512);
+        assert_eq!(c4.firmware.reserved_end(), 4 << 20);
     }
 
     fn msg(text: &str) -> String {
@@ -524,7 +533,7 @@ mod tests {
 
     #[test]
     fn impossible_layouts_name_the_line() {
-        let c4 = BUILTIN[1].1.replace("align = \"8MiB\"", "align = \"4MiB\"");
+        let c4 = BUILTIN[1].1.replace("align = \"8MiB\"", "align = \"2MiB\"");
         let line = c4.lines().position(|l| l.starts_with("align")).unwrap() + 1;
         let m = msg(&c4);
         assert!(m.starts_with(&format!("my.toml:{line}: align:")), "{m}");

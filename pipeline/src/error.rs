@@ -1,47 +1,97 @@
-//! The one error type of the pipeline crate.
+//! The pipeline's one error type. Every stage (`base`, `stamp`, `build`,
+//! templates, the customisation executor) returns it; messages are one line
+//! that names what failed, where and why, and never carry a secret value.
 
+use std::io;
 use std::path::PathBuf;
 
-/// Result with [`Error`].
+/// Result alias used throughout `pipeline`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong in a stage, said so a user can act on it.
+/// Errors returned by `pipeline`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// Image mechanism (block devices, filesystems, tables, sources).
+    /// Reading or changing image bytes failed (partition tables,
+    /// filesystems, block devices).
     #[error(transparent)]
     Image(#[from] imagegen::Error),
-    /// A configuration file (board, cluster file) is wrong at a known place.
-    #[error("{}{}: {key}: {why}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    /// A configuration file (cluster file, board file, owner map) says
+    /// something wrong: `file:line: key: why`. `line` is 0 when unknown.
+    #[error("{}{}: {key}: {why}", .file.display(), line_suffix(*.line))]
     Config {
         file: PathBuf,
-        /// 1-based line, when known.
-        line: Option<usize>,
+        line: usize,
         key: String,
         why: String,
     },
-    /// An input the stage will not work with (wrong hash, missing boot files,
-    /// a partition inside the firmware region, …); nothing was written.
-    #[error("{0}")]
-    Refused(String),
-    /// File-system I/O outside an image, with the path it concerned.
-    #[error("{}: {source}", path.display())]
+    /// A request we refuse on purpose (a unit that does not exist, a path
+    /// whose parent is a file, an OS we do not know). Nothing was changed.
+    #[error("{what}: {why}")]
+    Refused { what: String, why: String },
+    /// An operating-system I/O error on a named host file.
+    #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
-    /// A network transfer failed.
-    #[error("{url}: {why}")]
-    Download { url: String, why: String },
+}
+
+fn line_suffix(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
 }
 
 impl Error {
-    /// An I/O error about `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// Shorthand for [`Error::Refused`].
+    pub fn refused(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Refused {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Config`].
+    pub fn config(
+        file: impl Into<PathBuf>,
+        line: usize,
+        key: impl Into<String>,
+        why: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.into(),
+            line,
+            key: key.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Wraps an I/O error with the host path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_naming_the_place() {
+        let e = Error::config("cluster.toml", 12, "base.enable", "not a list");
+        assert_eq!(e.to_string(), "cluster.toml:12: base.enable: not a list");
+        let e = Error::config("board.toml", 0, "align", "must be a power of two");
+        assert_eq!(e.to_string(), "board.toml: align: must be a power of two");
+        let e = Error::refused("unit nope.service", "not found");
+        assert_eq!(e.to_string(), "unit nope.service: not found");
+        let e: Error = imagegen::Error::NotFound("/etc/x".into()).into();
+        assert_eq!(e.to_string(), "/etc/x: no such file or directory");
     }
 }

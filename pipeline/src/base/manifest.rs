@@ -186,14 +186,14 @@ impl BaseManifest {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let m: BaseManifest = serde_json::from_str(&text).map_err(|e| Error::Config {
             file: path.to_path_buf(),
-            line: Some(e.line()),
+            line: e.line(),
             key: "base manifest".into(),
             why: e.to_string(),
         })?;
         if m.format != FORMAT {
             return Err(Error::Config {
                 file: path.to_path_buf(),
-                line: None,
+                line: 0,
                 key: "format".into(),
                 why: format!(
                     "format {} is not {FORMAT}, the one this nodeimg reads",
@@ -208,7 +208,7 @@ impl BaseManifest {
     /// name and renames it into place.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Refused(format!("manifest: {e}")))?;
+            .map_err(|e| Error::refused("manifest", e.to_string()))?;
         text.push('\n');
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
