@@ -7,6 +7,9 @@
 //! `<BmapFileSHA1>`), 1.4 and 2.0 a `<ChecksumType>` and `chksum=` attributes.
 //! We read the map only: the written card is checked by our own read-back.
 
+mod write;
+pub use write::{write_bmap, BMAP_BLOCK};
+
 use crate::ranges::{Extent, RangeSet};
 use crate::{Error, Result};
 

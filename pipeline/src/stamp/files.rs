@@ -234,7 +234,10 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
 fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool) -> Result<Op> {
     if !exists {
         if rpi {
-            return Ok(secret("/boot/firmware/userconf.txt", format!("{user}:{hash}\n")));
+            return Ok(secret(
+                "/boot/firmware/userconf.txt",
+                format!("{user}:{hash}\n"),
+            ));
         }
         return Err(Error::refused(
             format!("user {user}"),
@@ -244,8 +247,8 @@ fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool)
     let shadow = image
         .read("/etc/shadow")?
         .ok_or_else(|| Error::refused("/etc/shadow", "missing: cannot set a password"))?;
-    let text = String::from_utf8(shadow)
-        .map_err(|_| Error::refused("/etc/shadow", "not UTF-8 text"))?;
+    let text =
+        String::from_utf8(shadow).map_err(|_| Error::refused("/etc/shadow", "not UTF-8 text"))?;
     let prefix = format!("{user}:");
     let mut found = false;
     let mut out = String::with_capacity(text.len() + hash.len());
@@ -269,9 +272,9 @@ fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool)
     Ok(Op::File {
         path: "/etc/shadow".into(),
         data: out.into_bytes(),
-        mode: st.mode & 0o7777,
-        uid: st.uid,
-        gid: st.gid,
+        mode: st.mode.unwrap_or(0o640) & 0o7777,
+        uid: st.uid.unwrap_or(0),
+        gid: st.gid.unwrap_or(0),
         secret: true,
     })
 }
@@ -285,7 +288,14 @@ fn connection_uuid(cluster: &str, host: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x50; // version 5-like (name-based)
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// The static address, in the OS's network configuration.
@@ -299,7 +309,11 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
                 n.hostname,
                 connection_uuid(&c.name, &n.hostname)
             );
-            let (fam, other) = if v6 { ("ipv6", "ipv4") } else { ("ipv4", "ipv6") };
+            let (fam, other) = if v6 {
+                ("ipv6", "ipv4")
+            } else {
+                ("ipv4", "ipv6")
+            };
             s.push_str(&format!("[{fam}]\nmethod=manual\naddress1={addr}"));
             if let Some(g) = n.gateway {
                 s.push_str(&format!(",{g}"));
@@ -383,7 +397,11 @@ fn nixos_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
         file(&format!("{s}/cluster.nix"), cluster_nix(c), 0o644),
     ];
     if n.role != Role::Init && matches!(c.flavour, Flavour::K3s | Flavour::K3sAgent) {
-        ops.push(file(&format!("{s}/server-url"), format!("{}\n", k3s_url(c)), 0o644));
+        ops.push(file(
+            &format!("{s}/server-url"),
+            format!("{}\n", k3s_url(c)),
+            0o644,
+        ));
     }
     let (token, agent_token) = k3s_tokens(c, n, cx.state, cx.shared);
     // The module starts k3s when k3s-token exists; an agent's is the agent

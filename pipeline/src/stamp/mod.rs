@@ -202,7 +202,8 @@ impl Stamper {
         if !reflink(src, out) {
             let size = self.base.size();
             out.set_len(size).map_err(|e| Error::io(path, e))?;
-            let data = imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
+            let data =
+                imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
             let mut buf = vec![0u8; 1 << 20];
             for ext in data.extents() {
                 let mut at = ext.start;

@@ -50,7 +50,10 @@ impl Shared {
 pub fn k3s_url(cluster: &Cluster) -> String {
     match cluster.flavour {
         Flavour::K3sAgent => cluster.server.clone().unwrap_or_default(),
-        Flavour::K3s => match (cluster.init_node().and_then(|n| n.address), &cluster.api_endpoint) {
+        Flavour::K3s => match (
+            cluster.init_node().and_then(|n| n.address),
+            &cluster.api_endpoint,
+        ) {
             (Some(a), _) => format!("https://{}", endpoint(&a.addr().to_string(), 6443)),
             (None, Some(e)) => format!("https://{e}"),
             (None, None) => String::new(),
@@ -79,11 +82,15 @@ pub fn node_vars(cluster: &Cluster, node: &Node, state: &State, shared: &Shared)
     set("NODE_ROLE", node.role.name().to_string());
     set(
         "NODE_ADDRESS",
-        node.address.map(|a| a.addr().to_string()).unwrap_or_default(),
+        node.address
+            .map(|a| a.addr().to_string())
+            .unwrap_or_default(),
     );
     set(
         "NODE_PREFIX",
-        node.address.map(|a| a.prefix_len().to_string()).unwrap_or_default(),
+        node.address
+            .map(|a| a.prefix_len().to_string())
+            .unwrap_or_default(),
     );
     set("CLUSTER_NAME", cluster.name.clone());
     set("CLUSTER_USER", node.user.clone().unwrap_or_default());
@@ -96,11 +103,17 @@ pub fn node_vars(cluster: &Cluster, node: &Node, state: &State, shared: &Shared)
     set("API_PORT", port);
     set(
         "POD_SUBNET",
-        cluster.pod_subnet.map(|s| s.to_string()).unwrap_or_default(),
+        cluster
+            .pod_subnet
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
     );
     set(
         "SERVICE_SUBNET",
-        cluster.service_subnet.map(|s| s.to_string()).unwrap_or_default(),
+        cluster
+            .service_subnet
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
     );
     let init = cluster.init_node();
     set(
@@ -157,7 +170,8 @@ pub fn k3s_tokens(
 
 /// `KEY='value'` lines for a shell to source (values single-quoted).
 pub fn env_file(vars: &Vars) -> String {
-    let mut s = String::from("# Written by nodeimg stamp: the cluster's addresses and secrets (0600).\n");
+    let mut s =
+        String::from("# Written by nodeimg stamp: the cluster's addresses and secrets (0600).\n");
     for (k, v) in vars {
         s.push_str(k);
         s.push_str("='");
