@@ -463,12 +463,21 @@ fn kubeadm_cluster_on_rpios() {
             "stat /etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service"
         )
         .contains("Type: symlink"));
-        let kcfg = cat(r, "/etc/nodeimg/kubeadm.yaml");
-        assert!(
-            kcfg.contains(&token) || role != "init",
-            "init config carries the token"
-        );
-        assert!(kcfg.contains("192.168.1.10:6443"));
+        assert_eq!(stat(r, "/etc/nodeimg/kubeadm.yaml"), Some((0o600, 0, 0)));
+        let docs = yaml_docs(&cat(r, "/etc/nodeimg/kubeadm.yaml"));
+        if role == "init" {
+            assert_eq!(docs[0]["bootstrapTokens"][0]["token"], token.as_str());
+            assert_eq!(docs[0]["bootstrapTokens"][0]["ttl"], "0s");
+            assert_eq!(docs[1]["controlPlaneEndpoint"], "192.168.1.10:6443");
+            assert_eq!(docs[1]["networking"]["podSubnet"], "10.244.64.0/18");
+            assert_eq!(docs[1]["networking"]["serviceSubnet"], "10.244.0.0/20");
+        } else {
+            let bt = &docs[0]["discovery"]["bootstrapToken"];
+            assert_eq!(docs[0]["kind"], "JoinConfiguration");
+            assert_eq!(bt["token"], token.as_str());
+            assert_eq!(bt["apiServerEndpoint"], "192.168.1.10:6443");
+            assert_eq!(bt["caCertHashes"][0], ca_hash.as_str());
+        }
 
         // Nothing else differs: every changed path was written (or is a
         // directory above one, or the unit's enabling link).
@@ -553,6 +562,29 @@ fn kubeadm_cluster_on_rpios() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+}
+
+/// The documents of a YAML text, parsed by python3-yaml, as JSON.
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not YAML:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Every file of a FAT image (copied out with `mcopy -s`): path → content.
