@@ -1,11 +1,13 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod cluster;
 mod delta;
 mod devices;
 mod flash;
 pub mod fs;
 mod inspect;
 pub mod size;
+pub mod stamp;
 mod verify;
 
 use clap::Subcommand;
@@ -26,6 +28,10 @@ pub enum Command {
     Fs(fs::FsArgs),
     /// Show an image's partition table and filesystems.
     Inspect(inspect::InspectArgs),
+    /// Stamp nodes over a base image: identity, keys, secrets, role bootstrap, as deltas.
+    Stamp(stamp::StampArgs),
+    /// Check a cluster file and show its public facts (roles, age public key, CA pin).
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
@@ -37,5 +43,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Devices(a) => devices::run(a),
         Command::Fs(args) => fs::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Stamp(a) => stamp::run(a),
+        Command::Cluster(a) => cluster::run(a),
     }
 }

@@ -266,3 +266,34 @@ fn bad_toml_and_unknown_tables() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn damaged_files_give_problems_with_lines_never_panics() {
+    // Every truncation and a sweep of byte substitutions of a real file.
+    let text = kubeadm();
+    let check = |t: &str| match parse(t) {
+        Ok(_) => {}
+        Err(Error::Invalid { problems, .. }) => {
+            let lines = t.lines().count() + 1;
+            assert!(!problems.is_empty());
+            for p in problems {
+                assert!(p.line.is_none_or(|l| l >= 1 && l <= lines), "{p:?} in\n{t}");
+            }
+        }
+        Err(e) => panic!("unexpected error kind: {e}"),
+    };
+    for end in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+        check(&text[..end]);
+    }
+    let bytes = text.as_bytes();
+    for (i, sub) in (0..bytes.len())
+        .step_by(3)
+        .zip([b'"', b'=', b'[', b'\n', b'x', b']', b'.'].iter().cycle())
+    {
+        let mut b = bytes.to_vec();
+        b[i] = *sub;
+        if let Ok(t) = std::str::from_utf8(&b) {
+            check(t);
+        }
+    }
+}

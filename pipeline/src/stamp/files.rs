@@ -229,7 +229,7 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
 }
 
 /// The password hash: in `/etc/shadow` when the user exists (the whole
-/// file, marked secret, mode and owner kept), else RPi OS's
+/// file, marked secret, owner kept, group and other bits cleared), else RPi OS's
 /// `userconf.txt`, which creates the user at first boot.
 fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool) -> Result<Op> {
     if !exists {
@@ -272,7 +272,9 @@ fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool)
     Ok(Op::File {
         path: "/etc/shadow".into(),
         data: out.into_bytes(),
-        mode: st.mode.unwrap_or(0o640) & 0o7777,
+        // Secret files are never group-readable: 0640 root:shadow becomes
+        // 0600 (root-run sshd, login, su and sudo still read it).
+        mode: st.mode.unwrap_or(0o600) & 0o700,
         uid: st.uid.unwrap_or(0),
         gid: st.gid.unwrap_or(0),
         secret: true,
