@@ -51,7 +51,10 @@ pub fn entries(dev: &dyn BlockDevice) -> Result<Vec<Entry>> {
 /// "use LBA" marker, as sfdisk does beyond 8 GiB).
 pub fn set_entry(dev: &dyn BlockDevice, e: Entry, bootable: Option<bool>) -> Result<()> {
     let mut s = read_mbr(dev)?;
-    if !(1..=4).contains(&e.slot) || !e.start.is_multiple_of(SECTOR) || !e.size.is_multiple_of(SECTOR) {
+    if !(1..=4).contains(&e.slot)
+        || !e.start.is_multiple_of(SECTOR)
+        || !e.size.is_multiple_of(SECTOR)
+    {
         return Err(Error::refused(
             format!("MBR entry {}", e.slot),
             "not a primary slot on sector boundaries",

@@ -679,3 +679,49 @@ pub fn remove_ssh_host_keys(
     }
     Ok((os, applied))
 }
+
+/// The customiser to use until the shared executor (`pipeline::customise`
+/// with `OsImage`) is wired in: removes the SSH host keys and records the OS
+/// from `/etc/os-release`, and refuses every other customisation by name
+/// rather than pretending to apply it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostKeysOnly;
+
+impl Customiser for HostKeysOnly {
+    fn customise(
+        &self,
+        disk: Arc<dyn BlockDevice>,
+        _board: &Board,
+        spec: &BaseSpec,
+        now: Timestamp,
+    ) -> Result<(serde_json::Value, Vec<AppliedRecord>)> {
+        let asked: Vec<&str> = [
+            ("overlay", spec.overlay.is_some()),
+            ("enable", !spec.enable.is_empty()),
+            ("disable", !spec.disable.is_empty()),
+            ("mask", !spec.mask.is_empty()),
+            ("cmdline_append", !spec.cmdline_append.is_empty()),
+            ("cmdline_remove", !spec.cmdline_remove.is_empty()),
+            ("config_txt", !spec.config_txt.is_empty()),
+            ("sysctl", !spec.sysctl.is_empty()),
+            ("modules_load", !spec.modules_load.is_empty()),
+            ("disable_swap", spec.disable_swap),
+            ("ssh", spec.ssh),
+            ("timezone", spec.timezone.is_some()),
+            ("locale", spec.locale.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if !asked.is_empty() {
+            return Err(Error::refused(
+                "customisations",
+                format!(
+                    "{} need the customisation executor, which this build does not have yet",
+                    asked.join(", ")
+                ),
+            ));
+        }
+        remove_ssh_host_keys(&disk, now)
+    }
+}
