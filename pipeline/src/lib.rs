@@ -13,6 +13,9 @@ pub mod board;
 pub mod customise;
 pub mod error;
 pub mod flavour;
+pub mod os;
+pub mod osimage;
 pub mod size;
+pub mod systemd;
 
 pub use error::{Error, Result};
