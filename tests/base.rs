@@ -871,3 +871,114 @@ fn serve_truncated(body: Vec<u8>) -> u16 {
     });
     port
 }
+
+/// `path target` of every symlink below `dir`, sorted.
+fn links(dir: &Path) -> Vec<String> {
+    let out = tool(
+        "find",
+        &[dir.to_str().unwrap(), "-type", "l", "-printf", "%P %l\n"],
+    );
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn customisations_match_systemctl_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = os_support::rpios();
+    let overlay = dir.path().join("overlay");
+    std::fs::create_dir_all(overlay.join("etc/nodeimg")).unwrap();
+    std::fs::write(overlay.join("etc/nodeimg/hello"), b"hi\n").unwrap();
+    let out = dir.path().join("c.img");
+    ok(&[
+        "base",
+        "--board",
+        "rpi5",
+        "--from",
+        src.to_str().unwrap(),
+        "--enable",
+        "NetworkManager.service",
+        "--mask",
+        "apt-daily.timer",
+        "--cmdline-append",
+        "cgroup_enable=memory",
+        "--cmdline-append",
+        "cgroup_memory=1",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--modules-load",
+        "br_netfilter",
+        "--ssh",
+        "--overlay",
+        overlay.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let boot = part_file(&out, 1, dir.path());
+    let root = part_file(&out, 2, dir.path());
+    fat_clean(&boot);
+    e2fsck_clean(&root);
+    let cmdline = mtype(&boot, "/cmdline.txt");
+    assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline}");
+    assert!(cmdline.contains("root=PARTUUID=8a438930-02"), "{cmdline}");
+    assert!(
+        cmdline
+            .trim_end()
+            .ends_with("cgroup_enable=memory cgroup_memory=1"),
+        "{cmdline}"
+    );
+    assert!(mtype(&boot, "/ssh").is_empty());
+    assert!(
+        debugfs(&root, "cat /etc/sysctl.d/90-nodeimg.conf").contains("net.ipv4.ip_forward = 1")
+            || debugfs(&root, "cat /etc/sysctl.d/90-nodeimg.conf")
+                .contains("net.ipv4.ip_forward=1")
+    );
+    assert!(debugfs(&root, "cat /etc/modules-load.d/nodeimg.conf").contains("br_netfilter"));
+    assert_eq!(debugfs(&root, "cat /etc/nodeimg/hello"), "hi\n");
+    let st = debugfs(&root, "stat /etc/nodeimg/hello");
+    assert!(st.contains("User:     0   Group:     0"), "{st}");
+    // The same enable/mask by systemctl on the tree the image was made from.
+    let tree = dir.path().join("tree");
+    tool(
+        "cp",
+        &[
+            "-a",
+            os_support::rpios_tree().to_str().unwrap(),
+            tree.to_str().unwrap(),
+        ],
+    );
+    let r = format!("--root={}", tree.display());
+    tool(
+        "systemctl",
+        &[&r, "enable", "NetworkManager.service", "ssh.service"],
+    );
+    tool("systemctl", &[&r, "mask", "apt-daily.timer"]);
+    let dumped = dir.path().join("dump");
+    std::fs::create_dir(&dumped).unwrap();
+    debugfs(
+        &root,
+        &format!("rdump /etc/systemd/system {}", dumped.display()),
+    );
+    assert_eq!(
+        links(&dumped.join("system")),
+        links(&tree.join("etc/systemd/system"))
+    );
+    // A unit that does not exist: refused by name, nothing written.
+    let bad = dir.path().join("bad.img");
+    refused(
+        &[
+            "base",
+            "--board",
+            "rpi5",
+            "--from",
+            src.to_str().unwrap(),
+            "--enable",
+            "nope.service",
+            "-o",
+            bad.to_str().unwrap(),
+        ],
+        &bad,
+        "nope.service",
+    );
+}

@@ -7,7 +7,7 @@ use clap::Args;
 use imagegen::fs::Timestamp;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
-use pipeline::base::{build_base, BaseRequest, HostKeysOnly, Progress};
+use pipeline::base::{build_base, BaseRequest, Progress};
 use pipeline::board::Board;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -129,7 +129,6 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
     let board = Board::resolve(&board_name)?;
     let now = Timestamp::now().context("reading the time")?;
     let bar = Bars::new(!args.json && std::io::stderr().is_terminal());
-    let customiser = HostKeysOnly;
     let req = BaseRequest {
         board,
         spec,
@@ -140,7 +139,6 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         force: args.force,
         cache_dir: args.cache_dir.clone(),
         now,
-        customiser: &customiser,
         provision: None,
         fetch: Default::default(),
     };
@@ -158,13 +156,16 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
             eprintln!("nodeimg: note: {n}");
         }
         let m = &outcome.manifest;
+        let os = match &m.os {
+            pipeline::os::OsProfile::Debian { pretty, .. } => pretty.clone(),
+            pipeline::os::OsProfile::NixOs { version } => {
+                format!("NixOS {}", version.as_deref().unwrap_or(""))
+            }
+        };
         println!(
             "{}: {} base for {} ({} bytes, sha256 {})",
             outcome.image.display(),
-            m.os.get("pretty")
-                .and_then(|v| v.as_str())
-                .or_else(|| m.os.get("name").and_then(|v| v.as_str()))
-                .unwrap_or("unknown OS"),
+            os,
             m.board,
             m.image.size,
             m.image.sha256
