@@ -982,3 +982,83 @@ fn customisations_match_systemctl_and_read_back() {
         "nope.service",
     );
 }
+
+/// The `sh` examples of docs/base.md, run as written on fixture inputs
+/// named as in the page, with the page's cluster file.
+#[test]
+fn docs_examples_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |c: &str| tool("sh", &["-c", c]);
+    sh(&format!(
+        "xz -T2 -1 -c {} > {}/raspios-trixie-arm64-lite.img.xz",
+        os_support::rpios().display(),
+        d.display()
+    ));
+    sh(&format!(
+        "zstd -q -T2 -c {} > {}/nixos-sd-image.img.zst",
+        os_support::nixos().display(),
+        d.display()
+    ));
+    std::os::unix::fs::symlink(
+        os_support::towboot_archive(),
+        d.join("odroid-C4-2023.07-007.tar.xz"),
+    )
+    .unwrap();
+    let page = std::fs::read_to_string(os_support::repo().join("docs/base.md")).unwrap();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in page.lines() {
+        match (&mut cur, line.strip_prefix("```")) {
+            (None, Some(lang)) => cur = Some((lang.to_string(), String::new())),
+            (Some(_), Some(_)) => blocks.push(cur.take().unwrap()),
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    let toml = &blocks.iter().find(|(l, _)| l == "toml").unwrap().1;
+    std::fs::write(d.join("cluster.toml"), toml).unwrap();
+    let mut ran = 0;
+    for (_, text) in blocks.iter().filter(|(l, _)| l == "sh") {
+        let cmd = text.replace("\\\n", " ");
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        assert_eq!(words[0], "nodeimg");
+        let o = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+            .args(&words[1..])
+            .current_dir(d)
+            .env("SOURCE_DATE_EPOCH", SDE)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = words[words.iter().position(|w| *w == "-o").unwrap() + 1];
+        let img = d.join(out);
+        let t = sfdisk(&img);
+        let root_n = t["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|p| p["type"] == "83")
+            .unwrap()
+            + 1;
+        e2fsck_clean(&part_file(&img, root_n, d));
+        assert!(d.join(format!("{out}.json")).exists());
+        ran += 1;
+    }
+    assert_eq!(
+        ran, 3,
+        "the page has one example per board and the cluster file"
+    );
+    assert!(d.join("base.img.bmap").exists());
+    assert!(d.join("cluster-base.img.zst").exists());
+    assert_eq!(
+        std::fs::metadata(d.join("cluster-base.img")).unwrap().len(),
+        1 << 30
+    );
+}

@@ -143,12 +143,7 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
     }
     for o in &outs {
         for i in inputs {
-            if same_file(o, i) {
-                return Err(Error::refused(
-                    o.display().to_string(),
-                    "is also an input: the output must be a new file",
-                ));
-            }
+            imagegen::sink::ensure_not_input(o, i)?;
         }
         if !req.force && o.symlink_metadata().is_ok() {
             return Err(Error::refused(
@@ -158,17 +153,6 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(outs)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => {
-            let abs = |p: &Path| std::path::absolute(p).ok();
-            abs(a).is_some() && abs(a) == abs(b)
-        }
-    }
 }
 
 /// What the source turned out to be.
