@@ -1062,3 +1062,143 @@ fn docs_examples_run() {
         1 << 30
     );
 }
+
+/// Detaches a loop device and unmounts a mount point even when a test fails.
+struct LoopMount {
+    dev: String,
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// A real Debian arm64 root (mmdebstrap, with linux-image-arm64), cached
+/// under the target directory; `None` with the reason when it cannot be made.
+fn debian_rootfs() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-c4-v2");
+    let tar = dir.join("rootfs.tar");
+    if tar.exists() {
+        return Ok(tar);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let o = Command::new("bash")
+        .arg(os_support::repo().join("fixtures/make-debian-rootfs.sh"))
+        .arg(&tar)
+        .env(
+            "PACKAGES",
+            "base-files,base-passwd,bash,coreutils,systemd,systemd-sysv,udev,openssh-server,iproute2,sudo,ca-certificates,kmod,linux-image-arm64",
+        )
+        .output()
+        .map_err(|e| format!("mmdebstrap: {e}"))?;
+    if !o.status.success() || !tar.exists() {
+        return Err(format!(
+            "make-debian-rootfs.sh failed (no network to Debian's archive?): {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    Ok(tar)
+}
+
+#[test]
+fn debian_arm64_tree_boots_layout_on_odroid_c4() {
+    let tar = match debian_rootfs() {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("SKIPPED debian_arm64_tree_boots_layout_on_odroid_c4: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("debian.img");
+    ok(&[
+        "base",
+        "--board",
+        "odroid-c4",
+        "--from",
+        tar.to_str().unwrap(),
+        "--towboot",
+        os_support::towboot_archive().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let t = sfdisk(&out);
+    let id = t["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x")
+        .to_string();
+    let parts = t["partitions"].as_array().unwrap();
+    assert!(parts.iter().any(|p| p["type"] == "f8"));
+    let root = &parts[0];
+    assert_eq!(root["type"], "83");
+    let root_file = part_file(&out, 1, dir.path());
+    e2fsck_clean(&root_file);
+    let conf = debugfs(&root_file, "cat /boot/extlinux/extlinux.conf");
+    assert!(conf.contains("LINUX /boot/vmlinuz-"), "{conf}");
+    assert!(conf.contains("FDTDIR /usr/lib/linux-image-"), "{conf}");
+    assert!(conf.contains(&format!("root=PARTUUID={id}-01")), "{conf}");
+    // The kernel mounts the root read-only and sees the tree.
+    let (start, size) = (
+        root["start"].as_u64().unwrap() * 512,
+        root["size"].as_u64().unwrap() * 512,
+    );
+    let o = Command::new("losetup")
+        .args([
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &start.to_string(),
+            "--sizelimit",
+            &size.to_string(),
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!(
+            "SKIPPED kernel mount: losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return;
+    }
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut guard = LoopMount {
+        dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        dir: mnt.clone(),
+        mounted: false,
+    };
+    tool(
+        "mount",
+        &["-t", "ext4", "-o", "ro", &guard.dev, mnt.to_str().unwrap()],
+    );
+    guard.mounted = true;
+    let rel = std::fs::read_to_string(mnt.join("etc/os-release")).unwrap();
+    assert!(rel.contains("ID=debian"), "{rel}");
+    assert!(mnt.join("usr/bin/systemctl").exists() || mnt.join("bin/systemctl").exists());
+    let fstab = std::fs::read_to_string(mnt.join("etc/fstab")).unwrap();
+    assert!(
+        fstab.contains(&format!("PARTUUID={id}-01  /  ext4")),
+        "{fstab}"
+    );
+    let keys: Vec<_> = std::fs::read_dir(mnt.join("etc/ssh"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.to_string_lossy().starts_with("ssh_host_")),
+        "{keys:?}"
+    );
+}
