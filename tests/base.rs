@@ -504,6 +504,18 @@ fn rpios_tree_is_laid_out() {
     // The boot files live on FAT, not on the root.
     let ls = debugfs(&root, "ls /boot/firmware");
     assert!(!ls.contains("config.txt"), "{ls}");
+    // Reproducible: the same tree twice gives the same bytes.
+    let again = dir.path().join("again.img");
+    ok(&[
+        "base",
+        "--board",
+        "rpi5",
+        "--from",
+        tree.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    tool("cmp", &[out.to_str().unwrap(), again.to_str().unwrap()]);
     // A tarball of the same tree gives the same layout.
     let tar = dir.path().join("tree.tar");
     tool(
@@ -1200,5 +1212,54 @@ fn debian_arm64_tree_boots_layout_on_odroid_c4() {
             .iter()
             .any(|k| k.to_string_lossy().starts_with("ssh_host_")),
         "{keys:?}"
+    );
+}
+
+#[test]
+fn firmware_files_are_laid_over_the_boot_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = dir.path().join("fw");
+    std::fs::create_dir_all(fw.join("overlays")).unwrap();
+    std::fs::write(fw.join("config.txt"), b"[all]\nkernel=kernel_custom.img\n").unwrap();
+    std::fs::write(fw.join("kernel_custom.img"), vec![0x4bu8; 100_000]).unwrap();
+    std::fs::write(fw.join("overlays/extra.dtbo"), b"dtbo").unwrap();
+    let src = os_support::rpios();
+    let out = dir.path().join("fw.img");
+    ok(&[
+        "base",
+        "--board",
+        "rpi5",
+        "--from",
+        src.to_str().unwrap(),
+        "--firmware",
+        fw.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let boot = part_file(&out, 1, dir.path());
+    fat_clean(&boot);
+    assert_eq!(
+        mtype(&boot, "/config.txt"),
+        "[all]\nkernel=kernel_custom.img\n"
+    );
+    assert_eq!(mtype(&boot, "/overlays/extra.dtbo"), "dtbo");
+    assert_eq!(mtype(&boot, "/kernel_custom.img").len(), 100_000);
+    // A config.txt naming a kernel that is not there is refused by name.
+    std::fs::remove_file(fw.join("kernel_custom.img")).unwrap();
+    let bad = dir.path().join("bad.img");
+    refused(
+        &[
+            "base",
+            "--board",
+            "rpi5",
+            "--from",
+            src.to_str().unwrap(),
+            "--firmware",
+            fw.to_str().unwrap(),
+            "-o",
+            bad.to_str().unwrap(),
+        ],
+        &bad,
+        "kernel_custom.img",
     );
 }
