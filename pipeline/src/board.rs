@@ -561,4 +561,29 @@ mod tests {
         assert_eq!(b.name, "mine");
         assert_eq!(b.file.as_deref(), Some(p.as_path()));
     }
+
+    #[test]
+    fn damaged_board_files_are_errors_not_panics() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for (_, text) in BUILTIN {
+            for cut in 0..text.len() {
+                if text.is_char_boundary(cut) {
+                    let _ = Board::parse(&text[..cut], Path::new("cut.toml"));
+                }
+            }
+            for _ in 0..3000 {
+                let mut bytes = text.as_bytes().to_vec();
+                for _ in 0..3 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let at = (state % bytes.len() as u64) as usize;
+                    bytes[at] = (state >> 32) as u8;
+                }
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    let _ = Board::parse(t, Path::new("flip.toml"));
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod base;
 mod cluster;
 mod delta;
 mod devices;
@@ -16,6 +17,8 @@ use std::process::ExitCode;
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a board's base image once, from an upstream OS image or a root tree.
+    Base(Box<base::BaseArgs>),
     /// Create, show and apply deltas (a node's changes to its base).
     Delta(delta::DeltaArgs),
     /// Write an image to one or more cards (sparse, partition table last, verified).
@@ -37,6 +40,7 @@ pub enum Command {
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Base(a) => base::run(*a),
         Command::Delta(args) => delta::run(args),
         Command::Flash(a) => flash::run(a),
         Command::Verify(a) => verify::run(a),

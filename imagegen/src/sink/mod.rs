@@ -5,6 +5,8 @@
 
 mod pending;
 
+mod distinct;
+pub use distinct::ensure_not_input;
 pub use pending::PendingFile;
 
 use crate::{Error, Result};

@@ -182,10 +182,10 @@ pub fn resize_root(
     opts.hash_seed = Some(ids.hash_seed);
     opts.label = (!ids.label.is_empty()).then(|| ids.label.clone());
     let tmp = tempfile::NamedTempFile::new_in(scratch).map_err(|e| Error::io(scratch, e))?;
-    let tmp_dev = FileDevice::from_file(dup(tmp.as_file(), tmp.path())?, tmp.path(), true)?;
     tmp.as_file()
         .set_len(fs_size)
         .map_err(|e| Error::io(tmp.path(), e))?;
+    let tmp_dev = FileDevice::from_file(dup(tmp.as_file(), tmp.path())?, tmp.path(), true)?;
     progress.step("repacking the root filesystem");
     let tmp_dev = Arc::new(tmp_dev);
     match mkext4::build(&mut src, &opts, &*tmp_dev, true) {

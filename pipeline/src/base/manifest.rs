@@ -22,7 +22,7 @@
 //!       …
 //!     ]
 //!   },
-//!   "os": { "name": "debian", … },       // the detected OS profile, as serialised by pipeline::os
+//!   "os": { "name": "debian", "id": "raspbian", "codename": "trixie", … },  // pipeline::os::OsProfile
 //!   "customisations": [ { "action": "enable", "path": "ssh.service",
 //!                         "mode": null, "uid": null, "gid": null, "secret": false }, … ],
 //!   "image": { "sha256": "<hex>", "size": 8589934592, "mtime_ns": 1733100000000000000 }
@@ -61,9 +61,8 @@ pub struct BaseManifest {
     pub source: SourceRecord,
     pub firmware: Option<FirmwareRecord>,
     pub layout: LayoutRecord,
-    /// The OS profile detected on the image (`pipeline::os::OsProfile`,
-    /// serialised); kept as JSON so a manifest reads without the detector.
-    pub os: serde_json::Value,
+    /// The OS profile detected on the image.
+    pub os: crate::os::OsProfile,
     pub customisations: Vec<AppliedRecord>,
     pub image: ImageRecord,
 }
@@ -280,7 +279,9 @@ mod tests {
                     mount: Some("/".into()),
                 }],
             },
-            os: serde_json::json!({"name": "debian"}),
+            os: crate::os::OsProfile::NixOs {
+                version: Some("25.05".into()),
+            },
             customisations: vec![AppliedRecord {
                 action: "enable".into(),
                 path: "ssh.service".into(),

@@ -13,7 +13,7 @@
 //!    root partition and its ext4 filesystem ([`image::resize_root`]);
 //! 3. firmware: Raspberry Pi boot files laid over and checked, or Tow-Boot
 //!    written after the MBR ([`firmware`]);
-//! 4. customisations, through the [`Customiser`] the caller gives;
+//! 4. customisations: `[base]`'s operations through the shared executor;
 //! 5. the provisioning hook ([`BaseRequest::provision`]): the one place
 //!    where a step that needs root (scripts in a chroot) runs, after every
 //!    rootless change and before the image is hashed and mapped;
@@ -29,10 +29,13 @@ pub mod spec;
 pub mod tree;
 
 use crate::board::{Board, FirmwarePlacement};
+use crate::customise::base_ops;
 use crate::error::{Error, Result};
+use crate::os::OsProfile;
+use crate::osimage::OsImage;
 use fetch::FetchOptions;
 use imagegen::block::{BlockDevice, FileDevice, Window};
-use imagegen::fs::{self, FileKind, OpenOptions, Timestamp};
+use imagegen::fs::{self, OpenOptions, Timestamp};
 use imagegen::inspect::FsInfo;
 use imagegen::sink::PendingFile;
 use imagegen::source::{to_hex, ImageSource};
@@ -71,17 +74,22 @@ impl Progress for Quiet {
     fn position(&self, _: u64, _: Option<u64>) {}
 }
 
-/// The customisation step: recognises the OS on the disk and applies
-/// `[base]`'s changes; returns the OS profile (serialised) and what it did.
-/// `pipeline::customise::base_ops` + `OsImage::apply` serve here.
-pub trait Customiser {
-    fn customise(
-        &self,
-        disk: Arc<dyn BlockDevice>,
-        board: &Board,
-        spec: &BaseSpec,
-        now: Timestamp,
-    ) -> Result<(serde_json::Value, Vec<AppliedRecord>)>;
+/// The customisation step: recognises the OS on the disk ([`OsImage`]) and
+/// applies `[base]`'s changes through the shared executor
+/// ([`base_ops`], which always removes the SSH host keys).
+fn customise(
+    disk: Arc<dyn BlockDevice>,
+    spec: &BaseSpec,
+    now: Timestamp,
+) -> Result<(OsProfile, Vec<AppliedRecord>)> {
+    let mut image = OsImage::open(disk, OpenOptions::writable(now))?;
+    let ops = base_ops(spec, &image)?;
+    let applied = image.apply(&ops)?;
+    image.flush()?;
+    Ok((
+        image.profile().clone(),
+        applied.iter().map(AppliedRecord::from).collect(),
+    ))
 }
 
 /// A step run after the rootless ones, before hashing (provisioning).
@@ -99,7 +107,6 @@ pub struct BaseRequest<'a> {
     pub cache_dir: Option<PathBuf>,
     /// The time of every change (`SOURCE_DATE_EPOCH` or the clock).
     pub now: Timestamp,
-    pub customiser: &'a dyn Customiser,
     /// Runs on the finished, customised image file before it is hashed.
     pub provision: Option<ProvisionHook<'a>>,
     /// Download attempts and backoff.
@@ -136,12 +143,7 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
     }
     for o in &outs {
         for i in inputs {
-            if same_file(o, i) {
-                return Err(Error::refused(
-                    o.display().to_string(),
-                    "is also an input: the output must be a new file",
-                ));
-            }
+            imagegen::sink::ensure_not_input(o, i)?;
         }
         if !req.force && o.symlink_metadata().is_ok() {
             return Err(Error::refused(
@@ -151,17 +153,6 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(outs)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => {
-            let abs = |p: &Path| std::path::absolute(p).ok();
-            abs(a).is_some() && abs(a) == abs(b)
-        }
-    }
 }
 
 /// What the source turned out to be.
@@ -398,9 +389,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
     }
 
     progress.step("customising");
-    let (os, customisations) =
-        req.customiser
-            .customise(disk.clone(), &req.board, &req.spec, req.now)?;
+    let (os, customisations) = customise(disk.clone(), &req.spec, req.now)?;
     disk.flush()?;
     drop(disk);
 
@@ -624,58 +613,4 @@ fn mapped_ranges(
         }
     }
     Ok(used.union(&data.subtract(&known)))
-}
-
-/// Host keys are never part of a base; this is the one customisation that
-/// always runs. Used by customisers that have no executor of their own.
-pub fn remove_ssh_host_keys(
-    disk: &Arc<dyn BlockDevice>,
-    now: Timestamp,
-) -> Result<(serde_json::Value, Vec<AppliedRecord>)> {
-    let table = imagegen::layout::read_table(&**disk)?;
-    let mut applied = Vec::new();
-    let mut os = serde_json::json!({ "name": "unknown" });
-    for p in table.partitions.iter().rev() {
-        let w: Arc<dyn BlockDevice> = Arc::new(Window::new(disk.clone(), p.start, p.size)?);
-        if !imagegen::fs::ext4::probe(&*w).unwrap_or(false) {
-            continue;
-        }
-        let mut root = fs::open(w, OpenOptions::writable(now))?;
-        let mut rel = Vec::new();
-        if root.read_file("/etc/os-release", &mut rel).is_ok() {
-            let text = String::from_utf8_lossy(&rel);
-            let field = |k: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                    .map(|v| v.trim_matches('"').to_string())
-            };
-            os = serde_json::json!({
-                "name": "debian",
-                "id": field("ID"),
-                "codename": field("VERSION_CODENAME"),
-                "pretty": field("PRETTY_NAME"),
-            });
-        } else if root.stat("/nix/store").is_ok() {
-            os = serde_json::json!({ "name": "nixos" });
-        }
-        if let Ok(entries) = root.list("/etc/ssh") {
-            for e in entries {
-                if e.name.starts_with("ssh_host_") && e.kind != FileKind::Dir {
-                    let path = format!("/etc/ssh/{}", e.name);
-                    root.remove(&path, false)?;
-                    applied.push(AppliedRecord {
-                        action: "remove".into(),
-                        path,
-                        mode: None,
-                        uid: None,
-                        gid: None,
-                        secret: false,
-                    });
-                }
-            }
-        }
-        root.flush()?;
-        break;
-    }
-    Ok((os, applied))
 }
