@@ -24,15 +24,10 @@ pub mod error;
 pub mod flavour;
 pub mod os;
 pub mod osimage;
-<<<<<<< HEAD
 pub mod secrets;
 pub mod size;
 pub mod stamp;
 pub mod systemd;
 pub mod templates;
-=======
-pub mod size;
-pub mod systemd;
->>>>>>> base
 
 pub use error::{Error, Result};
