@@ -18,6 +18,7 @@
 
 pub mod base;
 pub mod board;
+pub mod build;
 pub mod cluster;
 pub mod customise;
 pub mod error;

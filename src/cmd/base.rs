@@ -223,7 +223,7 @@ fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<(
 /// Reads `[cluster] board`, `[base]` and `[firmware]` of a cluster file,
 /// resolving relative paths against the file's directory. Kept on its own:
 /// the full cluster-file parser (`pipeline::cluster`) replaces it.
-fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
+pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
     #[derive(serde::Deserialize)]
     struct Cluster {
         board: Option<String>,

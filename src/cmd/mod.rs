@@ -1,10 +1,13 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
 mod base;
+mod build;
 mod cluster;
+mod completions;
 mod delta;
 mod devices;
 mod flash;
+mod flash_dist;
 pub mod fs;
 mod inspect;
 pub mod size;
@@ -35,6 +38,12 @@ pub enum Command {
     Stamp(stamp::StampArgs),
     /// Check a cluster file and show its public facts (roles, age public key, CA pin).
     Cluster(cluster::ClusterArgs),
+    /// Build a whole cluster's artefacts: base, every node, manifest, SHA256SUMS.
+    Build(build::BuildArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
@@ -49,5 +58,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Stamp(a) => stamp::run(a),
         Command::Cluster(a) => cluster::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
     }
 }
