@@ -30,6 +30,9 @@ impl From<Code> for ExitCode {
 /// The code for an error: the first cause in its chain that says which kind
 /// it is.
 pub fn classify(err: &anyhow::Error) -> Code {
+    if crate::cmd::usage::exit_code(err) == Code::Usage as u8 {
+        return Code::Usage;
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<pipeline::Error>() {
             return match e {

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod exit;
+mod signals;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -47,7 +48,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    match cmd::run(cli.command) {
+    if let Err(err) = signals::install() {
+        eprintln!("nodeimg: error: cannot handle signals: {err}");
+        return ExitCode::FAILURE;
+    }
+    let result = cmd::run(cli.command);
+    signals::exit_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));
@@ -61,9 +68,16 @@ fn main() -> ExitCode {
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
-        let text = cause.to_string();
+        let mut text = cause.to_string();
         if line.contains(&text) {
             continue;
+        }
+        // "a.img: a.img: too large": a cause that starts with a path the
+        // line already names keeps only its reason.
+        if let Some((head, rest)) = text.split_once(": ") {
+            if !head.is_empty() && line.contains(head) {
+                text = rest.to_string();
+            }
         }
         if !line.is_empty() {
             line.push_str(": ");

@@ -510,3 +510,73 @@ fn k3s_tls_san_only_for_a_known_api_host() {
     v.insert("API_HOST".into(), String::new());
     assert!(!has(&render(Flavour::K3s, Role::Init, &v)));
 }
+
+/// Every rendered YAML file of every role passes yamllint's default rules
+/// (comments before the first document and long comment lines allowed).
+#[test]
+fn rendered_yaml_passes_yamllint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k3s = "192.168.1.50:6443";
+    let roles = [
+        (Flavour::Kubeadm, Role::Init, init_vars()),
+        (
+            Flavour::Kubeadm,
+            Role::ControlPlane,
+            kubeadm_vars(
+                "controlplane1",
+                Role::ControlPlane,
+                "192.168.1.11",
+                "192.168.1.10:6443",
+                HASH,
+            ),
+        ),
+        (
+            Flavour::Kubeadm,
+            Role::Worker,
+            kubeadm_vars("node0", Role::Worker, "", "192.168.1.10:6443", HASH),
+        ),
+        (
+            Flavour::K3s,
+            Role::Init,
+            k3s_vars("node000", Role::Init, "192.168.1.50", k3s),
+        ),
+        (
+            Flavour::K3s,
+            Role::Server,
+            k3s_vars("node001", Role::Server, "", k3s),
+        ),
+        (
+            Flavour::K3s,
+            Role::Agent,
+            k3s_vars("node002", Role::Agent, "", k3s),
+        ),
+        (
+            Flavour::K3sAgent,
+            Role::Agent,
+            k3s_vars("edge0", Role::Agent, "", k3s),
+        ),
+    ];
+    let mut n = 0;
+    for (flavour, role, vars) in roles {
+        for op in render(flavour, role, &vars) {
+            if let Op::File { path, data, .. } = op {
+                if path.ends_with(".yaml") {
+                    n += 1;
+                    let name = format!("{n}-{}", path.replace('/', "_"));
+                    fs::write(dir.path().join(name), data).expect("write");
+                }
+            }
+        }
+    }
+    assert_eq!(n, 11);
+    let out = Command::new("yamllint")
+        .args([
+            "--strict",
+            "-d",
+            "{extends: default, rules: {document-start: disable, line-length: {max: 120}}}",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("yamllint");
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -5,6 +5,8 @@
 //!   mounted filesystem of the running system) is never a target;
 //! - a fixed (non-removable, internal) disk only with `--allow-fixed`;
 //! - a read-only disk or one smaller than the image never;
+//! - a disk the platform says cannot be a card (an APFS-synthesized disk, a
+//!   disk image attached from a file) never;
 //! - mounted partitions are unmounted after confirmation, or refused with `--no-unmount`;
 //! - the user confirms by typing the device name; without a terminal `--yes` is required.
 
@@ -29,6 +31,7 @@ pub fn refusals(disk: &Disk, image_size: Option<u64>, opts: Options) -> Vec<Stri
         .into_iter()
         .map(|r| format!("it is the system disk: {r}"))
         .collect();
+    why.extend(disk.unsuitable.iter().cloned());
     if !disk.removable && !opts.allow_fixed {
         why.push(format!(
             "it is a fixed {} disk, not removable (pass --allow-fixed if you mean it)",
@@ -139,19 +142,14 @@ pub fn confirm(
     Ok(())
 }
 
-/// Sizes in binary units, e.g. `29.7 GiB (31914983424 bytes)`.
+/// Sizes in binary units with the exact count, e.g. `29.72 GiB (31914983424
+/// bytes)`: indicatif's [`HumanBytes`](indicatif::HumanBytes), the one
+/// formatting of sizes in nodeimg (progress bars use it too).
 pub fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
+    if bytes < 1024 {
         format!("{bytes} bytes")
     } else {
-        format!("{v:.1} {} ({bytes} bytes)", units[i])
+        format!("{} ({bytes} bytes)", indicatif::HumanBytes(bytes))
     }
 }
 
@@ -178,6 +176,8 @@ mod tests {
                     system,
                 })
                 .collect(),
+            device_number: None,
+            unsuitable: Vec::new(),
         }
     }
 

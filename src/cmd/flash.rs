@@ -56,6 +56,9 @@ pub struct FlashArgs {
     /// Print progress and the final summary as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep each card attached after writing (macOS ejects a flashed card so it can be pulled; Linux never ejects).
+    #[arg(long)]
+    pub no_eject: bool,
 }
 
 /// The image, its plan and what decided it: shared by `flash` and `verify`.
@@ -70,6 +73,7 @@ pub(crate) fn prepare(
     delta: Option<&Path>,
     bmap: Option<&Path>,
 ) -> anyhow::Result<Prepared> {
+    refuse_non_image(source)?;
     let bmap = bmap.map(Bmap::load).transpose()?;
     let image = flasher::source::open(source, delta, bmap.as_ref().map(|b| b.image_size))
         .with_context(|| format!("opening image {}", source.display()))?;
@@ -86,6 +90,31 @@ pub(crate) fn prepare(
         source: image.source,
         plan,
     })
+}
+
+/// Refuses a source whose first bytes hold neither a partition table nor a
+/// filesystem (a text file, a truncated download, the wrong file): writing
+/// it would only wipe a card.
+fn refuse_non_image(source: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    imagegen::source::ImageSource::open(source)
+        .and_then(|s| {
+            s.take(64 << 10)
+                .read_to_end(&mut head)
+                .map_err(|e| imagegen::Error::io(source, e))
+        })
+        .with_context(|| format!("opening image {}", source.display()))?;
+    let has = |at: usize, magic: &[u8]| head.get(at..at + magic.len()) == Some(magic);
+    // MBR or FAT boot sector, GPT header, ext2/3/4 superblock.
+    if has(510, &[0x55, 0xaa]) || has(512, b"EFI PART") || has(1080, &[0x53, 0xef]) {
+        return Ok(());
+    }
+    bail!(
+        "{}: not a disk image (no partition table and no filesystem in its first {} bytes); refusing to write it",
+        source.display(),
+        head.len()
+    )
 }
 
 fn describe_plan(p: &Plan) -> String {
@@ -131,8 +160,23 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
     for dev in &args.devices {
         match flasher::devices::find(dev) {
             Ok(d) => {
-                if disks.iter().any(|o| o.write_path == d.write_path) {
-                    bail!("{} is given twice", d.path);
+                // Two paths to one disk (a symlink, /dev/diskN and /dev/rdiskN)
+                // are one disk: compare device numbers, not strings.
+                if let Some(o) = disks.iter().find(|o| {
+                    o.write_path == d.write_path
+                        || (o.device_number.is_some() && o.device_number == d.device_number)
+                }) {
+                    let why = if o.path == d.path {
+                        format!("{} is given twice", d.path)
+                    } else {
+                        format!(
+                            "{} is given twice: {} and {} are the same disk",
+                            o.path,
+                            o.path,
+                            dev.display()
+                        )
+                    };
+                    return Err(crate::cmd::usage::usage(why));
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));
@@ -184,7 +228,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                     .map(|m| m.mountpoint.as_str())
                     .collect();
                 println!(
-                    "would write {} ({}, {}){}: every check passed",
+                    "would write {} ({}, {}){}{}: every check passed",
                     d.path,
                     human(d.size),
                     d.transport,
@@ -192,6 +236,15 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                         String::new()
                     } else {
                         format!(" after unmounting {}", mounted.join(", "))
+                    },
+                    if flasher::devices::should_eject(
+                        flasher::platform::EJECTS,
+                        true,
+                        args.no_eject
+                    ) {
+                        ", then eject it"
+                    } else {
+                        ""
                     }
                 );
             }
@@ -211,7 +264,10 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for d in &disks {
         if !policy::media_mounts(d).is_empty() {
-            flasher::devices::unmount(d)?;
+            let gone = flasher::devices::unmount(d)?;
+            if !gone.is_empty() {
+                eprintln!("{}: unmounted {}", d.path, gone.join(", "));
+            }
         }
         let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
@@ -223,6 +279,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("opening {} for writing: {e}", d.path)
             }
         })?;
+        t.check_identity(d)?;
         targets.push(Arc::new(t));
     }
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
@@ -231,7 +288,11 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     } else {
         Box::new(Bars::new(names.clone()))
     };
-    let cancel = flasher::interrupt::install();
+    let cancel = flasher::interrupt::flag();
+    crate::signals::cooperate(
+        cancel,
+        "the cards hold part of the image; the partition table was not written",
+    );
     let random = prepared.source.random_access();
     let (reports, hashes) = flasher::writer::write_all(
         prepared.source,
@@ -272,7 +333,40 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         );
     }
     drop(observer);
-    Ok(summarise(&args, plan, &outcomes, source_error))
+    drop(targets);
+    // Interrupted: main prints the one line that says so; JSON readers
+    // still get their summary on stdout.
+    let interrupted = crate::signals::interrupted();
+    if interrupted && !args.json {
+        return Ok(ExitCode::FAILURE);
+    }
+    let code = summarise(
+        &args,
+        plan,
+        &outcomes,
+        source_error.as_deref(),
+        !interrupted,
+    );
+    if source_error.is_none() && !interrupted {
+        eject_flashed(&args, &disks, &outcomes);
+    }
+    Ok(code)
+}
+
+/// Ejects each card whose write (and verification) succeeded, where the
+/// platform wants it; says so, or why not.
+fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
+    for (d, o) in disks.iter().zip(outcomes) {
+        let ok = o.error.is_none();
+        if !flasher::devices::should_eject(flasher::platform::EJECTS, ok, args.no_eject) {
+            continue;
+        }
+        match flasher::devices::eject(d) {
+            Ok(true) => eprintln!("{}: ejected; the card can be removed", d.path),
+            Ok(false) => {}
+            Err(e) => eprintln!("nodeimg: warning: {}: not ejected: {e}", d.path),
+        }
+    }
 }
 
 fn verify_all(
@@ -323,7 +417,8 @@ fn summarise(
     args: &FlashArgs,
     plan: &Plan,
     outcomes: &[Outcome],
-    source_error: Option<String>,
+    source_error: Option<&str>,
+    to_stderr: bool,
 ) -> ExitCode {
     let failed = source_error.is_some() || outcomes.iter().any(|o| o.error.is_some());
     let mbps = |o: &Outcome| {
@@ -359,6 +454,9 @@ fn summarise(
             "source_error": source_error,
             "devices": devices,
         }));
+    }
+    if !to_stderr {
+        return ExitCode::FAILURE;
     }
     if let Some(e) = &source_error {
         eprintln!("nodeimg: error: reading {}: {e}", args.source.display());

@@ -7,7 +7,9 @@ mod pending;
 
 mod distinct;
 pub use distinct::ensure_not_input;
-pub use pending::PendingFile;
+pub use pending::{
+    check_distinct, check_output, discard_all_pending, pending_paths, same_file, PendingFile,
+};
 
 use crate::{Error, Result};
 use std::fs::File;
