@@ -1,8 +1,12 @@
 //! `pipeline`: the policy of nodeimg's stages, over `imagegen`'s mechanism.
 //!
+//! - [`osimage`]: an OS on a disk image, its partitions mounted (in our own
+//!   code, without root) where the OS's fstab mounts them; [`os`]: which OS
+//!   it is ([`os::OsProfile`]).
 //! - [`customise`]: the one executor of customisation operations (files,
 //!   directories, links, systemd units, line edits) that `base` and `stamp`
-//!   share, over an OS image's filesystems.
+//!   share, over an [`osimage::OsImage`]; [`systemd`]: unit enable/disable/
+//!   mask with `systemctl --root`'s results.
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
 //! - [`templates`]: the role bootstraps, units and cluster files a node gets,
 //!   rendered from embedded (or user-overridden) templates.

@@ -141,6 +141,20 @@ start_runtime() {
 	systemctl enable kubelet.service
 }
 
+# kubeadm_join HOST PORT CONFIG: waits for the API server at HOST:PORT
+# (the first control plane may still be booting) and the clock, then
+# kubeadm join, unless a finished join left /etc/kubernetes/kubelet.conf.
+kubeadm_join() {
+	wait_for_endpoint "$1" "$2"
+	wait_for_clock
+	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
+		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
+	else
+		log "kubeadm join"
+		kubeadm join --config "$3"
+	fi
+}
+
 # check_ca_material EXPECTED_HASH: the cluster CA material nodeimg stamps on
 # control planes is present (kubeadm would otherwise make a new CA that no
 # node trusts) and ca.crt is the CA the cluster's joins pin.
@@ -180,11 +194,33 @@ user_kubeconfig() {
 	log "kubeconfig for $user in $home/.kube/config"
 }
 
-# k3s_config KEY: a value of /etc/rancher/k3s/config.yaml (one line, as
-# nodeimg renders it).
+# sops_age_secret KUBECTL...: the cluster's age key (/root/keys.txt), which
+# SOPS-encrypted manifests are decrypted with, as secret flux-system/sops-age
+# (key age.agekey), where Flux looks for it. The key goes through a pipe,
+# never a command line or the log.
+sops_age_secret() {
+	local key=$ROOT/root/keys.txt
+	if [ ! -s "$key" ]; then
+		log "no age key in /root/keys.txt: secret sops-age not created"
+		return 0
+	fi
+	"$@" create namespace flux-system --dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	"$@" --namespace flux-system create secret generic sops-age \
+		--from-file=age.agekey="$key" --dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	log "secret flux-system/sops-age holds the age key"
+}
+
+# k3s_config KEY: the value of a one-line `KEY: value` of
+# /etc/rancher/k3s/config.yaml, as nodeimg renders it (quotes removed).
 k3s_config() {
-	awk -v k="$1" -F': *' '$1 == k { gsub(/"/, "", $2); print $2; exit }' \
-		"$ROOT/etc/rancher/k3s/config.yaml"
+	awk -v k="$1" 'index($0, k ":") == 1 {
+		v = substr($0, length(k) + 2)
+		gsub(/^[ \t]+|[ \t]+$|"/, "", v)
+		print v
+		exit
+	}' "$ROOT/etc/rancher/k3s/config.yaml"
 }
 
 # require_k3s: the k3s binary at /usr/local/bin/k3s, where the units run it

@@ -3,8 +3,9 @@
 # ${NODE_ROLE}). Written by nodeimg stamp, run once at first boot by
 # nodeimg-bootstrap.service: checks the k3s binary and the token files, then
 # enables and starts k3s.service (flags in /etc/rancher/k3s/config.yaml:
-# --cluster-init on the init server, --server on the others) and waits for
-# the node to be Ready.
+# --cluster-init on the init server, --server on the others), waits for the
+# node to be Ready, and on the init server stores the age key as secret
+# flux-system/sops-age.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=bootstrap-lib.sh
@@ -30,6 +31,9 @@ main() {
 	wait_for "node $node to register" 60 10 node_known
 	k3s kubectl wait --for=condition=Ready "node/$node" --timeout=10m
 	user_kubeconfig "$user" "$ROOT/etc/rancher/k3s/k3s.yaml"
+	if [ "$role" = init ]; then
+		sops_age_secret k3s kubectl
+	fi
 }
 
 node_known() {

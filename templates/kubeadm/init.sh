@@ -46,7 +46,7 @@ main() {
 	kubectl --namespace kube-system rollout status daemonset/cilium --timeout=15m
 	kubectl wait --for=condition=Ready "node/$node" --timeout=10m
 
-	sops_age_secret
+	sops_age_secret kubectl
 	if [ -n "$gitops_url" ]; then
 		flux
 	else
@@ -56,22 +56,6 @@ main() {
 
 api_ready() {
 	kubectl get --raw=/readyz >/dev/null 2>&1
-}
-
-# The age key SOPS-encrypted manifests are decrypted with, where Flux looks
-# for it. The key goes through a pipe, never a command line or the log.
-sops_age_secret() {
-	local key=$ROOT/root/keys.txt
-	if [ ! -s "$key" ]; then
-		log "no age key in /root/keys.txt: secret sops-age not created"
-		return 0
-	fi
-	kubectl create namespace flux-system --dry-run=client --output=yaml |
-		kubectl apply --filename=-
-	kubectl --namespace flux-system create secret generic sops-age \
-		--from-file=age.agekey="$key" --dry-run=client --output=yaml |
-		kubectl apply --filename=-
-	log "secret flux-system/sops-age holds the age key"
 }
 
 flux() {

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Role bootstrap of ${NODE_HOSTNAME}: a worker of ${CLUSTER_NAME} (kubeadm).
 # Written by nodeimg stamp, run once at first boot by
-# nodeimg-bootstrap.service: kubeadm join with a token that does not expire,
-# the cluster CA pinned by its public key hash.
+# nodeimg-bootstrap.service: kubeadm join with the cluster's join token (no
+# expiry by default), the cluster CA pinned by the hash of its public key.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=bootstrap-lib.sh
@@ -17,15 +17,7 @@ main() {
 	log "kubeadm join of $node as a worker"
 	require kubeadm kubelet
 	start_runtime
-	wait_for_endpoint "$api_host" "$api_port"
-	wait_for_clock
-
-	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
-		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
-	else
-		log "kubeadm join"
-		kubeadm join --config "$config"
-	fi
+	kubeadm_join "$api_host" "$api_port" "$config"
 }
 
 bootstrap main

@@ -45,6 +45,8 @@ let
     if [ -n "$address" ]; then
       flags+=(--node-ip "$address")
     fi
+    # Called as url=$(server_url): in an assignment a failure stops the
+    # script (set -e), in a command's arguments it would not.
     server_url() {
       [ -s ${state}/server-url ] || {
         echo "nodeimg: ${state}/server-url is missing for role $role" >&2
@@ -64,13 +66,15 @@ let
         if [ -s ${state}/k3s-agent-token ]; then
           flags+=(--agent-token-file ${state}/k3s-agent-token)
         fi
-        exec ${cfg.k3s.package}/bin/k3s server --server "$(server_url)" \
+        url=$(server_url)
+        exec ${cfg.k3s.package}/bin/k3s server --server "$url" \
           --token-file ${state}/k3s-token "''${flags[@]}" ${lib.escapeShellArgs cfg.k3s.extraFlags}
         ;;
       agent)
         token=${state}/k3s-agent-token
         [ -s "$token" ] || token=${state}/k3s-token
-        exec ${cfg.k3s.package}/bin/k3s agent --server "$(server_url)" \
+        url=$(server_url)
+        exec ${cfg.k3s.package}/bin/k3s agent --server "$url" \
           --token-file "$token" "''${flags[@]}" ${lib.escapeShellArgs cfg.k3s.extraFlags}
         ;;
       *)

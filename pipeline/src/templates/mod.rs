@@ -143,6 +143,14 @@ fn plan(flavour: Flavour, role: Role, vars: &Vars) -> Result<Vec<Output>> {
                 0o600,
             ));
             files.push(out(unit, unit_path, 0o644));
+            // An empty name in tls-san would reach the certificate.
+            if role != Role::Agent && vars.get("API_HOST").is_some_and(|h| !h.is_empty()) {
+                files.push(out(
+                    "tls-san.yaml",
+                    "/etc/rancher/k3s/config.yaml.d/10-nodeimg-tls-san.yaml",
+                    0o600,
+                ));
+            }
         }
     }
     files.push(out("bootstrap-lib.sh", BOOTSTRAP_LIB_PATH, 0o644));
@@ -206,6 +214,18 @@ pub fn render_node(req: &RenderRequest) -> Result<Vec<Op>> {
 /// once so that one base image serves every node.
 pub fn nixos_module() -> &'static str {
     source::NIXOS_MODULE
+}
+
+/// The embedded templates as (path under `templates/`, text): what a user
+/// copies to start an override directory.
+pub fn embedded_templates() -> &'static [(&'static str, &'static str)] {
+    source::EMBEDDED
+}
+
+/// Renders one template text the way [`render_node`] does (`name` only
+/// names it in errors).
+pub fn render_text(name: &str, text: &str, vars: &Vars) -> Result<String> {
+    render(name, text, vars).map(|r| r.text)
 }
 
 /// A rendered template.

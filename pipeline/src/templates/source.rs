@@ -40,6 +40,7 @@ pub(crate) const EMBEDDED: &[(&str, &str)] = &[
     embed!("k3s/init.yaml"),
     embed!("k3s/server.yaml"),
     embed!("k3s/agent.yaml"),
+    embed!("k3s/tls-san.yaml"),
     embed!("k3s/k3s.service"),
     embed!("k3s/k3s-agent.service"),
     embed!("k3s-agent/agent.yaml"),
