@@ -5,6 +5,7 @@
 # root is a real Debian arm64 tree (fixtures/make-debian-rootfs.sh).
 #
 #   sudo benches/seed-stamp.sh            # NODES=50 SEED_NODES=3 SIZE_MIB=3072
+#   BASE_ONLY=1 sudo benches/seed-stamp.sh   # only build the base
 #
 # Needs root (the seed method loop-mounts), e2fsprogs, dosfstools, mtools,
 # fdisk, openssh-client, /usr/bin/time, and nodeimg built with
@@ -24,7 +25,6 @@ export SOURCE_DATE_EPOCH=1767225600 MTOOLS_SKIP_CHECK=1 LC_ALL=C
 disk_id=8a438930
 
 [ "$(id -u)" = 0 ] || { echo "seed-stamp.sh: the seed method needs root (loop mounts)" >&2; exit 1; }
-[ -x "$nodeimg" ] || { echo "seed-stamp.sh: build nodeimg first: cargo build --release" >&2; exit 1; }
 [ -f "$rootfs" ] || { echo "seed-stamp.sh: no $rootfs: run fixtures/make-debian-rootfs.sh $rootfs" >&2; exit 1; }
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
@@ -80,6 +80,8 @@ if [ ! -f "$base" ] || [ "$rootfs" -nt "$base" ]; then
 	dd if="$work/root.ext4" of="$base" bs=1M seek=$((8 + boot_mib)) conv=notrunc,sparse status=none
 	rm -rf "$tree" "$work/boot.fat" "$work/root.ext4"
 fi
+[ -z "${BASE_ONLY:-}" ] || { echo "base: $base"; exit 0; }
+[ -x "$nodeimg" ] || { echo "seed-stamp.sh: build nodeimg first: cargo build --release" >&2; exit 1; }
 root_start=$(( $(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])') * 512 ))
 root_size=$(( $(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["size"])') * 512 ))
 boot_start=$((8 * 1024 * 1024))
@@ -136,7 +138,7 @@ seed_write() { # NODE ROOT_DIR BOOT_IMG_OFFSET_IMAGE
 	head -c 200 /dev/urandom | base64 >"$r/root/keys.txt"
 	install -d "$r/etc/nodeimg" "$r/usr/local/lib/nodeimg" "$r/etc/kubernetes/pki/etcd"
 	install -m 0600 /dev/null "$r/etc/nodeimg/cluster.env"
-	env | head -c 1500 >"$r/etc/nodeimg/cluster.env"
+	head -c 1100 /dev/urandom | base64 >"$r/etc/nodeimg/cluster.env"
 	install -m 0600 /dev/null "$r/etc/nodeimg/kubeadm.yaml"
 	head -c 1200 /dev/urandom | base64 >"$r/etc/nodeimg/kubeadm.yaml"
 	install -m 0755 /dev/null "$r/usr/local/lib/nodeimg/bootstrap.sh"

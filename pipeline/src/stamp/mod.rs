@@ -193,37 +193,22 @@ impl Stamper {
     }
 
     /// Base ⊕ overlay as a full image at `path` (0600: it holds secrets):
-    /// a reflink of the base where the filesystem can, else a sparse copy
-    /// of its data, then the changed blocks. Returns the changed bytes.
+    /// the base's data extents copied (holes stay holes; on Linux through
+    /// `copy_file_range`, which shares the extents — a reflink — on
+    /// filesystems that can, btrfs and XFS), then the changed blocks.
+    /// Returns the changed bytes.
     fn write_image(&self, overlay: &Overlay<Arc<FileDevice>>, path: &Path) -> Result<u64> {
         let pending = PendingFile::create(path)?;
         let out = pending.file();
         let src = self.base.file();
-        if !reflink(src, out) {
-            let size = self.base.size();
-            out.set_len(size).map_err(|e| Error::io(path, e))?;
-            let data =
-                imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
-            let mut buf = vec![0u8; 1 << 20];
-            for ext in data.extents() {
-                let mut at = ext.start;
-                while at < ext.end {
-                    let n = (ext.end - at).min(buf.len() as u64) as usize;
-                    src.read_exact_at(&mut buf[..n], at)
-                        .map_err(|e| Error::io(&self.path, e))?;
-                    // Zero blocks stay holes.
-                    let mut o = 0;
-                    while o < n {
-                        let m = (n - o).min(4096);
-                        if buf[o..o + m].iter().any(|&b| b != 0) {
-                            out.write_all_at(&buf[o..o + m], at + o as u64)
-                                .map_err(|e| Error::io(path, e))?;
-                        }
-                        o += m;
-                    }
-                    at += n as u64;
-                }
+        let size = self.base.size();
+        out.set_len(size).map_err(|e| Error::io(path, e))?;
+        let data = imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
+        for ext in data.extents() {
+            if kernel_copy(src, out, ext.start, ext.end - ext.start) {
+                continue;
             }
+            sparse_copy(src, out, ext.start, ext.end).map_err(|e| Error::io(path, e))?;
         }
         let mut changed = 0;
         let mut buf = vec![0u8; 1 << 20];
@@ -243,14 +228,54 @@ impl Stamper {
     }
 }
 
-/// Clones `src` into `dst` sharing extents (btrfs, XFS, …); false where the
-/// filesystem cannot.
-fn reflink(src: &std::fs::File, dst: &std::fs::File) -> bool {
+/// Copies `[start, end)` of `src` to the same place in `dst`, leaving
+/// all-zero 4 KiB blocks as holes.
+fn sparse_copy(
+    src: &std::fs::File,
+    dst: &std::fs::File,
+    start: u64,
+    end: u64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], at)?;
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                dst.write_all_at(block, at + (i * 4096) as u64)?;
+            }
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// `copy_file_range` of one range (shares extents where the filesystem
+/// can); false when the kernel cannot, so the caller copies by hand.
+#[cfg(target_os = "linux")]
+fn kernel_copy(src: &std::fs::File, dst: &std::fs::File, start: u64, len: u64) -> bool {
     use std::os::unix::io::AsRawFd;
-    // FICLONE = _IOW(0x94, 9, int)
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: both descriptors are open files owned by the caller; FICLONE
-    // reads only the source descriptor number passed by value.
-    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    r == 0
+    let mut done = 0u64;
+    while done < len {
+        let mut i = (start + done) as libc::loff_t;
+        let mut o = i;
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open; the offsets are our own locals.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, want, 0)
+        };
+        if n <= 0 {
+            // Nothing copied yet: fall back for the whole range; part
+            // copied: the fallback rewrites the same bytes.
+            return false;
+        }
+        done += n as u64;
+    }
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_copy(_: &std::fs::File, _: &std::fs::File, _: u64, _: u64) -> bool {
+    false
 }
