@@ -13,13 +13,25 @@ pub struct CompletionsArgs {
 
 pub fn run(args: CompletionsArgs) -> Result<ExitCode> {
     let mut cmd = crate::Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "nodeimg", &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    // Into memory first: the generator panics on a write error (a closed pipe).
+    let mut buf = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "nodeimg", &mut buf);
+    emit(&buf)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(buf: &[u8]) -> Result<ExitCode> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(buf) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// `nodeimg man > nodeimg.1`.
 pub fn man() -> Result<ExitCode> {
     let cmd = crate::Cli::command();
-    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
-    Ok(ExitCode::SUCCESS)
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut buf)?;
+    emit(&buf)
 }
