@@ -4,6 +4,7 @@
 //! the command line and reports errors as one line on stderr.
 
 mod cmd;
+mod exit;
 mod signals;
 
 use clap::Parser;
@@ -12,13 +13,41 @@ use std::process::ExitCode;
 /// Build, stamp and flash SD-card images for clusters of aarch64 boards.
 #[derive(Debug, Parser)]
 #[command(name = "nodeimg", version, about, long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more (repeat for debug and trace) to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: cmd::Command,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::Code::Usage.into()
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
+        (_, 0) => tracing_subscriber::filter::LevelFilter::WARN,
+        (_, 1) => tracing_subscriber::filter::LevelFilter::INFO,
+        (_, 2) => tracing_subscriber::filter::LevelFilter::DEBUG,
+        _ => tracing_subscriber::filter::LevelFilter::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     if let Err(err) = signals::install() {
         eprintln!("nodeimg: error: cannot handle signals: {err}");
         return ExitCode::FAILURE;
@@ -29,7 +58,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));
-            ExitCode::from(cmd::usage::exit_code(&err))
+            exit::classify(&err).into()
         }
     }
 }

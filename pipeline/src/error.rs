@@ -45,6 +45,30 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A configuration file with problems, all of them listed, one
+    /// `file:line: key: why` line each (the cluster file is checked whole
+    /// before anything is written).
+    #[error("{}", problem_lines(.file, .problems).join("\n"))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<crate::cluster::Problem>,
+    },
+}
+
+/// `file:line: key: why` for each problem of [`Error::Invalid`].
+pub fn problem_lines(file: &std::path::Path, problems: &[crate::cluster::Problem]) -> Vec<String> {
+    problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{}{}: {}: {}",
+                file.display(),
+                line_suffix(p.line.unwrap_or(0)),
+                p.key,
+                p.why
+            )
+        })
+        .collect()
 }
 
 fn line_suffix(line: usize) -> String {

@@ -10,15 +10,24 @@
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
 //! - [`templates`]: the role bootstraps, units and cluster files a node gets,
 //!   rendered from embedded (or user-overridden) templates.
+//! - [`board`]: boards as data (`boards/*.toml`).
+//! - [`cluster`], [`secrets`], [`stamp`]: the cluster file, its generated
+//!   secrets, and stage 2, each node as a delta over the base.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
 pub mod base;
+pub mod board;
+pub mod build;
+pub mod cluster;
 pub mod customise;
 pub mod error;
 pub mod flavour;
 pub mod os;
 pub mod osimage;
+pub mod secrets;
+pub mod size;
+pub mod stamp;
 pub mod systemd;
 pub mod templates;
 

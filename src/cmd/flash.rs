@@ -19,12 +19,18 @@ use std::sync::Arc;
 /// partition table last, every written byte read back and compared.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// Image to write: a raw disk image, or one compressed with xz, zstd or gzip (recognised by content).
+    /// Image to write: a raw disk image, or one compressed with xz, zstd or gzip (recognised by content); or a `nodeimg build` output directory (then each --device is DEV=NODE).
     pub source: PathBuf,
-    /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image.
+    /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image. With a build directory: DEV=NODE, the node the card becomes.
     #[arg(long = "device", value_name = "DEV", required = true)]
     pub devices: Vec<PathBuf>,
-    /// Node delta (made by `nodeimg delta create`) applied on the fly: SOURCE is then its base image.
+    /// With a build directory and one --device: the node the card becomes.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// With a build made with `--secrets defer`: the cluster's state file, whose secrets are written onto each card while it is written (never to another disk).
+    #[arg(long, value_name = "STATE")]
+    pub secrets: Option<PathBuf>,
+    /// Node delta (from `nodeimg stamp` or `nodeimg delta create`) applied on the fly: SOURCE is then its base image.
     #[arg(long, value_name = "NODE.delta")]
     pub delta: Option<PathBuf>,
     /// bmaptool block map of the image: write only the blocks it lists (plus what a delta
@@ -236,6 +242,12 @@ struct Outcome {
 }
 
 pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
+    if super::flash_dist::is_dist(&args.source) {
+        return super::flash_dist::run(args);
+    }
+    if args.node.is_some() || args.secrets.is_some() {
+        bail!("--node and --secrets go with a `nodeimg build` output directory as SOURCE");
+    }
     let prepared = prepare(&Inputs {
         source: &args.source,
         delta: args.delta.as_deref(),

@@ -1,11 +1,17 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
+mod base;
+mod build;
+mod cluster;
+mod completions;
 mod delta;
 mod devices;
 mod flash;
+mod flash_dist;
 pub mod fs;
 mod inspect;
 pub mod size;
+pub mod stamp;
 pub mod usage;
 mod verify;
 
@@ -15,6 +21,8 @@ use std::process::ExitCode;
 /// Every `nodeimg` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a board's base image once, from an upstream OS image or a root tree.
+    Base(Box<base::BaseArgs>),
     /// Create, show and apply deltas (a node's changes to its base).
     Delta(delta::DeltaArgs),
     /// Write an image to one or more cards (sparse, partition table last, verified).
@@ -27,16 +35,32 @@ pub enum Command {
     Fs(fs::FsArgs),
     /// Show an image's partition table and filesystems.
     Inspect(inspect::InspectArgs),
+    /// Stamp nodes over a base image: identity, keys, secrets, role bootstrap, as deltas.
+    Stamp(stamp::StampArgs),
+    /// Check a cluster file and show its public facts (roles, age public key, CA pin).
+    Cluster(cluster::ClusterArgs),
+    /// Build a whole cluster's artefacts: base, every node, manifest, SHA256SUMS.
+    Build(build::BuildArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Base(a) => base::run(*a),
         Command::Delta(args) => delta::run(args),
         Command::Flash(a) => flash::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Devices(a) => devices::run(a),
         Command::Fs(args) => fs::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Stamp(a) => stamp::run(a),
+        Command::Cluster(a) => cluster::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
     }
 }

@@ -1,6 +1,6 @@
-//! Exit codes: 2 when the command line is wrong (as clap itself exits for
-//! a missing or malformed argument), 1 when the operation failed. A check
-//! of the arguments that clap cannot express returns [`usage`].
+//! A wrong command line found after clap's parsing: exit status 2, like
+//! clap's own. Every exit code is defined in `src/exit.rs`. A check of the
+//! arguments that clap cannot express returns [`usage`].
 
 use std::fmt;
 

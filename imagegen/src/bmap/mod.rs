@@ -18,6 +18,9 @@ mod verify;
 
 pub use verify::RangeVerifier;
 
+mod write;
+pub use write::{write_bmap, BMAP_BLOCK};
+
 use crate::ranges::{Extent, RangeSet};
 use crate::{Error, Result};
 use sha2::Digest;

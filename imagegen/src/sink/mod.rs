@@ -5,6 +5,8 @@
 
 mod pending;
 
+mod distinct;
+pub use distinct::ensure_not_input;
 pub use pending::{
     check_distinct, check_output, discard_all_pending, pending_paths, same_file, PendingFile,
 };

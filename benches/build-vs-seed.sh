@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmark: `nodeimg build` of an N-node cluster against the seed's method
+# for the same cluster (the base once, then per node: cp of the whole base,
+# loop mount as root, the node's writes, umount), in the same run.
+#
+#   sudo benches/build-vs-seed.sh                      # the demo base, NODES=50 SEED_NODES=5
+#   BASE=/var/tmp/rpios-3g.img NODES=50 SEED_NODES=3 sudo benches/build-vs-seed.sh
+#
+# BASE is a raw RPi-OS-like disk image (default: examples/demo's, decompressed;
+# for the issue's figure, a ~3 GiB one, e.g. `nodeimg base --board rpi5 --from
+# debian-arm64-rootfs.tar --size 3GiB`). The seed method runs SEED_NODES times
+# and each copy is deleted before the next (disk space); per-node times are
+# compared. Big files go under WORK (default /var/tmp/nodeimg-bench) and are
+# removed at the end. Needs root, util-linux, e2fsprogs, zstd and nodeimg
+# built with `cargo build --release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes=${NODES:-50}
+seed_nodes=${SEED_NODES:-5}
+work=${WORK:-/var/tmp/nodeimg-bench}
+nodeimg=${NODEIMG:-target/release/nodeimg}
+export SOURCE_DATE_EPOCH=1767225600
+[ "$(id -u)" = 0 ] || { echo "build-vs-seed.sh: the seed method needs root (loop mounts)" >&2; exit 1; }
+mkdir -p "$work"
+mnt=$work/mnt
+loop=
+cleanup() {
+	if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt"; fi
+	if [ -n "$loop" ]; then losetup -d "$loop" 2>/dev/null || true; fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+
+base=${BASE:-}
+if [ -z "$base" ]; then
+	base=$work/demo-base.img
+	zstd -q -d -f examples/demo/rpios-demo.img.zst -o "$base"
+fi
+size=$(stat -c %s "$base")
+
+# The cluster: the demo's settings, NODES workers, the base as its source.
+cluster=$work/cluster/cluster.toml
+mkdir -p "$work/cluster"
+{
+	sed -e "s|^source = .*|source = \"$base\"|" -e '/^\[\[node\]\]/,$d' examples/demo/cluster.toml
+	printf '[[node]]\nhostname = "controlplane"\naddress = "192.168.1.10/24"\n'
+	for i in $(seq 0 $((nodes - 2))); do printf '\n[[node]]\nhostname = "node%d"\n' "$i"; done
+} >"$cluster"
+
+t0=$(now)
+"$nodeimg" build "$cluster" --out "$work/dist" >/dev/null
+t1=$(now)
+build_s=$(echo "$t1 - $t0" | bc -l)
+
+# The seed's method: the base once (cp), then per node cp + mount + writes + umount.
+p2=$(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"]*512)')
+mkdir -p "$mnt"
+t2=$(now)
+cp --sparse=always "$base" "$work/seed-base.img"
+for i in $(seq 1 "$seed_nodes"); do
+	cp --sparse=always "$work/seed-base.img" "$work/seed-node.img"
+	loop=$(losetup -f --show -o "$p2" "$work/seed-node.img")
+	mount "$loop" "$mnt"
+	echo "node$i" >"$mnt/etc/hostname"
+	sed -i "s/^127.0.1.1.*/127.0.1.1\tnode$i/" "$mnt/etc/hosts"
+	install -d -m 0700 "$mnt/home/pi/.ssh"
+	echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop" >"$mnt/home/pi/.ssh/authorized_keys"
+	install -m 0600 /dev/null "$mnt/root/keys.txt"
+	head -c 64 /dev/urandom | base64 >"$mnt/root/keys.txt"
+	install -d "$mnt/usr/local/lib/nodeimg"
+	printf '#!/bin/bash\nkubeadm join 192.168.1.10:6443\n' >"$mnt/usr/local/lib/nodeimg/bootstrap.sh"
+	umount "$mnt"
+	losetup -d "$loop"
+	loop=
+	rm -f "$work/seed-node.img"
+done
+t3=$(now)
+seed_s=$(echo "$t3 - $t2" | bc -l)
+
+per_build=$(echo "$build_s / $nodes" | bc -l)
+per_seed=$(echo "$seed_s / $seed_nodes" | bc -l)
+printf 'base: %s (%d MiB)\n' "$base" $((size >> 20))
+printf 'nodeimg build, %d nodes (base + all nodes + zstd + bmap + sums): %.2f s, %.3f s per node\n' "$nodes" "$build_s" "$per_build"
+printf 'seed method, %d nodes (cp + loop mount + writes + umount): %.2f s, %.3f s per node\n' "$seed_nodes" "$seed_s" "$per_seed"
+printf 'ratio per node (seed / nodeimg build): %.1fx\n' "$(echo "$per_seed / $per_build" | bc -l)"
+printf 'artefacts: %s\n' "$(du -sh "$work/dist" | cut -f1)"
+printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,294 @@
+//! `manifest.json` and `SHA256SUMS` of a build's output directory.
+//!
+//! # `manifest.json` (format 1)
+//!
+//! ```json
+//! {
+//!   "format": 1,
+//!   "tool_version": "0.1.0",
+//!   "cluster": "pi5-lab", "flavour": "kubeadm", "board": "rpi5",
+//!   "source_date_epoch": 1767225600,        // null when unset
+//!   "secrets": "embed",                     // or "defer"
+//!   "full_images": false,
+//!   "state_fingerprint": "sha256:…",        // State::fingerprint: identifies, reveals nothing
+//!   "inputs": [ { "what": "cluster file", "name": "cluster.toml", "sha256": "…" },
+//!               { "what": "base source", "name": "raspios.img.xz", "sha256": "…" } ],
+//!   "base": { "key": "sha256:…", "image": "base.img.zst", "bmap": "base.img.bmap",
+//!             "manifest": { …the base manifest: board, source, firmware, layout
+//!                           (disk id, partitions), os profile, customisations,
+//!                           image sha256 and size… } },
+//!   "nodes": [ { "hostname": "controlplane", "role": "init",
+//!                "address": "192.168.1.10/24",         // null: DHCP
+//!                "artefact": "nodes/controlplane.delta",
+//!                "secrets": null,                      // defer: "nodes/controlplane.secrets"
+//!                "key": "sha256:…",                    // incremental builds
+//!                "files": [ { "action": "file", "path": "/etc/hostname",
+//!                             "mode": 420, "uid": 0, "gid": 0,
+//!                             "secret": false, "deferred": false } ] } ],
+//!   "files": ["known_hosts"]                           // and cluster.nix on NixOS
+//! }
+//! ```
+//!
+//! Input names are file names, never absolute paths, so builds in
+//! different directories give the same bytes. `files` lists every
+//! operation a node's stamp executed, with mode and owner, and never any
+//! content; `deferred: true` marks a secret file kept out of the artefact.
+//!
+//! `SHA256SUMS` lists every other file of the directory, sorted by path,
+//! as `<hex>  <path>` lines (`sha256sum -c SHA256SUMS` checks them).
+
+use super::SecretsMode;
+use crate::base::manifest::BaseManifest;
+use crate::customise::{Applied, Op};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// The manifest's format version.
+pub const FORMAT: u32 = 1;
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+/// The checksum list's file name.
+pub const SUMS: &str = "SHA256SUMS";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildManifest {
+    pub format: u32,
+    pub tool_version: String,
+    pub cluster: String,
+    pub flavour: String,
+    pub board: String,
+    pub source_date_epoch: Option<i64>,
+    pub secrets: SecretsMode,
+    pub full_images: bool,
+    pub state_fingerprint: String,
+    pub inputs: Vec<InputRecord>,
+    pub base: BaseEntry,
+    pub nodes: Vec<NodeEntry>,
+    /// Further files: `known_hosts`, `cluster.nix`.
+    pub files: Vec<String>,
+}
+
+impl BuildManifest {
+    pub fn load(path: &Path) -> Result<BuildManifest> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let m: BuildManifest = serde_json::from_str(&text).map_err(|e| Error::Config {
+            file: path.to_path_buf(),
+            line: e.line(),
+            key: "build manifest".into(),
+            why: e.to_string(),
+        })?;
+        if m.format != FORMAT {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                line: 0,
+                key: "format".into(),
+                why: format!("format {} is not {FORMAT}", m.format),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn node(&self, hostname: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.hostname == hostname)
+    }
+}
+
+/// One input and its SHA-256 (a directory's: over its sorted paths, modes
+/// and contents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputRecord {
+    pub what: String,
+    /// The file name (or URL).
+    pub name: String,
+    pub sha256: String,
+}
+
+impl InputRecord {
+    pub fn file(what: &str, p: &Path) -> Result<InputRecord> {
+        Self::path(what, p)
+    }
+
+    pub fn path(what: &str, p: &Path) -> Result<InputRecord> {
+        let mut h = Sha256::new();
+        hash_path(p, Path::new(""), &mut h)?;
+        Ok(InputRecord {
+            what: what.into(),
+            name: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: imagegen::source::to_hex(&h.finalize()),
+        })
+    }
+}
+
+fn hash_path(p: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = p.symlink_metadata().map_err(|e| Error::io(p, e))?;
+    h.update(rel.to_string_lossy().as_bytes());
+    h.update([0]);
+    h.update(md.mode().to_le_bytes());
+    if md.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .map_err(|e| Error::io(p, e))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            hash_path(&p.join(&n), &rel.join(&n), h)?;
+        }
+    } else if md.file_type().is_symlink() {
+        let t = std::fs::read_link(p).map_err(|e| Error::io(p, e))?;
+        h.update(t.to_string_lossy().as_bytes());
+    } else {
+        h.update(sha256_of(p)?);
+    }
+    Ok(())
+}
+
+/// SHA-256 of a file, read in 1 MiB pieces.
+pub fn sha256_of(p: &Path) -> Result<[u8; 32]> {
+    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseEntry {
+    pub key: String,
+    pub image: String,
+    pub bmap: String,
+    pub manifest: BaseManifest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub hostname: String,
+    pub role: String,
+    pub address: Option<String>,
+    pub artefact: String,
+    pub secrets: Option<String>,
+    pub key: String,
+    pub files: Vec<FileRecord>,
+}
+
+/// One operation of a node's stamp: never a content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    pub action: String,
+    pub path: String,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub secret: bool,
+    pub deferred: bool,
+}
+
+impl From<Applied> for FileRecord {
+    fn from(a: Applied) -> FileRecord {
+        FileRecord {
+            action: a.action.into(),
+            path: a.path,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            secret: a.secret,
+            deferred: false,
+        }
+    }
+}
+
+impl FileRecord {
+    /// A secret file left out of the artefact (`--secrets defer`).
+    pub fn deferred(op: &Op) -> FileRecord {
+        let (path, mode, uid, gid) = match op {
+            Op::File {
+                path,
+                mode,
+                uid,
+                gid,
+                ..
+            } => (path.clone(), Some(*mode), Some(*uid), Some(*gid)),
+            other => (format!("{other:?}"), None, None, None),
+        };
+        FileRecord {
+            action: "file".into(),
+            path,
+            mode,
+            uid,
+            gid,
+            secret: true,
+            deferred: true,
+        }
+    }
+}
+
+/// Every file under `dir` (but `SHA256SUMS`), sorted, as `sha256sum` lines.
+pub fn sha256sums(dir: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    collect(dir, Path::new(""), &mut files)?;
+    files.sort();
+    let mut out = String::new();
+    for rel in files {
+        if rel == Path::new(SUMS) {
+            continue;
+        }
+        let sum = sha256_of(&dir.join(&rel))?;
+        out.push_str(&format!(
+            "{}  {}\n",
+            imagegen::source::to_hex(&sum),
+            rel.display()
+        ));
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir.join(rel))
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let r = rel.join(e.file_name());
+        if e.path().is_dir() {
+            collect(dir, &r, out)?;
+        } else {
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Parses `SHA256SUMS`: path → hex.
+pub fn parse_sums(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut m = std::collections::BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let (hex, path) = line
+            .split_once("  ")
+            .filter(|(h, _)| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| Error::Config {
+                file: SUMS.into(),
+                line: i + 1,
+                key: "line".into(),
+                why: "not `<sha256 hex>  <path>`".into(),
+            })?;
+        m.insert(path.to_string(), hex.to_ascii_lowercase());
+    }
+    Ok(m)
+}

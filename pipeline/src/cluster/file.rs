@@ -1,0 +1,51 @@
+//! The cluster file's tables as serde reads them, with the position of
+//! every value kept for error messages. Unknown keys are refused in every
+//! table (`deny_unknown_fields`).
+
+use crate::flavour::Flavour;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Spanned<String>,
+    pub board: Spanned<String>,
+    pub flavour: Option<Spanned<Flavour>>,
+    pub api_endpoint: Option<Spanned<String>>,
+    pub pod_subnet: Option<Spanned<String>>,
+    pub service_subnet: Option<Spanned<String>>,
+    pub server: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub gitops_url: Option<Spanned<String>>,
+    pub gitops_branch: Option<Spanned<String>>,
+    pub gitops_path: Option<Spanned<String>>,
+}
+
+/// The settings `[defaults]` gives every node and a `[[node]]` may
+/// override.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub user: Option<Spanned<String>>,
+    pub ssh_keys: Option<Spanned<Vec<String>>>,
+    pub password: Option<Spanned<String>>,
+    pub password_hash: Option<Spanned<String>>,
+    pub age_key: Option<Spanned<String>>,
+    pub gateway: Option<Spanned<String>>,
+    pub dns: Option<Spanned<Vec<String>>>,
+    pub timezone: Option<Spanned<String>>,
+    pub ssh_host_keys: Option<Spanned<bool>>,
+}
+
+/// The keys only a `[[node]]` has; the rest of the table is
+/// [`RawSettings`].
+pub const NODE_KEYS: [&str; 3] = ["hostname", "role", "address"];
+
+/// `[templates]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplates {
+    pub dir: Option<Spanned<String>>,
+}

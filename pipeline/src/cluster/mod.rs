@@ -1,0 +1,153 @@
+//! The cluster file (`cluster.toml`): one file that `base`, `stamp` and
+//! `build` read. Every key is documented in `docs/cluster.md`.
+//!
+//! [`Cluster::load`] parses and validates the whole file before anything is
+//! written, and reports every problem at once, each with the file, line and
+//! key it concerns ([`crate::Error::Invalid`]). What it returns is checked:
+//! hostnames are RFC 1123 and unique, every node has exactly one role, the
+//! flavour's init node exists once, addresses sit inside their prefix and
+//! outside the pod and service ranges, SSH keys and age keys parse.
+
+mod file;
+mod keys;
+mod net;
+mod roles;
+mod validate;
+
+pub use keys::{age_public_key, AgeKey, AgeKeySource};
+pub use net::Endpoint;
+pub use roles::{default_roles, RolePattern};
+
+use crate::base::spec::{BaseSpec, FirmwareSpec};
+use crate::flavour::{Flavour, Role};
+use crate::{Error, Result};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// A validated cluster file.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The cluster file itself.
+    pub file: PathBuf,
+    /// `[cluster] name`: also the key of the state file.
+    pub name: String,
+    /// `[cluster] board`: a built-in board name or a path to a board file.
+    pub board: String,
+    pub flavour: Flavour,
+    /// The Kubernetes API endpoint (kubeadm: `controlPlaneEndpoint`).
+    pub api_endpoint: Option<Endpoint>,
+    pub pod_subnet: Option<IpNet>,
+    pub service_subnet: Option<IpNet>,
+    /// k3s-agent: the existing server's URL.
+    pub server: Option<String>,
+    /// k3s-agent: a file holding the existing server's join token.
+    pub token_file: Option<PathBuf>,
+    pub gitops: Option<Gitops>,
+    pub base: BaseSpec,
+    pub firmware: FirmwareSpec,
+    /// Hostname patterns in the order they are tried.
+    pub roles: Vec<RolePattern>,
+    /// Nodes in file order.
+    pub nodes: Vec<Node>,
+    /// `[templates] dir`: overrides of the embedded templates.
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// The GitOps repository a kubeadm init node bootstraps Flux from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gitops {
+    pub url: String,
+    pub branch: String,
+    pub path: String,
+}
+
+/// One `[[node]]`, with `[defaults]` applied.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub hostname: String,
+    pub role: Role,
+    /// Static address with its prefix; `None`: DHCP.
+    pub address: Option<IpNet>,
+    /// The login user whose keys and password are set.
+    pub user: Option<String>,
+    /// OpenSSH public key lines, each checked to parse.
+    pub ssh_keys: Vec<String>,
+    pub password: Option<Password>,
+    pub age_key: Option<AgeKeySource>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    pub timezone: Option<String>,
+    /// Give the node its own SSH host key (from the state file).
+    pub ssh_host_keys: bool,
+}
+
+/// How the user's password is given.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// A crypt(3) hash (`$6$…`, `$y$…`) used as is.
+    Hash(String),
+    /// A plain password, hashed with SHA-512 crypt and a salt kept in the
+    /// state file (so the hash is stable across runs).
+    Plain(String),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password or its hash, even in debug output.
+        match self {
+            Password::Hash(_) => f.write_str("Password::Hash(…)"),
+            Password::Plain(_) => f.write_str("Password::Plain(…)"),
+        }
+    }
+}
+
+impl Cluster {
+    /// Reads and validates the cluster file at `path`.
+    pub fn load(path: &Path) -> Result<Cluster> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Cluster::parse(path, &text)
+    }
+
+    /// Validates `text` as the cluster file `path` (relative paths inside
+    /// it are resolved against `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Cluster> {
+        validate::validate(path, text)
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn dir(&self) -> &Path {
+        match self.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// The node called `hostname`.
+    pub fn node(&self, hostname: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.hostname == hostname)
+    }
+
+    /// The node with role `init`, when the flavour has one.
+    pub fn init_node(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.role == Role::Init)
+    }
+
+    /// The default state file: `cluster.state` beside the cluster file.
+    pub fn default_state_path(&self) -> PathBuf {
+        self.dir().join("cluster.state")
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Where in the file: `cluster.pod_subnet`, `node[2].address`.
+    pub key: String,
+    pub why: String,
+}
+
+#[cfg(test)]
+mod tests;

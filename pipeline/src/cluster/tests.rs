@@ -1,0 +1,299 @@
+use super::*;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host";
+
+fn parse(text: &str) -> Result<Cluster> {
+    Cluster::parse(Path::new("/nonexistent/cluster.toml"), text)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Err(Error::Invalid { problems, .. }) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+fn kubeadm() -> String {
+    format!(
+        r#"
+[cluster]
+name = "pi5-lab"
+board = "rpi5"
+flavour = "kubeadm"
+api_endpoint = "192.168.1.10:6443"
+pod_subnet = "10.244.64.0/18"
+service_subnet = "10.244.0.0/20"
+
+[base]
+cmdline_append = ["cgroup_enable=memory", "cgroup_memory=1"]
+
+[defaults]
+user = "pi"
+ssh_keys = ["{KEY}"]
+gateway = "192.168.1.1"
+dns = ["192.168.1.1"]
+age_key = "generate"
+
+[[node]]
+hostname = "controlplane"
+address = "192.168.1.10/24"
+
+[[node]]
+hostname = "controlplane1"
+address = "192.168.1.11/24"
+
+[[node]]
+hostname = "node0"
+
+[[node]]
+hostname = "node1"
+role = "worker"
+address = "192.168.1.21/24"
+ssh_host_keys = false
+"#
+    )
+}
+
+#[test]
+fn a_kubeadm_cluster_parses_with_roles_by_pattern() {
+    let c = parse(&kubeadm()).unwrap();
+    assert_eq!(c.name, "pi5-lab");
+    assert_eq!(c.flavour, Flavour::Kubeadm);
+    let roles: Vec<(&str, Role)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.hostname.as_str(), n.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("controlplane", Role::Init),
+            ("controlplane1", Role::ControlPlane),
+            ("node0", Role::Worker),
+            ("node1", Role::Worker)
+        ]
+    );
+    assert_eq!(
+        c.api_endpoint.as_ref().unwrap().to_string(),
+        "192.168.1.10:6443"
+    );
+    assert_eq!(c.base.cmdline_append.len(), 2);
+    let n0 = c.node("node0").unwrap();
+    assert_eq!(n0.user.as_deref(), Some("pi"));
+    assert_eq!(n0.ssh_keys, vec![KEY.to_string()]);
+    assert_eq!(n0.age_key, Some(AgeKeySource::Generate));
+    assert!(n0.address.is_none() && n0.ssh_host_keys);
+    assert!(!c.node("node1").unwrap().ssh_host_keys);
+    assert_eq!(c.init_node().unwrap().hostname, "controlplane");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = r#"[cluster]
+name = "lab"
+board = "rpi5"
+flavour = "kubeadm"
+api_endpoint = "192.168.1.10:6443"
+pod_subnet = "10.96.0.0/16"
+service_subnet = "10.96.0.0/12"
+colour = "blue"
+
+[defaults]
+user = "pi"
+ssh_keys = ["ssh-ed25519 AAAAbroken me"]
+age_key = "/nonexistent/keys.txt"
+
+[[node]]
+hostname = "controlplane"
+address = "192.168.1.10/24"
+
+[[node]]
+hostname = "Bad_Name"
+
+[[node]]
+hostname = "controlplane"
+address = "192.168.1.10/24"
+
+[[node]]
+hostname = "toaster"
+address = "10.96.3.4/24"
+adress = "typo"
+"#;
+    let p = problems(text);
+    let text_of = |key: &str| -> Vec<String> {
+        p.iter()
+            .filter(|x| x.key.starts_with(key))
+            .map(|x| format!("{}:{}", x.line.unwrap_or(0), x.why))
+            .collect()
+    };
+    // The unknown key in [cluster] hides the rest of that table only.
+    assert!(text_of("cluster")[0].starts_with("8:"), "{p:#?}");
+    assert!(text_of("cluster")[0].contains("colour"), "{p:#?}");
+    assert!(!text_of("defaults.ssh_keys[0]").is_empty(), "{p:#?}");
+    assert!(text_of("defaults.age_key")[0].starts_with("13:"), "{p:#?}");
+    assert!(
+        text_of("node[1].hostname")
+            .iter()
+            .any(|s| s.starts_with("20:") && s.contains("RFC 1123")),
+        "{p:#?}"
+    );
+    assert!(
+        text_of("node[2].hostname")
+            .iter()
+            .any(|s| s.starts_with("23:") && s.contains("unique")),
+        "{p:#?}"
+    );
+    assert!(
+        text_of("node[2].address")
+            .iter()
+            .any(|s| s.contains("unique")),
+        "{p:#?}"
+    );
+    assert!(
+        text_of("node[3]").iter().any(|s| s.contains("adress")),
+        "{p:#?}"
+    );
+    assert!(
+        text_of("node[3].hostname")
+            .iter()
+            .any(|s| s.contains("no role pattern")),
+        "{p:#?}"
+    );
+    let all = Error::Invalid {
+        file: "c.toml".into(),
+        problems: p.clone(),
+    }
+    .to_string();
+    assert!(all.lines().all(|l| l.starts_with("c.toml")), "{all}");
+}
+
+#[test]
+fn ranges_init_nodes_and_addresses_are_checked() {
+    let text = r#"[cluster]
+name = "lab"
+board = "rpi5"
+flavour = "kubeadm"
+api_endpoint = "192.168.1.10:6443"
+pod_subnet = "10.244.0.0/16"
+service_subnet = "10.244.0.0/20"
+
+[defaults]
+gateway = "192.168.2.1"
+
+[roles]
+init = "^cp"
+worker = "^n"
+
+[[node]]
+hostname = "cp1"
+address = "192.168.1.10/24"
+
+[[node]]
+hostname = "cp2"
+address = "10.244.1.5/24"
+
+[[node]]
+hostname = "n1"
+address = "192.168.1.0/24"
+"#;
+    let p = problems(text);
+    let has = |key: &str, what: &str| p.iter().any(|x| x.key == key && x.why.contains(what));
+    assert!(has("cluster.service_subnet", "overlaps"), "{p:#?}");
+    assert!(has("node[1].role", "exactly one init"), "{p:#?}");
+    assert!(has("node[1].address", "pod range"), "{p:#?}");
+    assert!(has("defaults.gateway", "outside"), "{p:#?}");
+    assert!(has("node[2].address", "network address"), "{p:#?}");
+}
+
+#[test]
+fn role_patterns_keep_file_order_and_first_match_wins() {
+    let text = r#"[cluster]
+name = "odroid"
+board = "odroid-c4"
+flavour = "k3s"
+
+[roles]
+init = "^odroid1$"
+server = "^odroid[1-3]$"
+agent = "^odroid[0-9]+$"
+
+[[node]]
+hostname = "odroid1"
+[[node]]
+hostname = "odroid2"
+[[node]]
+hostname = "odroid7"
+"#;
+    let c = parse(text).unwrap();
+    let roles: Vec<Role> = c.nodes.iter().map(|n| n.role).collect();
+    assert_eq!(roles, [Role::Init, Role::Server, Role::Agent]);
+    assert_eq!(c.pod_subnet.unwrap().to_string(), "10.42.0.0/16");
+}
+
+#[test]
+fn k3s_agent_needs_server_and_token() {
+    let p = problems(
+        "[cluster]\nname = \"x\"\nboard = \"rpi5\"\nflavour = \"k3s-agent\"\n[[node]]\nhostname = \"a\"\n",
+    );
+    assert!(p.iter().any(|x| x.key == "cluster.server"), "{p:#?}");
+    assert!(p.iter().any(|x| x.key == "cluster.token_file"), "{p:#?}");
+}
+
+#[test]
+fn secrets_are_not_echoed_in_problems() {
+    let text = r#"[cluster]
+name = "x"
+board = "rpi5"
+[defaults]
+user = "pi"
+password_hash = "hunter2-secret"
+[[node]]
+hostname = "a"
+"#;
+    let p = problems(text);
+    let all = format!("{p:?}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn bad_toml_and_unknown_tables() {
+    let p = problems("[cluster\nname=1\n");
+    assert_eq!(p[0].line, Some(1), "{p:#?}");
+    let p = problems("[cluster]\nname = \"x\"\nboard = \"b\"\n[nodes]\nhostname = \"a\"\n");
+    assert!(
+        p.iter().any(|x| x.key == "nodes" && x.line == Some(4)),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn damaged_files_give_problems_with_lines_never_panics() {
+    // Every truncation and a sweep of byte substitutions of a real file.
+    let text = kubeadm();
+    let check = |t: &str| match parse(t) {
+        Ok(_) => {}
+        Err(Error::Invalid { problems, .. }) => {
+            let lines = t.lines().count() + 1;
+            assert!(!problems.is_empty());
+            for p in problems {
+                assert!(p.line.is_none_or(|l| l >= 1 && l <= lines), "{p:?} in\n{t}");
+            }
+        }
+        Err(e) => panic!("unexpected error kind: {e}"),
+    };
+    for end in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+        check(&text[..end]);
+    }
+    let bytes = text.as_bytes();
+    for (i, sub) in (0..bytes.len())
+        .step_by(3)
+        .zip([b'"', b'=', b'[', b'\n', b'x', b']', b'.'].iter().cycle())
+    {
+        let mut b = bytes.to_vec();
+        b[i] = *sub;
+        if let Ok(t) = std::str::from_utf8(&b) {
+            check(t);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+use super::*;
+use std::process::{Command, Stdio};
+
+fn cluster(dir: &Path, flavour: &str, nodes: &[&str]) -> Cluster {
+    let mut text = format!(
+        "[cluster]\nname = \"lab\"\nboard = \"rpi5\"\nflavour = \"{flavour}\"\napi_endpoint = \"10.0.0.10:6443\"\n[defaults]\nuser = \"pi\"\npassword = \"s3cret\"\nage_key = \"generate\"\n"
+    );
+    for n in nodes {
+        text.push_str(&format!("[[node]]\nhostname = \"{n}\"\n"));
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, &text).unwrap();
+    Cluster::load(&path).unwrap()
+}
+
+#[test]
+fn generated_once_reused_and_extended_by_new_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.state");
+    let c = cluster(dir.path(), "kubeadm", &["controlplane", "node0"]);
+    let s1 = State::for_cluster(&state, &c).unwrap();
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text1 = std::fs::read_to_string(&state).unwrap();
+    assert!(s1.kubeadm_token().is_some() && s1.pki().is_some() && s1.age_identity().is_some());
+    assert!(s1.host_key("node0").is_some());
+
+    // A second run changes nothing at all.
+    let s2 = State::for_cluster(&state, &c).unwrap();
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), text1);
+    assert_eq!(s1.fingerprint(), s2.fingerprint());
+
+    // A new node adds only its host key.
+    let c3 = cluster(dir.path(), "kubeadm", &["controlplane", "node0", "node1"]);
+    let s3 = State::for_cluster(&state, &c3).unwrap();
+    assert_eq!(s3.fingerprint(), s1.fingerprint());
+    let mut without = s3.data().clone();
+    assert!(without.host_keys.remove("node1").is_some());
+    assert!(without == *s1.data());
+    assert_eq!(s3.known_hosts(&c3).lines().count(), 3);
+
+    // The plain password hashes the same way every time.
+    let h1 = s3.password_hash("pi", "s3cret").unwrap().unwrap();
+    assert!(h1.starts_with("$6$"));
+    assert_eq!(s1.password_hash("pi", "s3cret").unwrap().unwrap(), h1);
+}
+
+#[test]
+fn another_clusters_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.state");
+    let c = cluster(dir.path(), "k3s", &["controlplane"]);
+    State::for_cluster(&state, &c).unwrap();
+    let e = State::open(&state, "other").unwrap_err().to_string();
+    assert!(e.contains("cluster `lab`"), "{e}");
+    std::fs::write(
+        &state,
+        "format = 1\ncluster = \"lab\"\nsecret = \"x-y-z\"\n",
+    )
+    .unwrap();
+    let e = State::open(&state, "lab").unwrap_err().to_string();
+    assert!(
+        !e.contains("x-y-z") && e.contains("not a nodeimg state file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ca_pin_matches_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.state");
+    let c = cluster(dir.path(), "kubeadm", &["controlplane"]);
+    let s = State::for_cluster(&state, &c).unwrap();
+    let cert = dir.path().join("ca.crt");
+    std::fs::write(&cert, &s.pki().unwrap().ca.cert).unwrap();
+    let script = format!(
+        "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | sha256sum",
+        cert.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let hex = hex.split_whitespace().next().unwrap();
+    assert_eq!(s.ca_cert_hash().unwrap().unwrap(), format!("sha256:{hex}"));
+    // The CA looks like kubeadm's: CA:TRUE, cert signing, CN kubernetes, 10 years.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(text.contains("Certificate Sign"), "{text}");
+    assert!(
+        text.contains("CN=kubernetes") || text.contains("CN = kubernetes"),
+        "{text}"
+    );
+    assert!(text.contains("DNS:kubernetes"), "{text}");
+    let ok = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&cert)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+}
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), "k3s", &["controlplane"]);
+    let s = State::for_cluster(&dir.path().join("s"), &c).unwrap();
+    let token = s.k3s().unwrap().token.clone();
+    assert!(!format!("{s:?}").contains(&token));
+    assert!(!format!("{c:?}").contains("s3cret"));
+}

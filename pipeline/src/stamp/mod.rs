@@ -1,0 +1,281 @@
+//! Stage 2: `nodeimg stamp` — a node's identity, keys, secrets and role
+//! bootstrap, written through a copy-on-write overlay of the base and saved
+//! as a delta (or a full sparse image).
+//!
+//! The base is opened read-only once per run ([`Stamper::open`]); each node
+//! gets a fresh [`Overlay`], its OS is opened with `scrub` (so no block a
+//! change frees or rewrites keeps an earlier secret), its operations — the
+//! node's own files ([`files`]) and the role's rendered templates — are
+//! executed by one `OsImage::apply`, and what changed is saved. Memory
+//! holds the overlay's block index, not the image. The base's SHA-256
+//! comes from its manifest when that still matches the image's size and
+//! mtime; otherwise it is hashed once per run, however many nodes.
+//!
+//! Same base, cluster file, state and `SOURCE_DATE_EPOCH` give
+//! bit-identical deltas: operations are produced in a fixed order and every
+//! time written comes from the one `now` of the run.
+
+pub mod files;
+pub mod vars;
+
+pub use files::{cluster_nix, node_ops, NodeContext, NIXOS_STATE};
+pub use vars::{env_file, node_vars, Shared, CLUSTER_ENV};
+
+use crate::base::manifest::{manifest_path, BaseManifest};
+use crate::cluster::{Cluster, Node};
+use crate::customise::{Applied, Op};
+use crate::flavour::Role;
+use crate::os::OsProfile;
+use crate::osimage::OsImage;
+use crate::secrets::State;
+use crate::templates::{render_node, ProfileKind, RenderRequest};
+use crate::{Error, Result};
+use imagegen::block::{BlockDevice, FileDevice, Overlay};
+use imagegen::delta::{save_overlay, BaseId};
+use imagegen::fs::{OpenOptions, Timestamp};
+use imagegen::sink::PendingFile;
+use serde::Serialize;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Where a stamped node goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A delta over the base.
+    Delta(PathBuf),
+    /// A full node image (reflinked or sparse copy of the base, then the
+    /// node's blocks).
+    Image(PathBuf),
+}
+
+impl Output {
+    pub fn path(&self) -> &Path {
+        match self {
+            Output::Delta(p) | Output::Image(p) => p,
+        }
+    }
+}
+
+/// What stamping one node did (never a secret value).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStamp {
+    pub node: String,
+    pub role: Role,
+    /// `delta` or `image`.
+    pub kind: &'static str,
+    pub output: PathBuf,
+    /// Bytes of the output file.
+    pub size: u64,
+    /// Bytes of the image that differ from the base.
+    pub changed_bytes: u64,
+    /// Every operation executed, with mode and owner (no content).
+    pub files: Vec<Applied>,
+}
+
+/// A base image opened once for stamping many nodes.
+pub struct Stamper {
+    path: PathBuf,
+    base: Arc<FileDevice>,
+    base_id: OnceLock<BaseId>,
+    now: Timestamp,
+}
+
+impl Stamper {
+    /// Opens `base` read-only; `now` stamps every time written.
+    pub fn open(base: &Path, now: Timestamp) -> Result<Stamper> {
+        let dev = FileDevice::open(base)?;
+        Ok(Stamper {
+            path: base.to_path_buf(),
+            base: Arc::new(dev),
+            base_id: OnceLock::new(),
+            now,
+        })
+    }
+
+    /// The base's identity: from `base.img.json` when it still describes
+    /// the file, else by hashing it (once).
+    pub fn base_id(&self) -> Result<BaseId> {
+        if let Some(id) = self.base_id.get() {
+            return Ok(*id);
+        }
+        let size = self.base.size();
+        let trusted = BaseManifest::load(&manifest_path(&self.path))
+            .ok()
+            .and_then(|m| m.trusted_sha256(&self.path));
+        let id = match trusted {
+            Some(sha256) => BaseId { size, sha256 },
+            None => BaseId::of_device(&*self.base)?,
+        };
+        Ok(*self.base_id.get_or_init(|| id))
+    }
+
+    /// Every operation for `node`, in execution order: its own files, then
+    /// its role's rendered templates.
+    pub fn ops(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        state: &State,
+        shared: &Shared,
+        image: &OsImage,
+    ) -> Result<Vec<Op>> {
+        let vars = node_vars(cluster, node, state, shared);
+        let cx = NodeContext {
+            cluster,
+            node,
+            state,
+            shared,
+            vars: &vars,
+        };
+        let mut ops = node_ops(&cx, image)?;
+        let profile = match image.profile() {
+            OsProfile::NixOs { .. } => ProfileKind::NixOs,
+            OsProfile::Debian { .. } => ProfileKind::Debian,
+        };
+        ops.extend(render_node(&RenderRequest {
+            flavour: cluster.flavour,
+            role: node.role,
+            profile,
+            vars: &vars,
+            overrides: cluster.templates_dir.as_deref(),
+        })?);
+        Ok(ops)
+    }
+
+    /// Stamps `node` and writes it to `out`. An existing output is refused
+    /// unless `force`; a failure leaves nothing under the output's name.
+    pub fn stamp(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        state: &State,
+        shared: &Shared,
+        out: &Output,
+        force: bool,
+    ) -> Result<NodeStamp> {
+        if !force && out.path().exists() {
+            return Err(Error::refused(
+                out.path().display().to_string(),
+                "exists; give --force to replace it",
+            ));
+        }
+        let overlay = Arc::new(Overlay::new(self.base.clone())?);
+        let opts = OpenOptions {
+            writable: true,
+            now: self.now,
+            scrub: true,
+        };
+        let mut image = OsImage::open(overlay.clone(), opts)?;
+        let ops = self.ops(cluster, node, state, shared, &image)?;
+        let files = image.apply(&ops)?;
+        image.flush()?;
+        drop(image);
+        let (kind, changed_bytes) = match out {
+            Output::Delta(p) => {
+                let info = save_overlay(&overlay, self.base_id()?, p)?;
+                ("delta", info.changed_bytes())
+            }
+            Output::Image(p) => ("image", self.write_image(&overlay, p)?),
+        };
+        let size = std::fs::metadata(out.path())
+            .map_err(|e| Error::io(out.path(), e))?
+            .len();
+        Ok(NodeStamp {
+            node: node.hostname.clone(),
+            role: node.role,
+            kind,
+            output: out.path().to_path_buf(),
+            size,
+            changed_bytes,
+            files,
+        })
+    }
+
+    /// Base ⊕ overlay as a full image at `path` (0600: it holds secrets):
+    /// the base's data extents copied (holes stay holes; on Linux through
+    /// `copy_file_range`, which shares the extents — a reflink — on
+    /// filesystems that can, btrfs and XFS), then the changed blocks.
+    /// Returns the changed bytes.
+    fn write_image(&self, overlay: &Overlay<Arc<FileDevice>>, path: &Path) -> Result<u64> {
+        let pending = PendingFile::create(path)?;
+        let out = pending.file();
+        let src = self.base.file();
+        let size = self.base.size();
+        out.set_len(size).map_err(|e| Error::io(path, e))?;
+        let data = imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
+        for ext in data.extents() {
+            if kernel_copy(src, out, ext.start, ext.end - ext.start) {
+                continue;
+            }
+            sparse_copy(src, out, ext.start, ext.end).map_err(|e| Error::io(path, e))?;
+        }
+        let mut changed = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        for (off, len) in overlay.changed_ranges()? {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                overlay.read_at(off + done, &mut buf[..n])?;
+                out.write_all_at(&buf[..n], off + done)
+                    .map_err(|e| Error::io(path, e))?;
+                done += n as u64;
+            }
+            changed += len;
+        }
+        pending.commit(0o600)?;
+        Ok(changed)
+    }
+}
+
+/// Copies `[start, end)` of `src` to the same place in `dst`, leaving
+/// all-zero 4 KiB blocks as holes.
+fn sparse_copy(
+    src: &std::fs::File,
+    dst: &std::fs::File,
+    start: u64,
+    end: u64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], at)?;
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                dst.write_all_at(block, at + (i * 4096) as u64)?;
+            }
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// `copy_file_range` of one range (shares extents where the filesystem
+/// can); false when the kernel cannot, so the caller copies by hand.
+#[cfg(target_os = "linux")]
+fn kernel_copy(src: &std::fs::File, dst: &std::fs::File, start: u64, len: u64) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let mut done = 0u64;
+    while done < len {
+        let mut i = (start + done) as libc::loff_t;
+        let mut o = i;
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open; the offsets are our own locals.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, want, 0)
+        };
+        if n <= 0 {
+            // Nothing copied yet: fall back for the whole range; part
+            // copied: the fallback rewrites the same bytes.
+            return false;
+        }
+        done += n as u64;
+    }
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_copy(_: &std::fs::File, _: &std::fs::File, _: u64, _: u64) -> bool {
+    false
+}

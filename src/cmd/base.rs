@@ -1,0 +1,343 @@
+//! `nodeimg base`: stage 1, a board image from an upstream OS image or a
+//! root tree. The work is `pipeline::base::build_base`; this module turns
+//! flags and the cluster file into a request and reports the result.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use imagegen::fs::Timestamp;
+use indicatif::{ProgressBar, ProgressStyle};
+use pipeline::base::spec::{BaseSpec, FirmwareSpec};
+use pipeline::base::{build_base, BaseRequest, Progress};
+use pipeline::board::Board;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Build a base image for a board, once, from an upstream OS image or a root tree.
+///
+/// Flags override the [base] and [firmware] tables of --config. Runs without
+/// root and without mounts.
+#[derive(Debug, Args)]
+pub struct BaseArgs {
+    /// Cluster file: its `[cluster] board`, `[base]` and `[firmware]` tables
+    /// are read; relative paths in it are relative to the file.
+    #[arg(long, value_name = "CLUSTER.toml")]
+    pub config: Option<PathBuf>,
+    /// Board: `rpi5`, `odroid-c4`, or a path to a board file of the same shape.
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Source: a disk image (.img, .xz, .zst, .gz) by path or http(s) URL, or a
+    /// root tree (directory or tarball); recognised by content, not by name.
+    #[arg(long, value_name = "PATH|URL")]
+    pub from: Option<String>,
+    /// SHA-256 of the source: 64 hex digits or a SHA256SUMS file. Required for URLs.
+    #[arg(long, value_name = "HEX|FILE")]
+    pub sha256: Option<String>,
+    /// Size of the result (e.g. 8GiB): grows the root partition and its ext4
+    /// filesystem; for a root tree, the whole disk (default: content plus headroom).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Raspberry Pi boot files (directory or tarball) laid over the boot partition.
+    #[arg(long, value_name = "DIR|TARBALL")]
+    pub firmware: Option<PathBuf>,
+    /// Tow-Boot (Odroid C4): a release .tar.xz, its shared.disk-image.img, or a
+    /// raw .bin, by path or URL; written from byte 512 with a 0xF8 MBR entry.
+    #[arg(long, value_name = "PATH|URL")]
+    pub towboot: Option<String>,
+    /// SHA-256 of --towboot (hex or SHA256SUMS file); required for a URL.
+    #[arg(long, value_name = "HEX|FILE")]
+    pub towboot_sha256: Option<String>,
+    /// Move OS partitions that start inside the firmware region instead of refusing.
+    #[arg(long)]
+    pub relocate: bool,
+    /// Directory tree copied into the root filesystem.
+    #[arg(long, value_name = "DIR")]
+    pub overlay: Option<PathBuf>,
+    /// Owners and modes for --overlay (the `--owner-map` format of `nodeimg fs`).
+    #[arg(long, value_name = "FILE")]
+    pub owner_map: Option<PathBuf>,
+    /// Enable a systemd unit as `systemctl --root enable` does (repeatable).
+    #[arg(long, value_name = "UNIT")]
+    pub enable: Vec<String>,
+    /// Disable a systemd unit (repeatable).
+    #[arg(long, value_name = "UNIT")]
+    pub disable: Vec<String>,
+    /// Mask a systemd unit (repeatable).
+    #[arg(long, value_name = "UNIT")]
+    pub mask: Vec<String>,
+    /// Add a word to the kernel command line (repeatable).
+    #[arg(long, value_name = "WORD")]
+    pub cmdline_append: Vec<String>,
+    /// Remove a word from the kernel command line (repeatable).
+    #[arg(long, value_name = "WORD")]
+    pub cmdline_remove: Vec<String>,
+    /// Add a line to the Raspberry Pi config.txt (repeatable).
+    #[arg(long, value_name = "LINE")]
+    pub config_txt: Vec<String>,
+    /// Set a sysctl in /etc/sysctl.d/90-nodeimg.conf (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Load a kernel module at boot (/etc/modules-load.d/nodeimg.conf; repeatable).
+    #[arg(long, value_name = "MODULE")]
+    pub modules_load: Vec<String>,
+    /// Remove swap from /etc/fstab and mask the swap services.
+    #[arg(long)]
+    pub disable_swap: bool,
+    /// Enable the SSH server (and the RPi boot partition's `ssh` file).
+    #[arg(long)]
+    pub ssh: bool,
+    /// Time zone, e.g. Europe/Berlin.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Locale, e.g. en_GB.UTF-8.
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// Output image; written under a temporary name and renamed when complete.
+    /// The manifest goes to OUT.json.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Also write OUT.bmap (bmaptool format 2.0, SHA-256) from the filesystems' maps.
+    #[arg(long)]
+    pub bmap: bool,
+    /// Also write OUT.zst (zstd-compressed copy).
+    #[arg(long)]
+    pub zstd: bool,
+    /// Download cache (default: $XDG_CACHE_HOME/nodeimg, ~/.cache/nodeimg, or
+    /// ~/Library/Caches/nodeimg on macOS).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print a JSON summary (the manifest, outputs and notes) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BaseArgs) -> Result<ExitCode> {
+    let (board_name, mut spec, mut fw) = match &args.config {
+        Some(c) => cluster_base(c)?,
+        None => (None, BaseSpec::default(), FirmwareSpec::default()),
+    };
+    merge_flags(&args, &mut spec, &mut fw)?;
+    let board_name = args
+        .board
+        .clone()
+        .or(board_name)
+        .context("no board: give --board rpi5|odroid-c4|PATH or [cluster] board in --config")?;
+    let board = Board::resolve(&board_name)?;
+    let now = Timestamp::now().context("reading the time")?;
+    let bar = Bars::new(!args.json && std::io::stderr().is_terminal());
+    let req = BaseRequest {
+        board,
+        spec,
+        firmware: fw,
+        out: args.output.clone(),
+        bmap: args.bmap,
+        zstd: args.zstd,
+        force: args.force,
+        cache_dir: args.cache_dir.clone(),
+        now,
+        provision: None,
+        fetch: Default::default(),
+    };
+    if !req.spec.provision.is_empty() {
+        anyhow::bail!(
+            "provision: running provisioning scripts is not part of this build (they need root and an aarch64 chroot)"
+        );
+    }
+    let outcome = build_base(&req, &bar)?;
+    bar.done();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        for n in &outcome.notes {
+            eprintln!("nodeimg: note: {n}");
+        }
+        let m = &outcome.manifest;
+        let os = match &m.os {
+            pipeline::os::OsProfile::Debian { pretty, .. } => pretty.clone(),
+            pipeline::os::OsProfile::NixOs { version } => {
+                format!("NixOS {}", version.as_deref().unwrap_or(""))
+            }
+        };
+        println!(
+            "{}: {} base for {} ({} bytes, sha256 {})",
+            outcome.image.display(),
+            os,
+            m.board,
+            m.image.size,
+            m.image.sha256
+        );
+        println!("  manifest {}", outcome.manifest_path.display());
+        for p in [&outcome.bmap, &outcome.zstd].into_iter().flatten() {
+            println!("  {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags win over the cluster file; list flags add to its lists.
+fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<()> {
+    let set = |dst: &mut Option<String>, v: &Option<String>| {
+        if v.is_some() {
+            dst.clone_from(v)
+        }
+    };
+    set(&mut s.source, &a.from);
+    set(&mut s.sha256, &a.sha256);
+    set(&mut s.size, &a.size);
+    set(&mut s.timezone, &a.timezone);
+    set(&mut s.locale, &a.locale);
+    if a.overlay.is_some() {
+        s.overlay.clone_from(&a.overlay);
+    }
+    if a.owner_map.is_some() {
+        s.owner_map.clone_from(&a.owner_map);
+    }
+    s.enable.extend(a.enable.iter().cloned());
+    s.disable.extend(a.disable.iter().cloned());
+    s.mask.extend(a.mask.iter().cloned());
+    s.cmdline_append.extend(a.cmdline_append.iter().cloned());
+    s.cmdline_remove.extend(a.cmdline_remove.iter().cloned());
+    s.config_txt.extend(a.config_txt.iter().cloned());
+    s.modules_load.extend(a.modules_load.iter().cloned());
+    for kv in &a.sysctl {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--sysctl {kv:?}: expected KEY=VALUE"))?;
+        s.sysctl.insert(k.trim().into(), v.trim().into());
+    }
+    s.disable_swap |= a.disable_swap;
+    s.ssh |= a.ssh;
+    if a.firmware.is_some() {
+        f.boot_files.clone_from(&a.firmware);
+    }
+    set(&mut f.towboot, &a.towboot);
+    set(&mut f.sha256, &a.towboot_sha256);
+    f.relocate |= a.relocate;
+    Ok(())
+}
+
+/// Reads `[cluster] board`, `[base]` and `[firmware]` of a cluster file,
+/// resolving relative paths against the file's directory. Kept on its own:
+/// the full cluster-file parser (`pipeline::cluster`) replaces it.
+pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        board: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        cluster: Option<Cluster>,
+        #[serde(default)]
+        base: BaseSpec,
+        #[serde(default)]
+        firmware: FirmwareSpec,
+        #[serde(flatten)]
+        _rest: BTreeMap<String, toml::Value>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let f: File = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        pipeline::Error::config(path, line, "cluster file", e.message())
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let rel = |p: &str| -> String {
+        if pipeline::base::fetch::is_url(p) || Path::new(p).is_absolute() {
+            p.to_string()
+        } else {
+            dir.join(p).display().to_string()
+        }
+    };
+    let mut base = f.base;
+    let mut fw = f.firmware;
+    base.source = base.source.as_deref().map(rel);
+    if let Some(s) = &base.sha256 {
+        if s.len() != 64 {
+            base.sha256 = Some(rel(s));
+        }
+    }
+    let relp = |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
+    base.overlay = relp(&base.overlay);
+    base.owner_map = relp(&base.owner_map);
+    fw.boot_files = relp(&fw.boot_files);
+    fw.towboot = fw.towboot.as_deref().map(rel);
+    let board = f.cluster.and_then(|c| c.board).map(|b| {
+        if b.contains('/') || b.ends_with(".toml") {
+            rel(&b)
+        } else {
+            b
+        }
+    });
+    Ok((board, base, fw))
+}
+
+/// Progress bars on stderr when it is a terminal.
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new(show: bool) -> Bars {
+        Bars {
+            bar: show.then(|| {
+                let b = ProgressBar::new_spinner();
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            }),
+        }
+    }
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn step_total(&self, what: &str, total: Option<u64>) {
+        let Some(b) = &self.bar else { return };
+        b.set_position(0);
+        b.set_message(what.to_string());
+        match total {
+            Some(t) => {
+                b.set_length(t);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+            }
+            None => {
+                b.unset_length();
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+            }
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn position(&self, done: u64, total: Option<u64>) {
+        if let Some(b) = &self.bar {
+            if let Some(t) = total {
+                if b.length() != Some(t) {
+                    b.set_length(t);
+                }
+            }
+            b.set_position(done);
+        }
+    }
+}

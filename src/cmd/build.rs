@@ -1,0 +1,123 @@
+//! `nodeimg build`: the whole cluster — base and every node — as a
+//! directory of reproducible artefacts (docs/build.md).
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use imagegen::fs::Timestamp;
+use pipeline::base::Quiet;
+use pipeline::board::Board;
+use pipeline::build::{build, BuildRequest, SecretsMode};
+use pipeline::secrets::State;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Build a cluster's artefacts: the base image once (zstd + bmap), then
+/// every node as a delta over it, a manifest and SHA256SUMS. Rootless;
+/// incremental (only what changed is rebuilt); reproducible with
+/// SOURCE_DATE_EPOCH.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The cluster file (docs/cluster.md).
+    pub config: PathBuf,
+    /// Output directory. Written beside it under a temporary name and
+    /// swapped into place at the end; an earlier build there is reused for
+    /// what did not change.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+    /// Where the nodes' secret files go: `embed` puts them into each node's
+    /// delta; `defer` keeps every private key, token, password hash and the
+    /// age key out of the artefacts (sealed per node, opened only by
+    /// `nodeimg flash DIR --secrets STATE`).
+    #[arg(long, value_enum, default_value = "embed")]
+    pub secrets: Secrets,
+    /// Write full node images (nodes/HOST.img.zst) instead of deltas.
+    #[arg(long)]
+    pub full_images: bool,
+    /// The state file with the cluster's generated secrets (default:
+    /// cluster.state beside the cluster file; created 0600 when missing).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Rebuild everything, and replace an output directory that does not
+    /// hold an earlier build.
+    #[arg(long)]
+    pub force: bool,
+    /// Download cache for a base source given by URL.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print a JSON summary (never a secret) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Secrets {
+    Embed,
+    Defer,
+}
+
+pub fn run(args: BuildArgs) -> Result<ExitCode> {
+    let cluster = super::stamp::load_cluster(&args.config)?;
+    let (board_name, base, firmware) = super::base::cluster_base(&args.config)?;
+    let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
+    let board = Board::resolve(&board_name)?;
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| cluster.default_state_path());
+    let state = State::for_cluster(&state_path, &cluster)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    let epoch = imagegen::fs::timestamp::source_date_epoch()?;
+    let now = Timestamp::now().context("reading the time")?;
+    let secrets = match args.secrets {
+        Secrets::Embed => SecretsMode::Embed,
+        Secrets::Defer => SecretsMode::Defer,
+    };
+    let outcome = build(
+        &BuildRequest {
+            cluster: &cluster,
+            board,
+            base,
+            firmware,
+            out: args.out.clone(),
+            state: &state,
+            secrets,
+            full_images: args.full_images,
+            force: args.force,
+            cache_dir: args.cache_dir.clone(),
+            now,
+            epoch,
+        },
+        &Quiet,
+    )
+    .with_context(|| format!("building {}", args.config.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = args.out.display();
+    println!(
+        "built {} ({} nodes) in {out}/: base {}, {} stamped, {} unchanged",
+        cluster.name,
+        cluster.nodes.len(),
+        if outcome.base_rebuilt {
+            "built"
+        } else {
+            "unchanged"
+        },
+        outcome.stamped.len(),
+        outcome.reused.len()
+    );
+    println!("  {out}/base.img.zst, {out}/base.img.bmap, {out}/nodes/, {out}/manifest.json, {out}/SHA256SUMS");
+    let first = cluster
+        .nodes
+        .first()
+        .map_or("NODE", |n| n.hostname.as_str());
+    let state_hint = if matches!(secrets, SecretsMode::Defer) {
+        format!(" --secrets {}", state_path.display())
+    } else {
+        String::new()
+    };
+    println!("check:  (cd {out} && sha256sum -c SHA256SUMS)");
+    println!("flash:  sudo nodeimg flash {out} --device /dev/sdX={first}{state_hint}   (repeat --device DEV=NODE for more cards)");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,324 @@
+//! `nodeimg flash DIST --device DEV=NODE`: cards written as nodes of a
+//! `nodeimg build` output directory.
+//!
+//! Every artefact read is checked against `SHA256SUMS` before the first
+//! write; the base is decompressed once (sparse, into a temporary file) and
+//! every card gets base ⊕ its node's delta, written with the build's
+//! `base.img.bmap` plus the ranges the node changes. With a build made with
+//! `--secrets defer`, `--secrets STATE` opens each node's sealed secret
+//! files in memory and writes them onto the card through an overlay: they
+//! never reach a disk other than the card.
+
+use super::flash::FlashArgs;
+use anyhow::{bail, Context, Result};
+use flasher::bmap::Bmap;
+use flasher::devices::Disk;
+use flasher::plan::{self, Hints};
+use flasher::policy::{self, human};
+use flasher::progress::Bars;
+use flasher::ranges::{Extent, RangeSet};
+use flasher::source::Source;
+use flasher::target::{DeviceTarget, Target};
+use imagegen::block::{BlockDevice, FileDevice, Overlay};
+use imagegen::delta::{Delta, Patched};
+use imagegen::fs::{OpenOptions, Timestamp};
+use imagegen::sink::{write_image, OutputFormat};
+use imagegen::source::ImageSource;
+use pipeline::build::manifest::{parse_sums, sha256_of, BuildManifest};
+use pipeline::build::{deferred, SecretsMode, MANIFEST, SUMS};
+use pipeline::osimage::OsImage;
+use pipeline::secrets::State;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// True when SOURCE is a `nodeimg build` output directory.
+pub fn is_dist(source: &Path) -> bool {
+    source.is_dir() && source.join(MANIFEST).is_file()
+}
+
+/// One card and the node it becomes.
+struct Card {
+    device: PathBuf,
+    node: String,
+}
+
+fn cards(args: &FlashArgs, manifest: &BuildManifest) -> Result<Vec<Card>> {
+    let mut out = Vec::new();
+    for d in &args.devices {
+        let s = d.to_string_lossy();
+        let (device, node) = match (s.split_once('='), &args.node) {
+            (Some((dev, node)), _) => (PathBuf::from(dev), node.to_string()),
+            (None, Some(node)) if args.devices.len() == 1 => (d.clone(), node.clone()),
+            _ => bail!(
+                "--device {s}: say which node it becomes (--device DEV=NODE, or --node NODE with one --device)"
+            ),
+        };
+        if manifest.node(&node).is_none() {
+            let names: Vec<&str> = manifest.nodes.iter().map(|n| n.hostname.as_str()).collect();
+            bail!(
+                "node {node}: not in this build's manifest (nodes: {})",
+                names.join(", ")
+            );
+        }
+        out.push(Card { device, node });
+    }
+    Ok(out)
+}
+
+/// Checks the files the flash reads against SHA256SUMS.
+fn check_sums(dist: &Path, files: &[&str]) -> Result<()> {
+    let text = std::fs::read_to_string(dist.join(SUMS))
+        .with_context(|| format!("reading {}", dist.join(SUMS).display()))?;
+    let sums = parse_sums(&text)?;
+    for f in files {
+        let want = sums.get(*f).with_context(|| {
+            format!("{}: {f} is not listed in {SUMS}; refusing", dist.display())
+        })?;
+        let got = imagegen::source::to_hex(&sha256_of(&dist.join(f))?);
+        if &got != want {
+            bail!(
+                "{}: SHA-256 mismatch (SHA256SUMS says {want}, the file has {got}); nothing was written",
+                dist.join(f).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Loads the state for a deferred build, refusing another cluster's.
+fn load_state(args: &FlashArgs, m: &BuildManifest, dist: &Path) -> Result<Option<State>> {
+    if m.secrets != SecretsMode::Defer || m.nodes.iter().all(|n| n.secrets.is_none()) {
+        return Ok(None);
+    }
+    let Some(path) = &args.secrets else {
+        bail!(
+            "{} was built with --secrets defer: give --secrets PATH, the state file `nodeimg build` used (cluster.state beside the cluster file; in CI, from the secret store)",
+            dist.display()
+        );
+    };
+    if !path.is_file() {
+        bail!("--secrets {}: no such state file", path.display());
+    }
+    let state = State::open(path, &m.cluster)?;
+    if state.fingerprint() != m.state_fingerprint {
+        bail!(
+            "--secrets {}: not the state this build was made with (fingerprint differs); refusing",
+            path.display()
+        );
+    }
+    Ok(Some(state))
+}
+
+pub fn run(args: FlashArgs) -> Result<ExitCode> {
+    let dist = args.source.clone();
+    let m = BuildManifest::load(&dist.join(MANIFEST))?;
+    let cards = cards(&args, &m)?;
+    let state = load_state(&args, &m, &dist)?;
+    let mut files = vec![MANIFEST, m.base.image.as_str(), m.base.bmap.as_str()];
+    for c in &cards {
+        let n = m.node(&c.node).context("node not in manifest")?;
+        files.push(&n.artefact);
+        if let (Some(s), Some(_)) = (&n.secrets, &state) {
+            files.push(s);
+        }
+    }
+    check_sums(&dist, &files)?;
+    let bmap = Bmap::load(&dist.join(&m.base.bmap))?;
+    let size = m.base.manifest.image.size;
+
+    // Devices: every rule, every refusal, before anything is opened.
+    let opts = policy::Options {
+        allow_fixed: args.allow_fixed,
+        no_unmount: args.no_unmount,
+    };
+    let mut disks: Vec<Disk> = Vec::new();
+    let mut refused = Vec::new();
+    for c in &cards {
+        match flasher::devices::find(&c.device) {
+            Ok(d) => {
+                if disks.iter().any(|o| o.write_path == d.write_path) {
+                    bail!("{} is given twice", d.path);
+                }
+                for r in policy::refusals(&d, Some(size), opts) {
+                    refused.push(format!("refusing {}: {r}", d.path));
+                }
+                disks.push(d);
+            }
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    if !refused.is_empty() {
+        bail!("{}", refused.join("; "));
+    }
+    if args.dry_run {
+        for (c, d) in cards.iter().zip(&disks) {
+            println!(
+                "would write {} ({}) as node {}",
+                d.path,
+                human(d.size),
+                c.node
+            );
+        }
+        println!("dry run: nothing was opened for writing");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let refs: Vec<&Disk> = disks.iter().collect();
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    policy::confirm(
+        &refs,
+        args.yes,
+        interactive,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr(),
+    )?;
+
+    // The base, read once.
+    let tmp = tempfile::tempdir().context("making a temporary directory")?;
+    let base_path = tmp.path().join("base.img");
+    write_image(
+        ImageSource::open(dist.join(&m.base.image))?,
+        &base_path,
+        OutputFormat::Raw,
+        Some(size),
+    )
+    .context("decompressing the base")?;
+    let base_dev = FileDevice::open(&base_path)?;
+    let base_file = base_dev.file().try_clone().context("base file")?;
+    let base: Arc<dyn BlockDevice> = Arc::new(base_dev);
+    let now = Timestamp::now()?;
+    let cancel = flasher::interrupt::install();
+    let mut failed = false;
+    for (c, d) in cards.iter().zip(&disks) {
+        let n = m.node(&c.node).context("node not in manifest")?;
+        let (node_dev, mut changed) =
+            node_source(&dist, &n.artefact, &base, &base_path, tmp.path())?;
+        let dev: Arc<dyn BlockDevice> = match (&n.secrets, &state) {
+            (Some(s), Some(state)) => {
+                let sealed = std::fs::read(dist.join(s))?;
+                let ops = deferred::open(state, &c.node, &sealed, s)?;
+                let overlay = Arc::new(Overlay::new(node_dev)?);
+                let mut img = OsImage::open(
+                    overlay.clone(),
+                    OpenOptions {
+                        writable: true,
+                        now,
+                        scrub: true,
+                    },
+                )?;
+                img.apply(&ops)
+                    .with_context(|| format!("node {}: writing its secret files", c.node))?;
+                img.flush()?;
+                drop(img);
+                let mut ext: Vec<Extent> = changed.extents().to_vec();
+                ext.extend(
+                    overlay
+                        .changed_ranges()?
+                        .into_iter()
+                        .map(|(o, l)| Extent::new(o, o + l)),
+                );
+                changed = RangeSet::from_extents(ext);
+                overlay
+            }
+            _ => node_dev,
+        };
+        let source = Source::Random(dev.clone());
+        let plan = plan::build(
+            &source,
+            &Hints {
+                bmap: Some(&bmap),
+                sparse_file: Some(&base_file),
+                changed: Some(&changed),
+                exact: false,
+            },
+        )?;
+        if !policy::media_mounts(d).is_empty() {
+            let gone = flasher::devices::unmount(d)?;
+            if !gone.is_empty() {
+                eprintln!("{}: unmounted {}", d.path, gone.join(", "));
+            }
+        }
+        let opened = DeviceTarget::open_sized(Path::new(&d.write_path), d.size)
+            .with_context(|| format!("opening {} for writing", d.path))?;
+        opened.check_identity(d)?;
+        let t: Arc<dyn Target> = Arc::new(opened);
+        // The base's bmap vouches for the base's bytes; what the node
+        // changes is vouched for by the delta's own checksums.
+        let checks = flasher::bmap::RangeVerifier::new(&bmap, &changed);
+        let observer = Bars::new(vec![d.path.clone()]);
+        let (reports, read) = flasher::writer::write_all(
+            source,
+            &plan,
+            std::slice::from_ref(&t),
+            flasher::writer::Options {
+                verify: !args.no_verify,
+                hash: false,
+                checks,
+            },
+            &observer,
+            cancel,
+        );
+        let report = reports.into_iter().next().context("no write report")?;
+        // Verification runs inside the write, before the partition table.
+        let result = report
+            .result
+            .map_err(anyhow::Error::from)
+            .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from))
+            .map(|()| if args.no_verify { "skipped" } else { "ok" });
+        drop(observer);
+        match result {
+            Ok(v) => eprintln!(
+                "{}: node {} — wrote {} ({} skipped); verification {v}",
+                d.path,
+                c.node,
+                human(report.written),
+                human(plan.skipped())
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node);
+            }
+        }
+    }
+    Ok(if failed {
+        crate::exit::Code::Verify.into()
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A node's image as a random-access device, and the ranges it changes
+/// over the base: base ⊕ delta, or a full node image decompressed.
+fn node_source(
+    dist: &Path,
+    artefact: &str,
+    base: &Arc<dyn BlockDevice>,
+    base_path: &Path,
+    tmp: &Path,
+) -> Result<(Arc<dyn BlockDevice>, RangeSet)> {
+    let path = dist.join(artefact);
+    if artefact.ends_with(".delta") {
+        let delta = Delta::open(&path)?;
+        let changed = RangeSet::from_extents(
+            delta
+                .ranges()
+                .iter()
+                .map(|r| Extent::new(r.offset, r.end()))
+                .collect(),
+        );
+        let patched = Patched::new(base.clone(), delta)?;
+        return Ok((Arc::new(patched), changed));
+    }
+    let img = tmp.join("node.img");
+    let size = base.size();
+    write_image(
+        ImageSource::open(&path)?,
+        &img,
+        OutputFormat::Raw,
+        Some(size),
+    )?;
+    let _ = base_path;
+    // A full image: everything that differs from the base is written.
+    Ok((Arc::new(FileDevice::open(&img)?), RangeSet::full(size)))
+}

@@ -1,0 +1,193 @@
+//! `nodeimg stamp`: each node's identity, keys, secrets and role bootstrap
+//! as a delta over the base (docs/stamp.md).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use imagegen::fs::Timestamp;
+use pipeline::cluster::Cluster;
+use pipeline::secrets::State;
+use pipeline::stamp::{cluster_nix, NodeStamp, Output, Shared, Stamper};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Stamp nodes of a cluster over a base image: hostname, SSH keys, host keys,
+/// age key, cluster secrets, static address and the role's first-boot
+/// bootstrap, written as a small delta (or a full image). Runs without root.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["node", "all"]))]
+pub struct StampArgs {
+    /// The cluster file (docs/cluster.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// The base image made by `nodeimg base` (raw). Its manifest
+    /// (BASE.json) saves hashing it when it still matches.
+    #[arg(long, value_name = "IMAGE")]
+    pub base: PathBuf,
+    /// Stamp this node (its hostname in the cluster file).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Stamp every node of the cluster file (needs --out-dir).
+    #[arg(long)]
+    pub all: bool,
+    /// Write the node's delta to FILE (with --node).
+    #[arg(short = 'o', long = "output", value_name = "FILE", conflicts_with_all = ["out_dir", "image"])]
+    pub output: Option<PathBuf>,
+    /// Write one delta per node as DIR/HOSTNAME.delta, plus DIR/known_hosts
+    /// (when nodes have host keys) and DIR/cluster.nix.
+    #[arg(long, value_name = "DIR", conflicts_with = "image")]
+    pub out_dir: Option<PathBuf>,
+    /// Write a full node image to FILE instead of a delta (with --node):
+    /// a reflink of the base where the filesystem can, else a sparse copy.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// The state file holding the cluster's generated secrets (default:
+    /// cluster.state beside the cluster file). Created 0600 when missing;
+    /// never printed.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Replace outputs that exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary (node, role, files written with mode and owner,
+    /// sizes; never a secret) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json` output.
+#[derive(Serialize)]
+struct Summary<'a> {
+    cluster: &'a str,
+    flavour: String,
+    base: &'a Path,
+    /// Identifies the state's secrets without revealing them.
+    state_fingerprint: String,
+    nodes: &'a [NodeStamp],
+}
+
+/// Loads and validates a cluster file; every problem goes to stderr on its
+/// own line before the one-line error.
+pub fn load_cluster(path: &Path) -> Result<Cluster> {
+    match Cluster::load(path) {
+        Ok(c) => Ok(c),
+        Err(pipeline::Error::Invalid { file, problems }) => {
+            for line in pipeline::error::problem_lines(&file, &problems) {
+                eprintln!("nodeimg: error: {line}");
+            }
+            bail!(
+                "{}: {} problem{} in the cluster file; nothing was written",
+                file.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+pub fn run(args: StampArgs) -> Result<ExitCode> {
+    let cluster = load_cluster(&args.config)?;
+    let nodes: Vec<&pipeline::cluster::Node> = match &args.node {
+        Some(name) => {
+            let n = cluster.node(name).with_context(|| {
+                let names: Vec<&str> = cluster.nodes.iter().map(|n| n.hostname.as_str()).collect();
+                format!(
+                    "node {name}: not in {} (nodes: {})",
+                    args.config.display(),
+                    names.join(", ")
+                )
+            })?;
+            vec![n]
+        }
+        None => cluster.nodes.iter().collect(),
+    };
+    let outputs: Vec<Output> = match (&args.output, &args.out_dir, &args.image, args.all) {
+        (Some(o), None, None, false) => vec![Output::Delta(o.clone())],
+        (None, None, Some(i), false) => vec![Output::Image(i.clone())],
+        (None, Some(d), None, _) => nodes
+            .iter()
+            .map(|n| Output::Delta(d.join(format!("{}.delta", n.hostname))))
+            .collect(),
+        (_, None, _, true) => bail!("--all writes one delta per node: give --out-dir DIR"),
+        (None, None, None, false) => {
+            bail!("say where the node goes: -o FILE, --out-dir DIR or --image FILE")
+        }
+        _ => bail!("give one of -o, --out-dir and --image"),
+    };
+    // Refuse before generating or writing anything.
+    if !args.force {
+        for o in &outputs {
+            if o.path().exists() {
+                bail!("{}: exists; give --force to replace it", o.path().display());
+            }
+        }
+    }
+    if let Some(d) = &args.out_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| cluster.default_state_path());
+    let state = State::for_cluster(&state_path, &cluster)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    let shared = Shared::new(&cluster, &state)?;
+    let now = Timestamp::now()?;
+    let stamper = Stamper::open(&args.base, now)
+        .with_context(|| format!("opening base {}", args.base.display()))?;
+
+    let mut done = Vec::new();
+    for (node, out) in nodes.iter().zip(&outputs) {
+        let s = stamper
+            .stamp(&cluster, node, &state, &shared, out, args.force)
+            .with_context(|| format!("stamping {}", node.hostname))?;
+        if !args.json {
+            println!(
+                "{} ({}): {} {} — {} changed, {} operations",
+                s.node,
+                s.role,
+                s.kind,
+                s.output.display(),
+                human(s.changed_bytes),
+                s.files.len()
+            );
+        }
+        done.push(s);
+    }
+    if let Some(d) = &args.out_dir {
+        let known = state.known_hosts(&cluster);
+        if !known.is_empty() {
+            write_public(&d.join("known_hosts"), &known)?;
+        }
+        write_public(&d.join("cluster.nix"), &cluster_nix(&cluster))?;
+    }
+    if args.json {
+        let summary = Summary {
+            cluster: &cluster.name,
+            flavour: cluster.flavour.to_string(),
+            base: &args.base,
+            state_fingerprint: state.fingerprint(),
+            nodes: &done,
+        };
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file that holds nothing secret (0644), replacing it atomically.
+fn write_public(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
