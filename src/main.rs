@@ -4,6 +4,7 @@
 //! the command line and reports errors as one line on stderr.
 
 mod cmd;
+mod signals;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -18,11 +19,17 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cmd::run(cli.command) {
+    if let Err(err) = signals::install() {
+        eprintln!("nodeimg: error: cannot handle signals: {err}");
+        return ExitCode::FAILURE;
+    }
+    let result = cmd::run(cli.command);
+    signals::exit_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));
-            ExitCode::FAILURE
+            ExitCode::from(cmd::usage::exit_code(&err))
         }
     }
 }
@@ -32,9 +39,16 @@ fn main() -> ExitCode {
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
-        let text = cause.to_string();
+        let mut text = cause.to_string();
         if line.contains(&text) {
             continue;
+        }
+        // "a.img: a.img: too large": a cause that starts with a path the
+        // line already names keeps only its reason.
+        if let Some((head, rest)) = text.split_once(": ") {
+            if !head.is_empty() && line.contains(head) {
+                text = rest.to_string();
+            }
         }
         if !line.is_empty() {
             line.push_str(": ");

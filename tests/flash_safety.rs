@@ -129,7 +129,7 @@ fn fixed_disk_needs_allow_fixed_and_small_disk_is_refused() {
         "--allow-fixed",
         "--yes",
     ]);
-    fails_with(&out, "too small: the image needs 40.0 MiB (41943040 bytes) but the device holds 16.0 MiB (16777216 bytes)");
+    fails_with(&out, "too small: the image needs 40.00 MiB (41943040 bytes) but the device holds 16.00 MiB (16777216 bytes)");
     for c in [&card, &small] {
         assert!(
             c.read(0, 4096).iter().all(|&b| b == 0x22),

@@ -1,6 +1,10 @@
 //! Ctrl-C: the first SIGINT sets a flag the reader, writers and verifier poll,
 //! so a run stops between chunks and never writes the partition table after
 //! it; a second SIGINT kills the process the usual way.
+//!
+//! The `nodeimg` binary handles signals itself (its `signals` module, for
+//! SIGINT and SIGTERM alike) and only sets [`flag`]; [`install`] is for
+//! programs that use the flasher without a handler of their own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,5 +21,11 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn install() -> &'static AtomicBool {
     // SAFETY: the handler only touches an atomic and calls signal().
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    &INTERRUPTED
+}
+
+/// The flag the reader, writers and verifier poll, for a handler installed
+/// by the program itself.
+pub fn flag() -> &'static AtomicBool {
     &INTERRUPTED
 }

@@ -142,19 +142,14 @@ pub fn confirm(
     Ok(())
 }
 
-/// Sizes in binary units, e.g. `29.7 GiB (31914983424 bytes)`.
+/// Sizes in binary units with the exact count, e.g. `29.72 GiB (31914983424
+/// bytes)`: indicatif's [`HumanBytes`](indicatif::HumanBytes), the one
+/// formatting of sizes in nodeimg (progress bars use it too).
 pub fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
+    if bytes < 1024 {
         format!("{bytes} bytes")
     } else {
-        format!("{v:.1} {} ({bytes} bytes)", units[i])
+        format!("{} ({bytes} bytes)", indicatif::HumanBytes(bytes))
     }
 }
 

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use imagegen::delta::{self, Delta, DeltaInfo};
-use imagegen::sink::OutputFormat;
+use imagegen::sink::{check_output, OutputFormat};
 use imagegen::source::to_hex;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,9 @@ pub enum DeltaCommand {
         /// anything else is a sparse raw image.
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace OUTPUT if it exists (never when it is BASE or DELTA).
+        #[arg(long)]
+        force: bool,
     },
     /// Record how MODIFIED differs from BASE as a delta file.
     Create {
@@ -38,6 +41,9 @@ pub enum DeltaCommand {
         /// Where to write the delta (created with mode 0600).
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace OUTPUT if it exists (never when it is BASE or MODIFIED).
+        #[arg(long)]
+        force: bool,
     },
     /// Show a delta's base identity and changed ranges.
     Info {
@@ -55,7 +61,9 @@ pub fn run(args: DeltaArgs) -> Result<ExitCode> {
             base,
             delta,
             output,
+            force,
         } => {
+            check_output(&output, force, &[&base, &delta])?;
             let d = Delta::open(&delta)?;
             let size = delta::apply_file(&base, &d, &output, OutputFormat::from_path(&output))
                 .with_context(|| format!("applying {}", delta.display()))?;
@@ -69,7 +77,9 @@ pub fn run(args: DeltaArgs) -> Result<ExitCode> {
             base,
             modified,
             output,
+            force,
         } => {
+            check_output(&output, force, &[&base, &modified])?;
             let info = delta::create_from_images(&base, &modified, &output, delta::DEFAULT_BLOCK)
                 .with_context(|| format!("creating delta {}", output.display()))?;
             eprintln!(

@@ -26,7 +26,7 @@ pub struct FlashArgs {
     /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image.
     #[arg(long = "device", value_name = "DEV", required = true)]
     pub devices: Vec<PathBuf>,
-    /// Node delta (from `nodeimg stamp`) applied on the fly: SOURCE is then its base image.
+    /// Node delta (made by `nodeimg delta create`) applied on the fly: SOURCE is then its base image.
     #[arg(long, value_name = "NODE.delta")]
     pub delta: Option<PathBuf>,
     /// bmaptool block map of the image: write only the blocks it lists (plus what a delta changes).
@@ -67,6 +67,7 @@ pub(crate) fn prepare(
     delta: Option<&Path>,
     bmap: Option<&Path>,
 ) -> anyhow::Result<Prepared> {
+    refuse_non_image(source)?;
     let bmap = bmap.map(Bmap::load).transpose()?;
     let image = flasher::source::open(source, delta, bmap.as_ref().map(|b| b.image_size))
         .with_context(|| format!("opening image {}", source.display()))?;
@@ -83,6 +84,31 @@ pub(crate) fn prepare(
         source: image.source,
         plan,
     })
+}
+
+/// Refuses a source whose first bytes hold neither a partition table nor a
+/// filesystem (a text file, a truncated download, the wrong file): writing
+/// it would only wipe a card.
+fn refuse_non_image(source: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    imagegen::source::ImageSource::open(source)
+        .and_then(|s| {
+            s.take(64 << 10)
+                .read_to_end(&mut head)
+                .map_err(|e| imagegen::Error::io(source, e))
+        })
+        .with_context(|| format!("opening image {}", source.display()))?;
+    let has = |at: usize, magic: &[u8]| head.get(at..at + magic.len()) == Some(magic);
+    // MBR or FAT boot sector, GPT header, ext2/3/4 superblock.
+    if has(510, &[0x55, 0xaa]) || has(512, b"EFI PART") || has(1080, &[0x53, 0xef]) {
+        return Ok(());
+    }
+    bail!(
+        "{}: not a disk image (no partition table and no filesystem in its first {} bytes); refusing to write it",
+        source.display(),
+        head.len()
+    )
 }
 
 fn describe_plan(p: &Plan) -> String {
@@ -134,15 +160,17 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
                     o.write_path == d.write_path
                         || (o.device_number.is_some() && o.device_number == d.device_number)
                 }) {
-                    if o.path == d.path {
-                        bail!("{} is given twice", d.path);
-                    }
-                    bail!(
-                        "{} is given twice: {} and {} are the same disk",
-                        o.path,
-                        o.path,
-                        dev.display()
-                    );
+                    let why = if o.path == d.path {
+                        format!("{} is given twice", d.path)
+                    } else {
+                        format!(
+                            "{} is given twice: {} and {} are the same disk",
+                            o.path,
+                            o.path,
+                            dev.display()
+                        )
+                    };
+                    return Err(crate::cmd::usage::usage(why));
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));
@@ -248,7 +276,11 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     } else {
         Box::new(Bars::new(names.clone()))
     };
-    let cancel = flasher::interrupt::install();
+    let cancel = flasher::interrupt::flag();
+    crate::signals::cooperate(
+        cancel,
+        "the cards hold part of the image; the partition table was not written",
+    );
     let random = prepared.source.random_access();
     let (reports, hashes) = flasher::writer::write_all(
         prepared.source,
@@ -290,8 +322,20 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     }
     drop(observer);
     drop(targets);
-    let code = summarise(&args, plan, &outcomes, source_error.as_deref());
-    if source_error.is_none() {
+    // Interrupted: main prints the one line that says so; JSON readers
+    // still get their summary on stdout.
+    let interrupted = crate::signals::interrupted();
+    if interrupted && !args.json {
+        return Ok(ExitCode::FAILURE);
+    }
+    let code = summarise(
+        &args,
+        plan,
+        &outcomes,
+        source_error.as_deref(),
+        !interrupted,
+    );
+    if source_error.is_none() && !interrupted {
         eject_flashed(&args, &disks, &outcomes);
     }
     Ok(code)
@@ -362,6 +406,7 @@ fn summarise(
     plan: &Plan,
     outcomes: &[Outcome],
     source_error: Option<&str>,
+    to_stderr: bool,
 ) -> ExitCode {
     let failed = source_error.is_some() || outcomes.iter().any(|o| o.error.is_some());
     let mbps = |o: &Outcome| {
@@ -397,6 +442,9 @@ fn summarise(
             "source_error": source_error,
             "devices": devices,
         }));
+    }
+    if !to_stderr {
+        return ExitCode::FAILURE;
     }
     if let Some(e) = &source_error {
         eprintln!("nodeimg: error: reading {}: {e}", args.source.display());

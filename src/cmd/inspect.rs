@@ -21,6 +21,15 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let report = inspect::inspect_path(&args.image)
         .with_context(|| format!("inspecting {}", args.image.display()))?;
+    let found_nothing = report.scheme == imagegen::layout::Scheme::None
+        && matches!(report.filesystem, None | Some(FsInfo::Unknown));
+    if found_nothing {
+        anyhow::bail!(
+            "{}: not a disk or filesystem image: no partition table and no known filesystem in its {} bytes",
+            args.image.display(),
+            report.size
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -29,19 +38,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sizes for people: exact bytes below 10 KiB, else one decimal in binary units.
+/// Sizes for people, as everywhere in nodeimg.
 fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 10 * 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
+    indicatif::HumanBytes(n).to_string()
 }
 
 fn text(r: &Report) -> String {

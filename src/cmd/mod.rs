@@ -8,6 +8,7 @@ pub mod fs;
 mod inspect;
 pub mod size;
 pub mod stamp;
+pub mod usage;
 mod verify;
 
 use clap::Subcommand;

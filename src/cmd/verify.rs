@@ -35,7 +35,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let target = DeviceTarget::open_read_only(&args.device)
         .with_context(|| format!("opening {}", args.device.display()))?;
     let name = args.device.display().to_string();
-    let cancel = flasher::interrupt::install();
+    let device_size = flasher::target::Target::size(&target);
+    if device_size < prepared.plan.image_size {
+        anyhow::bail!(
+            "{name}: device shorter than the image ({device_size} bytes, the image has {}); it cannot hold it",
+            prepared.plan.image_size
+        );
+    }
+    let cancel = flasher::interrupt::flag();
+    crate::signals::cooperate(cancel, "the card was not fully compared");
     let t0 = Instant::now();
     let random = prepared.source.random_access();
     let (_, hashes) =
@@ -49,6 +57,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let result =
         flasher::verify::verify_target(&target, &hashes, random.as_deref(), 0, &*observer, cancel);
     drop(observer);
+    if crate::signals::interrupted() {
+        return Ok(ExitCode::FAILURE);
+    }
     let secs = t0.elapsed().as_secs_f64();
     let bytes = prepared.plan.bytes();
     if args.json {

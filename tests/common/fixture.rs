@@ -173,20 +173,28 @@ fn common_source(src: &Path) {
     symlink("etc/hostname", src.join("link-to-hostname")).expect("symlink");
 }
 
-/// Built templates, one per variant, kept for the life of the test binary.
-static TEMPLATES: Mutex<Vec<(Variant, Arc<Fixture>)>> = Mutex::new(Vec::new());
+/// A built variant: its image and the model of what it holds.
+struct Template {
+    image: PathBuf,
+    model: Model,
+}
+
+/// Templates loaded in this test binary, one per variant.
+static TEMPLATES: Mutex<Vec<(Variant, Arc<Template>)>> = Mutex::new(Vec::new());
 
 impl Fixture {
-    /// A fresh copy of the variant's image (the template is built once per
-    /// test binary; the copy stays sparse).
+    /// A fresh copy of the variant's image (the copy stays sparse). The
+    /// template comes from the on-disk cache ([`cached`]), built at most
+    /// once per recipe and e2fsprogs version, whatever the number of test
+    /// processes.
     pub fn new(variant: Variant) -> Fixture {
         let template = {
-            let mut cache = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.iter().find(|(v, _)| *v == variant) {
+            let mut loaded = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
+            match loaded.iter().find(|(v, _)| *v == variant) {
                 Some((_, t)) => Arc::clone(t),
                 None => {
-                    let t = Arc::new(Fixture::build(variant));
-                    cache.push((variant, Arc::clone(&t)));
+                    let t = Arc::new(cached(variant));
+                    loaded.push((variant, Arc::clone(&t)));
                     t
                 }
             }
@@ -212,11 +220,11 @@ impl Fixture {
         }
     }
 
-    /// Makes the variant's image with mkfs.ext4 (and e2fsprogs' tools).
-    fn build(variant: Variant) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image = dir.path().join(format!("{variant:?}.img").to_lowercase());
-        let src = dir.path().join("source");
+    /// Makes the variant's image with mkfs.ext4 (and e2fsprogs' tools) in
+    /// `dir`: `NAME.img` and the `source` tree it was made from.
+    fn build(variant: Variant, dir: &Path) {
+        let image = dir.join(image_name(variant));
+        let src = dir.join("source");
         common_source(&src);
         let args = variant.mkfs_args();
         let size = variant.size_mib();
@@ -256,7 +264,7 @@ impl Fixture {
                     .step_by(2)
                     .map(|i| format!("rm /frag/f{i:04}\n"))
                     .collect();
-                let script_path = dir.path().join("punch.debugfs");
+                let script_path = dir.join("punch.debugfs");
                 std::fs::write(&script_path, script).expect("write script");
                 let out = run(Command::new("debugfs")
                     .arg("-w")
@@ -276,15 +284,8 @@ impl Fixture {
             }
             _ => mkfs(&image, size, &args, Some(&src)).expect("mkfs"),
         }
-        let model = Model::from_source(&src);
         if let Err(e) = oracle::fsck_clean(&image) {
             panic!("fixture {variant:?} is not clean before any change: {e}");
-        }
-        Fixture {
-            dir,
-            image,
-            variant,
-            model,
         }
     }
 
@@ -330,5 +331,75 @@ fn fill(image: &Path, size_mib: u64, args: &[&str], src: &Path, spare: u64) {
             image.display()
         );
         blocks -= 16;
+    }
+}
+
+fn image_name(variant: Variant) -> String {
+    format!("{variant:?}.img").to_lowercase()
+}
+
+/// Where built fixtures are kept: `$NODEIMG_FIXTURE_CACHE`, else
+/// `target/fixture-cache`.
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os("NODEIMG_FIXTURE_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target/tmp has a parent")
+            .join("fixture-cache"),
+    }
+}
+
+/// The version line of the installed e2fsprogs: its mke2fs decides the bytes.
+fn e2fsprogs_version() -> String {
+    let out = run(Command::new("mke2fs").arg("-V"));
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// The key of a recipe: the variant, the code that builds it (this file and
+/// the generator it uses) and the e2fsprogs version. Any change to one of
+/// them builds anew.
+fn recipe_key(variant: Variant) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(format!("{variant:?}\0"))
+        .chain_update(include_str!("fixture.rs"))
+        .chain_update(include_str!("rng.rs"))
+        .chain_update(e2fsprogs_version())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The variant's template from the cache, building it under an exclusive
+/// `flock` when missing, so parallel test processes build it once. A build
+/// happens in a scratch directory renamed into place only when complete.
+fn cached(variant: Variant) -> Template {
+    use std::os::fd::AsRawFd;
+    let root = cache_root();
+    std::fs::create_dir_all(&root).expect("create the fixture cache");
+    let entry = root.join(format!("{variant:?}-{}", recipe_key(variant)).to_lowercase());
+    if !entry.is_dir() {
+        let lock = std::fs::File::create(root.join(".lock")).expect("fixture cache lock");
+        // SAFETY: flock(2) on a descriptor we own; released when it closes.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "locking the fixture cache");
+        if !entry.is_dir() {
+            let scratch = tempfile::Builder::new()
+                .prefix(".building-")
+                .tempdir_in(&root)
+                .expect("fixture scratch dir");
+            Fixture::build(variant, scratch.path());
+            std::fs::rename(scratch.path(), &entry).expect("fixture into the cache");
+            // The scratch dir is gone: TempDir's cleanup finds nothing.
+            drop(scratch);
+        }
+    }
+    Template {
+        image: entry.join(image_name(variant)),
+        model: Model::from_source(&entry.join("source")),
     }
 }

@@ -100,13 +100,39 @@ impl Disk {
     }
 }
 
+/// Directories of the running system: a filesystem mounted on one of them
+/// (or below the first group) makes its disk the system disk.
+const SYSTEM_DIRS: [&str; 16] = [
+    "/", "/boot", "/efi", "/usr", "/var", "/etc", "/opt", "/srv", "/nix", "/home", "/root", "/tmp",
+    "/snap", "/System", "/private", "/Library",
+];
+const SYSTEM_TREES: [&str; 9] = [
+    "/boot/",
+    "/efi/",
+    "/usr/",
+    "/var/",
+    "/nix/",
+    "/opt/",
+    "/srv/",
+    "/System/",
+    "/private/",
+];
+
 /// Whether a mountpoint is removable media mounted for a look rather than part
-/// of the running system.
+/// of the running system: anything but the system's own directories, so a
+/// card mounted under `/media`, `/mnt`, `/Volumes` or a work directory in
+/// `/home/USER` or `/tmp` is media, while `/`, `/boot/firmware` or `/var/lib`
+/// are not.
 pub fn is_media_mount(mountpoint: &str) -> bool {
-    ["/media/", "/run/media/", "/mnt/", "/Volumes/"]
+    let mp = mountpoint.trim_end_matches('/');
+    let mp = if mp.is_empty() { "/" } else { mp };
+    if ["/media", "/run/media", "/mnt", "/Volumes"]
         .iter()
-        .any(|p| mountpoint.starts_with(p))
-        || mountpoint == "/mnt"
+        .any(|p| mp.starts_with(&format!("{p}/")))
+    {
+        return true;
+    }
+    !(SYSTEM_DIRS.contains(&mp) || SYSTEM_TREES.iter().any(|t| mp.starts_with(t)))
 }
 
 /// Every whole disk of this machine.
@@ -138,4 +164,37 @@ pub fn should_eject(platform_ejects: bool, succeeded: bool, no_eject: bool) -> b
 /// `diskutil eject`); `false` where the platform has no such step.
 pub fn eject(disk: &Disk) -> crate::Result<bool> {
     crate::platform::eject(disk)
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::is_media_mount;
+
+    #[test]
+    fn work_directories_are_media_and_system_paths_are_not() {
+        for media in [
+            "/media/pi/bootfs",
+            "/mnt",
+            "/mnt/card",
+            "/Volumes/bootfs",
+            "/home/pi/work/card",
+            "/tmp/tmp.x1/root",
+            "/run/media/u/rootfs",
+        ] {
+            assert!(is_media_mount(media), "{media}");
+        }
+        for system in [
+            "/",
+            "/boot",
+            "/boot/firmware",
+            "/boot/efi",
+            "/home",
+            "/var/lib/docker",
+            "/usr/local",
+            "/nix/store",
+            "/System/Volumes/Data",
+        ] {
+            assert!(!is_media_mount(system), "{system}");
+        }
+    }
 }

@@ -23,6 +23,8 @@ pub struct Overlay<B: BlockDevice> {
 struct State {
     /// Block number → slot in the spill file.
     index: BTreeMap<u64, u64>,
+    /// The next unused slot (dropped blocks leave theirs unused).
+    next_slot: u64,
     spill: File,
 }
 
@@ -46,6 +48,7 @@ impl<B: BlockDevice> Overlay<B> {
             base,
             state: Mutex::new(State {
                 index: BTreeMap::new(),
+                next_slot: 0,
                 spill,
             }),
         })
@@ -85,6 +88,35 @@ impl<B: BlockDevice> Overlay<B> {
             }
         }
         Ok(out)
+    }
+
+    /// Forgets the changes to every overlay block that lies wholly inside
+    /// one of the byte ranges `(offset, len)`: they read as the base again
+    /// and leave the delta. For blocks that end free in a filesystem (its
+    /// free-space map), so a scrubbed-then-freed block travels neither as
+    /// zeros nor as its earlier bytes. Returns how many blocks were dropped.
+    pub fn drop_ranges(&self, ranges: &[(u64, u64)]) -> usize {
+        let mut state = self.lock();
+        let mut dropped = 0;
+        for &(off, len) in ranges {
+            let end = off.saturating_add(len).min(self.base.size());
+            let first = off.div_ceil(OVERLAY_BLOCK);
+            let blocks: Vec<u64> = state
+                .index
+                .range(first..)
+                .map(|(&b, _)| b)
+                .take_while(|&b| {
+                    let (boff, blen) = self.block_span(b);
+                    boff + blen <= end
+                })
+                .collect();
+            for b in blocks {
+                // The spill slot is not reused; the spill file is temporary.
+                state.index.remove(&b);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -154,7 +186,8 @@ impl<B: BlockDevice> BlockDevice for Overlay<B> {
             let slot = match state.index.get(&block) {
                 Some(&slot) => slot,
                 None => {
-                    let slot = state.index.len() as u64;
+                    let slot = state.next_slot;
+                    state.next_slot += 1;
                     let (boff, blen) = self.block_span(block);
                     let blen = blen as usize;
                     if n < blen {
@@ -196,6 +229,23 @@ impl<B: BlockDevice> BlockDevice for Overlay<B> {
 mod tests {
     use super::*;
     use crate::block::MemDevice;
+
+    #[test]
+    fn dropped_blocks_read_as_the_base_and_leave_the_delta() {
+        let base = MemDevice::from_vec(vec![1u8; 5 * OVERLAY_BLOCK as usize]);
+        let ov = Overlay::new(base).unwrap();
+        ov.write_at(0, &[9u8; 3 * OVERLAY_BLOCK as usize]).unwrap();
+        // Only block 1 lies wholly inside the range.
+        assert_eq!(ov.drop_ranges(&[(100, 2 * OVERLAY_BLOCK)]), 1);
+        assert_eq!(ov.written_blocks(), vec![0, 2]);
+        let mut b = vec![0u8; OVERLAY_BLOCK as usize];
+        ov.read_at(OVERLAY_BLOCK, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 1));
+        // A new block after the drop gets a fresh slot, not block 2's.
+        ov.write_at(4 * OVERLAY_BLOCK, &[5u8; 10]).unwrap();
+        ov.read_at(2 * OVERLAY_BLOCK, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 9));
+    }
 
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 % 256) as u8).collect()

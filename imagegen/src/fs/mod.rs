@@ -14,5 +14,5 @@ pub mod timestamp;
 mod types;
 
 pub use open::{open, OpenOptions};
-pub use probe::{probe, FsType};
+pub use probe::{ext_kind, is_boot_sector, probe, recognise, FsType, PROBE_BYTES};
 pub use types::*;

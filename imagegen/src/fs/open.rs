@@ -53,7 +53,7 @@ impl OpenOptions {
 pub fn open(dev: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<Box<dyn Filesystem>> {
     match probe(&*dev)? {
         Some(FsType::Fat12 | FsType::Fat16 | FsType::Fat32) => {
-            Ok(Box::new(fat::FatFs::open(dev, opts.writable)?))
+            Ok(Box::new(fat::FatFs::open_with(dev, opts)?))
         }
         Some(FsType::Ext2 | FsType::Ext3 | FsType::Ext4) => {
             Ok(Box::new(ext4::Ext4Fs::open_with(dev, opts)?))

@@ -83,8 +83,19 @@ pub struct NewAttrs {
     pub mtime: Option<Timestamp>,
 }
 
+/// Any [`Filesystem`] as a trait object (for [`Filesystem::batch`]'s default).
+pub trait AsDynFilesystem {
+    fn as_dyn(&mut self) -> &mut dyn Filesystem;
+}
+
+impl<T: Filesystem> AsDynFilesystem for T {
+    fn as_dyn(&mut self) -> &mut dyn Filesystem {
+        self
+    }
+}
+
 /// A mounted-without-mounting filesystem: read and change it in place.
-pub trait Filesystem {
+pub trait Filesystem: AsDynFilesystem {
     /// Short name of the filesystem type: `fat16`, `fat32`, `ext4`, …
     fn kind(&self) -> String;
 
@@ -163,6 +174,56 @@ pub trait Filesystem {
     fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
         let _ = name;
         Err(self.unsupported("extended attributes", path))
+    }
+
+    /// Renames `from` to `to`, like `rename(2)`: an existing non-directory
+    /// at `to` is replaced, an existing empty directory is replaced by a
+    /// directory, and a directory cannot move below itself. Both parents
+    /// must exist.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let _ = to;
+        Err(self.unsupported("rename", from))
+    }
+
+    /// Creates a device node, FIFO or socket at `path` (`kind` is one of
+    /// [`FileKind::CharDevice`], [`FileKind::BlockDevice`], [`FileKind::Fifo`],
+    /// [`FileKind::Socket`]); `major`/`minor` matter only for devices.
+    fn mknod(
+        &mut self,
+        path: &str,
+        kind: FileKind,
+        major: u32,
+        minor: u32,
+        attrs: &NewAttrs,
+    ) -> Result<()> {
+        let _ = (kind, major, minor, attrs);
+        Err(self.unsupported("device nodes", path))
+    }
+
+    /// Turns on the inode flags named in `set` and off those in `clear`,
+    /// using the words [`Stat::flags`] reports (`immutable`, `append`,
+    /// `nodump`, `noatime`, `sync`, …). Flags that describe the on-disk
+    /// layout (`extents`, `htree`, `inline_data`, …) cannot be changed.
+    fn set_flags(&mut self, path: &str, set: &[&str], clear: &[&str]) -> Result<()> {
+        let _ = (set, clear);
+        Err(self.unsupported("inode flags", path))
+    }
+
+    /// Cuts the regular file `path` to `size` bytes, or extends it with a
+    /// hole that reads as zeros.
+    fn truncate(&mut self, path: &str, size: u64) -> Result<()> {
+        let _ = size;
+        Err(self.unsupported("truncate", path))
+    }
+
+    /// Runs `f`, which may call any operations on this filesystem, as one
+    /// change: filesystems that can (ext4) commit everything once at the
+    /// end and leave the filesystem as it was when `f` or the commit fails;
+    /// the default runs `f` and each operation commits on its own. Each
+    /// failed operation inside `f` is undone by itself, so `f` may handle
+    /// an error and continue.
+    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Filesystem) -> Result<()>) -> Result<()> {
+        f(self.as_dyn())
     }
 
     /// Writes back everything still cached and makes it durable.

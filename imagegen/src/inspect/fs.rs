@@ -3,6 +3,7 @@
 //! not the FSInfo hint); ext2/3/4 from the superblock decoded by `mkext4`.
 
 use crate::block::{BlockDevice, DeviceCursor};
+use crate::fs::FsType;
 use crate::source::to_hex;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -71,27 +72,19 @@ pub struct ExtInfo {
 /// a whole bare image). Reads go forward, so streamed images work.
 pub fn probe(dev: &dyn BlockDevice, what: &str) -> Result<FsInfo> {
     let size = dev.size();
-    let mut head = vec![0u8; 2048.min(size) as usize];
+    let mut head = vec![0u8; (crate::fs::PROBE_BYTES as u64).min(size) as usize];
     dev.read_at(0, &mut head)?;
-    if head.len() >= 512 && looks_like_fat(&head) {
-        return probe_fat(dev, &head, what).map(FsInfo::Fat);
+    // The one recogniser; a FAT boot sector whose geometry lies is still
+    // FAT, and `probe_fat` says what is wrong with it.
+    match crate::fs::recognise(&head, size) {
+        Ok(Some(FsType::Fat12 | FsType::Fat16 | FsType::Fat32)) | Err(_) => {
+            probe_fat(dev, &head, what).map(FsInfo::Fat)
+        }
+        Ok(Some(FsType::Ext2 | FsType::Ext3 | FsType::Ext4)) => {
+            probe_ext(&head[1024..2048], size, what).map(FsInfo::Ext)
+        }
+        Ok(None) => Ok(FsInfo::Unknown),
     }
-    if head.len() >= 2048 && head[1024 + 0x38..1024 + 0x3a] == [0x53, 0xef] {
-        return probe_ext(&head[1024..2048], size, what).map(FsInfo::Ext);
-    }
-    Ok(FsInfo::Unknown)
-}
-
-/// A FAT boot sector: a jump, sane sector/cluster sizes, a FAT count, a
-/// "FAT" file-system-type string, and the 0x55AA signature.
-fn looks_like_fat(s: &[u8]) -> bool {
-    let jump = s[0] == 0xeb || s[0] == 0xe9;
-    let bps = u16::from_le_bytes([s[11], s[12]]);
-    jump && matches!(bps, 512 | 1024 | 2048 | 4096)
-        && s[13].is_power_of_two()
-        && matches!(s[16], 1 | 2)
-        && (&s[54..57] == b"FAT" || &s[82..85] == b"FAT")
-        && s[510..512] == [0x55, 0xaa]
 }
 
 fn le16(b: &[u8], o: usize) -> u64 {
@@ -254,7 +247,8 @@ fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {
         to_hex(&u[10..16])
     );
     Ok(ExtInfo {
-        version: ext_version(s.feature_compat, s.feature_incompat, s.feature_ro_compat),
+        version: crate::fs::ext_kind(s.feature_compat, s.feature_incompat, s.feature_ro_compat)
+            .name(),
         uuid,
         label: Some(label).filter(|l| !l.is_empty()),
         block_size,
@@ -263,91 +257,11 @@ fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {
         inodes: u64::from(s.inodes_count),
         free_inodes: u64::from(s.free_inodes_count),
         clean: s.state & 1 != 0 && s.state & 2 == 0,
-        features: feature_names(s.feature_compat, s.feature_incompat, s.feature_ro_compat),
+        features: crate::fs::ext4::feature_names(
+            s.feature_compat,
+            s.feature_incompat,
+            s.feature_ro_compat,
+        ),
         changes_refused: crate::fs::ext4::change_refusal(sb),
     })
-}
-
-/// Feature bits and their `dumpe2fs` names, in the order it prints them.
-const COMPAT: &[(u32, &str)] = &[
-    (0x1, "dir_prealloc"),
-    (0x2, "imagic_inodes"),
-    (0x4, "has_journal"),
-    (0x8, "ext_attr"),
-    (0x10, "resize_inode"),
-    (0x20, "dir_index"),
-    (0x40, "lazy_bg"),
-    (0x200, "sparse_super2"),
-    (0x400, "fast_commit"),
-    (0x800, "stable_inodes"),
-    (0x1000, "orphan_file"),
-];
-const INCOMPAT: &[(u32, &str)] = &[
-    (0x1, "compression"),
-    (0x2, "filetype"),
-    (0x4, "needs_recovery"),
-    (0x8, "journal_dev"),
-    (0x10, "meta_bg"),
-    (0x40, "extent"),
-    (0x80, "64bit"),
-    (0x100, "mmp"),
-    (0x200, "flex_bg"),
-    (0x400, "ea_inode"),
-    (0x1000, "dirdata"),
-    (0x2000, "metadata_csum_seed"),
-    (0x4000, "large_dir"),
-    (0x8000, "inline_data"),
-    (0x10000, "encrypt"),
-    (0x20000, "casefold"),
-];
-const RO_COMPAT: &[(u32, &str)] = &[
-    (0x1, "sparse_super"),
-    (0x2, "large_file"),
-    (0x8, "huge_file"),
-    (0x10, "uninit_bg"),
-    (0x20, "dir_nlink"),
-    (0x40, "extra_isize"),
-    (0x100, "quota"),
-    (0x200, "bigalloc"),
-    (0x400, "metadata_csum"),
-    (0x1000, "read-only"),
-    (0x2000, "project"),
-    (0x4000, "shared_blocks"),
-    (0x8000, "verity"),
-    (0x10000, "orphan_present"),
-];
-
-fn feature_names(compat: u32, incompat: u32, ro: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for (bits, table, prefix) in [
-        (compat, COMPAT, "compat"),
-        (incompat, INCOMPAT, "incompat"),
-        (ro, RO_COMPAT, "ro_compat"),
-    ] {
-        let mut known = 0;
-        for &(bit, name) in table {
-            if bits & bit != 0 {
-                out.push(name.to_string());
-                known |= bit;
-            }
-        }
-        if bits & !known != 0 {
-            out.push(format!("{prefix}:0x{:x}", bits & !known));
-        }
-    }
-    out
-}
-
-/// blkid's rule: anything beyond ext3's feature set is ext4; a journal
-/// makes ext3; otherwise ext2.
-fn ext_version(compat: u32, incompat: u32, ro: u32) -> &'static str {
-    const EXT3_INCOMPAT: u32 = 0x2 | 0x4 | 0x10; // filetype, recover, meta_bg
-    const EXT3_RO: u32 = 0x1 | 0x2 | 0x4; // sparse_super, large_file, btree_dir
-    if incompat & !EXT3_INCOMPAT != 0 || ro & !EXT3_RO != 0 {
-        "ext4"
-    } else if compat & 0x4 != 0 {
-        "ext3"
-    } else {
-        "ext2"
-    }
 }

@@ -25,7 +25,7 @@ pub(super) fn read(dev: &dyn BlockDevice) -> Result<Found> {
     }
     let mut sector0 = [0u8; 512];
     dev.read_at(0, &mut sector0)?;
-    if sector0[510..512] != [0x55, 0xaa] || looks_like_boot_sector(&sector0) {
+    if sector0[510..512] != [0x55, 0xaa] || crate::fs::is_boot_sector(&sector0) {
         return Ok(Found::Nothing);
     }
     let header = match mbrman::MBRHeader::read_from(&mut Stream::new(dev)) {
@@ -76,6 +76,12 @@ pub(super) fn read(dev: &dyn BlockDevice) -> Result<Found> {
             extended = Some((u64::from(e.starting_lba), u64::from(e.sectors)));
         }
         partitions.push(p);
+    }
+    if partitions.is_empty() {
+        // A table with no entries is no table: a bare filesystem image whose
+        // first sector happens to end in 55 AA (boot code, a blank boot
+        // sector) must open as that filesystem, not as an empty disk.
+        return Ok(Found::Nothing);
     }
     if let Some((ext_lba, ext_sectors)) = extended {
         read_logical(dev, &what, ext_lba, ext_sectors, &mut partitions)?;
@@ -154,19 +160,4 @@ fn read_logical(
         rel = next_rel;
     }
     Ok(())
-}
-
-/// Whether sector 0 is a FAT/NTFS/exFAT boot sector rather than an MBR: both
-/// end in 0x55AA, and a bare filesystem image must not be read as a table.
-///
-/// The jump and the type string decide, not the geometry: a FAT boot sector
-/// whose geometry is broken is still a (corrupt) filesystem, and the FAT
-/// reader says what is wrong with it, where "an MBR with no partitions" would
-/// mislead.
-fn looks_like_boot_sector(s: &[u8; 512]) -> bool {
-    if &s[3..11] == b"NTFS    " || &s[3..11] == b"EXFAT   " {
-        return true;
-    }
-    let jump = s[0] == 0xeb || s[0] == 0xe9;
-    jump && (&s[54..57] == b"FAT" || &s[82..87] == b"FAT32")
 }

@@ -252,17 +252,27 @@ fn overlap(scheme: Scheme, what: &str, a: &Partition, b: &Partition) -> Error {
 /// whole device when `part` is `None` and it carries no partition table (a
 /// bare filesystem image).
 pub fn select(dev: Arc<dyn BlockDevice>, part: Option<u32>) -> Result<Arc<dyn BlockDevice>> {
+    select_as(dev, part, "--part")
+}
+
+/// [`select`] for a command whose partition option is spelt `flag`
+/// (`--from-part`), so its advice names the right option.
+pub fn select_as(
+    dev: Arc<dyn BlockDevice>,
+    part: Option<u32>,
+    flag: &str,
+) -> Result<Arc<dyn BlockDevice>> {
     let table = read_table(&*dev)?;
     let what = dev.describe();
     match part {
         None if table.scheme == Scheme::None => Ok(dev),
         None => Err(Error::Invalid(format!(
-            "{what} has an {} partition table; pick a partition with --part N: {}",
+            "{what} has an {} partition table; pick a partition with {flag} N: {}",
             table.scheme,
             table.summary()
         ))),
         Some(n) if table.scheme == Scheme::None => Err(Error::Invalid(format!(
-            "{what} has no partition table, so there is no partition {n}; omit --part to use the whole image"
+            "{what} has no partition table, so there is no partition {n}; omit {flag} to use the whole image"
         ))),
         Some(n) => {
             let p = table.get(n).ok_or_else(|| {

@@ -28,7 +28,7 @@ use crate::tree::{clamp_time, DataMap, Entry, EntryKind, OwnerMap, TreeSource};
 use crate::{Error, Result};
 use mkext4::{FsBuilder, InodeCount, InodeHandle, Meta, Options, SparseSeg, SpecialKind, ROOT};
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 /// ext4 block size `mkext4` writes.
@@ -857,13 +857,7 @@ fn set_inode_flags(dev: &dyn BlockDevice, flagged: &[(String, u32)]) -> Result<(
 
 /// A random UUID (version 4) from the system's random source.
 pub fn random_uuid() -> Result<[u8; 16]> {
-    let mut bytes = [0u8; 16];
-    let mut urandom =
-        std::fs::File::open("/dev/urandom").map_err(|e| Error::io("/dev/urandom", e))?;
-    urandom
-        .read_exact(&mut bytes)
-        .map_err(|e| Error::io("/dev/urandom", e))?;
-    Ok(*uuid::Builder::from_random_bytes(bytes).as_uuid().as_bytes())
+    Ok(*uuid::Uuid::new_v4().as_bytes())
 }
 
 /// Parses a UUID in its usual text form (`8-4-4-4-12` hex digits).

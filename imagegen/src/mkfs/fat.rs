@@ -76,13 +76,10 @@ fn default_cluster_size(bits: FatBits, bytes: u64) -> u32 {
     }
 }
 
-/// Formats all of `dev` as FAT16 or FAT32, replacing whatever was there,
-/// and returns the new volume's geometry. Only metadata is written; data
-/// clusters keep their old bytes (a sparse image stays sparse).
-pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
-    crate::fs::timestamp::source_date_epoch()?;
-    let what = || format!("FAT filesystem on {}", dev.describe());
-    let size = dev.size();
+/// Checks that a volume of `size` bytes can be formatted with `opts` (the
+/// variant's cluster-count limits), before anything is created; returns the
+/// variant and cluster size [`format`] will use.
+pub fn check_size(size: u64, opts: &FormatOptions) -> Result<(fatfs::FatType, u32)> {
     let cluster_size = opts
         .cluster_size
         .unwrap_or_else(|| default_cluster_size(opts.bits, size));
@@ -93,14 +90,9 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
     }
     // Cluster-count limits of each variant, with room for the metadata.
     let clusters = size / u64::from(cluster_size);
-    let (min, max, fat_type) = match opts.bits {
-        FatBits::Fat16 => (4085 + 64, 65524, fatfs::FatType::Fat16),
-        FatBits::Fat32 => (65525 + 64, 0x0FFF_FFF5, fatfs::FatType::Fat32),
-    };
-    let name = if fat_type == fatfs::FatType::Fat16 {
-        "FAT16"
-    } else {
-        "FAT32"
+    let (min, max, fat_type, name) = match opts.bits {
+        FatBits::Fat16 => (4085 + 64, 65524, fatfs::FatType::Fat16, "FAT16"),
+        FatBits::Fat32 => (65525 + 64, 0x0FFF_FFF5, fatfs::FatType::Fat32, "FAT32"),
     };
     if clusters < min {
         return Err(Error::Invalid(format!(
@@ -108,11 +100,30 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
             min * u64::from(cluster_size)
         )));
     }
+    let sectors_max = u64::from(u32::MAX) * 512;
+    let clusters_max = (max + max / 64) * u64::from(cluster_size);
     if clusters > max + max / 64 || size / 512 > u64::from(u32::MAX) {
         return Err(Error::Invalid(format!(
-            "{size} bytes is too large for {name} with {cluster_size}-byte clusters"
+            "{size} bytes is too large for {name} with {cluster_size}-byte clusters (at most {} bytes)",
+            sectors_max.min(clusters_max)
         )));
     }
+    Ok((fat_type, cluster_size))
+}
+
+/// Formats all of `dev` as FAT16 or FAT32, replacing whatever was there,
+/// and returns the new volume's geometry. Only metadata is written; data
+/// clusters keep their old bytes (a sparse image stays sparse).
+pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
+    crate::fs::timestamp::source_date_epoch()?;
+    let size = dev.size();
+    let (fat_type, cluster_size) = check_size(size, opts)?;
+    let what = || format!("FAT filesystem on {}", dev.describe());
+    let name = if fat_type == fatfs::FatType::Fat16 {
+        "FAT16"
+    } else {
+        "FAT32"
+    };
     let label = opts.label.as_deref().map(label_bytes).transpose()?;
     let volume_id = opts.volume_id.unwrap_or_else(|| {
         // Like mkfs.fat: the volume id comes from the clock.

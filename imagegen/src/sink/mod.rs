@@ -5,7 +5,9 @@
 
 mod pending;
 
-pub use pending::PendingFile;
+pub use pending::{
+    check_distinct, check_output, discard_all_pending, pending_paths, same_file, PendingFile,
+};
 
 use crate::{Error, Result};
 use std::fs::File;

@@ -1,10 +1,122 @@
-//! New files that take their final name only when complete.
+//! New files that take their final name only when complete, and the one rule
+//! for when a command may write a file at all.
+//!
+//! # Output rule
+//!
+//! Every command that writes a file calls [`check_output`] (or creates the
+//! file with [`PendingFile::create_checked`]) before it starts its work:
+//!
+//! - an output that is one of the command's inputs — the same device and
+//!   inode, however it is spelt (`./a.img`, a hard link, a symlink) — is
+//!   always refused, `--force` or not;
+//! - an existing output is refused unless the user gave `--force`;
+//! - an existing output that is not a regular file (a directory, a device
+//!   node, a FIFO) is always refused: renaming over it would replace the
+//!   node itself.
+//!
+//! Commands that change an existing image in place call [`check_distinct`]
+//! for the same-file rule alone.
+//!
+//! # Interrupted runs
+//!
+//! Every live temporary file is listed in a process-wide registry, so a
+//! signal handler (in the binary: imagegen installs none) can remove them
+//! all with [`discard_all_pending`] before it exits.
 
 use crate::block::FileDevice;
 use crate::{Error, Result};
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Temporary paths of the [`PendingFile`]s alive in this process.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> MutexGuard<'static, Vec<PathBuf>> {
+    // A panic elsewhere while the list was held leaves it usable.
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes every live temporary file and blocks further ones from being
+/// created, committed or dropped (those calls wait forever). Meant for a
+/// signal handler's thread that exits the process right after; returns how
+/// many files it removed.
+pub fn discard_all_pending() -> usize {
+    let mut list = live();
+    let removed = list
+        .drain(..)
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count();
+    // Keep the lock until the process exits: nothing can rename a
+    // temporary file into place after its removal was promised.
+    std::mem::forget(list);
+    removed
+}
+
+/// The temporary paths alive now (for tests and diagnostics).
+pub fn pending_paths() -> Vec<PathBuf> {
+    live().clone()
+}
+
+/// Whether `a` and `b` name the same file (device and inode). A path that
+/// cannot be read names no file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// Refuses a `target` that is one of `inputs` (same device and inode).
+/// Inputs that do not exist are skipped: their own open reports them.
+pub fn check_distinct(target: &Path, inputs: &[&Path]) -> Result<()> {
+    for input in inputs {
+        if same_file(target, input) {
+            let why = if *input == target {
+                "it is also an input of this command".to_string()
+            } else {
+                format!("it is the same file as the input {}", input.display())
+            };
+            return Err(Error::Invalid(format!(
+                "{}: refusing to write: {why}; choose another output",
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The output rule (see the module documentation): `Ok` when a command may
+/// create or, with `force`, replace `path`.
+pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
+    let entry = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    check_distinct(path, inputs)?;
+    // A symlink is judged by what it points to; a dangling one is replaced.
+    let target = std::fs::metadata(path).unwrap_or(entry);
+    if !target.is_file() && !target.is_symlink() {
+        let kind = if target.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::Invalid(format!(
+            "{}: exists and is {kind}; choose another output",
+            path.display()
+        )));
+    }
+    if !force {
+        return Err(Error::Invalid(format!(
+            "{}: already exists; use --force to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
 
 /// A new file written under a temporary name in the directory of its final
 /// path. [`commit`](Self::commit) makes it durable and renames it into place;
@@ -16,31 +128,46 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct PendingFile {
     file: File,
-    tmp: tempfile::TempPath,
+    /// `None` only after commit.
+    tmp: Option<tempfile::TempPath>,
     path: PathBuf,
+    /// Whether commit may replace a file that appeared at `path`.
+    replace: bool,
 }
 
 impl PendingFile {
-    /// Starts a file that will become `path`.
+    /// Starts a file that will become `path`, replacing whatever is there
+    /// at commit. Commands use [`create_checked`](Self::create_checked).
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        Self::start(path, true)
+    }
+
+    /// [`check_output`], then starts a file that will become `path`.
+    /// Without `force`, commit also refuses a file that appeared at `path`
+    /// while this one was being written.
+    pub fn create_checked(path: &Path, force: bool, inputs: &[&Path]) -> Result<Self> {
+        check_output(path, force, inputs)?;
+        Self::start(path, force)
+    }
+
+    fn start(path: &Path, replace: bool) -> Result<Self> {
         let name = path
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: not a file name", path.display())))?
             .to_string_lossy();
+        let mut list = live();
         let (file, tmp) = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(path, e))?
+            .tempfile_in(parent(path))
+            .map_err(|e| Error::io(parent(path), without_temp_name(e)))?
             .into_parts();
+        list.push(tmp.to_path_buf());
         Ok(PendingFile {
             file,
-            tmp,
+            tmp: Some(tmp),
             path: path.to_path_buf(),
+            replace,
         })
     }
 
@@ -63,17 +190,77 @@ impl PendingFile {
         FileDevice::from_file(file, &self.path, true)
     }
 
-    /// Sets `mode`, makes the contents durable and renames the file into place.
-    pub fn commit(self, mode: u32) -> Result<()> {
+    /// Sets `mode`, makes the contents durable, renames the file into place
+    /// and makes the rename durable (fsync of the directory).
+    pub fn commit(mut self, mode: u32) -> Result<()> {
         let err = |e| Error::io(&self.path, e);
         self.file
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(err)?;
         self.file.sync_all().map_err(err)?;
-        self.tmp
-            .persist(&self.path)
-            .map_err(|e| Error::io(&self.path, e.error))?;
-        Ok(())
+        let Some(tmp) = self.tmp.take() else {
+            return Err(Error::Invalid(format!(
+                "{}: committed twice",
+                self.path.display()
+            )));
+        };
+        {
+            // Held across the rename: a handler discarding temporary files
+            // either removes this one first or finds it already renamed.
+            let mut list = live();
+            let tmp_path = tmp.to_path_buf();
+            list.retain(|p| *p != tmp_path);
+            let persisted = if self.replace {
+                tmp.persist(&self.path)
+            } else {
+                tmp.persist_noclobber(&self.path)
+            };
+            if let Err(e) = persisted {
+                // Removed here, under the lock, as the registry says.
+                drop(e.path);
+                return Err(if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::Invalid(format!(
+                        "{}: appeared while it was being written; use --force to replace it",
+                        self.path.display()
+                    ))
+                } else {
+                    Error::io(&self.path, without_temp_name(e.error))
+                });
+            }
+        }
+        File::open(parent(&self.path))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(parent(&self.path), e))
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let mut list = live();
+            let tmp_path = tmp.to_path_buf();
+            list.retain(|p| *p != tmp_path);
+            // Removes the file while the registry still agrees.
+            drop(tmp);
+        }
+    }
+}
+
+/// tempfile's errors end in `at path ".NAME.XXXX.partial"`: a name that
+/// means nothing to the user, who knows the output by its final name.
+fn without_temp_name(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path ") {
+        Some(i) => std::io::Error::new(e.kind(), text[..i].to_string()),
+        None => e,
+    }
+}
+
+/// The directory a file at `path` lives in.
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
 
@@ -89,6 +276,7 @@ mod tests {
         let p = PendingFile::create(&done).unwrap();
         p.device(8192).unwrap().write_at(4096, b"x").unwrap();
         assert!(!done.exists(), "no final name before commit");
+        assert!(pending_paths().iter().any(|t| t.starts_with(dir.path())));
         p.commit(0o640).unwrap();
         let meta = std::fs::metadata(&done).unwrap();
         assert_eq!(
@@ -100,5 +288,51 @@ mod tests {
         drop(PendingFile::create(&dropped).unwrap());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "only the committed file remains");
+        assert!(
+            !pending_paths().iter().any(|t| t.starts_with(dir.path())),
+            "committed and dropped files leave the registry"
+        );
+    }
+
+    #[test]
+    fn output_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("base.img");
+        std::fs::write(&input, b"base").unwrap();
+        let new = dir.path().join("new.img");
+        check_output(&new, false, &[&input]).unwrap();
+
+        // The same file under another spelling, a hard link and a symlink.
+        let dotted = dir.path().join(".").join("base.img");
+        let hard = dir.path().join("hard.img");
+        std::fs::hard_link(&input, &hard).unwrap();
+        let soft = dir.path().join("soft.img");
+        std::os::unix::fs::symlink(&input, &soft).unwrap();
+        for out in [&input, &dotted, &hard, &soft] {
+            let err = check_output(out, true, &[&input]).unwrap_err().to_string();
+            assert!(err.contains("refusing to write"), "{err}");
+        }
+
+        let other = dir.path().join("other.img");
+        std::fs::write(&other, b"x").unwrap();
+        let err = check_output(&other, false, &[&input]).unwrap_err();
+        assert!(err.to_string().contains("use --force"), "{err}");
+        check_output(&other, true, &[&input]).unwrap();
+        let err = check_output(dir.path(), true, &[]).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let err = check_output(Path::new("/dev/null"), true, &[]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn checked_commit_does_not_replace_a_newcomer() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.img");
+        let p = PendingFile::create_checked(&out, false, &[]).unwrap();
+        std::fs::write(&out, b"someone else's").unwrap();
+        let err = p.commit(0o644).unwrap_err();
+        assert!(err.to_string().contains("appeared"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

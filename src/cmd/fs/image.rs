@@ -1,11 +1,15 @@
 //! Opening the filesystem a `nodeimg fs` command works on.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::Filesystem;
 use imagegen::layout::select;
 use imagegen::source::Compression;
+use std::fs::File;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,8 +33,68 @@ pub fn in_image(err: imagegen::Error, image: &Path) -> anyhow::Error {
     }
 }
 
-/// Opens the filesystem of `args` for reading, or for writing too.
-pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<Box<dyn Filesystem>> {
+/// Takes the advisory lock (`flock`) that keeps two nodeimg processes from
+/// changing one image at once: exclusive for writing, shared for reading, so
+/// nobody reads an image while another process changes it. The lock lasts
+/// as long as the returned file is open. An image file without write
+/// permission is refused for writing, even to root.
+pub fn lock_image(path: &Path, writable: bool) -> anyhow::Result<File> {
+    let file = File::open(path).with_context(|| path.display().to_string())?;
+    if writable {
+        let meta = file
+            .metadata()
+            .with_context(|| path.display().to_string())?;
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o222 == 0 {
+            bail!(
+                "{}: the image file is read-only (mode {:04o}); refusing to change it, even as root (chmod u+w to allow)",
+                path.display(),
+                mode & 0o7777
+            );
+        }
+    }
+    let op = if writable {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "{}: another process is {} this image (it holds the image's lock); try again when it has finished",
+                path.display(),
+                if writable { "using" } else { "changing" }
+            );
+        }
+        return Err(err).with_context(|| format!("{}: locking", path.display()));
+    }
+    Ok(file)
+}
+
+/// An open filesystem and the image lock held while it is open.
+pub struct OpenFs {
+    fs: Box<dyn Filesystem>,
+    _lock: File,
+}
+
+impl Deref for OpenFs {
+    type Target = dyn Filesystem;
+    fn deref(&self) -> &Self::Target {
+        &*self.fs
+    }
+}
+
+impl DerefMut for OpenFs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.fs
+    }
+}
+
+/// Opens the filesystem of `args` for reading, or for writing too, under
+/// the image's lock.
+pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<OpenFs> {
     let path = &args.image;
     let compression = Compression::of_file(path)?;
     if compression.is_compressed() {
@@ -41,6 +105,7 @@ pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<Box<dyn Files
             compression.name()
         );
     }
+    let lock = lock_image(path, writable)?;
     let file = if writable {
         FileDevice::open_rw(path)
     } else {
@@ -48,7 +113,8 @@ pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<Box<dyn Files
     }?;
     let disk: Arc<dyn BlockDevice> = Arc::new(file);
     let dev = select(disk, args.part).map_err(|e| in_image(e, path))?;
-    imagegen::fs::OpenOptions::from_env(writable)
+    let fs = imagegen::fs::OpenOptions::from_env(writable)
         .and_then(|opts| imagegen::fs::open(dev, opts))
-        .map_err(|e| in_image(e, path))
+        .map_err(|e| in_image(e, path))?;
+    Ok(OpenFs { fs, _lock: lock })
 }

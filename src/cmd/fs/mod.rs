@@ -2,6 +2,7 @@
 //! without mounting it. Every verb is written against
 //! [`imagegen::fs::Filesystem`], so it works on any filesystem `open` knows.
 
+pub(crate) mod check;
 pub(crate) mod image;
 mod mkfs;
 mod read;
@@ -46,6 +47,9 @@ enum Verb {
     Getxattr(read::GetxattrArgs),
     /// Create a fresh filesystem
     Mkfs(mkfs::MkfsArgs),
+    /// Check an ext2/3/4 filesystem's block and inode maps against what its
+    /// files reference (read-only; exits non-zero when they disagree)
+    Check(check::CheckArgs),
 }
 
 /// Runs one `nodeimg fs` verb.
@@ -64,6 +68,7 @@ pub fn run(args: FsArgs) -> anyhow::Result<ExitCode> {
         Verb::Chown(a) => write::chown(a),
         Verb::Setxattr(a) => write::setxattr(a),
         Verb::Mkfs(a) => mkfs::run(a),
+        Verb::Check(a) => check::run(a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

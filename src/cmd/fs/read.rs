@@ -248,7 +248,7 @@ pub fn getxattr(args: GetxattrArgs) -> anyhow::Result<()> {
     };
     let mut out = io::stdout().lock();
     if args.hex {
-        let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = imagegen::source::to_hex(&value);
         writeln!(out, "{hex}")?;
     } else {
         out.write_all(&value)?;

@@ -1,6 +1,6 @@
 //! The verbs that change the image: `put`, `mkdir`, `rm`, `symlink`, `link`,
-//! `chmod`, `chown`, `setxattr`. Each opens the image writable, makes one
-//! change and flushes.
+//! `chmod`, `chown`, `setxattr`. Each checks an ext filesystem's maps
+//! (`fs check`), opens the image writable, makes one change and flushes.
 
 use super::image::{in_image, open_fs, ImageArgs};
 use anyhow::{bail, Context};
@@ -92,7 +92,8 @@ pub struct ChownArgs {
     #[command(flatten)]
     image: ImageArgs,
     /// UID, UID:GID or :GID (numeric)
-    owner: String,
+    #[arg(value_parser = parse_owner_arg)]
+    owner: (Option<u32>, Option<u32>),
     /// Path inside the image
     path: String,
 }
@@ -116,11 +117,19 @@ pub struct SetxattrArgs {
     file: Option<PathBuf>,
 }
 
-/// Runs `change` on the image opened for writing, then flushes it.
+/// Set by the first SIGINT/SIGTERM during a change; nothing polls it: the
+/// change (short) completes and flushes, then the process exits 130/143.
+static DEFER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `change` on the image opened for writing, then flushes it. A signal
+/// does not cut a change in half: it takes effect once the image is
+/// consistent again (a second signal still exits at once).
 fn change(
     image: &ImageArgs,
     change: impl FnOnce(&mut dyn Filesystem) -> imagegen::Result<()>,
 ) -> anyhow::Result<()> {
+    super::check::refuse_if_inconsistent(image)?;
+    crate::signals::cooperate(&DEFER, "the change in progress was completed first");
     let mut fs = open_fs(image, true)?;
     change(&mut *fs).map_err(|e| in_image(e, &image.image))?;
     fs.flush().map_err(|e| in_image(e, &image.image))?;
@@ -144,12 +153,12 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     };
     let mut kept = true;
     change(&args.image, |fs| {
-        fs.write_file(&args.path, &mut file, meta.len(), &attrs)?;
-        let st = fs.stat(&args.path)?;
-        kept = (args.mode.is_none() || st.mode.is_some())
-            && (args.uid.is_none() || st.uid.is_some())
-            && (args.gid.is_none() || st.gid.is_some());
-        Ok(())
+        // Asked before the write: after it, a failure would come too late.
+        let root = fs.stat("/")?;
+        kept = (args.mode.is_none() || root.mode.is_some())
+            && (args.uid.is_none() || root.uid.is_some())
+            && (args.gid.is_none() || root.gid.is_some());
+        fs.write_file(&args.path, &mut file, meta.len(), &attrs)
     })?;
     if !kept {
         eprintln!("nodeimg: note: this filesystem keeps no owners or permission bits; --mode/--uid/--gid were not stored");
@@ -181,6 +190,10 @@ pub fn chmod(args: ChmodArgs) -> anyhow::Result<()> {
     change(&args.image, |fs| fs.set_mode(&args.path, args.mode))
 }
 
+fn parse_owner_arg(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    parse_owner(text).map_err(|e| e.to_string())
+}
+
 /// Parses `UID`, `UID:GID` or `:GID`.
 fn parse_owner(text: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
     let (uid, gid) = match text.split_once(':') {
@@ -204,7 +217,7 @@ fn parse_owner(text: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
 }
 
 pub fn chown(args: ChownArgs) -> anyhow::Result<()> {
-    let (uid, gid) = parse_owner(&args.owner)?;
+    let (uid, gid) = args.owner;
     change(&args.image, |fs| fs.set_owner(&args.path, uid, gid))
 }
 
@@ -225,9 +238,11 @@ fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
 pub fn setxattr(args: SetxattrArgs) -> anyhow::Result<()> {
     let value = match (&args.file, &args.value) {
         (Some(file), _) => std::fs::read(file).with_context(|| file.display().to_string())?,
-        (None, Some(v)) if args.hex => parse_hex(v)?,
+        (None, Some(v)) if args.hex => {
+            parse_hex(v).map_err(|e| crate::cmd::usage::usage(e.to_string()))?
+        }
         (None, Some(v)) => v.as_bytes().to_vec(),
-        (None, None) => bail!("setxattr needs VALUE or --file"),
+        (None, None) => return Err(crate::cmd::usage::usage("setxattr needs VALUE or --file")),
     };
     change(&args.image, |fs| {
         fs.set_xattr(&args.path, &args.name, &value)

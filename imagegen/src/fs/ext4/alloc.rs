@@ -218,8 +218,19 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Sets or clears bitmap bits for `len` blocks from `first`, keeping
     /// group and superblock counters in step.
     fn mark_blocks(&mut self, first: u64, len: u64, used: bool) -> Result<()> {
+        let end = first
+            .checked_add(len)
+            .ok_or_else(|| Error::corrupt("ext4 block run", format!("{first}+{len} overflows")))?;
+        self.refuse_fixed(
+            first,
+            len,
+            if used {
+                "the block bitmap shows it free"
+            } else {
+                "a file being freed names it"
+            },
+        )?;
         let mut b = first;
-        let end = first + len;
         while b < end {
             if b < self.sb.first_data_block || b >= self.sb.blocks_count {
                 return Err(Error::corrupt(
@@ -248,13 +259,30 @@ impl<D: BlockDevice> Ext4Fs<D> {
             self.put_block_bitmap(g, bm);
             let free = self.groups.free_blocks(g);
             let sbfree = self.sb.free_blocks();
-            if used {
-                self.groups.set_free_blocks(g, free - changed);
-                self.sb.set_free_blocks(sbfree - u64::from(changed));
+            let bad = || {
+                Error::corrupt(
+                    format!("ext4 group {g}"),
+                    format!(
+                        "free block count {free} (filesystem: {sbfree}) disagrees with the bitmap"
+                    ),
+                )
+            };
+            let (gfree, total) = if used {
+                (
+                    free.checked_sub(changed),
+                    sbfree.checked_sub(u64::from(changed)),
+                )
             } else {
-                self.groups.set_free_blocks(g, free + changed);
-                self.sb.set_free_blocks(sbfree + u64::from(changed));
-            }
+                (
+                    free.checked_add(changed)
+                        .filter(|&f| u64::from(f) <= self.sb.group_len(g)),
+                    sbfree
+                        .checked_add(u64::from(changed))
+                        .filter(|&f| f <= self.sb.blocks_count),
+                )
+            };
+            self.groups.set_free_blocks(g, gfree.ok_or_else(bad)?);
+            self.sb.set_free_blocks(total.ok_or_else(bad)?);
             b = gend;
         }
         Ok(())
@@ -268,8 +296,11 @@ impl<D: BlockDevice> Ext4Fs<D> {
     pub(super) fn release_pending(&mut self) -> Result<()> {
         let mut runs = std::mem::take(&mut self.pending_free);
         runs.sort();
-        for (b, l) in runs {
+        for &(b, l) in &runs {
             self.mark_blocks(b, l, false)?;
+        }
+        if self.scrub {
+            self.scrub_runs = runs;
         }
         Ok(())
     }
@@ -297,7 +328,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
             if self.sb.group_csum() {
                 let flags = self.groups.flags(g);
                 let unused = self.groups.itable_unused(g);
-                let high = ipg - unused;
+                let high = ipg.checked_sub(unused).ok_or_else(|| {
+                    Error::corrupt(
+                        format!("ext4 group descriptor {g}"),
+                        format!("{unused} unused inodes of {ipg}"),
+                    )
+                })?;
                 if idx >= high {
                     if flags & ITABLE_ZEROED == 0 {
                         // Slots between the old high-water mark and this one
@@ -316,13 +352,19 @@ impl<D: BlockDevice> Ext4Fs<D> {
                         .set_flags(g, self.groups.flags(g) & !INODE_UNINIT);
                 }
             }
+            let bad =
+                |what: &str| Error::corrupt(format!("ext4 group descriptor {g}"), what.to_string());
+            let free = self.groups.free_inodes(g).checked_sub(1);
             self.groups
-                .set_free_inodes(g, self.groups.free_inodes(g) - 1);
+                .set_free_inodes(g, free.ok_or_else(|| bad("free inode count"))?);
             if dir {
-                self.groups.set_used_dirs(g, self.groups.used_dirs(g) + 1);
+                let used = self.groups.used_dirs(g).checked_add(1);
+                self.groups
+                    .set_used_dirs(g, used.ok_or_else(|| bad("directory count"))?);
             }
-            let f = self.sb.free_inodes();
-            self.sb.set_free_inodes(f - 1);
+            let f = self.sb.free_inodes().checked_sub(1);
+            self.sb
+                .set_free_inodes(f.ok_or_else(|| bad("filesystem free inode count"))?);
             return Ok(ino);
         }
         Err(Error::NoSpace("inode bitmaps show no free inode".into()))
@@ -331,6 +373,12 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Returns an inode to the free pool.
     pub(super) fn free_inode(&mut self, ino: u32, dir: bool) -> Result<()> {
         let ipg = self.sb.inodes_per_group;
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(Error::corrupt(
+                "ext4 inode number",
+                format!("{ino} is outside 1..={}", self.sb.inodes_count),
+            ));
+        }
         let g = (ino - 1) / ipg;
         let idx = u64::from((ino - 1) % ipg);
         let mut bm = self.inode_bitmap(g)?;
@@ -342,14 +390,28 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }
         set_bit(&mut bm, idx, false);
         self.put_inode_bitmap(g, bm);
-        self.groups
-            .set_free_inodes(g, self.groups.free_inodes(g) + 1);
+        let bad =
+            |what: &str| Error::corrupt(format!("ext4 group descriptor {g}"), what.to_string());
+        let free = self
+            .groups
+            .free_inodes(g)
+            .checked_add(1)
+            .filter(|&f| f <= ipg)
+            .ok_or_else(|| bad("free inode count above the group's inodes"))?;
+        self.groups.set_free_inodes(g, free);
         if dir {
+            // Counted directories must include this one.
+            let used = self.groups.used_dirs(g).checked_sub(1);
             self.groups
-                .set_used_dirs(g, self.groups.used_dirs(g).saturating_sub(1));
+                .set_used_dirs(g, used.ok_or_else(|| bad("directory count 0"))?);
         }
-        let f = self.sb.free_inodes();
-        self.sb.set_free_inodes(f + 1);
+        let f = self
+            .sb
+            .free_inodes()
+            .checked_add(1)
+            .filter(|&f| f <= self.sb.inodes_count)
+            .ok_or_else(|| bad("filesystem free inode count above its inodes"))?;
+        self.sb.set_free_inodes(f);
         Ok(())
     }
 

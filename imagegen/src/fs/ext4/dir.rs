@@ -106,8 +106,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
             }
             return Ok(out);
         }
-        for (_, phys) in self.dir_blocks(ino, inode)? {
-            let buf = self.read_block(phys)?;
+        for (logical, phys) in self.dir_blocks(ino, inode)? {
+            let buf = self.read_dir_block(ino, inode, logical, phys)?;
             for (i, e) in dirent::parse(&buf, ft, &what)?.iter().enumerate() {
                 if e.ino != 0 {
                     out.push((
@@ -140,13 +140,75 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Reads a directory block we are about to change, checking its checksum.
-    fn dir_block_for_change(&self, ino: u32, inode: &Inode, phys: u64) -> Result<Vec<u8>> {
+    pub(super) fn dir_block_for_change(
+        &self,
+        ino: u32,
+        inode: &Inode,
+        phys: u64,
+    ) -> Result<Vec<u8>> {
         let buf = self.read_block(phys)?;
         if let Some(seed) = self.dir_seed(ino, inode) {
             if !dirent::checksum_ok(&buf, seed) {
                 let g = self.inode_group(ino);
                 return Err(Error::corrupt(
                     format!("ext4 directory block {phys} of inode {ino} (group {g})"),
+                    "checksum mismatch",
+                ));
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Reads any block of a directory, verifying it on `metadata_csum`: a
+    /// leaf by its tail; an htree index node (a block without a tail in an
+    /// indexed directory) by its `dx_tail`. Every directory read goes
+    /// through here, [`dir_block_for_change`](Self::dir_block_for_change)
+    /// or [`read_dx_block`](Self::read_dx_block).
+    pub(super) fn read_dir_block(
+        &self,
+        ino: u32,
+        inode: &Inode,
+        logical: u64,
+        phys: u64,
+    ) -> Result<Vec<u8>> {
+        let buf = self.read_block(phys)?;
+        let Some(seed) = self.dir_seed(ino, inode) else {
+            return Ok(buf);
+        };
+        let ok = if super::csum::dir_has_tail(&buf) {
+            dirent::checksum_ok(&buf, seed)
+        } else if inode.has_flag(FL_INDEX) {
+            super::csum::dx_ok(&buf, seed, if logical == 0 { 0x20 } else { 8 })
+        } else {
+            false
+        };
+        if !ok {
+            let g = self.inode_group(ino);
+            return Err(Error::corrupt(
+                format!("ext4 directory block {phys} of inode {ino} (group {g})"),
+                "checksum mismatch",
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Reads an htree index node (`count_off`: 0x20 for the root, 8
+    /// below), verifying its `dx_tail` on `metadata_csum`.
+    fn read_dx_block(
+        &self,
+        ino: u32,
+        inode: &Inode,
+        phys: u64,
+        count_off: usize,
+    ) -> Result<Vec<u8>> {
+        let buf = self.read_block(phys)?;
+        if let Some(seed) = self.dir_seed(ino, inode) {
+            if !super::csum::dx_ok(&buf, seed, count_off) {
+                return Err(Error::corrupt(
+                    format!(
+                        "ext4 htree index block {phys} of inode {ino} (group {})",
+                        self.inode_group(ino)
+                    ),
                     "checksum mismatch",
                 ));
             }
@@ -207,7 +269,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let what = || format!("ext4 directory inode {ino}");
         let blocks = self.dir_blocks(ino, inode)?;
         if inode.has_flag(FL_INDEX) && self.sb.has_compat(super::superblock::compat::DIR_INDEX) {
-            let path = self.htree_path(ino, &blocks, name)?;
+            let path = self.htree_path(ino, inode, &blocks, name)?;
             let leaf = path.leaf;
             let phys = blocks
                 .iter()
@@ -294,11 +356,17 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// The way down an htree to the leaf `name` hashes to.
-    fn htree_path(&self, ino: u32, blocks: &[(u64, u64)], name: &[u8]) -> Result<DxPath> {
+    fn htree_path(
+        &self,
+        ino: u32,
+        inode: &Inode,
+        blocks: &[(u64, u64)],
+        name: &[u8],
+    ) -> Result<DxPath> {
         let what = || format!("ext4 htree directory inode {ino}");
         let phys_of = |l: u64| blocks.iter().find(|(x, _)| *x == l).map(|(_, p)| *p);
         let root_phys = phys_of(0).ok_or_else(|| Error::corrupt(what(), "no block 0"))?;
-        let root = self.read_block(root_phys)?;
+        let root = self.read_dx_block(ino, inode, root_phys, 0x20)?;
         let info_len = usize::from(root[0x1D]);
         let levels = root[0x1E];
         let max_levels = if self.sb.has_incompat(incompat::LARGEDIR) {
@@ -356,7 +424,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
             }
             phys = phys_of(pick)
                 .ok_or_else(|| Error::corrupt(what(), format!("dx node {pick} missing")))?;
-            node = self.read_block(phys)?;
+            node = self.read_dx_block(ino, inode, phys, 8)?;
             at = 8;
         }
         unreachable!("the loop returns at the last level")
@@ -383,34 +451,13 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let seed = self.dir_seed(ino, inode);
         let bs = self.block_size() as usize;
         let parent = path.levels.last().expect("a path has at least the root");
-        let mut pbuf = self.read_block(parent.phys)?;
+        let mut pbuf = self.read_dx_block(ino, inode, parent.phys, parent.count_off)?;
         let limit = usize::from(u16_at(&pbuf, parent.count_off));
         let count = usize::from(u16_at(&pbuf, parent.count_off + 2));
         if count >= limit {
             return Ok(false);
         }
-        if let Some(seed) = seed {
-            let tail = parent.count_off + limit * 8;
-            let ok = tail + 8 <= bs
-                && mkext4::csum::dx_block(
-                    seed,
-                    &pbuf,
-                    parent.count_off,
-                    count as u16,
-                    limit as u16,
-                ) == u32_at(&pbuf, tail + 4);
-            if !ok {
-                return Err(Error::corrupt(
-                    format!(
-                        "ext4 htree index block {} of inode {ino} (group {})",
-                        parent.phys,
-                        self.inode_group(ino)
-                    ),
-                    "checksum mismatch",
-                ));
-            }
-        }
-        let leaf = self.read_block(leaf_phys)?;
+        let leaf = self.dir_block_for_change(ino, inode, leaf_phys)?;
         let mut live: Vec<(u32, u32, u32, Vec<u8>, u8)> = Vec::new();
         for e in dirent::parse(&leaf, ft, &what)? {
             if e.ino != 0 {
@@ -462,17 +509,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         super::bytes::put_u32(&mut pbuf, slot, stored);
         super::bytes::put_u32(&mut pbuf, slot + 4, new_logical as u32);
         super::bytes::put_u16(&mut pbuf, parent.count_off + 2, (count + 1) as u16);
-        if let Some(seed) = seed {
-            let tail = parent.count_off + limit * 8;
-            let c = mkext4::csum::dx_block(
-                seed,
-                &pbuf,
-                parent.count_off,
-                (count + 1) as u16,
-                limit as u16,
-            );
-            super::bytes::put_u32(&mut pbuf, tail + 4, c);
-        }
+        super::csum::dx_seal(&mut pbuf, seed, parent.count_off);
         self.write_block(parent.phys, pbuf);
         self.write_inode(ino, inode)?;
         Ok(true)

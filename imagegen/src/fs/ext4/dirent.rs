@@ -3,7 +3,6 @@
 
 use super::bytes::{put_u16, put_u32, u16_at, u32_at};
 use crate::{Error, Result};
-use mkext4::csum::crc32c_raw;
 
 pub const FT_UNKNOWN: u8 = 0;
 pub const FT_REG: u8 = 1;
@@ -93,21 +92,12 @@ pub fn parse(buf: &[u8], filetype: bool, what: &dyn Fn() -> String) -> Result<Ve
 
 /// Whether the block carries a tail, and its checksum is right.
 pub fn checksum_ok(buf: &[u8], seed: u32) -> bool {
-    let t = buf.len() - TAIL_LEN;
-    is_tail(buf, t) && crc32c_raw(seed, &buf[..t]) == u32_at(buf, t + 8)
+    super::csum::dir_leaf_ok(buf, seed)
 }
 
 /// Writes the tail (when `seed` is given) with its checksum.
 pub fn seal(buf: &mut [u8], seed: Option<u32>) {
-    if let Some(seed) = seed {
-        let t = buf.len() - TAIL_LEN;
-        put_u32(buf, t, 0);
-        put_u16(buf, t + 4, TAIL_LEN as u16);
-        buf[t + 6] = 0;
-        buf[t + 7] = 0xDE;
-        let c = crc32c_raw(seed, &buf[..t]);
-        put_u32(buf, t + 8, c);
-    }
+    super::csum::dir_leaf_seal(buf, seed)
 }
 
 /// Space for records: the block minus the tail on `metadata_csum`.

@@ -5,8 +5,13 @@
 //! descriptors and the superblock are changed only in memory, and are
 //! written (data first, superblock last) when the whole operation has
 //! succeeded. Any error discards them, so a failed operation leaves the
-//! image exactly as it was. New file data goes straight to blocks that were
-//! free before the operation began, which nothing references until commit.
+//! image exactly as it was. New file data is staged too (see `staging`) and
+//! written as the commit's first phase, so not one byte reaches the device
+//! before the whole operation has succeeded.
+//!
+//! [`Ext4Fs::batch`] runs several operations as one change: each one that
+//! fails is undone by itself (the transaction state is snapshotted around
+//! it), and everything commits once at the end.
 
 use super::blockmap;
 use super::extent::{self, ReadCtx, Tree};
@@ -32,6 +37,17 @@ pub struct Ext4Fs<D: BlockDevice> {
     pub(super) refusal: Option<String>,
     /// The time every change is stamped with, given by the caller.
     pub(super) now: Timestamp,
+    /// New file data of the running operation, written at commit.
+    pub(super) staged: super::staging::Staged,
+    /// How many batches are open: changes inside one do not commit.
+    pub(super) batch_depth: u32,
+    /// Zero blocks the change frees ([`crate::fs::OpenOptions::scrub`]).
+    pub(super) scrub: bool,
+    /// Blocks freed by the running change, zeroed after its metadata when
+    /// scrubbing.
+    pub(super) scrub_runs: Vec<(u64, u64)>,
+    /// Fixed metadata: never allocated, never freed (computed when writable).
+    pub(super) fixed: super::fixed::Fixed,
 }
 
 impl<D: BlockDevice> Ext4Fs<D> {
@@ -100,7 +116,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         if refusal.is_none() && (dev.is_read_only() || !writable) {
             refusal = Some(format!("{} is opened read-only", dev.describe()));
         }
-        Ok(Ext4Fs {
+        let mut fs = Ext4Fs {
             dev,
             sb,
             groups,
@@ -108,7 +124,19 @@ impl<D: BlockDevice> Ext4Fs<D> {
             pending_free: Vec::new(),
             refusal,
             now: opts.now,
-        })
+            staged: Default::default(),
+            batch_depth: 0,
+            scrub: opts.scrub,
+            scrub_runs: Vec::new(),
+            fixed: Default::default(),
+        };
+        if fs.refusal.is_none() {
+            match fs.compute_fixed() {
+                Ok(f) => fs.fixed = f,
+                Err(e) => fs.refusal = Some(e.to_string()),
+            }
+        }
+        Ok(fs)
     }
 
     /// The underlying device.
@@ -145,9 +173,47 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.dirty.insert(b, buf);
     }
 
-    /// Writes file data directly (the blocks are newly allocated).
-    pub(super) fn write_data(&self, b: u64, buf: &[u8]) -> Result<()> {
-        self.dev.write_at(b * self.sb.block_size, buf)
+    /// Stages file data for newly allocated blocks `b..`; it reaches the
+    /// device in the commit's data phase.
+    pub(super) fn write_data(&mut self, b: u64, buf: &[u8]) -> Result<()> {
+        self.staged.stage(b, buf)
+    }
+
+    /// The commit's data phase: writes the staged file data (block order).
+    /// Nothing references these blocks until the metadata that follows.
+    pub(super) fn write_data_phase(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.staged.write_to(&self.dev, self.sb.block_size)
+    }
+
+    /// After the metadata of a scrubbing change: zeroes the blocks it freed,
+    /// so no earlier content survives in free space.
+    pub(super) fn write_scrub_phase(&mut self) -> Result<()> {
+        let bs = self.sb.block_size;
+        let zeros = vec![0u8; (1 << 20).max(bs as usize)];
+        for (b, n) in std::mem::take(&mut self.scrub_runs) {
+            let (mut at, end) = (b * bs, (b + n) * bs);
+            while at < end {
+                let k = (end - at).min(zeros.len() as u64) as usize;
+                self.dev.write_at(at, &zeros[..k])?;
+                at += k as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` — any number of operations — as one all-or-nothing change
+    /// that commits once. An operation inside that fails is undone by
+    /// itself, so `f` may handle its error and go on.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        self.change(|fs| {
+            fs.batch_depth += 1;
+            let r = f(fs);
+            fs.batch_depth -= 1;
+            r
+        })
     }
 
     /// Runs `f` as one all-or-nothing change.
@@ -158,9 +224,14 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 format!("refusing to change {}: {why}", self.dev.describe()),
             ));
         }
+        if self.batch_depth > 0 {
+            return self.nested_change(f);
+        }
         let saved = (self.sb.clone(), self.groups.clone());
         self.dirty.clear();
         self.pending_free.clear();
+        self.staged.clear();
+        self.scrub_runs.clear();
         let result = f(self).and_then(|r| {
             self.release_pending()?;
             self.commit()?;
@@ -172,10 +243,32 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }
         self.dirty.clear();
         self.pending_free.clear();
+        self.staged.clear();
+        self.scrub_runs.clear();
+        result
+    }
+
+    /// One operation inside a batch: undone alone when it fails.
+    fn nested_change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let saved = (
+            self.sb.clone(),
+            self.groups.clone(),
+            self.dirty.clone(),
+            self.pending_free.len(),
+            self.staged.mark(),
+        );
+        let result = f(self);
+        if result.is_err() {
+            let (sb, groups, dirty, freed, mark) = saved;
+            (self.sb, self.groups, self.dirty) = (sb, groups, dirty);
+            self.pending_free.truncate(freed);
+            self.staged.rollback(mark);
+        }
         result
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.write_data_phase()?;
         let bs = self.sb.block_size;
         for (&b, buf) in &self.dirty {
             self.dev.write_at(b * bs, buf)?;
@@ -199,6 +292,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.groups.dirty.clear();
         self.sb.seal();
         self.dev.write_at(SB_OFFSET, &self.sb.raw)?;
+        self.write_scrub_phase()?;
         Ok(())
     }
 
@@ -278,6 +372,29 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }
     }
 
+    /// Every block an inode owns, for freeing it: like [`map`](Self::map),
+    /// but a legacy block map is walked whole, not only up to the size, so
+    /// blocks past a directory's recorded size are not leaked.
+    pub(super) fn map_all(&self, ino: u32, inode: &Inode) -> Result<Tree> {
+        if inode.has_flag(FL_INLINE_DATA) || inode.has_flag(FL_EXTENTS) {
+            return self.map(ino, inode);
+        }
+        let seed = self.inode_seed(ino, inode);
+        let mut read_block = |b: u64| self.read_block(b);
+        let mut ctx = ReadCtx {
+            block_size: self.sb.block_size,
+            blocks_count: self.sb.blocks_count,
+            csum_seed: seed,
+            ino,
+            read_block: &mut read_block,
+        };
+        blockmap::read(
+            inode.i_block(),
+            blockmap::max_blocks(self.sb.block_size),
+            &mut ctx,
+        )
+    }
+
     /// Streams `size` bytes of mapped data into `out`.
     pub(super) fn stream(
         &self,
@@ -321,6 +438,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 buf.resize(n as usize, 0);
                 let phys = e.physical * bs + (pos - start);
                 self.dev.read_at(phys, &mut buf)?;
+                self.staged.overlay(phys, &mut buf, bs)?;
                 write(out, &buf)?;
                 pos += n;
             }

@@ -5,7 +5,6 @@
 use super::bytes::{put_u16, put_u32, u16_at, u32_at};
 use crate::fs::Extent;
 use crate::{Error, Result};
-use mkext4::csum::crc32c_raw;
 
 const MAGIC: u16 = 0xF30A;
 /// Longest initialised extent.
@@ -116,11 +115,7 @@ fn walk(
             tree.tree_blocks.push(child);
             let block = (ctx.read_block)(child)?;
             if let Some(seed) = ctx.csum_seed {
-                let cmax = usize::from(u16_at(&block, 4));
-                let tail = 12 + cmax * 12;
-                if tail + 4 > block.len()
-                    || crc32c_raw(seed, &block[..tail]) != u32_at(&block, tail)
-                {
+                if !super::csum::extent_block_ok(&block, seed) {
                     return Err(Error::corrupt(
                         what(),
                         format!("checksum mismatch in tree block {child}"),
@@ -224,13 +219,7 @@ pub fn build(
         }
         return Built { root, blocks };
     }
-    let seal = |buf: &mut Vec<u8>| {
-        if let Some(seed) = csum_seed {
-            let tail = 12 + per * 12;
-            let c = crc32c_raw(seed, &buf[..tail]);
-            put_u32(buf, tail, c);
-        }
-    };
+    let seal = |buf: &mut Vec<u8>| super::csum::extent_block_seal(buf, csum_seed);
     for chunk in extents.chunks(per) {
         let b = free
             .next()

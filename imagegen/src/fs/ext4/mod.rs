@@ -45,16 +45,21 @@ mod csum;
 mod devices;
 mod dir;
 mod dirent;
+mod edit;
 mod engine;
 mod extent;
+mod fixed;
 mod group;
 mod hash;
 mod inode;
 mod ops;
+mod scan;
+mod staging;
 mod superblock;
 mod xattr;
 
 pub use engine::Ext4Fs;
+pub use scan::MapReport;
 
 use crate::block::BlockDevice;
 use crate::fs::{DirEntry, Filesystem, NewAttrs, Stat, Timestamp};
@@ -70,6 +75,12 @@ pub fn probe(dev: &dyn BlockDevice) -> Result<bool> {
         crate::fs::probe(dev)?,
         Some(crate::fs::FsType::Ext2 | crate::fs::FsType::Ext3 | crate::fs::FsType::Ext4)
     ))
+}
+
+/// Feature names as `dumpe2fs` prints them (unknown bits as
+/// `incompat_0x…`), from the one feature-name table.
+pub fn feature_names(compat: u32, incompat: u32, ro_compat: u32) -> Vec<String> {
+    superblock::all_feature_names(compat, incompat, ro_compat)
 }
 
 /// Why the engine would refuse to change the filesystem whose 1024-byte
@@ -111,15 +122,7 @@ pub struct Ext4Details {
 }
 
 fn uuid_string(u: &[u8; 16]) -> String {
-    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
+    uuid::Uuid::from_bytes(*u).to_string()
 }
 
 /// Inode flags worth showing in `stat`.
@@ -338,6 +341,33 @@ impl<D: BlockDevice> Filesystem for Ext4Fs<D> {
 
     fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
         Ext4Fs::remove_xattr(self, path, name)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        Ext4Fs::rename(self, from, to)
+    }
+
+    fn mknod(
+        &mut self,
+        path: &str,
+        kind: crate::fs::FileKind,
+        major: u32,
+        minor: u32,
+        attrs: &NewAttrs,
+    ) -> Result<()> {
+        Ext4Fs::mknod(self, path, kind, major, minor, attrs)
+    }
+
+    fn set_flags(&mut self, path: &str, set: &[&str], clear: &[&str]) -> Result<()> {
+        Ext4Fs::set_flags(self, path, set, clear)
+    }
+
+    fn truncate(&mut self, path: &str, size: u64) -> Result<()> {
+        Ext4Fs::truncate(self, path, size)
+    }
+
+    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Filesystem) -> Result<()>) -> Result<()> {
+        Ext4Fs::batch(self, |fs| f(fs))
     }
 
     fn flush(&mut self) -> Result<()> {

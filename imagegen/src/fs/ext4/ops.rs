@@ -12,9 +12,9 @@ use crate::fs::{path_components, NewAttrs, Timestamp};
 use crate::{Error, Result};
 use std::io::Read;
 
-const ROOT: u32 = 2;
+pub(super) const ROOT: u32 = 2;
 /// Most links an inode may have.
-const LINK_MAX: u16 = 65000;
+pub(super) const LINK_MAX: u16 = 65000;
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// A resolved parent directory and the final name.
@@ -33,7 +33,7 @@ fn check_name(name: &[u8], path: &str) -> Result<()> {
     Ok(())
 }
 
-fn ftype_of(inode: &Inode) -> u8 {
+pub(super) fn ftype_of(inode: &Inode) -> u8 {
     match inode.file_type() {
         S_IFREG => FT_REG,
         S_IFDIR => FT_DIR,
@@ -112,7 +112,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }))
     }
 
-    fn resolve_parent_required(&self, path: &str) -> Result<Target> {
+    pub(super) fn resolve_parent_required(&self, path: &str) -> Result<Target> {
         self.resolve_parent(path)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "{path}: the root directory cannot be replaced or removed"
@@ -131,6 +131,15 @@ impl<D: BlockDevice> Ext4Fs<D> {
         let mut out = Vec::new();
         self.read_data(ino, inode, &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Whether `i_block` maps data blocks: regular files, directories and
+    /// slow symlinks do; devices keep numbers there, fast symlinks text,
+    /// inline-data inodes bytes.
+    pub(super) fn owns_blocks(&self, inode: &Inode) -> bool {
+        (inode.is_reg() || inode.is_dir() || inode.is_symlink())
+            && !self.is_fast_symlink(inode)
+            && !inode.has_flag(FL_INLINE_DATA)
     }
 
     /// Whether a symlink keeps its target in `i_block`.
@@ -186,7 +195,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.stream(&tree.extents, size, out)
     }
 
-    fn new_inode(&self, mode: u16, attrs: &NewAttrs) -> Inode {
+    pub(super) fn new_inode(&self, mode: u16, attrs: &NewAttrs) -> Inode {
         let mut inode = Inode {
             raw: vec![0; self.sb.inode_size],
         };
@@ -212,7 +221,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Refuses times `inode` cannot hold, rather than storing another one.
-    fn check_time(&self, inode: &Inode, t: Option<Timestamp>, path: &str) -> Result<()> {
+    pub(super) fn check_time(&self, inode: &Inode, t: Option<Timestamp>, path: &str) -> Result<()> {
         for t in [t, Some(self.clock())].into_iter().flatten() {
             if !inode.time_fits(t) {
                 let range = if inode.raw.len() > 128 && inode.extra_isize() >= 12 {
@@ -230,7 +239,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Stamps a directory's mtime/ctime after its entries changed.
-    fn touch_dir(&self, dir: &mut Inode) {
+    pub(super) fn touch_dir(&self, dir: &mut Inode) {
         let now = self.clock();
         dir.set_time(TimeField::Mtime, now);
         dir.set_time(TimeField::Ctime, now);
@@ -273,8 +282,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
 
     /// Frees an inode's data, tree and attribute blocks (not the inode).
     fn free_inode_blocks(&mut self, ino: u32, inode: &Inode) -> Result<()> {
-        if !self.is_fast_symlink(inode) && !inode.has_flag(FL_INLINE_DATA) {
-            let tree = self.map(ino, inode)?;
+        if self.owns_blocks(inode) {
+            let tree = self.map_all(ino, inode)?;
             let runs: Vec<(u64, u64)> = tree
                 .extents
                 .iter()
@@ -288,6 +297,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
 
     /// Releases an inode whose last link went away.
     fn destroy_inode(&mut self, ino: u32, inode: &Inode) -> Result<()> {
+        // Refuses attribute values kept in other inodes rather than orphan them.
+        self.xattrs_for_change(ino, inode)?;
         self.free_inode_blocks(ino, inode)?;
         self.drop_xattr_block(inode)?;
         let mut dead = Inode {
@@ -299,7 +310,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.free_inode(ino, inode.is_dir())
     }
 
-    fn refuse_inline(&self, ino: u32, inode: &Inode, path: &str) -> Result<()> {
+    pub(super) fn refuse_inline(&self, ino: u32, inode: &Inode, path: &str) -> Result<()> {
         if inode.has_flag(FL_INLINE_DATA) {
             return Err(Error::unsupported(
                 "ext4 change",
@@ -602,7 +613,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         })
     }
 
-    fn remove_tx(
+    pub(super) fn remove_tx(
         &mut self,
         t: &Target,
         dir: &mut Inode,
@@ -643,32 +654,47 @@ impl<D: BlockDevice> Ext4Fs<D> {
         }
     }
 
-    /// Releases everything below directory `ino`, which is about to be
+    /// Releases everything below directory `top`, which is about to be
     /// destroyed itself: its blocks are not edited, only its children's
-    /// link counts and inodes.
-    fn purge_dir(&mut self, ino: u32, path: &str) -> Result<()> {
-        let inode = self.read_inode(ino)?;
-        for (name, found) in self.dir_records(ino, &inode)? {
-            if name == b"." || name == b".." {
+    /// link counts and inodes. Iterative, depth-first, children before
+    /// their directory; a directory met twice (a hard-linked directory or a
+    /// cycle back to an ancestor) is corruption and refuses the removal.
+    fn purge_dir(&mut self, top: u32, path: &str) -> Result<()> {
+        let mut visited = std::collections::HashSet::from([top]);
+        // (directory, its path, whether its children are done)
+        let mut stack = vec![(top, path.trim_end_matches('/').to_string(), false)];
+        while let Some((ino, dir_path, done)) = stack.pop() {
+            if done {
+                if ino != top {
+                    let inode = self.read_inode(ino)?;
+                    self.destroy_inode(ino, &inode)?;
+                }
                 continue;
             }
-            let child_path = format!(
-                "{}/{}",
-                path.trim_end_matches('/'),
-                String::from_utf8_lossy(&name)
-            );
-            let mut child = self.read_inode(found.ino)?;
-            self.refuse_inline(found.ino, &child, &child_path)?;
-            if child.is_dir() {
-                self.purge_dir(found.ino, &child_path)?;
-                let child = self.read_inode(found.ino)?;
-                self.destroy_inode(found.ino, &child)?;
-            } else if child.links() <= 1 {
-                self.destroy_inode(found.ino, &child)?;
-            } else {
-                child.set_links(child.links() - 1);
-                child.set_time(TimeField::Ctime, self.clock());
-                self.write_inode(found.ino, &mut child)?;
+            stack.push((ino, dir_path.clone(), true));
+            let inode = self.read_inode(ino)?;
+            for (name, found) in self.dir_records(ino, &inode)? {
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let child_path = format!("{dir_path}/{}", String::from_utf8_lossy(&name));
+                let mut child = self.read_inode(found.ino)?;
+                self.refuse_inline(found.ino, &child, &child_path)?;
+                if child.is_dir() {
+                    if !visited.insert(found.ino) {
+                        return Err(Error::corrupt(
+                            format!("ext4 directory inode {}", found.ino),
+                            format!("{child_path} names a directory already met below {path} (a cycle or a hard-linked directory)"),
+                        ));
+                    }
+                    stack.push((found.ino, child_path, false));
+                } else if child.links() <= 1 {
+                    self.destroy_inode(found.ino, &child)?;
+                } else {
+                    child.set_links(child.links() - 1);
+                    child.set_time(TimeField::Ctime, self.clock());
+                    self.write_inode(found.ino, &mut child)?;
+                }
             }
         }
         Ok(())
@@ -692,7 +718,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     /// Applies `f` to the inode at `path` and stamps its ctime.
-    fn modify(
+    pub(super) fn modify(
         &mut self,
         path: &str,
         f: impl FnOnce(&mut Self, u32, &mut Inode) -> Result<()>,
@@ -749,12 +775,13 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.modify(path, |fs, ino, inode| {
             fs.refuse_inline(ino, inode, path)?;
             fs.check_xattr_block(inode)?;
-            let mut attrs = fs.xattrs(inode)?;
+            let mut attrs = fs.xattrs_for_change(ino, inode)?;
             attrs.retain(|a| !(a.index == index && a.name == suffix));
             attrs.push(Xattr {
                 index,
                 name: suffix,
                 value: value.to_vec(),
+                value_inum: 0,
             });
             fs.store_xattrs(ino, inode, attrs)?;
             fs.recount_after_xattr(ino, inode)
@@ -766,7 +793,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.modify(path, |fs, ino, inode| {
             fs.refuse_inline(ino, inode, path)?;
             fs.check_xattr_block(inode)?;
-            let mut attrs = fs.xattrs(inode)?;
+            let mut attrs = fs.xattrs_for_change(ino, inode)?;
             let before = attrs.len();
             attrs.retain(|a| !(a.index == index && a.name == suffix));
             if attrs.len() == before {

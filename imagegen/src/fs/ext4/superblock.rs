@@ -38,8 +38,16 @@ pub mod incompat {
     pub const ENCRYPT: u32 = 0x10000;
     pub const CASEFOLD: u32 = 0x20000;
     /// Everything this engine reads.
-    pub const READ: u32 =
-        FILETYPE | RECOVER | EXTENTS | BIT64 | MMP | FLEX_BG | CSUM_SEED | LARGEDIR | INLINE_DATA;
+    pub const READ: u32 = FILETYPE
+        | RECOVER
+        | EXTENTS
+        | BIT64
+        | MMP
+        | FLEX_BG
+        | EA_INODE
+        | CSUM_SEED
+        | LARGEDIR
+        | INLINE_DATA;
     /// Everything this engine changes filesystems with.
     pub const WRITE: u32 =
         FILETYPE | EXTENTS | BIT64 | FLEX_BG | CSUM_SEED | LARGEDIR | INLINE_DATA;
@@ -120,6 +128,14 @@ const FEATURE_NAMES: &[(u8, u32, &str)] = &[
     (2, ro_compat::VERITY, "verity"),
     (2, ro_compat::ORPHAN_PRESENT, "orphan_present"),
 ];
+
+/// Names of every set bit: compat, then incompat, then ro_compat.
+pub fn all_feature_names(compat: u32, incompat: u32, ro_compat: u32) -> Vec<String> {
+    let mut v = feature_names(0, compat);
+    v.extend(feature_names(1, incompat));
+    v.extend(feature_names(2, ro_compat));
+    v
+}
 
 fn feature_names(set: u8, bits: u32) -> Vec<String> {
     (0..32)
@@ -328,19 +344,22 @@ impl Superblock {
 
     /// All feature names, as `dumpe2fs` would list them.
     pub fn feature_list(&self) -> Vec<String> {
-        let mut v = feature_names(0, self.compat);
-        v.extend(feature_names(1, self.incompat));
-        v.extend(feature_names(2, self.ro_compat));
-        v
+        all_feature_names(self.compat, self.incompat, self.ro_compat)
     }
 
     /// Why this filesystem must not be changed, if it must not.
     pub fn write_refusal(&self) -> Option<String> {
         if self.has_incompat(incompat::RECOVER) {
-            return Some("the journal needs recovery (mount it once or run e2fsck)".into());
+            return Some(
+                "the journal needs recovery: it is mounted now, or was not cleanly unmounted (unmount it; if it is not mounted, run e2fsck on it)"
+                    .into(),
+            );
         }
         if self.state & 1 == 0 {
-            return Some("it was not cleanly unmounted (run e2fsck first)".into());
+            return Some(
+                "it is mounted now, or was not cleanly unmounted (unmount it; if it is not mounted, run e2fsck on it)"
+                    .into(),
+            );
         }
         if self.state & 2 != 0 {
             return Some("it is marked as having errors (run e2fsck first)".into());

@@ -32,6 +32,8 @@ pub struct Xattr {
     pub index: u8,
     pub name: Vec<u8>,
     pub value: Vec<u8>,
+    /// Inode holding the value (`ea_inode`); 0 when the value is inline.
+    pub value_inum: u32,
 }
 
 impl Xattr {
@@ -89,19 +91,26 @@ fn parse_entries(area: &[u8], start: usize, value_base: usize, what: &str) -> Re
         let value_offs = usize::from(u16_at(e, 2));
         let value_inum = u32_at(e, 4);
         let value_size = u32_at(e, 8) as usize;
-        if value_inum != 0 {
-            return Err(Error::unsupported(
-                what,
-                "attribute values in separate inodes (ea_inode) are not handled",
-            ));
-        }
         let name = slice(area, off + 16, name_len, what)?.to_vec();
-        let value = if value_size == 0 {
+        let value = if value_size == 0 || value_inum != 0 {
             Vec::new()
         } else {
             slice(area, value_base + value_offs, value_size, what)?.to_vec()
         };
-        out.push(Xattr { index, name, value });
+        if value_inum != 0 && value_size > 65536 {
+            return Err(Error::corrupt(what, format!("value of {value_size} bytes")));
+        }
+        out.push(Xattr {
+            index,
+            name,
+            // The size of a value kept in an inode, until it is read.
+            value: if value_inum != 0 {
+                vec![0; value_size]
+            } else {
+                value
+            },
+            value_inum,
+        });
         off += (16 + name_len + 3) & !3;
         if out.len() > 4096 {
             return Err(Error::corrupt(what, "too many attributes"));
@@ -170,20 +179,81 @@ impl<D: BlockDevice> Ext4Fs<D> {
             return Ok((Vec::new(), 0));
         }
         let what = format!("ext4 extended attribute block {b}");
-        let buf = self.read_block(b)?;
-        if u32_at(&buf, 0) != MAGIC || u32_at(&buf, 8) != 1 {
-            return Err(Error::corrupt(what, "bad header"));
-        }
+        let buf = self.read_xattr_block(b)?;
         Ok((
             parse_entries(&buf, BLOCK_HEADER, 0, &what)?,
             u32_at(&buf, 4),
         ))
     }
 
-    /// Every attribute of an inode, body first.
-    pub(super) fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+    /// Every attribute of an inode, body first, as stored: values kept
+    /// in an inode (`ea_inode`) are not read.
+    fn raw_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
         let mut v = self.ibody_xattrs(inode)?;
         v.extend(self.block_xattrs(inode)?.0);
+        Ok(v)
+    }
+
+    /// Every attribute of an inode, body first, with values kept in an
+    /// inode read from it — on `ea_inode` filesystems; without the feature
+    /// such a reference is corruption.
+    pub(super) fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+        let mut v = self.raw_xattrs(inode)?;
+        for a in &mut v {
+            if a.value_inum == 0 {
+                continue;
+            }
+            let what = format!("ext4 extended attribute {}", a.full_name());
+            if !self.sb.has_incompat(incompat::EA_INODE) {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "its value is in inode {}, but the filesystem lacks ea_inode",
+                        a.value_inum
+                    ),
+                ));
+            }
+            let holder = self.read_inode(a.value_inum)?;
+            if !holder.is_reg() || !holder.has_flag(super::inode::FL_EA_INODE) {
+                return Err(Error::corrupt(
+                    what,
+                    format!("inode {} is not an attribute inode", a.value_inum),
+                ));
+            }
+            if holder.size() != a.value.len() as u64 {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "inode {} holds {} bytes, the entry says {}",
+                        a.value_inum,
+                        holder.size(),
+                        a.value.len()
+                    ),
+                ));
+            }
+            let mut value = Vec::with_capacity(a.value.len());
+            self.read_data(a.value_inum, &holder, &mut value)?;
+            a.value = value;
+        }
+        Ok(v)
+    }
+
+    /// The attributes of `ino` for a change that rewrites or drops them:
+    /// refused when a value lives in another inode, whose reference count
+    /// this engine does not keep (dropping the entry would leak or orphan
+    /// that inode).
+    pub(super) fn xattrs_for_change(&self, ino: u32, inode: &Inode) -> Result<Vec<Xattr>> {
+        let v = self.raw_xattrs(inode)?;
+        if let Some(a) = v.iter().find(|a| a.value_inum != 0) {
+            return Err(Error::unsupported(
+                "ext4 extended attributes",
+                format!(
+                    "inode {ino} keeps the value of {} in inode {} (ea_inode); changing or removing it is not handled",
+                    a.full_name(),
+                    a.value_inum
+                ),
+            ));
+        }
         Ok(v)
     }
 
@@ -192,7 +262,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         Ok(self
             .ibody_xattrs(inode)?
             .into_iter()
-            .find(|a| a.index == 7 && a.name == b"data")
+            .find(|a| a.index == 7 && a.name == b"data" && a.value_inum == 0)
             .map(|a| a.value)
             .filter(|v| !v.is_empty()))
     }
@@ -280,11 +350,22 @@ impl<D: BlockDevice> Ext4Fs<D> {
     }
 
     fn seal_xattr_block(&self, b: u64, buf: &mut [u8]) {
-        if self.sb.metadata_csum() {
-            put_u32(buf, 0x10, 0);
-            let c = mkext4::csum::xattr_block(self.sb.csum_seed, b, buf);
-            put_u32(buf, 0x10, c);
+        let seed = self.sb.metadata_csum().then_some(self.sb.csum_seed);
+        super::csum::xattr_block_seal(buf, seed, b);
+    }
+
+    /// Reads extended-attribute block `b`, checking its header and (on
+    /// `metadata_csum`) its checksum: every read goes through here.
+    fn read_xattr_block(&self, b: u64) -> Result<Vec<u8>> {
+        let what = || format!("ext4 extended attribute block {b}");
+        let buf = self.read_block(b)?;
+        if u32_at(&buf, 0) != MAGIC || u32_at(&buf, 8) != 1 {
+            return Err(Error::corrupt(what(), "bad header"));
         }
+        if self.sb.metadata_csum() && !super::csum::xattr_block_ok(&buf, self.sb.csum_seed, b) {
+            return Err(Error::corrupt(what(), "checksum mismatch"));
+        }
+        Ok(buf)
     }
 
     /// Drops one reference to an attribute block, freeing it at zero.
@@ -292,7 +373,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
         if refcount <= 1 {
             self.free_blocks_later([(b, 1)]);
         } else {
-            let mut buf = self.read_block(b)?;
+            let mut buf = self.read_xattr_block(b)?;
             put_u32(&mut buf, 4, refcount - 1);
             self.seal_xattr_block(b, &mut buf);
             self.write_block(b, buf);
@@ -313,15 +394,8 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Checks the attribute block's checksum before we change it.
     pub(super) fn check_xattr_block(&self, inode: &Inode) -> Result<()> {
         let b = inode.file_acl();
-        if b == 0 || !self.sb.metadata_csum() {
-            return Ok(());
-        }
-        let buf = self.read_block(b)?;
-        if mkext4::csum::xattr_block(self.sb.csum_seed, b, &buf) != u32_at(&buf, 0x10) {
-            return Err(Error::corrupt(
-                format!("ext4 extended attribute block {b}"),
-                "checksum mismatch",
-            ));
+        if b != 0 {
+            self.read_xattr_block(b)?;
         }
         Ok(())
     }
@@ -344,6 +418,7 @@ mod tests {
             index: 6,
             name: b"capability".to_vec(),
             value: vec![1],
+            value_inum: 0,
         };
         assert_eq!(x.full_name(), "security.capability");
     }
@@ -355,16 +430,19 @@ mod tests {
                 index: 1,
                 name: b"a".to_vec(),
                 value: b"hello".to_vec(),
+                value_inum: 0,
             },
             Xattr {
                 index: 6,
                 name: b"capability".to_vec(),
                 value: vec![0; 20],
+                value_inum: 0,
             },
             Xattr {
                 index: 1,
                 name: b"empty".to_vec(),
                 value: vec![],
+                value_inum: 0,
             },
         ];
         let mut area = vec![0u8; 256];

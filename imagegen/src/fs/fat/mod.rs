@@ -36,8 +36,6 @@ use std::sync::Arc;
 
 type Inner = fatfs::FileSystem<DeviceCursor<Arc<dyn BlockDevice>>>;
 
-static CLOCK: time::Clock = time::Clock;
-
 /// Largest file FAT can hold.
 const MAX_FILE: u64 = u32::MAX as u64;
 
@@ -54,6 +52,8 @@ pub struct FatFs {
     writable: bool,
     /// Something was changed since the last flush.
     changed: bool,
+    /// The time changes are stamped with (given when opened).
+    clock: &'static time::Clock,
 }
 
 /// What `inspect` reports about a FAT volume.
@@ -140,31 +140,39 @@ fn join(parts: &[&str]) -> String {
 }
 
 impl FatFs {
-    /// Opens the FAT volume that fills `dev`.
+    /// Opens the FAT volume that fills `dev`; changes are stamped with
+    /// `SOURCE_DATE_EPOCH` or the clock, read once here
+    /// ([`OpenOptions::from_env`](crate::fs::OpenOptions::from_env)).
     pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<FatFs> {
+        Self::open_with(dev, crate::fs::OpenOptions::from_env(writable)?)
+    }
+
+    /// Opens with explicit options: whether changes are allowed and the
+    /// time every change is stamped with (the volume never reads a clock).
+    pub fn open_with(dev: Arc<dyn BlockDevice>, opts: crate::fs::OpenOptions) -> Result<FatFs> {
+        let writable = opts.writable;
         if writable && dev.is_read_only() {
             return Err(Error::ReadOnly(dev.describe()));
-        }
-        if writable {
-            crate::fs::timestamp::source_date_epoch()?;
         }
         let geo = Geometry::read(&*dev)?;
         if geo.fat_type == FatType::Fat32 {
             DirReader::new(&*dev, &geo).chain(geo.root_cluster, "root directory")?;
         }
-        let inner = Self::mount(&dev)?;
+        let clock = time::clock_for(opts.now);
+        let inner = Self::mount(&dev, clock)?;
         Ok(FatFs {
             dev,
             geo,
             inner: Some(inner),
             writable,
             changed: false,
+            clock,
         })
     }
 
-    fn mount(dev: &Arc<dyn BlockDevice>) -> Result<Inner> {
+    fn mount(dev: &Arc<dyn BlockDevice>, clock: &'static time::Clock) -> Result<Inner> {
         let options = fatfs::FsOptions::new()
-            .time_provider(&CLOCK)
+            .time_provider(clock)
             .update_accessed_date(false);
         fatfs::FileSystem::new(DeviceCursor::new(dev.clone()), options).map_err(|e| {
             Error::corrupt(
@@ -633,6 +641,70 @@ impl Filesystem for FatFs {
         Ok(())
     }
 
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.check_writable(from)?;
+        let fp = path_components(from)?;
+        let tp = path_components(to)?;
+        let (Some(_), Some(last)) = (fp.last(), tp.last()) else {
+            return Err(Error::Invalid(format!(
+                "{from} -> {to}: the root directory cannot be renamed or replaced"
+            )));
+        };
+        check_name(to, last)?;
+        let lower = |p: &[&str]| p.iter().map(|c| c.to_lowercase()).collect::<Vec<_>>();
+        let (fl, tl) = (lower(&fp), lower(&tp));
+        if tl.len() > fl.len() && tl.starts_with(&fl) {
+            return Err(Error::Invalid(format!(
+                "{to}: a directory cannot move below itself"
+            )));
+        }
+        let src = self
+            .lookup(&fp)?
+            .ok_or_else(|| Error::NotFound(from.to_string()))?;
+        // The destination's directory must exist before anything changes.
+        let parent = &tp[..tp.len() - 1];
+        if !parent.is_empty() {
+            match self.lookup(parent)? {
+                Some(e) if e.is_dir() => {}
+                Some(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{to}: a component is not a directory"
+                    )))
+                }
+                None => return Err(Error::NotFound(to.to_string())),
+            }
+        }
+        let existing = match self.lookup(&tp) {
+            Err(Error::NotFound(_)) => None,
+            other => other?,
+        };
+        if let Some(dst) = existing {
+            if fl == tl {
+                return Ok(());
+            }
+            match (src.is_dir(), dst.is_dir()) {
+                (true, false) => {
+                    return Err(Error::AlreadyExists(format!("{to} (not a directory)")))
+                }
+                (false, true) => return Err(Error::AlreadyExists(format!("{to} (a directory)"))),
+                _ => {}
+            }
+            // rename(2): the old entry at `to` goes (an empty directory only).
+            self.remove(to, false)?;
+        }
+        let result = {
+            let root = self.inner().root_dir();
+            let dst_dir = if parent.is_empty() {
+                Ok(root.clone())
+            } else {
+                root.open_dir(&parent.join("/"))
+            };
+            dst_dir.and_then(|d| root.rename(&fp.join("/"), &d, last))
+        };
+        self.changed = true;
+        result.map_err(|e| self.fat_err("renaming", from, e))
+    }
+
     fn remove(&mut self, path: &str, recursive: bool) -> Result<()> {
         self.check_writable(path)?;
         let parts = path_components(path)?;
@@ -687,7 +759,7 @@ impl Filesystem for FatFs {
             let unmounted = inner
                 .unmount()
                 .map_err(|e| self.fat_err("unmounting", "/", e));
-            self.inner = Some(Self::mount(&self.dev)?);
+            self.inner = Some(Self::mount(&self.dev, self.clock)?);
             unmounted?;
         }
         if self.geo.fat_type == FatType::Fat32 {

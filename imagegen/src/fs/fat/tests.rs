@@ -253,3 +253,30 @@ fn replaces_in_place_when_there_is_no_room_for_two_copies() {
     ));
     assert_eq!(read(&fs, "/f"), new, "a refused write keeps the old file");
 }
+
+#[test]
+fn rename_moves_and_replaces_and_the_time_is_the_one_given() {
+    let dev = fresh(FatBits::Fat32, 40 << 20);
+    let now = Timestamp {
+        secs: 1_700_000_000,
+        nanos: 0,
+    };
+    let mut fs = FatFs::open_with(dev.clone(), crate::fs::OpenOptions::writable(now)).unwrap();
+    let attrs = NewAttrs::default();
+    fs.mkdir("/a/b", true, &attrs).unwrap();
+    fs.write_file("/a/f", &mut &b"one"[..], 3, &attrs).unwrap();
+    fs.write_file("/g", &mut &b"two"[..], 3, &attrs).unwrap();
+    fs.rename("/a/f", "/a/b/moved").unwrap();
+    assert_eq!(read(&fs, "/a/b/moved"), b"one");
+    fs.rename("/g", "/a/b/moved").unwrap();
+    assert_eq!(read(&fs, "/a/b/moved"), b"two");
+    assert!(fs.stat("/g").is_err() && fs.stat("/a/f").is_err());
+    assert!(fs.rename("/a", "/a/b/inside").is_err());
+    assert!(fs.rename("/a/b/moved", "/a").is_err());
+    assert!(fs.rename("/missing", "/x").is_err());
+    fs.rename("/a/b", "/c").unwrap();
+    assert_eq!(read(&fs, "/c/moved"), b"two");
+    let st = fs.stat("/c/moved").unwrap();
+    assert_eq!(st.mtime.map(|t| t.secs), Some(now.secs));
+    fs.flush().unwrap();
+}

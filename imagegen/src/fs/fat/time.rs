@@ -93,18 +93,33 @@ fn to_fatfs(t: Timestamp) -> fatfs::DateTime {
     }
 }
 
-/// Hands [`now`] to `fatfs` for the entries it stamps itself.
+/// Hands the time a volume was opened with to `fatfs` for the entries it
+/// stamps itself: a fixed instant, never a clock.
 #[derive(Debug)]
-pub struct Clock;
+pub struct Clock(Timestamp);
 
 impl fatfs::TimeProvider for Clock {
     fn get_current_date(&self) -> fatfs::Date {
-        fatfs_date(DosTime::from_timestamp(now()))
+        fatfs_date(DosTime::from_timestamp(self.0))
     }
 
     fn get_current_date_time(&self) -> fatfs::DateTime {
-        to_fatfs(now())
+        to_fatfs(self.0)
     }
+}
+
+/// The clock that always says `now`. `fatfs` keeps only `&'static` clocks,
+/// so each distinct instant gets one for the life of the process (stamping
+/// many volumes with one time makes one).
+pub fn clock_for(now: Timestamp) -> &'static Clock {
+    static CLOCKS: std::sync::Mutex<Vec<&'static Clock>> = std::sync::Mutex::new(Vec::new());
+    let mut clocks = CLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = clocks.iter().find(|c| c.0 == now) {
+        return c;
+    }
+    let c: &'static Clock = Box::leak(Box::new(Clock(now)));
+    clocks.push(c);
+    c
 }
 
 #[cfg(test)]

@@ -12,17 +12,23 @@ use imagegen::mkfs::ext4::{
     build_file, build_in_partition, parse_uuid, partition_size, random_uuid, Ext4Options,
     InodePolicy, Summary,
 };
+use imagegen::sink::{check_distinct, check_output};
+use imagegen::source::{Compression, ImageSource};
 use imagegen::tree::{DirSource, EmptyTree, FsSource, OwnerMap, TarSource, TreeSource};
 use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct Ext4Args {
-    /// Image file to create (must not exist); with --part, the existing disk image to write into
+    /// Image file to create (must not exist unless --force); with --part, the existing disk image to write into
     out: PathBuf,
+    /// Replace OUT if it exists (never when it is the --from image)
+    #[arg(long, conflicts_with = "part")]
+    force: bool,
     /// Size of the filesystem, e.g. 2GiB, 512M (a multiple of 4 KiB; with --part, default: the whole partition)
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, required_unless_present = "part")]
     size: Option<u64>,
     /// What to put in it: a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst) or an ext2/3/4 image to repack (default: empty)
     #[arg(long)]
@@ -40,7 +46,7 @@ pub struct Ext4Args {
     #[arg(long, value_parser = parse_uuid_arg)]
     hash_seed: Option<[u8; 16]>,
     /// Number of inodes (default: one per 16 KiB)
-    #[arg(long, conflicts_with = "inode_ratio")]
+    #[arg(long, conflicts_with = "inode_ratio", value_parser = clap::value_parser!(u32).range(1..))]
     inodes: Option<u32>,
     /// Bytes of filesystem per inode (default 16384)
     #[arg(long, value_parser = parse_size)]
@@ -78,18 +84,35 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
     let meta = std::fs::metadata(from).with_context(|| from.display().to_string())?;
     if meta.is_dir() {
         if part.is_some() {
-            bail!(
+            return Err(crate::cmd::usage::usage(format!(
                 "--from-part needs an image, but {} is a directory",
                 from.display()
-            );
+            )));
         }
         return Ok(Box::new(DirSource::new(from)?));
     }
+    let compression = Compression::of_file(from)?;
+    if compression.is_compressed() {
+        // A compressed tarball, or an image that must be decompressed first.
+        let mut head = Vec::new();
+        ImageSource::open(from)?
+            .take(64 << 10)
+            .read_to_end(&mut head)
+            .with_context(|| format!("reading {}", from.display()))?;
+        if part.is_none() && is_tar_header(&head) {
+            return Ok(Box::new(TarSource::open(from)?));
+        }
+        let advice = match describe_head(&head) {
+            Head::Disk => {
+                "a disk image; decompress it first, then pick the partition with --from-part N"
+            }
+            Head::Ext4 => "an ext2/3/4 image; decompress it first to repack it",
+            Head::Unknown => "but not a tarball (contents not recognised)",
+        };
+        bail!("{}: {compression}-compressed, {advice}", from.display());
+    }
     let file: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(from)?);
-    let dev = match part {
-        Some(n) => imagegen::layout::select(file, Some(n))?,
-        None => file,
-    };
+    let dev = imagegen::layout::select_as(file.clone(), part, "--from-part")?;
     if imagegen::fs::ext4::probe(&*dev)? {
         let fs =
             Ext4Fs::open(dev.clone()).with_context(|| format!("repacking {}", from.display()))?;
@@ -108,29 +131,84 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
         );
         return Ok(Box::new(source));
     }
-    if part.is_some() {
+    if let Some(n) = part {
         bail!(
-            "partition {} of {} holds no ext2/3/4 filesystem to repack",
-            part.unwrap_or_default(),
+            "partition {n} of {} holds no ext2/3/4 filesystem to repack",
+            from.display()
+        );
+    }
+    let mut head = vec![0u8; 512.min(file.size()) as usize];
+    file.read_at(0, &mut head)?;
+    if !is_tar_header(&head) {
+        bail!(
+            "{}: not a directory, a tarball, an ext2/3/4 image or a disk image (contents not recognised)",
             from.display()
         );
     }
     Ok(Box::new(TarSource::open(from)?))
 }
 
+/// Whether `head` starts with a tar header whose checksum holds (or is the
+/// all-zero end of an empty archive).
+fn is_tar_header(head: &[u8]) -> bool {
+    let Some(h) = head.get(..512) else {
+        return false;
+    };
+    if h.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c| c == ' ' || c == '\0'), 8) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
+
+/// What the first bytes of a decompressed file look like.
+enum Head {
+    Disk,
+    Ext4,
+    Unknown,
+}
+
+fn describe_head(head: &[u8]) -> Head {
+    let has = |at: usize, magic: &[u8]| head.get(at..at + magic.len()) == Some(magic);
+    if has(1080, &[0x53, 0xef]) {
+        Head::Ext4
+    } else if has(510, &[0x55, 0xaa]) || has(512, b"EFI PART") {
+        Head::Disk
+    } else {
+        Head::Unknown
+    }
+}
+
 pub fn run(args: Ext4Args) -> anyhow::Result<()> {
     let out = &args.out;
+    let inputs: Vec<&Path> = args.from.as_deref().into_iter().collect();
+    match args.part {
+        Some(_) => check_distinct(out, &inputs)?,
+        None => check_output(out, args.force, &inputs)?,
+    }
     let size = match (args.size, args.part) {
         (Some(size), _) => size,
         (None, Some(part)) => partition_size(out, part)?,
-        (None, None) => bail!("--size is required (unless --part picks a partition to fill)"),
+        (None, None) => {
+            return Err(crate::cmd::usage::usage(
+                "--size is required (unless --part picks a partition to fill)",
+            ))
+        }
     };
-    if args.part.is_none() && out.exists() {
-        bail!(
-            "{}: already exists; remove it first (or use --part N to write into a disk image)",
-            out.display()
-        );
-    }
     let mut opts = Ext4Options::new(size, [0; 16])?;
     opts.uuid = match args.uuid {
         Some(uuid) => uuid,
@@ -150,6 +228,10 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
     let mut source: Box<dyn TreeSource> = match &args.from {
         Some(from) => open_source(from, args.from_part)?,
         None => Box::new(EmptyTree),
+    };
+    let _lock = match args.part {
+        Some(_) => Some(crate::cmd::fs::image::lock_image(out, true)?),
+        None => None,
     };
     let summary: Summary = match args.part {
         Some(part) => build_in_partition(&mut *source, &opts, out, part),

@@ -2,20 +2,24 @@
 
 use crate::cmd::fs::image::in_image;
 use crate::cmd::size::parse_size;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::fat::{format, FatBits, FormatOptions};
 use imagegen::layout::select;
+use imagegen::mkfs::fat::check_size;
 use imagegen::sink::PendingFile;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct FatArgs {
-    /// Image file to create (must not exist), or with --part the disk image
-    /// whose partition is formatted in place
+    /// Image file to create (must not exist unless --force), or with --part
+    /// the disk image whose partition is formatted in place
     out: PathBuf,
+    /// Replace OUT if it exists
+    #[arg(long, conflicts_with = "part")]
+    force: bool,
     /// Size of the new image, e.g. 64MiB, 512M, 8GiB (not with --part)
     #[arg(long, value_parser = parse_size, required_unless_present = "part", conflicts_with = "part")]
     size: Option<u64>,
@@ -58,17 +62,16 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         cluster_size,
     };
     if let Some(part) = args.part {
+        let _lock = crate::cmd::fs::image::lock_image(out, true)?;
         let disk: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(out)?);
         let dev = select(disk, Some(part)).map_err(|e| in_image(e, out))?;
         format(&*dev, &opts).map_err(|e| in_image(e, out))?;
         return Ok(());
     }
-    if out.exists() {
-        bail!("{}: already exists; remove it first", out.display());
-    }
     let size = args.size.context("--size is required without --part")?;
+    check_size(size, &opts).with_context(|| out.display().to_string())?;
     let made = (|| -> anyhow::Result<()> {
-        let pending = PendingFile::create(out)?;
+        let pending = PendingFile::create_checked(out, args.force, &[])?;
         let dev = pending.device(size)?;
         format(&dev, &opts)?;
         drop(dev);
