@@ -47,6 +47,14 @@ if [ ! -f "$base" ] || [ "$rootfs" -nt "$base" ]; then
 	rm -rf "$tree" && mkdir -p "$tree"
 	tar -xf "$rootfs" -C "$tree" --numeric-owner
 	rm -f "$tree"/etc/ssh/ssh_host_*
+	# --variant=extract unpacks packages without running maintainer
+	# scripts: base-files' os-release and the user database are missing.
+	[ -e "$tree/usr/lib/os-release" ] || printf 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n' >"$tree/usr/lib/os-release"
+	[ -e "$tree/etc/os-release" ] || ln -s ../usr/lib/os-release "$tree/etc/os-release"
+	[ -s "$tree/etc/passwd" ] || echo 'root:x:0:0:root:/root:/bin/bash' >"$tree/etc/passwd"
+	[ -s "$tree/etc/group" ] || printf 'root:x:0:\nshadow:x:42:\n' >"$tree/etc/group"
+	[ -s "$tree/etc/shadow" ] || { echo 'root:*:20362:0:99999:7:::' >"$tree/etc/shadow"; chmod 0640 "$tree/etc/shadow"; }
+	mkdir -p "$tree/root" "$tree/etc/systemd/system" "$tree/etc/ssh"
 	echo 'pi:x:1000:1000:,,,:/home/pi:/bin/bash' >>"$tree/etc/passwd"
 	echo 'pi:x:1000:' >>"$tree/etc/group"
 	echo 'pi:*:20362:0:99999:7:::' >>"$tree/etc/shadow"
@@ -107,10 +115,13 @@ echo "base: $(du -h --apparent-size "$base" | cut -f1) ($(du -h "$base" | cut -f
 
 # --- nodeimg stamp --------------------------------------------------------------
 rm -rf "$work/out" "$work/out1"
-# One node: the run's fixed costs (opening the base, hashing it once).
-t0=$(now)
-"$nodeimg" stamp --config "$cluster" --base "$base" --node node0 -o "$work/one.delta" --state "$state" --force >/dev/null
-t1=$(now)
+# One node: the run's fixed costs (opening the base, hashing it once). The
+# first run also generates the state and warms the cache: time the second.
+for _ in 1 2; do
+	t0=$(now)
+	"$nodeimg" stamp --config "$cluster" --base "$base" --node node0 -o "$work/one.delta" --state "$state" --force >/dev/null
+	t1=$(now)
+done
 /usr/bin/time -f '%e %M' -o "$work/time.all" \
 	"$nodeimg" stamp --config "$cluster" --base "$base" --all --out-dir "$work/out" --state "$state" --json >"$work/stamp.json"
 read -r all_s all_rss <"$work/time.all"

@@ -1,6 +1,7 @@
 //! `nodeimg stamp`: each node's identity, keys, secrets and role bootstrap
 //! as a delta over the base (docs/stamp.md).
 
+use super::usage::usage;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use imagegen::fs::Timestamp;
@@ -109,11 +110,15 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             .iter()
             .map(|n| Output::Delta(d.join(format!("{}.delta", n.hostname))))
             .collect(),
-        (_, None, _, true) => bail!("--all writes one delta per node: give --out-dir DIR"),
-        (None, None, None, false) => {
-            bail!("say where the node goes: -o FILE, --out-dir DIR or --image FILE")
+        (_, None, _, true) => {
+            return Err(usage("--all writes one delta per node: give --out-dir DIR"))
         }
-        _ => bail!("give one of -o, --out-dir and --image"),
+        (None, None, None, false) => {
+            return Err(usage(
+                "say where the node goes: -o FILE, --out-dir DIR or --image FILE",
+            ))
+        }
+        _ => return Err(usage("give one of -o, --out-dir and --image")),
     };
     // Refuse before generating or writing anything.
     if !args.force {
