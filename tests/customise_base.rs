@@ -115,6 +115,10 @@ fn base_customisations_read_back() {
         l("multi-user.target.wants/ssh.service").as_deref(),
         Some("/lib/systemd/system/ssh.service")
     );
+    assert_eq!(
+        ext_cat(&path, 2, "/etc/systemd/system-preset/20-nodeimg-base.preset").unwrap(),
+        "# Written by nodeimg base: the units [base] enables and disables.\nenable NetworkManager.service\ndisable apt-daily-upgrade.timer\nenable ssh.service\n"
+    );
     // Boot partition.
     let cmdline = fat_cat(&path, 1, "/cmdline.txt").unwrap();
     assert!(

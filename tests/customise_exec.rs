@@ -244,6 +244,12 @@ fn a_refused_list_changes_no_byte() {
             }],
             "non-template",
         ),
+        (
+            vec![Op::Remove {
+                path: "/boot".into(),
+            }],
+            "holds the mount point /boot/firmware",
+        ),
     ];
     for (ops, why) in refusals {
         let mut img = open_rw(&path);
@@ -365,4 +371,186 @@ fn through_an_overlay_the_base_never_changes() {
         .ends_with("cfg80211.ieee80211_regdom=GB systemd.hostname=node7\n"));
     assert_eq!(fat_cat(&node, 1, "/ssh").unwrap(), "");
     fsck_all(&node);
+}
+
+/// A GPT disk made by sfdisk, mkfs.vfat and mke2fs -d whose fstab names
+/// its partitions by PARTUUID (GPT GUID), UUID (FAT volume id) and LABEL.
+fn gpt_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = r#"
+set -euo pipefail
+cd "$1"
+mkdir -p root/etc/network data
+printf 'ID=debian\nVERSION_CODENAME=trixie\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n' > root/etc/os-release
+printf 'auto eth0\n' > root/etc/network/interfaces
+printf '%s\n' \
+  'PARTUUID=6d2b58b8-35c6-4b40-8a8a-0123456789ab / ext4 defaults 0 1' \
+  'UUID=1234-abcd /boot/efi vfat umask=0077 0 1' \
+  'LABEL=data /srv/data ext4 defaults,noauto 0 2' > root/etc/fstab
+echo hello > data/hello.txt
+truncate -s 40M disk.img
+printf '%s\n' 'label: gpt' \
+  'start=2048, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B' \
+  'start=18432, size=32768, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6D2B58B8-35C6-4B40-8A8A-0123456789AB' \
+  'start=51200, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4' | sfdisk -q disk.img
+truncate -s 8M efi.fat
+mkfs.vfat -n EFI -i 1234ABCD efi.fat >/dev/null
+echo efi > efi.txt
+MTOOLS_SKIP_CHECK=1 mcopy -i efi.fat efi.txt ::/efi.txt
+truncate -s 16M root.ext4
+truncate -s 8M data.ext4
+mke2fs -q -F -t ext4 -L rootfs -d root root.ext4
+mke2fs -q -F -t ext4 -L data -d data data.ext4
+dd if=efi.fat of=disk.img bs=512 seek=2048 conv=notrunc status=none
+dd if=root.ext4 of=disk.img bs=512 seek=18432 conv=notrunc status=none
+dd if=data.ext4 of=disk.img bs=512 seek=51200 conv=notrunc status=none
+truncate -s 8M blank.img
+echo 'label: gpt' | sfdisk -q blank.img
+"#;
+    run(std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("gpt")
+        .arg(dir));
+    dir.join("disk.img")
+}
+
+#[test]
+fn gpt_fstab_by_partuuid_uuid_and_label() {
+    use imagegen::block::{BlockDevice, FileDevice};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let disk = gpt_disk(dir.path());
+    let mut img = open_rw(&disk);
+    assert_eq!(img.mount_of("/etc/fstab"), Some(2));
+    assert_eq!(img.mount_of("/boot/efi/efi.txt"), Some(1));
+    assert_eq!(img.mount_of("/srv/data/hello.txt"), Some(3));
+    assert_eq!(
+        img.read("/srv/data/hello.txt").unwrap().unwrap(),
+        b"hello\n"
+    );
+    assert_eq!(img.read("/boot/efi/efi.txt").unwrap().unwrap(), b"efi\n");
+    assert!(matches!(
+        img.profile(),
+        OsProfile::Debian {
+            raspberry_pi: false,
+            first_boot: false,
+            cloud_init: false,
+            network: Network::Ifupdown,
+            ..
+        }
+    ));
+    let points: Vec<String> = img.mounts().into_iter().map(|m| m.point).collect();
+    assert_eq!(points, vec!["/boot/efi", "/srv/data", "/"]);
+    img.apply(&[
+        file("/srv/data/new.txt", "new\n", 0o640, 0, 0),
+        file("/boot/efi/new.txt", "new\n", 0o644, 0, 0),
+    ])
+    .unwrap();
+    img.flush().unwrap();
+    drop(img);
+    assert_eq!(ext_cat(&disk, 3, "/new.txt").unwrap(), "new\n");
+    assert_eq!(fat_cat(&disk, 1, "/new.txt").unwrap(), "new\n");
+    fsck_all(&disk);
+
+    let blank: Arc<dyn BlockDevice> =
+        Arc::new(FileDevice::open(dir.path().join("blank.img")).unwrap());
+    let e = pipeline::osimage::OsImage::open(blank, imagegen::fs::OpenOptions::read_only())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no root filesystem found"), "{e}");
+}
+
+#[test]
+fn damaged_images_are_one_line_errors() {
+    use imagegen::block::{BlockDevice, FileDevice};
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    let open = |p: &std::path::Path| {
+        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_rw(p).unwrap());
+        pipeline::osimage::OsImage::open(dev, imagegen::fs::OpenOptions::writable(NOW))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Truncated in the middle of the root partition.
+    let cut = os_support::copy_to(&os_support::rpios(), dir.path(), "cut.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    f.set_len(100 << 20).unwrap();
+    drop(f);
+    let e = open(&cut).unwrap_err().to_string();
+    assert!(e.contains("partition 2") && !e.contains('\n'), "{e}");
+    // The boot partition's FAT boot sector wiped: fstab mounts it, so the
+    // image is refused, naming the partition.
+    let wiped = os_support::copy_to(&os_support::rpios(), dir.path(), "wiped.img");
+    let (start, _) = partition(&wiped, 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wiped)
+        .unwrap();
+    f.write_all_at(&[0u8; 512], start).unwrap();
+    drop(f);
+    let e = open(&wiped).unwrap_err().to_string();
+    assert!(
+        e.contains("mounted at /boot/firmware") && !e.contains('\n'),
+        "{e}"
+    );
+    // /etc/systemd/system replaced by a file: enabling is refused, nothing
+    // written.
+    let odd = os_support::copy_to(&os_support::rpios(), dir.path(), "odd.img");
+    let mut img = open_rw(&odd);
+    img.apply(&[
+        Op::Remove {
+            path: "/etc/systemd/system".into(),
+        },
+        file("/etc/systemd/system", "not a directory\n", 0o644, 0, 0),
+    ])
+    .unwrap();
+    img.flush().unwrap();
+    drop(img);
+    let before = std::fs::read(&odd).unwrap();
+    let mut img = open_rw(&odd);
+    let e = img
+        .apply(&[Op::Enable {
+            unit: "ssh.service".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+    img.flush().unwrap();
+    drop(img);
+    assert!(e.contains("not a directory"), "{e}");
+    assert!(std::fs::read(&odd).unwrap() == before);
+    fsck_all(&odd);
+}
+
+#[test]
+fn the_same_ops_at_the_same_time_give_the_same_bytes() {
+    // imagegen's FAT takes creation times from SOURCE_DATE_EPOCH or the
+    // clock, not from the open options (without it this test fails).
+    std::env::set_var("SOURCE_DATE_EPOCH", NOW.secs.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let ops = vec![
+        file("/etc/hostname", "node2\n", 0o644, 0, 0),
+        file("/var/lib/nodeimg/role", "worker\n", 0o644, 0, 0),
+        Op::Enable {
+            unit: "ssh.service".into(),
+        },
+        Op::Disable {
+            unit: "apt-daily.timer".into(),
+        },
+        Op::Cmdline {
+            append: vec!["systemd.hostname=node2".into()],
+            remove: vec![],
+        },
+        file("/boot/firmware/ssh", "", 0o644, 0, 0),
+    ];
+    let mut copies = Vec::new();
+    for name in ["a.img", "b.img"] {
+        let p = os_support::copy_to(&os_support::rpios(), dir.path(), name);
+        let mut img = open_rw(&p);
+        img.apply(&ops).unwrap();
+        img.flush().unwrap();
+        copies.push(p);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(same_bytes(&copies[0], &copies[1]));
 }

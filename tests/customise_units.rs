@@ -267,3 +267,51 @@ fn a_unit_that_does_not_exist_is_one_line_and_no_byte_changes() {
         .status;
     assert!(!status.success());
 }
+
+#[test]
+fn enabling_again_and_alias_names_match_systemctl() {
+    let p = pair();
+    apply(&p.img, &units(&["ssh.service"], |unit| Op::Enable { unit }));
+    systemctl(&p.tree, "enable", &["ssh.service"]);
+    // Again: links already in place (NetworkManager's, to /usr/lib/…)
+    // are kept as they are.
+    let again = ["ssh.service", "NetworkManager.service"];
+    apply(&p.img, &units(&again, |unit| Op::Enable { unit }));
+    systemctl(&p.tree, "enable", &again);
+    assert_eq!(image_links(&p.img), tree_links(&p.tree));
+    // An alias link in /etc is refused by both, with nothing changed.
+    let before = std::fs::read(&p.img).unwrap();
+    let mut image = open_rw(&p.img);
+    let err = image
+        .apply(&[Op::Enable {
+            unit: "sshd.service".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+    image.flush().unwrap();
+    drop(image);
+    assert!(
+        err.contains("refusing to operate on linked unit file"),
+        "{err}"
+    );
+    assert!(std::fs::read(&p.img).unwrap() == before);
+    let status = Command::new("systemctl")
+        .arg(format!("--root={}", p.tree.display()))
+        .args(["enable", "sshd.service"])
+        .output()
+        .unwrap()
+        .status;
+    assert!(!status.success());
+    // Disabling by the alias name on this first-boot image: both names end
+    // up masked.
+    apply(
+        &p.img,
+        &units(&["sshd.service"], |unit| Op::Disable { unit }),
+    );
+    systemctl(&p.tree, "disable", &["sshd.service"]);
+    systemctl(&p.tree, "mask", &["sshd.service", "ssh.service"]);
+    let ours = image_links(&p.img);
+    assert_eq!(ours, tree_links(&p.tree));
+    assert_eq!(ours["/etc/systemd/system/ssh.service"], "/dev/null");
+    fsck_all(&p.img);
+}

@@ -179,6 +179,24 @@ fn no_terminal_requires_yes_and_dry_run_writes_nothing() {
         "--yes",
     ]);
     fails_with(&out, "given twice");
+    // Two names for one disk are one disk: compared by device number.
+    let alias = dir.path().join("card-alias");
+    std::os::unix::fs::symlink(&card.dev, &alias).unwrap();
+    let out = nodeimg(&[
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--device",
+        alias.to_str().unwrap(),
+        "--allow-fixed",
+        "--yes",
+    ]);
+    fails_with(&out, "are the same disk");
+    assert!(
+        card.read(0, 1 << 20).iter().all(|&b| b == 0x33),
+        "a refused flash wrote"
+    );
 }
 
 #[test]
@@ -215,6 +233,12 @@ fn mounted_card_is_unmounted_or_refused_with_no_unmount() {
         "--yes",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // `--yes` unmounts without asking, so it says what it unmounted.
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("{}: unmounted {}", card.dev, mnt.display())),
+        "{said}"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(mnt.to_str().unwrap()), "was unmounted");
     drop(m);

@@ -12,6 +12,7 @@ pub use imagegen::{bmap, ranges};
 pub mod devices;
 pub mod interrupt;
 pub mod plan;
+pub mod platform;
 pub mod policy;
 pub mod progress;
 pub mod source;

@@ -5,6 +5,8 @@
 //!   mounted filesystem of the running system) is never a target;
 //! - a fixed (non-removable, internal) disk only with `--allow-fixed`;
 //! - a read-only disk or one smaller than the image never;
+//! - a disk the platform says cannot be a card (an APFS-synthesized disk, a
+//!   disk image attached from a file) never;
 //! - mounted partitions are unmounted after confirmation, or refused with `--no-unmount`;
 //! - the user confirms by typing the device name; without a terminal `--yes` is required.
 
@@ -29,6 +31,7 @@ pub fn refusals(disk: &Disk, image_size: Option<u64>, opts: Options) -> Vec<Stri
         .into_iter()
         .map(|r| format!("it is the system disk: {r}"))
         .collect();
+    why.extend(disk.unsuitable.iter().cloned());
     if !disk.removable && !opts.allow_fixed {
         why.push(format!(
             "it is a fixed {} disk, not removable (pass --allow-fixed if you mean it)",
@@ -178,6 +181,8 @@ mod tests {
                     system,
                 })
                 .collect(),
+            device_number: None,
+            unsuitable: Vec::new(),
         }
     }
 

@@ -1,16 +1,18 @@
 //! A device opened for flashing: exclusive, unbuffered where the device allows
 //! it, with a buffered descriptor for the pieces direct I/O cannot take.
 //!
-//! Linux: `O_EXCL` (the kernel refuses while a filesystem on it is mounted or
-//! another program holds it exclusively) and `O_DIRECT`, falling back to
-//! buffered I/O when the device or filesystem refuses direct I/O. macOS:
-//! `F_NOCACHE` on the raw device. Reads for verification bypass the page cache.
+//! The OS-specific calls live in [`crate::platform`]: on Linux `O_EXCL` (the
+//! kernel refuses while a filesystem on it is mounted or another program
+//! holds it exclusively) and `O_DIRECT`, falling back to buffered I/O when
+//! the device or filesystem refuses direct I/O; on macOS `F_NOCACHE` on the
+//! raw device. Reads for verification bypass the page cache.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use crate::platform;
 
 /// Something a flash writes to and verifies from.
 pub trait Target: Send + Sync {
@@ -42,14 +44,6 @@ pub struct DeviceTarget {
     is_block: bool,
 }
 
-#[cfg(target_os = "linux")]
-mod ioctls {
-    // From <linux/fs.h>.
-    pub const BLKRRPART: libc::c_ulong = 0x125f;
-    pub const BLKFLSBUF: libc::c_ulong = 0x1261;
-    pub const BLKSSZGET: libc::c_ulong = 0x1268;
-}
-
 impl DeviceTarget {
     /// Opens `path` for reading and writing, exclusively on Linux block devices.
     pub fn open(path: &Path) -> io::Result<Self> {
@@ -71,33 +65,35 @@ impl DeviceTarget {
         let meta = std::fs::metadata(path)?;
         // macOS raw disks are character devices.
         let is_block = meta.file_type().is_block_device() || meta.file_type().is_char_device();
-        let mut excl = 0;
-        if write && is_block && cfg!(target_os = "linux") {
-            excl = libc::O_EXCL;
-        }
-        let open = |flags: i32| {
+        let exclusive = write && is_block && platform::EXCLUSIVE;
+        let open = |excl: bool| {
             OpenOptions::new()
                 .read(true)
                 .write(write)
-                .custom_flags(flags)
+                .custom_flags(if excl { libc::O_EXCL } else { 0 })
                 .open(path)
         };
-        let (direct, buffered) = match open_direct(path, write, excl) {
-            Ok(d) => (Some(d), open(0)?),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (None, open(excl)?),
+        let (direct, buffered) = match platform::open_direct(path, write, exclusive) {
+            Ok(d) => (Some(d), open(false)?),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (None, open(exclusive)?),
             Err(e) => return Err(e),
         };
         let size = if is_block {
-            let mut f = &buffered;
-            match io::Seek::seek(&mut f, io::SeekFrom::End(0)) {
-                Ok(n) if n > 0 => n,
-                _ => known_size.unwrap_or(0),
+            match platform::device_size(&buffered)? {
+                Some(n) if n > 0 => n,
+                _ => {
+                    let mut f = &buffered;
+                    match io::Seek::seek(&mut f, io::SeekFrom::End(0)) {
+                        Ok(n) if n > 0 => n,
+                        _ => known_size.unwrap_or(0),
+                    }
+                }
             }
         } else {
             meta.len()
         };
         let align = if is_block {
-            logical_sector(&buffered).max(512)
+            platform::logical_sector(&buffered).max(512)
         } else {
             4096
         };
@@ -128,64 +124,43 @@ impl DeviceTarget {
         }
     }
 
+    /// The device number of the opened node (`st_rdev`; 0 for a file).
+    pub fn device_number(&self) -> io::Result<u64> {
+        platform::device_number(&self.buffered)
+    }
+
+    /// Checks that the opened device is the one the user confirmed: the same
+    /// device number (when it was known) and the same size. Between the
+    /// listing and this open, a card may have been swapped or renamed.
+    pub fn check_identity(&self, disk: &crate::devices::Disk) -> crate::Result<()> {
+        let refuse = |reason: String| crate::Error::Refused {
+            device: disk.path.clone(),
+            reason,
+        };
+        if let Some(want) = disk.device_number {
+            let got = self
+                .device_number()
+                .map_err(|e| crate::Error::system(format!("{}: fstat", disk.path), e))?;
+            if got != want {
+                return Err(refuse(format!(
+                    "the device opened for writing (number {got:#x}) is not the one checked \
+                     and confirmed ({want:#x}); was the card swapped?"
+                )));
+            }
+        }
+        if self.is_block && disk.size != 0 && self.size != disk.size {
+            return Err(refuse(format!(
+                "it now holds {} bytes, not the {} that were checked and confirmed; was the card swapped?",
+                self.size, disk.size
+            )));
+        }
+        Ok(())
+    }
+
     /// Drops cached pages so buffered reads come from the medium.
     fn drop_cache(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            let fd = self.buffered.as_raw_fd();
-            if self.is_block {
-                // SAFETY: BLKFLSBUF takes no argument; fd is open.
-                unsafe { libc::ioctl(fd, ioctls::BLKFLSBUF as _, 0) };
-            }
-            // SAFETY: plain advisory call on an open descriptor.
-            unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
+        platform::drop_cache(&self.buffered, self.is_block);
     }
-}
-
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path, write: bool, excl: i32) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_DIRECT | excl)
-        .open(path)
-}
-
-#[cfg(target_os = "macos")]
-fn open_direct(path: &Path, write: bool, excl: i32) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(excl)
-        .open(path)?;
-    // SAFETY: F_NOCACHE takes an int flag; fd is open.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_NOCACHE, 1) } == -1 {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    Ok(f)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn open_direct(_: &Path, _: bool, _: i32) -> io::Result<File> {
-    Err(io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-#[cfg(target_os = "linux")]
-fn logical_sector(f: &File) -> u64 {
-    let mut sz: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the pointer.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), ioctls::BLKSSZGET as _, &mut sz) };
-    if r == 0 && sz > 0 {
-        sz as u64
-    } else {
-        512
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn logical_sector(_: &File) -> u64 {
-    512
 }
 
 impl Target for DeviceTarget {
@@ -222,17 +197,8 @@ impl Target for DeviceTarget {
     }
 
     fn reread_partitions(&self) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
         if self.is_block {
-            let fd = self.direct.as_ref().unwrap_or(&self.buffered).as_raw_fd();
-            // SAFETY: BLKRRPART takes no argument; fd is open.
-            if unsafe { libc::ioctl(fd, ioctls::BLKRRPART as _, 0) } != 0 {
-                let e = io::Error::last_os_error();
-                // Loop devices without partition scanning answer EINVAL: nothing to re-read.
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e);
-                }
-            }
+            platform::reread_partitions(self.direct.as_ref().unwrap_or(&self.buffered))?;
         }
         Ok(())
     }
@@ -241,6 +207,39 @@ impl Target for DeviceTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn disk_for(path: &Path, size: u64, device_number: Option<u64>) -> crate::devices::Disk {
+        crate::devices::Disk {
+            path: path.display().to_string(),
+            write_path: path.display().to_string(),
+            size,
+            vendor: None,
+            model: None,
+            transport: crate::devices::Transport::Usb,
+            removable: true,
+            read_only: false,
+            mounts: Vec::new(),
+            device_number,
+            unsuitable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_opened_device_must_be_the_confirmed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("card");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let t = DeviceTarget::open(&p).unwrap();
+        let same = t.device_number().unwrap();
+        t.check_identity(&disk_for(&p, 1 << 20, Some(same)))
+            .unwrap();
+        t.check_identity(&disk_for(&p, 1 << 20, None)).unwrap();
+        let err = t
+            .check_identity(&disk_for(&p, 1 << 20, Some(same + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the one checked and confirmed"), "{err}");
+    }
 
     #[test]
     fn aligned_pieces_go_direct_and_the_rest_buffered() {

@@ -16,6 +16,15 @@ pub enum Error {
     /// filesystems, block devices).
     #[error(transparent)]
     Image(#[from] imagegen::Error),
+    /// Reading or changing a path of an OS image failed underneath (the
+    /// filesystem or device); `path` is the OS's path, which the
+    /// filesystem's own message (inside its partition) does not show.
+    #[error("{path}: {source}")]
+    ImageAt {
+        path: String,
+        #[source]
+        source: imagegen::Error,
+    },
     /// A configuration file (cluster file, board file, owner map) says
     /// something wrong: `file:line: key: why`. `line` is 0 when unknown.
     #[error("{}{}: {key}: {why}", .file.display(), line_suffix(*.line))]
@@ -67,6 +76,18 @@ impl Error {
             line,
             key: key.into(),
             why: why.into(),
+        }
+    }
+
+    /// Wraps an image error with the OS path it happened on ("not found"
+    /// simply names the OS path).
+    pub fn at(path: impl Into<String>, source: imagegen::Error) -> Self {
+        match source {
+            imagegen::Error::NotFound(_) => Error::Image(imagegen::Error::NotFound(path.into())),
+            source => Error::ImageAt {
+                path: path.into(),
+                source,
+            },
         }
     }
 

@@ -1,10 +1,16 @@
 //! `pipeline`: the policy of nodeimg's stages, over `imagegen`'s mechanism.
 //!
+//! - [`osimage`]: an OS on a disk image, its partitions mounted (in our own
+//!   code, without root) where the OS's fstab mounts them; [`os`]: which OS
+//!   it is ([`os::OsProfile`]).
 //! - [`customise`]: the one executor of customisation operations (files,
 //!   directories, links, systemd units, line edits) that `base` and `stamp`
-//!   share, over an OS image's filesystems.
+//!   share, over an [`osimage::OsImage`]; [`systemd`]: unit enable/disable/
+//!   mask with `systemctl --root`'s results.
 //! - [`base`]: stage 1, a board image from an upstream image or a root tree.
 //! - [`board`]: boards as data (`boards/*.toml`).
+//! - [`templates`]: the role bootstraps, units and cluster files a node gets,
+//!   rendered from embedded (or user-overridden) templates.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
@@ -17,5 +23,6 @@ pub mod os;
 pub mod osimage;
 pub mod size;
 pub mod systemd;
+pub mod templates;
 
 pub use error::{Error, Result};

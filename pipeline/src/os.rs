@@ -360,4 +360,11 @@ mod tests {
         let e = OsProfile::detect(&f).unwrap_err().to_string();
         assert!(e.contains("ID=fedora"), "{e}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn os_release_never_panics(text in "\\PC{0,400}") {
+            let _ = parse_os_release(&text);
+        }
+    }
 }

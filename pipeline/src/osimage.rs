@@ -92,6 +92,8 @@ pub struct OsImage {
     /// Longest mount point first, so routing takes the deepest match.
     pub(crate) mounts: Vec<Mount>,
     profile: OsProfile,
+    /// The time given to everything written (the open options' `now`).
+    pub(crate) now: imagegen::fs::Timestamp,
 }
 
 impl std::fmt::Debug for OsImage {
@@ -200,6 +202,7 @@ impl OsImage {
             table,
             mounts,
             profile: OsProfile::NixOs { version: None },
+            now: opts.now,
         };
         image.profile = OsProfile::detect(&image)?;
         Ok(image)
@@ -223,13 +226,18 @@ impl OsImage {
     /// The contents of the file at `path` (symlinks followed); `None` when
     /// nothing is there.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(None);
+        };
         match self.lstat_node(&canon)? {
             None => Ok(None),
             Some(Node::File { .. }) => {
                 let (m, inner) = self.route(&canon);
                 let mut buf = Vec::new();
-                self.mounts[m].fs.read_file(&inner, &mut buf)?;
+                self.mounts[m]
+                    .fs
+                    .read_file(&inner, &mut buf)
+                    .map_err(|e| Error::at(path, e))?;
                 Ok(Some(buf))
             }
             Some(_) => Err(Error::refused(path, "not a regular file")),
@@ -239,7 +247,9 @@ impl OsImage {
     /// What `path` is: symlinks among its ancestors are followed, the last
     /// component is not (like `lstat`). `None` when absent.
     pub fn stat(&self, path: &str) -> Result<Option<Stat>> {
-        let canon = resolve(self, path, false)?;
+        let Some(canon) = resolve_existing(self, path, false)? else {
+            return Ok(None);
+        };
         let (m, inner) = self.route(&canon);
         not_found_is_none(self.mounts[m].fs.stat(&inner))
     }
@@ -248,12 +258,17 @@ impl OsImage {
     pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
         let canon = resolve(self, path, true)?;
         let (m, inner) = self.route(&canon);
-        Ok(self.mounts[m].fs.list(&inner)?)
+        self.mounts[m]
+            .fs
+            .list(&inner)
+            .map_err(|e| Error::at(path, e))
     }
 
     /// Whether `path` is a directory (symlinks followed).
     pub fn is_dir(&self, path: &str) -> Result<bool> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(false);
+        };
         Ok(self.lstat_node(&canon)? == Some(Node::Dir))
     }
 
@@ -359,12 +374,16 @@ impl OsFiles for OsImage {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(false);
+        };
         Ok(self.lstat_node(&canon)?.is_some())
     }
 
     fn entries(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let canon = resolve(self, path, true)?;
+        let Some(canon) = resolve_existing(self, path, true)? else {
+            return Ok(Vec::new());
+        };
         match self.lstat_node(&canon)? {
             Some(Node::Dir) => self.list(&canon),
             _ => Ok(Vec::new()),
@@ -395,6 +414,29 @@ pub(crate) fn resolve<L: Lookup + ?Sized>(
     path: &str,
     follow_last: bool,
 ) -> Result<String> {
+    match resolve_or_notdir(tree, path, follow_last)? {
+        Ok(p) => Ok(p),
+        Err(here) => Err(Error::refused(path, format!("{here} is not a directory"))),
+    }
+}
+
+/// [`resolve`] for questions of existence: a path through something that
+/// is not a directory does not exist (`None`), as `stat` says ENOTDIR.
+pub(crate) fn resolve_existing<L: Lookup + ?Sized>(
+    tree: &L,
+    path: &str,
+    follow_last: bool,
+) -> Result<Option<String>> {
+    Ok(resolve_or_notdir(tree, path, follow_last)?.ok())
+}
+
+/// The canonical path, or (inner `Err`) the component that is not a
+/// directory.
+fn resolve_or_notdir<L: Lookup + ?Sized>(
+    tree: &L,
+    path: &str,
+    follow_last: bool,
+) -> Result<std::result::Result<String, String>> {
     imagegen::fs::path_components(path)?;
     let mut todo: std::collections::VecDeque<String> = path
         .split('/')
@@ -435,13 +477,11 @@ pub(crate) fn resolve<L: Lookup + ?Sized>(
                     todo.push_front(part.to_string());
                 }
             }
-            Some(_) if !last => {
-                return Err(Error::refused(path, format!("{here} is not a directory")));
-            }
+            Some(_) if !last => return Ok(Err(here)),
             Some(_) => {}
         }
     }
-    Ok(join(&cur))
+    Ok(Ok(join(&cur)))
 }
 
 /// `/a/b` from `["a", "b"]`; `/` from nothing.
@@ -675,5 +715,13 @@ mod tests {
                 }
             ]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fstab_never_panics(text in "\\PC{0,400}") {
+            let _ = parse_fstab(&text);
+            let _ = unescape_octal(&text);
+        }
     }
 }

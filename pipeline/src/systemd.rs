@@ -23,7 +23,11 @@
 //! template `foo@.service`. A name that is a symlink in a unit directory is
 //! followed: to `/dev/null` (or an empty file) it is **masked**; to a file
 //! of the same name it is a linked unit; to another name it is an alias,
-//! and the target name is looked up instead.
+//! and the target name is looked up instead — except that `enable` refuses
+//! an alias link in `/etc/systemd/system` (or `/run/systemd/system`, or a
+//! `.control` directory), as systemctl does ("refusing to operate on linked
+//! unit file"): `enable sshd.service` once `sshd.service` is `ssh.service`'s
+//! alias.
 //!
 //! # enable
 //! From the unit's `[Install]` section (the unit file only; drop-ins are
@@ -286,9 +290,19 @@ enum Found {
     Missing,
 }
 
+/// Directories whose alias links `enable` refuses to follow (systemd's
+/// "config" directories).
+const CONFIG_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+];
+
 /// Finds `name` the way systemctl's install logic does, following alias
-/// links to their target name.
-fn find(view: &Staged, name: &str) -> Result<Found> {
+/// links to their target name — for `enable` not those in a config
+/// directory (systemctl: "refusing to operate on linked unit file").
+fn find(view: &Staged, name: &str, follow_config_aliases: bool) -> Result<Found> {
     let mut name = name.to_string();
     for _ in 0..MAX_FOLLOW {
         let parsed = UnitName::parse(&name)?;
@@ -317,6 +331,13 @@ fn find(view: &Staged, name: &str) -> Result<Found> {
                 if base == looked_up {
                     // A linked unit file: same name, elsewhere.
                     return load(view, &name, &dest);
+                }
+                let dir = crate::customise::staged::parent(&path);
+                if !follow_config_aliases && CONFIG_DIRS.contains(&dir) {
+                    return Err(Error::refused(
+                        format!("unit {name}"),
+                        format!("refusing to operate on linked unit file {path}: it is an alias of {base}, enable that instead"),
+                    ));
                 }
                 // An alias: continue with the target's name (an instance
                 // keeps its instance across a template alias).
@@ -354,12 +375,10 @@ fn load(view: &Staged, name: &str, path: &str) -> Result<Found> {
 fn search(view: &Staged, file: &str) -> Result<Option<(String, Node)>> {
     for dir in SEARCH_PATH {
         let path = format!("{dir}/{file}");
-        let canon = match view.resolve(&path, false) {
-            Ok(c) => c,
-            // A search directory that is not a directory is skipped, as
-            // systemd skips what it cannot open.
-            Err(Error::Refused { .. }) => continue,
-            Err(e) => return Err(e),
+        // A search directory that is not a directory is skipped, as
+        // systemd skips what it cannot open.
+        let Some(canon) = crate::osimage::resolve_existing(view, &path, false)? else {
+            continue;
         };
         match view.node(&canon)? {
             None | Some(Node::Dir) => continue,
@@ -467,7 +486,7 @@ pub(crate) fn enable(view: &mut Staged, unit: &str) -> Result<()> {
         } else {
             format!("unit {name}")
         };
-        let (name, path, install) = match find(view, &name)? {
+        let (name, path, install) = match find(view, &name, false)? {
             Found::Missing => {
                 return Err(Error::refused(
                     what,
@@ -518,7 +537,7 @@ pub(crate) fn enable(view: &mut Staged, unit: &str) -> Result<()> {
             NameKind::Template => match &install.default_instance {
                 Some(inst) => {
                     let inst_name = parsed.with_instance(inst);
-                    if let Found::Masked { .. } = find(view, &inst_name)? {
+                    if let Found::Masked { .. } = find(view, &inst_name, false)? {
                         return Err(Error::refused(format!("unit {inst_name}"), "is masked"));
                     }
                     (inst_name, false)
@@ -565,7 +584,7 @@ pub(crate) fn disable(view: &mut Staged, unit: &str) -> Result<Vec<String>> {
         if !done.insert(name.clone()) {
             continue;
         }
-        match find(view, &name)? {
+        match find(view, &name, true)? {
             Found::Missing if also => {}
             Found::Missing => {
                 return Err(Error::refused(format!("unit {name}"), "does not exist"));
@@ -606,7 +625,10 @@ pub(crate) fn disable(view: &mut Staged, unit: &str) -> Result<Vec<String>> {
                 }
             }
             if !hit {
-                let dest = view.resolve(&link, true)?;
+                // Unresolvable links (loops) are skipped, as systemctl does.
+                let Ok(dest) = view.resolve(&link, true) else {
+                    continue;
+                };
                 let parent_ok = matches!(
                     view.node(crate::customise::staged::parent(&dest))?,
                     Some(Node::Dir)
@@ -716,5 +738,14 @@ mod tests {
             "bar/foo-bar/foo-bar.service"
         );
         assert!(expand("%H", "a.service").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,400}", name in "\\PC{0,40}") {
+            let _ = Install::parse(&text);
+            let _ = UnitName::parse(&name);
+            let _ = expand(&text, "a@b.service");
+        }
     }
 }

@@ -50,6 +50,9 @@ pub struct FlashArgs {
     /// Print progress and the final summary as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep each card attached after writing (macOS ejects a flashed card so it can be pulled; Linux never ejects).
+    #[arg(long)]
+    pub no_eject: bool,
 }
 
 /// The image, its plan and what decided it: shared by `flash` and `verify`.
@@ -125,8 +128,21 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
     for dev in &args.devices {
         match flasher::devices::find(dev) {
             Ok(d) => {
-                if disks.iter().any(|o| o.write_path == d.write_path) {
-                    bail!("{} is given twice", d.path);
+                // Two paths to one disk (a symlink, /dev/diskN and /dev/rdiskN)
+                // are one disk: compare device numbers, not strings.
+                if let Some(o) = disks.iter().find(|o| {
+                    o.write_path == d.write_path
+                        || (o.device_number.is_some() && o.device_number == d.device_number)
+                }) {
+                    if o.path == d.path {
+                        bail!("{} is given twice", d.path);
+                    }
+                    bail!(
+                        "{} is given twice: {} and {} are the same disk",
+                        o.path,
+                        o.path,
+                        dev.display()
+                    );
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));
@@ -172,7 +188,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                     .map(|m| m.mountpoint.as_str())
                     .collect();
                 println!(
-                    "would write {} ({}, {}){}: every check passed",
+                    "would write {} ({}, {}){}{}: every check passed",
                     d.path,
                     human(d.size),
                     d.transport,
@@ -180,6 +196,15 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                         String::new()
                     } else {
                         format!(" after unmounting {}", mounted.join(", "))
+                    },
+                    if flasher::devices::should_eject(
+                        flasher::platform::EJECTS,
+                        true,
+                        args.no_eject
+                    ) {
+                        ", then eject it"
+                    } else {
+                        ""
                     }
                 );
             }
@@ -199,7 +224,10 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for d in &disks {
         if !policy::media_mounts(d).is_empty() {
-            flasher::devices::unmount(d)?;
+            let gone = flasher::devices::unmount(d)?;
+            if !gone.is_empty() {
+                eprintln!("{}: unmounted {}", d.path, gone.join(", "));
+            }
         }
         let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
@@ -211,6 +239,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("opening {} for writing: {e}", d.path)
             }
         })?;
+        t.check_identity(d)?;
         targets.push(Arc::new(t));
     }
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
@@ -260,7 +289,28 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         );
     }
     drop(observer);
-    Ok(summarise(&args, plan, &outcomes, source_error))
+    drop(targets);
+    let code = summarise(&args, plan, &outcomes, source_error.as_deref());
+    if source_error.is_none() {
+        eject_flashed(&args, &disks, &outcomes);
+    }
+    Ok(code)
+}
+
+/// Ejects each card whose write (and verification) succeeded, where the
+/// platform wants it; says so, or why not.
+fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
+    for (d, o) in disks.iter().zip(outcomes) {
+        let ok = o.error.is_none();
+        if !flasher::devices::should_eject(flasher::platform::EJECTS, ok, args.no_eject) {
+            continue;
+        }
+        match flasher::devices::eject(d) {
+            Ok(true) => eprintln!("{}: ejected; the card can be removed", d.path),
+            Ok(false) => {}
+            Err(e) => eprintln!("nodeimg: warning: {}: not ejected: {e}", d.path),
+        }
+    }
 }
 
 fn verify_all(
@@ -311,7 +361,7 @@ fn summarise(
     args: &FlashArgs,
     plan: &Plan,
     outcomes: &[Outcome],
-    source_error: Option<String>,
+    source_error: Option<&str>,
 ) -> ExitCode {
     let failed = source_error.is_some() || outcomes.iter().any(|o| o.error.is_some());
     let mbps = |o: &Outcome| {

@@ -147,7 +147,7 @@ pub fn fsck_all(img: &Path) {
         let start = p["start"].as_u64().unwrap();
         let size = p["size"].as_u64().unwrap();
         let kind = p["type"].as_str().unwrap();
-        if kind == "83" {
+        if kind == "83" || kind.eq_ignore_ascii_case("0FC63DAF-8483-4772-8E79-3D69D8477DE4") {
             run(Command::new("e2fsck").arg("-fn").arg(format!(
                 "{}?offset={}",
                 img.display(),

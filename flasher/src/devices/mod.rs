@@ -1,12 +1,11 @@
 //! Candidate target disks and what is mounted from them.
 //!
-//! [`linux`] reads `/sys/block`, `/proc/self/mountinfo` and `/proc/swaps`
-//! (from roots that tests replace with their own); [`macos`] parses
-//! `diskutil list -plist` and `diskutil info -plist`. Both produce [`Disk`]s,
-//! which [`crate::policy`] judges without knowing the platform.
+//! The platform layer ([`crate::platform`]) finds them: on Linux from
+//! `/sys/block`, `/proc/self/mountinfo` and `/proc/swaps`; on macOS from
+//! `diskutil`, whose output [`diskutil`] parses on any host. Both produce
+//! [`Disk`]s, which [`crate::policy`] judges without knowing the platform.
 
-pub mod linux;
-pub mod macos;
+pub mod diskutil;
 
 use serde::Serialize;
 
@@ -30,6 +29,19 @@ impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_value(self).ok();
         f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown"))
+    }
+}
+
+#[cfg(test)]
+mod eject_tests {
+    use super::should_eject;
+
+    #[test]
+    fn eject_follows_success_platform_and_flag() {
+        assert!(should_eject(true, true, false), "macOS, verified: ejected");
+        assert!(!should_eject(true, true, true), "--no-eject keeps it");
+        assert!(!should_eject(true, false, false), "a failed card stays");
+        assert!(!should_eject(false, true, false), "Linux has no eject step");
     }
 }
 
@@ -62,6 +74,13 @@ pub struct Disk {
     pub read_only: bool,
     /// Filesystems and swap on the disk, its partitions, or devices stacked on them.
     pub mounts: Vec<Mount>,
+    /// Device number (`st_rdev`) of `write_path` when it was found, so the
+    /// device opened after confirmation can be checked to be this one, and
+    /// two paths to one disk are seen to be one.
+    pub device_number: Option<u64>,
+    /// Facts of the platform that rule the disk out whatever the flags: a
+    /// disk synthesized by APFS, a disk image attached from a file.
+    pub unsuitable: Vec<String>,
 }
 
 impl Disk {
@@ -90,75 +109,33 @@ pub fn is_media_mount(mountpoint: &str) -> bool {
         || mountpoint == "/mnt"
 }
 
-/// Linux roots, with the mount tables replaceable through `NODEIMG_MOUNTINFO`
-/// and `NODEIMG_SWAPS` (used by the integration tests to inject a system disk).
-#[cfg(target_os = "linux")]
-fn roots() -> linux::Roots {
-    let mut r = linux::Roots::default();
-    if let Some(p) = std::env::var_os("NODEIMG_MOUNTINFO") {
-        r.mountinfo = p.into();
-    }
-    if let Some(p) = std::env::var_os("NODEIMG_SWAPS") {
-        r.swaps = p.into();
-    }
-    r
-}
-
 /// Every whole disk of this machine.
 pub fn list() -> crate::Result<Vec<Disk>> {
-    #[cfg(target_os = "linux")]
-    return linux::list(&roots());
-    #[cfg(target_os = "macos")]
-    return macos::list();
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    return Err(crate::Error::system(
-        "listing disks",
-        std::io::Error::from(std::io::ErrorKind::Unsupported),
-    ));
+    crate::platform::list_disks()
 }
 
 /// The whole disk at `path` (`/dev/sdb`; on macOS `/dev/disk4` or `/dev/rdisk4`).
 pub fn find(path: &std::path::Path) -> crate::Result<Disk> {
-    #[cfg(target_os = "linux")]
-    return linux::find(&roots(), path);
-    #[cfg(not(target_os = "linux"))]
-    {
-        let want = path.to_string_lossy().replace("/dev/rdisk", "/dev/disk");
-        list()?
-            .into_iter()
-            .find(|d| d.path == want)
-            .ok_or_else(|| crate::Error::Refused {
-                device: path.display().to_string(),
-                reason: "it is not a whole disk diskutil knows".into(),
-            })
-    }
+    crate::platform::find_disk(path)
 }
 
 /// Unmounts every removable-media mount on `disk` (never a system mount:
-/// the policy has refused such a disk before this is called).
-pub fn unmount(disk: &Disk) -> crate::Result<()> {
-    #[cfg(target_os = "macos")]
-    return macos::unmount_disk(&disk.path);
-    #[cfg(not(target_os = "macos"))]
-    {
-        for m in disk.mounts.iter().filter(|m| !m.system) {
-            if m.mountpoint == "[swap]" {
-                continue;
-            }
-            let c = std::ffi::CString::new(m.mountpoint.as_str()).map_err(|_| {
-                crate::Error::system(
-                    format!("unmounting {}", m.mountpoint),
-                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
-                )
-            })?;
-            // SAFETY: c is a valid NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-                return Err(crate::Error::system(
-                    format!("unmounting {} from {}", m.mountpoint, m.device),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
-        Ok(())
-    }
+/// the policy has refused such a disk before this is called), and says
+/// which: the mountpoints (or, on macOS, the disk) unmounted.
+pub fn unmount(disk: &Disk) -> crate::Result<Vec<String>> {
+    crate::platform::unmount(disk)
+}
+
+/// Whether a card is ejected once flashed: where the platform's readers
+/// want it (macOS: `diskutil eject`, so the card can be pulled), when its
+/// write — and its verification, if one ran — succeeded, unless the user
+/// keeps it attached (`--no-eject`). A failed card stays for inspection.
+pub fn should_eject(platform_ejects: bool, succeeded: bool, no_eject: bool) -> bool {
+    platform_ejects && succeeded && !no_eject
+}
+
+/// Ejects `disk` after a verified write so the card can be pulled (macOS:
+/// `diskutil eject`); `false` where the platform has no such step.
+pub fn eject(disk: &Disk) -> crate::Result<bool> {
+    crate::platform::eject(disk)
 }

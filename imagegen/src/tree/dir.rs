@@ -74,8 +74,9 @@ impl DirSource {
             }
         } else if ft.is_char_device() || ft.is_block_device() {
             let rdev = md.rdev();
-            let major = nix::sys::stat::major(rdev) as u32;
-            let minor = nix::sys::stat::minor(rdev) as u32;
+            // libc's split follows the host's dev_t encoding (Linux and macOS differ).
+            let major = libc::major(rdev as libc::dev_t) as u32;
+            let minor = libc::minor(rdev as libc::dev_t) as u32;
             if ft.is_char_device() {
                 EntryKind::CharDevice { major, minor }
             } else {

@@ -36,42 +36,27 @@ impl OsImage {
 
     fn execute(&mut self, actions: Vec<Action>) -> Result<()> {
         for action in actions {
-            match action {
-                Action::Write { path, data, attrs } => {
-                    let (m, inner) = self.route(&path);
-                    self.mounts[m].fs.write_file(
-                        &inner,
-                        &mut data.as_slice(),
-                        data.len() as u64,
-                        &attrs,
-                    )?;
+            let path = match &action {
+                Action::Write { path, .. }
+                | Action::Mkdir { path, .. }
+                | Action::SetAttrs { path, .. }
+                | Action::Symlink { path, .. }
+                | Action::Remove { path } => path.clone(),
+            };
+            let (m, inner) = self.route(&path);
+            let fs = &mut self.mounts[m].fs;
+            let done = match action {
+                Action::Write { data, attrs, .. } => {
+                    fs.write_file(&inner, &mut data.as_slice(), data.len() as u64, &attrs)
                 }
-                Action::Mkdir { path, attrs } => {
-                    let (m, inner) = self.route(&path);
-                    self.mounts[m].fs.mkdir(&inner, false, &attrs)?;
-                }
-                Action::SetAttrs {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                } => {
-                    let (m, inner) = self.route(&path);
-                    let fs = &mut self.mounts[m].fs;
-                    fs.set_mode(&inner, mode & 0o7777)?;
-                    fs.set_owner(&inner, Some(uid), Some(gid))?;
-                }
-                Action::Symlink { path, target } => {
-                    let (m, inner) = self.route(&path);
-                    self.mounts[m]
-                        .fs
-                        .symlink(&target, &inner, &NewAttrs::default())?;
-                }
-                Action::Remove { path } => {
-                    let (m, inner) = self.route(&path);
-                    self.mounts[m].fs.remove(&inner, true)?;
-                }
-            }
+                Action::Mkdir { attrs, .. } => fs.mkdir(&inner, false, &attrs),
+                Action::SetAttrs { mode, uid, gid, .. } => fs
+                    .set_mode(&inner, mode & 0o7777)
+                    .and_then(|()| fs.set_owner(&inner, Some(uid), Some(gid))),
+                Action::Symlink { target, .. } => fs.symlink(&target, &inner, &NewAttrs::default()),
+                Action::Remove { .. } => fs.remove(&inner, true),
+            };
+            done.map_err(|e| Error::at(path, e))?;
         }
         Ok(())
     }

@@ -81,7 +81,8 @@ impl Lookup for Staged<'_> {
                     _ => return Ok(None),
                 }
             }
-            if probe == "/" {
+            // Changes above a mount point do not reach into the mount.
+            if probe == "/" || self.image.is_mount_point(&probe) {
                 break;
             }
             probe = parent(&probe).to_string();
@@ -193,7 +194,7 @@ impl<'a> Staged<'a> {
                 Some(Change::Dir { fresh: false }) | None => {}
                 Some(_) => return true,
             }
-            if probe == "/" {
+            if probe == "/" || self.image.is_mount_point(&probe) {
                 return false;
             }
             probe = parent(&probe).to_string();
@@ -307,6 +308,17 @@ impl<'a> Staged<'a> {
             ));
         }
         let below = format!("{canon}/");
+        if let Some(m) = self
+            .image
+            .mounts()
+            .iter()
+            .find(|m| m.point.starts_with(&below))
+        {
+            return Err(Error::refused(
+                canon,
+                format!("holds the mount point {}; it cannot be removed", m.point),
+            ));
+        }
         let doomed: Vec<String> = self
             .changes
             .range(below.clone()..)
@@ -329,10 +341,16 @@ impl<'a> Staged<'a> {
                 mode: Some(mode & 0o7777),
                 uid: Some(uid),
                 gid: Some(gid),
-                mtime: None,
+                mtime: Some(self.image.now),
             }
         } else {
-            NewAttrs::default()
+            // FAT keeps no mode or owner; its times come from the open
+            // options too, so the same ops at the same time give the same
+            // bytes.
+            NewAttrs {
+                mtime: Some(self.image.now),
+                ..NewAttrs::default()
+            }
         }
     }
 

@@ -246,4 +246,32 @@ mod tests {
         assert!(!glob_match("[!a-c]x", "bx"));
         assert!(glob_match("*", ""));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn cmdline_txt_stays_one_line(
+            text in "[ -~\n]{0,200}",
+            append in proptest::collection::vec("[!-~]{1,12}", 0..4),
+            remove in proptest::collection::vec("[!-~]{1,12}", 0..4),
+        ) {
+            let first_is_line = text.lines().any(|l| !l.trim().is_empty());
+            let out = edit_cmdline_txt(&text, &append, &remove);
+            let edited = out.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            for a in &append {
+                proptest::prop_assert!(edited.split(' ').any(|w| w == a));
+            }
+            proptest::prop_assert!(out.ends_with('\n'));
+            if !first_is_line {
+                proptest::prop_assert_eq!(out.lines().count(), 1);
+            }
+        }
+
+        #[test]
+        fn edits_never_panic(text in "\\PC{0,300}", prefix in "\\PC{0,5}", pat in "\\PC{0,8}") {
+            let _ = edit_lines("/x", &text, &LineEdit::Set { prefix: prefix.clone(), line: "l".into() });
+            let _ = edit_lines("/x", &text, &LineEdit::RemoveMatching { regex: pat.clone() });
+            let _ = edit_extlinux(&text, &["a".into()], &["b".into()]);
+            let _ = glob_match(&pat, &prefix);
+        }
+    }
 }

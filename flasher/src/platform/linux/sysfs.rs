@@ -1,7 +1,7 @@
 //! Linux disks from sysfs and procfs. Every path is taken from [`Roots`], so
 //! tests run the same code on a fake `/sys` tree and injected mount tables.
 
-use super::{is_media_mount, Disk, Mount, Transport};
+use crate::devices::{is_media_mount, Disk, Mount, Transport};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,8 @@ pub fn list(roots: &Roots) -> Result<Vec<Disk>> {
             removable,
             read_only: read(&dir.join("ro")).as_deref() == Some("1"),
             mounts: mounts.get(&name).cloned().unwrap_or_default(),
+            device_number: read(&dir.join("dev")).as_deref().and_then(parse_devnum),
+            unsuitable: Vec::new(),
         });
     }
     Ok(disks)
@@ -307,6 +309,12 @@ fn node_of_path(roots: &Roots, nodes: &HashMap<String, Node>, path: &str) -> Opt
     };
     let key = format!("{}:{}", libc::major(num), libc::minor(num));
     nodes.get(&key).map(|n| n.name.clone())
+}
+
+/// `MAJ:MIN` as sysfs writes it → the device number `stat` reports.
+fn parse_devnum(s: &str) -> Option<u64> {
+    let (maj, min) = s.split_once(':')?;
+    Some(libc::makedev(maj.parse().ok()?, min.parse().ok()?))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).

@@ -1,0 +1,158 @@
+# nodeimg.nix: one NixOS sd-image for every node of a k3s cluster.
+#
+# Import this module once into the flake that builds the base image:
+#
+#   nixosConfigurations.base = nixpkgs.lib.nixosSystem {
+#     system = "aarch64-linux";
+#     modules = [
+#       "${nixpkgs}/nixos/modules/installer/sd-card/sd-image-aarch64.nix"
+#       ./nodeimg.nix
+#       { services.nodeimg.enable = true; }
+#     ];
+#   };
+#
+# `nodeimg stamp` then writes each node's identity into a delta of that one
+# image, and this module reads it at boot (nothing is decided at build time):
+#
+#   /etc/hostname                          the hostname (networking.hostName = "")
+#   /var/lib/nodeimg/role                  init | server | agent | none
+#   /var/lib/nodeimg/server-url            https://INIT:6443 (server, agent)
+#   /var/lib/nodeimg/address               the node's IP address; empty: DHCP
+#   /var/lib/nodeimg/k3s-token             k3s server token (0600)
+#   /var/lib/nodeimg/k3s-agent-token       k3s agent token (0600)
+#   /var/lib/nodeimg/cluster.nix           the cluster's nodes (for flakes)
+#   /var/lib/nodeimg/authorized_keys/USER  SSH public keys of USER
+#   /var/lib/sops-nix/key.txt              the cluster's age key (sops-nix)
+#
+# The k3s role follows the role file: `init` starts the first server with
+# --cluster-init, `server` joins the server at server-url, `agent` joins it
+# as a worker with the agent token (or the server token when there is no
+# agent token), `none` (or no token file) starts no k3s.
+{ config, lib, pkgs, options, ... }:
+
+let
+  cfg = config.services.nodeimg;
+  state = "/var/lib/nodeimg";
+
+  # Reads the stamped role at boot and becomes the matching k3s process
+  # (exec, so systemd's notify protocol reaches k3s itself).
+  k3sStart = pkgs.writeShellScript "nodeimg-k3s" ''
+    set -euo pipefail
+    role=$(cat ${state}/role)
+    address=$(cat ${state}/address 2>/dev/null || true)
+    address=''${address%%/*}
+    flags=()
+    if [ -n "$address" ]; then
+      flags+=(--node-ip "$address")
+    fi
+    # Called as url=$(server_url): in an assignment a failure stops the
+    # script (set -e), in a command's arguments it would not.
+    server_url() {
+      [ -s ${state}/server-url ] || {
+        echo "nodeimg: ${state}/server-url is missing for role $role" >&2
+        exit 1
+      }
+      cat ${state}/server-url
+    }
+    case "$role" in
+      init)
+        if [ -s ${state}/k3s-agent-token ]; then
+          flags+=(--agent-token-file ${state}/k3s-agent-token)
+        fi
+        exec ${cfg.k3s.package}/bin/k3s server --cluster-init \
+          --token-file ${state}/k3s-token "''${flags[@]}" ${lib.escapeShellArgs cfg.k3s.extraFlags}
+        ;;
+      server)
+        if [ -s ${state}/k3s-agent-token ]; then
+          flags+=(--agent-token-file ${state}/k3s-agent-token)
+        fi
+        url=$(server_url)
+        exec ${cfg.k3s.package}/bin/k3s server --server "$url" \
+          --token-file ${state}/k3s-token "''${flags[@]}" ${lib.escapeShellArgs cfg.k3s.extraFlags}
+        ;;
+      agent)
+        token=${state}/k3s-agent-token
+        [ -s "$token" ] || token=${state}/k3s-token
+        url=$(server_url)
+        exec ${cfg.k3s.package}/bin/k3s agent --server "$url" \
+          --token-file "$token" "''${flags[@]}" ${lib.escapeShellArgs cfg.k3s.extraFlags}
+        ;;
+      *)
+        echo "nodeimg: unknown role '$role' in ${state}/role" >&2
+        exit 1
+        ;;
+    esac
+  '';
+in
+{
+  options.services.nodeimg = {
+    enable = lib.mkEnableOption "node identity, SSH keys and the k3s role from the files nodeimg stamps";
+
+    k3s = {
+      enable = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "Run k3s in the role stamped in ${state}/role.";
+      };
+      package = lib.mkPackageOption pkgs "k3s" { };
+      extraFlags = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "--disable=traefik" ];
+        description = "Further k3s flags, for every role.";
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      # /etc/hostname is stamped per node; NixOS leaves it alone when the
+      # configured host name is empty.
+      networking.hostName = "";
+
+      # Keys are read at login time from the stamped files (keyFiles would
+      # be read at build time, the same for every node).
+      services.openssh.authorizedKeysFiles = [ "${state}/authorized_keys/%u" ];
+
+      systemd.tmpfiles.rules = [ "d ${state} 0755 root root - -" ];
+    }
+
+    # sops-nix, when the flake uses it: decrypt with the stamped age key.
+    (lib.optionalAttrs (options ? sops) {
+      sops.age.keyFile = "/var/lib/sops-nix/key.txt";
+    })
+
+    (lib.mkIf cfg.k3s.enable {
+      environment.systemPackages = [ cfg.k3s.package ];
+      boot.kernelModules = [ "br_netfilter" "overlay" ];
+
+      # The role is known only at boot: open what any role needs (API,
+      # kubelet, embedded etcd, flannel VXLAN).
+      networking.firewall.allowedTCPPorts = [ 6443 10250 2379 2380 ];
+      networking.firewall.allowedUDPPorts = [ 8472 ];
+
+      systemd.services.nodeimg-k3s = {
+        description = "k3s in the role nodeimg stamped";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [ "network-online.target" ];
+        unitConfig = {
+          ConditionPathExists = [ "${state}/role" "${state}/k3s-token" ];
+        };
+        serviceConfig = {
+          Type = "notify";
+          ExecStart = k3sStart;
+          KillMode = "process";
+          Delegate = "yes";
+          Restart = "always";
+          RestartSec = "5s";
+          LimitNOFILE = 1048576;
+          LimitNPROC = "infinity";
+          LimitCORE = "infinity";
+          TasksMax = "infinity";
+          TimeoutStartSec = 0;
+        };
+      };
+    })
+  ]);
+}
