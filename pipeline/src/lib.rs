@@ -21,6 +21,7 @@ pub mod error;
 pub mod flavour;
 pub mod os;
 pub mod osimage;
+pub mod provision;
 pub mod size;
 pub mod systemd;
 pub mod templates;
