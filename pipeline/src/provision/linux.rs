@@ -243,6 +243,15 @@ impl Drop for Child {
     }
 }
 
+/// Ends the stop watcher however `provision` returns.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))
 }
@@ -290,15 +299,25 @@ pub(super) fn provision(image: &Path, p: &Provision) -> Result<()> {
     drop(out_w);
     drop(st_w);
 
-    // Stream the output; forward a stop request once.
-    let mut forwarded = false;
+    // A stop request (SIGINT/SIGTERM) goes to the supervisor, which tears
+    // down; a thread watches for it, since reads retry on EINTR.
+    let done = Arc::new(AtomicBool::new(false));
+    let _done_on_return = SetOnDrop(done.clone());
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if STOP.load(Ordering::SeqCst) {
+                    let _ = kill(child, Signal::SIGTERM);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
     let mut reader = BufReader::new(fs::File::from(out_r));
     let mut line = Vec::new();
     loop {
-        if STOP.load(Ordering::SeqCst) && !forwarded {
-            let _ = kill(child, Signal::SIGTERM);
-            forwarded = true;
-        }
         line.clear();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => break,
@@ -319,16 +338,13 @@ pub(super) fn provision(image: &Path, p: &Provision) -> Result<()> {
             Ok(WaitStatus::Exited(_, c)) => break c,
             Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
             Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => {
-                if !forwarded && STOP.load(Ordering::SeqCst) {
-                    let _ = kill(child, Signal::SIGTERM);
-                    forwarded = true;
-                }
-            }
+            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::io("waitpid", e.into())),
         }
     };
     guard.0 = None;
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
     drop(stop);
     drop(loops);
     let status = status.trim();
