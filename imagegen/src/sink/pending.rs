@@ -49,6 +49,12 @@ impl PendingFile {
         &self.file
     }
 
+    /// The temporary file's path (for a step that must open the file by
+    /// name, such as attaching a loop device).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path
