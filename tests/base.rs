@@ -397,6 +397,13 @@ fn partition_inside_firmware_region_is_refused_or_relocated() {
         .unwrap();
     assert!(c.wait().unwrap().success());
     let p1 = dir.path().join("p1.img");
+    let rootdir = dir.path().join("rootdir");
+    std::fs::create_dir_all(rootdir.join("etc")).unwrap();
+    std::fs::write(
+        rootdir.join("etc/os-release"),
+        "ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_CODENAME=trixie\n",
+    )
+    .unwrap();
     tool(
         "mke2fs",
         &[
@@ -405,6 +412,8 @@ fn partition_inside_firmware_region_is_refused_or_relocated() {
             "ext4",
             "-L",
             "root",
+            "-d",
+            rootdir.to_str().unwrap(),
             p1.to_str().unwrap(),
             "20M",
         ],
