@@ -13,6 +13,8 @@
 //! - [`board`]: boards as data (`boards/*.toml`).
 //! - [`cluster`], [`secrets`], [`stamp`]: the cluster file, its generated
 //!   secrets, and stage 2, each node as a delta over the base.
+//! - [`provision`]: the optional root-only step of stage 1, scripts run in an
+//!   aarch64 chroot of the image, in a private mount namespace.
 //!
 //! This crate depends on `imagegen` only, never on `flasher`.
 
@@ -25,6 +27,7 @@ pub mod error;
 pub mod flavour;
 pub mod os;
 pub mod osimage;
+pub mod provision;
 pub mod secrets;
 pub mod size;
 pub mod stamp;

@@ -7,8 +7,9 @@ use clap::Args;
 use imagegen::fs::Timestamp;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
-use pipeline::base::{build_base, BaseRequest, Progress};
+use pipeline::base::{build_base, BaseRequest, Progress, ProvisionHook};
 use pipeline::board::Board;
+use pipeline::provision::{self, Provision};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 /// Build a base image for a board, once, from an upstream OS image or a root tree.
 ///
 /// Flags override the [base] and [firmware] tables of --config. Runs without
-/// root and without mounts.
+/// root and without mounts, except --provision (Linux, root, aarch64 binfmt).
 #[derive(Debug, Args)]
 pub struct BaseArgs {
     /// Cluster file: its `[cluster] board`, `[base]` and `[firmware]` tables
@@ -93,6 +94,16 @@ pub struct BaseArgs {
     /// Locale, e.g. en_GB.UTF-8.
     #[arg(long)]
     pub locale: Option<String>,
+    /// Run SCRIPT as root inside the image's root filesystem (a chroot; aarch64
+    /// programs through binfmt_misc) after the customisations; repeatable, in
+    /// order; added after [base] provision. Linux and root only. Output goes
+    /// to OUT.provision.log.
+    #[arg(long, value_name = "SCRIPT")]
+    pub provision: Vec<PathBuf>,
+    /// A directory copied to /run/nodeimg-provision inside the root for the
+    /// scripts (the working directory; gone afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub provision_files: Option<PathBuf>,
     /// Output image; written under a temporary name and renamed when complete.
     /// The manifest goes to OUT.json.
     #[arg(short, long, value_name = "OUT")]
@@ -142,11 +153,26 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         provision: None,
         fetch: Default::default(),
     };
-    if !req.spec.provision.is_empty() {
-        anyhow::bail!(
-            "provision: running provisioning scripts is not part of this build (they need root and an aarch64 chroot)"
-        );
+    // Provisioning (the one root-only step) is refused before any download
+    // or write when this machine cannot do it.
+    let provision = (!req.spec.provision.is_empty()).then(|| Provision {
+        scripts: req.spec.provision.clone(),
+        files: req.spec.provision_files.clone(),
+        log: provision::log_path(&req.out),
+    });
+    if let Some(p) = &provision {
+        provision::preflight(p)?;
     }
+    let hook = |image: &Path, board: &Board, _: &BaseSpec| -> pipeline::error::Result<()> {
+        match &provision {
+            Some(p) => provision::run(image, board, p),
+            None => Ok(()),
+        }
+    };
+    let req = BaseRequest {
+        provision: provision.as_ref().map(|_| &hook as ProvisionHook),
+        ..req
+    };
     let outcome = build_base(&req, &bar)?;
     bar.done();
     if args.json {
@@ -208,6 +234,10 @@ fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<(
             .split_once('=')
             .with_context(|| format!("--sysctl {kv:?}: expected KEY=VALUE"))?;
         s.sysctl.insert(k.trim().into(), v.trim().into());
+    }
+    s.provision.extend(a.provision.iter().cloned());
+    if a.provision_files.is_some() {
+        s.provision_files.clone_from(&a.provision_files);
     }
     s.disable_swap |= a.disable_swap;
     s.ssh |= a.ssh;

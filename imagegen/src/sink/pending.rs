@@ -176,6 +176,13 @@ impl PendingFile {
         &self.file
     }
 
+    /// The temporary file's path (for a step that must open the file by
+    /// name, such as attaching a loop device).
+    pub fn tmp_path(&self) -> &Path {
+        // `tmp` is taken only by commit and drop, which consume `self`.
+        self.tmp.as_deref().unwrap_or(&self.path)
+    }
+
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path

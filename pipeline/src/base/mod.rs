@@ -395,7 +395,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
 
     if let Some(hook) = req.provision {
         progress.step("provisioning");
-        hook(pending.path(), &req.board, &req.spec)?;
+        hook(pending.tmp_path(), &req.board, &req.spec)?;
     }
 
     // Outputs.
