@@ -180,3 +180,49 @@ fn two_cards_are_written_from_one_read_with_a_json_summary() {
         check_filesystems(&card.dev);
     }
 }
+
+/// A card that once held a larger GPT image keeps no trace of its backup
+/// table after an MBR image is written: its last 33 sectors are zeroed, and
+/// sfdisk sees the MBR only.
+#[test]
+fn an_old_backup_gpt_does_not_survive_an_mbr_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixture_image(dir.path());
+    let img = img.to_str().unwrap();
+    let card = Loop::over_new_file(dir.path(), "card", 96 << 20, 0, 0);
+    let old = "label: gpt\nstart=2048, size=8192, type=L\n";
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["-q", "--no-reread", &card.dev])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(old.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let size = 96u64 << 20;
+    assert_eq!(
+        &card.read(size - 512, 8)[..],
+        b"EFI PART",
+        "the backup GPT header is there"
+    );
+    flash_ok(&[
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--yes",
+    ]);
+    assert!(
+        card.read(size - 33 * 512, 33 * 512).iter().all(|&b| b == 0),
+        "the old backup GPT was zeroed"
+    );
+    let json = sh("sfdisk", &["--json", &card.dev]);
+    assert!(json.contains("\"label\": \"dos\""), "{json}");
+    check_filesystems(&card.dev);
+}

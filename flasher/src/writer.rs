@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
+/// The backup GPT: header and entries in a disk's last 33 sectors.
+const GPT_BACKUP_BYTES: u64 = 33 * 512;
 /// Bytes per chunk read from the source and written in one call.
 pub const CHUNK: usize = 4 << 20;
 /// Chunks queued per consumer before the reader waits.
@@ -289,6 +291,16 @@ impl Job<'_> {
                     .map_err(self.fail("clearing the old partition table", off))?;
                 off += n as u64;
             }
+        }
+        // A card that once held a GPT image keeps that table's backup in its
+        // last 33 sectors; an MBR image (or a smaller GPT one) never writes
+        // there. Zero them too, so no old table survives; planned data that
+        // lands there is written afterwards.
+        let size = t.size();
+        if size >= GPT_BACKUP_BYTES {
+            let start = size - GPT_BACKUP_BYTES;
+            t.write_at(start, &zeros.as_slice()[..GPT_BACKUP_BYTES as usize])
+                .map_err(self.fail("clearing an old backup partition table", start))?;
         }
         t.flush().map_err(self.fail("flush", 0))?;
         self.observer
