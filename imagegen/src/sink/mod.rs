@@ -5,8 +5,6 @@
 
 mod pending;
 
-mod distinct;
-pub use distinct::ensure_not_input;
 pub use pending::{
     check_distinct, check_output, discard_all_pending, pending_paths, same_file, PendingFile,
 };

@@ -142,9 +142,7 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
         outs.push(with_suffix(&req.out, ".zst"));
     }
     for o in &outs {
-        for i in inputs {
-            imagegen::sink::ensure_not_input(o, i)?;
-        }
+        imagegen::sink::check_distinct(o, inputs)?;
         if !req.force && o.symlink_metadata().is_ok() {
             return Err(Error::refused(
                 o.display().to_string(),
