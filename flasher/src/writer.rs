@@ -440,6 +440,7 @@ mod tests {
     }
 
     /// Fails every write at or past `limit`.
+    /// A device whose space ends at `.1` bytes: writes past it fail.
     struct Failing(Arc<dyn Target>, u64);
 
     impl Target for Failing {
@@ -447,7 +448,7 @@ mod tests {
             "failing".into()
         }
         fn size(&self) -> u64 {
-            self.0.size()
+            self.1
         }
         fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
             if offset + buf.len() as u64 > self.1 {
