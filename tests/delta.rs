@@ -28,9 +28,8 @@ fn run_fail(args: &[&std::ffi::OsStr]) -> String {
     assert!(!out.status.success(), "{args:?} should fail");
     assert!(
         matches!(out.status.code(), Some(1 | 3 | 4 | 5)),
-        "a failure exit (1, 3, 4, 5; src/exit.rs), got {:?}: {}",
-        out.status.code(),
-        format!("{args:?}: {err}")
+        "{args:?}: a failure exit (1, 3, 4, 5; src/exit.rs), got {:?}: {err}",
+        out.status.code()
     );
     assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -37,9 +37,8 @@ fn fails(args: &[&str]) -> String {
     assert!(!out.status.success(), "nodeimg {args:?} succeeded");
     assert!(
         matches!(out.status.code(), Some(1 | 3 | 4 | 5)),
-        "a failure exit (1, 3, 4, 5; src/exit.rs), got {:?}: {}",
-        out.status.code(),
-        format!("nodeimg {args:?}: {err}")
+        "nodeimg {args:?}: a failure exit (1, 3, 4, 5; src/exit.rs), got {:?}: {err}",
+        out.status.code()
     );
     assert!(
         !err.contains("panicked"),
