@@ -4,6 +4,13 @@
 //! fresh, sparse 4 GiB `mkfs.ext4` image. Both results must pass
 //! `e2fsck -fn` and hold the same bytes.
 //!
+//! debugfs writes without its journal and makes the result durable once, at
+//! the end; the engine's like-for-like mode is group commit
+//! (`Filesystem::defer_commits`: journalled transactions that commit when
+//! they grow large and at the flush). The engine is also timed committing
+//! every change on its own (four flushes each, durable as it returns), for
+//! what that guarantee costs.
+//!
 //! Run: `cargo bench --bench ext4_write` (set `EXT4_BENCH_DIR` to choose where
 //! the ~1.5 GiB of temporary files go; default: the system temp dir).
 
@@ -60,9 +67,12 @@ fn image_path(local: &Path) -> String {
     format!("/{kind}/{}", local.file_name().unwrap().to_string_lossy())
 }
 
-fn with_engine(image: &Path, job: &Job) -> Duration {
+fn with_engine(image: &Path, job: &Job, group: bool) -> Duration {
     let start = Instant::now();
     let mut fs = common::engine::open(image, true).expect("engine open");
+    if group {
+        fs.defer_commits();
+    }
     let attrs = NewAttrs::default();
     fs.mkdir("/small", false, &attrs).expect("mkdir");
     fs.mkdir("/large", false, &attrs).expect("mkdir");
@@ -107,22 +117,37 @@ fn main() {
     eprintln!("preparing inputs in {}", dir.path().display());
     let job = make_inputs(dir.path());
     let ours = dir.path().join("ours.img");
+    let each = dir.path().join("each.img");
     let theirs = dir.path().join("debugfs.img");
-    for img in [&ours, &theirs] {
+    // Each contender twice on a fresh image, after a system-wide sync so no
+    // one pays for another's writeback; the best time counts.
+    let fresh = |img: &Path| {
+        let _ = std::fs::remove_file(img);
         mkfs(img, 4096, &[], None).expect("mkfs.ext4 4 GiB");
+        run(&mut Command::new("sync"));
+    };
+    let (mut t_debugfs, mut t_ours, mut t_each) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..2 {
+        fresh(&theirs);
+        t_debugfs = t_debugfs.min(with_debugfs(&theirs, &job, &dir.path().join("script")));
+        fresh(&ours);
+        t_ours = t_ours.min(with_engine(&ours, &job, true));
+        fresh(&each);
+        t_each = t_each.min(with_engine(&each, &job, false));
     }
 
-    let t_debugfs = with_debugfs(&theirs, &job, &dir.path().join("script"));
-    let t_ours = with_engine(&ours, &job);
-
-    for (who, img) in [("engine", &ours), ("debugfs", &theirs)] {
+    for (who, img) in [
+        ("engine", &ours),
+        ("engine (each change)", &each),
+        ("debugfs", &theirs),
+    ] {
         if let Err(e) = oracle::fsck_clean(img) {
             panic!("{who}'s image is not clean: {e}");
         }
     }
     for local in [&job.small[0], &job.small[SMALL - 1], &job.large[LARGE - 1]] {
         let want = std::fs::read(local).unwrap();
-        for img in [&ours, &theirs] {
+        for img in [&ours, &each, &theirs] {
             assert!(
                 oracle::cat(img, &image_path(local)).unwrap() == want,
                 "{} differs in {}",
@@ -134,17 +159,23 @@ fn main() {
     let mib = (SMALL * SMALL_SIZE + LARGE * LARGE_SIZE) as f64 / (1 << 20) as f64;
     println!("ext4 write benchmark: {SMALL} x 4 KiB + {LARGE} x 50 MiB ({mib:.0} MiB) into a fresh 4 GiB mkfs.ext4 image");
     println!(
-        "  nodeimg engine     {:>8.3} s  ({:.0} MiB/s)",
+        "  nodeimg engine, group commit     {:>8.3} s  ({:.0} MiB/s)",
         t_ours.as_secs_f64(),
         mib / t_ours.as_secs_f64()
     );
     println!(
-        "  debugfs -w -f      {:>8.3} s  ({:.0} MiB/s)",
+        "  nodeimg engine, each change      {:>8.3} s  ({:.0} MiB/s)",
+        t_each.as_secs_f64(),
+        mib / t_each.as_secs_f64()
+    );
+    println!(
+        "  debugfs -w -f                    {:>8.3} s  ({:.0} MiB/s)",
         t_debugfs.as_secs_f64(),
         mib / t_debugfs.as_secs_f64()
     );
     println!(
-        "  ratio debugfs/engine: {:.2}x (above 1: the engine is faster); both pass e2fsck -fn",
-        t_debugfs.as_secs_f64() / t_ours.as_secs_f64()
+        "  ratio debugfs/engine: {:.2}x group commit, {:.2}x each change durable (above 1: the engine is faster); all pass e2fsck -fn",
+        t_debugfs.as_secs_f64() / t_ours.as_secs_f64(),
+        t_debugfs.as_secs_f64() / t_each.as_secs_f64()
     );
 }

@@ -327,6 +327,55 @@ fn crash_everywhere(case: Case) {
     eprintln!("{judged} distinct crash images judged");
 }
 
+/// All six operations as one group commit (`defer_commits`): their data
+/// is written as each succeeds, their metadata in one transaction at the
+/// flush. The power goes at every write; the result is the old tree or
+/// the tree after all six, never a mix.
+fn crash_everywhere_deferred(case: Case) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(&case, dir.path());
+    let all = |fs: &mut dyn Filesystem| -> imagegen::Result<()> {
+        fs.defer_commits();
+        for op in OPS {
+            apply(op, fs)?;
+        }
+        fs.flush()
+    };
+    let dev = Arc::new(FaultyDevice::new(base.clone()));
+    all(&mut *open(dev.clone()).expect("open")).expect("the clean group commit");
+    let (new, writes) = (dev.contents(), dev.writes());
+    let states = states(&base, &new, dir.path());
+    let mut failures = Vec::new();
+    let mut seen = HashSet::new();
+    for n in 0..writes {
+        let dev = Arc::new(FaultyDevice::new(base.clone()));
+        dev.power_loss_at(n);
+        let err = all(&mut *open(dev.clone()).expect("open"))
+            .expect_err("the power went, yet the group commit succeeded");
+        assert!(
+            err.to_string().contains("stopped partway"),
+            "at write {n}: {err}"
+        );
+        for mode in [Unflushed::Lost, Unflushed::Kept, Unflushed::Some(n * 7 + 1)] {
+            let image = dev.after_crash(mode);
+            if !seen.insert(hash(&image)) {
+                continue;
+            }
+            if let Err(e) = judge(&case, &image, dir.path(), &states) {
+                failures.push(format!("power lost at write {n}/{writes} ({mode:?}): {e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} crash images are wrong:\n{}",
+        failures.len(),
+        seen.len(),
+        failures.join("\n\n")
+    );
+    eprintln!("{} distinct crash images judged", seen.len());
+}
+
 const J4K: &[&str] = &[
     "-T", "default", "-b", "4096", "-g", "1024", "-N", "512", "-J", "size=4",
 ];
@@ -422,6 +471,26 @@ fn no_journal_1k_power_loss_at_every_write() {
 
 /// A write error that leaves the device working still poisons the handle,
 /// and what is on disk replays to the old or the new state.
+#[test]
+fn journal_4k_group_commit_power_loss_at_every_write() {
+    crash_everywhere_deferred(Case {
+        mkfs: J4K,
+        journal_csum: true,
+        journal: true,
+        log_blocks: None,
+    });
+}
+
+#[test]
+fn no_journal_1k_group_commit_power_loss_at_every_write() {
+    crash_everywhere_deferred(Case {
+        mkfs: NJ1K,
+        journal_csum: false,
+        journal: false,
+        log_blocks: None,
+    });
+}
+
 #[test]
 fn a_failed_write_poisons_the_handle() {
     let case = Case {

@@ -14,12 +14,14 @@ mod ops_driver;
 
 use common::fixture::mkfs;
 use common::rng::Rng;
+use imagegen::block::MemDevice;
+use std::sync::Arc;
 
-fn base(args: &[&str], size_mib: u64) -> Vec<u8> {
+fn base(args: &[&str], size_mib: u64) -> Arc<MemDevice> {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("base.img");
     mkfs(&img, size_mib, args, None).unwrap();
-    std::fs::read(&img).unwrap()
+    Arc::new(MemDevice::from_vec(std::fs::read(&img).unwrap()))
 }
 
 #[test]

@@ -11,16 +11,16 @@ use imagegen::block::MemDevice;
 use imagegen::mkfs::ext4::{build, Ext4Options, MIN_SIZE};
 use imagegen::tree::EmptyTree;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-fn base() -> &'static [u8] {
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+fn base() -> &'static Arc<MemDevice> {
+    static BASE: OnceLock<Arc<MemDevice>> = OnceLock::new();
     BASE.get_or_init(|| {
         let dev = MemDevice::zeroed(MIN_SIZE as usize);
         let mut opts = Ext4Options::new(MIN_SIZE, [7; 16]).expect("options");
         opts.epoch = 1_700_000_000;
         build(&mut EmptyTree, &opts, &dev, true).expect("mkfs");
-        dev.into_vec()
+        Arc::new(dev)
     })
 }
 

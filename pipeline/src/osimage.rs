@@ -21,7 +21,10 @@
 //! (absolute targets stay inside the image, never on the host), across
 //! mounts, so `/lib/systemd/system/x` works on a root where `/lib` is a
 //! link to `usr/lib`. Changes go through [`OsImage::apply`] (see
-//! [`crate::customise`]).
+//! [`crate::customise`]) and are committed together, by
+//! [`OsImage::flush`] (group commit, [`Filesystem::defer_commits`]): a
+//! customisation is many small changes, and one commit each would cost
+//! four device flushes apiece. Changes not flushed are dropped.
 //!
 //! The device can be anything that is an [`BlockDevice`]: an image file
 //! ([`imagegen::block::FileDevice`]) or an [`imagegen::block::Overlay`] of a
@@ -132,7 +135,7 @@ impl OsImage {
         let mut root_index = None;
         for (i, (number, dev, info)) in parts.iter().enumerate() {
             let Ok(FsInfo::Ext(ext)) = info else { continue };
-            let fs = imagegen::fs::open(dev.clone(), opts)?;
+            let fs = open_fs(dev, opts)?;
             let has = |p: &str| exists_in(&*fs, p);
             if has("/etc/os-release")? || has("/usr/lib/os-release")? || has("/nix/store")? {
                 root = Some(Mount {
@@ -493,6 +496,15 @@ pub(crate) fn join(parts: &[String]) -> String {
     }
 }
 
+/// Opens a filesystem, with group commit when writable.
+fn open_fs(dev: &Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<Box<dyn Filesystem>> {
+    let mut fs = imagegen::fs::open(dev.clone(), opts)?;
+    if opts.writable {
+        fs.defer_commits();
+    }
+    Ok(fs)
+}
+
 /// Opens partition `part` for the mount point `point`.
 fn mount_part(
     part: &(Option<u32>, Arc<dyn BlockDevice>, imagegen::Result<FsInfo>),
@@ -519,7 +531,7 @@ fn mount_part(
             ))
         }
     };
-    let fs = imagegen::fs::open(dev.clone(), opts)?;
+    let fs = open_fs(dev, opts)?;
     Ok(Mount {
         info: MountInfo {
             point: point.to_string(),

@@ -226,6 +226,16 @@ pub trait Filesystem: AsDynFilesystem {
         f(self.as_dyn())
     }
 
+    /// Lets changes commit together, on [`flush`](Self::flush) or when
+    /// enough have gathered, instead of one by each (ext4's group commit,
+    /// as the kernel's journal does it): every change is still all or
+    /// nothing and a failed one still leaves the filesystem as it was, but
+    /// a crash loses what came after the last commit and changes not
+    /// flushed are dropped with the handle. For writers of many small
+    /// changes to an image file (stages, bulk copies); the default does
+    /// nothing (each change is written as it is made).
+    fn defer_commits(&mut self) {}
+
     /// Writes back everything still cached and makes it durable.
     fn flush(&mut self) -> Result<()>;
 

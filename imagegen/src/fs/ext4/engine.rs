@@ -30,8 +30,18 @@
 //! nothing happened.
 //!
 //! [`Ext4Fs::batch`] runs several operations as one change: each one that
-//! fails is undone by itself (the transaction state is snapshotted around
-//! it), and everything commits once at the end.
+//! fails is undone by itself (an undo log of the metadata blocks it touched
+//! and a snapshot of the counters), and everything commits once at the end.
+//!
+//! [`Ext4Fs::defer_commits`] turns on group commit, as the kernel's journal
+//! does it: the metadata of many changes gathers in one running transaction
+//! that commits on [`Ext4Fs::sync`] or once it fills a quarter of the
+//! journal; the new data of each change that succeeded is written at once,
+//! into blocks still free on disk (ordered mode), so nothing waits in
+//! memory. Each change is still all-or-nothing and a failed one still
+//! leaves the device untouched; a crash loses what came after the last
+//! commit (its data lies in free blocks). It saves a commit's four flushes
+//! per change.
 
 use super::blockmap;
 use super::extent::{self, ReadCtx, Tree};
@@ -43,6 +53,13 @@ use crate::block::BlockDevice;
 use crate::fs::{Extent, Timestamp};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
+
+/// Metadata blocks a deferred transaction gathers before it commits (when
+/// the journal does not bound it lower).
+const GROUP_BLOCKS: u64 = 4096;
+
+/// Saved state of the running transaction, to go back to if it fails.
+type Saved = (Superblock, Groups);
 
 /// An ext4 (or ext2/ext3) filesystem on a block device, read and changed in place.
 pub struct Ext4Fs<D: BlockDevice> {
@@ -75,6 +92,13 @@ pub struct Ext4Fs<D: BlockDevice> {
     pub(super) scrub_runs: Vec<(u64, u64)>,
     /// Fixed metadata: never allocated, never freed (computed when writable).
     pub(super) fixed: super::fixed::Fixed,
+    /// Group commit ([`Ext4Fs::defer_commits`]).
+    pub(super) deferred: bool,
+    /// The state before the running deferred transaction, if one is open.
+    pub(super) running: Option<Saved>,
+    /// One undo log per open nested change: each metadata block's contents
+    /// in `dirty` before the change first touched it (`None`: not dirty).
+    pub(super) undo: Vec<BTreeMap<u64, Option<Vec<u8>>>>,
 }
 
 impl<D: BlockDevice> Ext4Fs<D> {
@@ -158,6 +182,9 @@ impl<D: BlockDevice> Ext4Fs<D> {
             scrub: opts.scrub,
             scrub_runs: Vec::new(),
             fixed: Default::default(),
+            deferred: false,
+            running: None,
+            undo: Vec::new(),
         };
         if fs.refusal.is_none() {
             match fs.compute_fixed() {
@@ -205,7 +232,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Stages a metadata block for the running operation's commit.
     pub(super) fn write_block(&mut self, b: u64, buf: Vec<u8>) {
         debug_assert_eq!(buf.len() as u64, self.sb.block_size);
-        self.dirty.insert(b, buf);
+        let old = self.dirty.insert(b, buf);
+        if let Some(undo) = self.undo.last_mut() {
+            undo.entry(b).or_insert(old);
+        }
     }
 
     /// Stages file data for newly allocated blocks `b..`; it reaches the
@@ -237,7 +267,24 @@ impl<D: BlockDevice> Ext4Fs<D> {
         })
     }
 
-    /// Runs `f` as one all-or-nothing change, then commits it.
+    /// Turns on group commit (see the module comment): changes commit
+    /// together on [`sync`](Self::sync) or when the running transaction
+    /// grows large, instead of one by one. Changes not yet committed are
+    /// dropped with the handle: call `sync` before dropping it.
+    pub fn defer_commits(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Commits the running deferred transaction, if any.
+    pub fn commit_deferred(&mut self) -> Result<()> {
+        match self.running.take() {
+            Some(saved) => self.finish(saved),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` as one all-or-nothing change, then commits it (or, with
+    /// group commit, adds it to the running transaction).
     pub(super) fn change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
         if let Some(why) = &self.poisoned {
             return Err(Error::PartialWrite {
@@ -254,31 +301,58 @@ impl<D: BlockDevice> Ext4Fs<D> {
         if self.batch_depth > 0 {
             return self.nested_change(f);
         }
+        if self.deferred {
+            if self.running.is_none() {
+                self.begin();
+                self.running = Some((self.sb.clone(), self.groups.clone()));
+            }
+            let r = self.nested_change(f)?;
+            self.write_out_data()?;
+            if self.running_is_large() {
+                self.commit_deferred()?;
+            }
+            return Ok(r);
+        }
         let saved = (self.sb.clone(), self.groups.clone());
-        self.dirty.clear();
-        self.pending_free.clear();
-        self.staged.clear();
-        self.scrub_runs.clear();
-        let result = f(self).and_then(|r| {
-            self.release_pending()?;
-            let plan = self.plan_commit(&saved.0)?;
-            Ok((r, plan))
-        });
-        self.dirty.clear();
-        self.pending_free.clear();
-        self.staged.clear();
-        self.scrub_runs.clear();
-        let (r, plan) = match result {
-            Ok(v) => v,
+        self.begin();
+        match f(self) {
+            Ok(r) => self.finish(saved).map(|()| r),
             Err(e) => {
-                // Nothing was written: the handle goes back to the disk's state.
-                (self.sb, self.groups) = saved;
-                self.groups.dirty.clear();
+                self.abandon(saved);
+                Err(e)
+            }
+        }
+    }
+
+    /// Empties the transaction state for a new transaction.
+    fn begin(&mut self) {
+        self.dirty.clear();
+        self.pending_free.clear();
+        self.staged.clear();
+        self.scrub_runs.clear();
+    }
+
+    /// Nothing was written: the handle goes back to the disk's state.
+    fn abandon(&mut self, saved: Saved) {
+        self.begin();
+        (self.sb, self.groups) = saved;
+        self.groups.dirty.clear();
+    }
+
+    /// Plans and commits the transaction that started at `saved`.
+    fn finish(&mut self, saved: Saved) -> Result<()> {
+        let plan = self
+            .release_pending()
+            .and_then(|()| self.plan_commit(&saved.0));
+        let mut plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                self.abandon(saved);
                 return Err(e);
             }
         };
+        self.begin();
         self.groups.dirty.clear();
-        let mut plan = plan;
         let outcome = self.commit(&mut plan);
         // Keep the staging set (and its spool file) for the next change.
         self.staged = plan.staged;
@@ -296,24 +370,72 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 why: format!("{e}; the image may hold part of it ({how})"),
             });
         }
-        Ok(r)
+        Ok(())
     }
 
-    /// One operation inside a batch: undone alone when it fails.
+    /// Whether the running deferred transaction should commit now, before
+    /// its metadata outgrows the journal (or memory).
+    fn running_is_large(&self) -> bool {
+        let blocks = self.dirty.len() as u64 + self.groups.dirty.len() as u64 + 2;
+        let limit = match &self.journal {
+            Some(j) => (j.capacity() / 4).min(GROUP_BLOCKS),
+            None => GROUP_BLOCKS,
+        };
+        blocks >= limit
+    }
+
+    /// Writes the data of a change that succeeded inside a deferred
+    /// transaction to its blocks, which are free on disk until the commit.
+    fn write_out_data(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let mut staged = std::mem::take(&mut self.staged);
+        let written = staged.write_to(&self.dev, self.sb.block_size);
+        self.staged = staged;
+        if let Err(e) = written {
+            self.poisoned = Some(e.to_string());
+            return Err(Error::PartialWrite {
+                what: format!("writing file data to {}", self.dev.describe()),
+                why: format!("{e}; only free blocks were written, but the change is not committed"),
+            });
+        }
+        Ok(())
+    }
+
+    /// One operation inside a batch or a deferred transaction: undone alone
+    /// when it fails.
     fn nested_change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
         let saved = (
             self.sb.clone(),
             self.groups.clone(),
-            self.dirty.clone(),
             self.pending_free.len(),
             self.staged.mark(),
         );
+        self.undo.push(BTreeMap::new());
         let result = f(self);
-        if result.is_err() {
-            let (sb, groups, dirty, freed, mark) = saved;
-            (self.sb, self.groups, self.dirty) = (sb, groups, dirty);
-            self.pending_free.truncate(freed);
-            self.staged.rollback(mark);
+        let undo = self.undo.pop().unwrap_or_default();
+        match &result {
+            Ok(_) => {
+                // The enclosing change inherits what this one touched.
+                if let Some(outer) = self.undo.last_mut() {
+                    for (b, old) in undo {
+                        outer.entry(b).or_insert(old);
+                    }
+                }
+            }
+            Err(_) => {
+                let (sb, groups, freed, mark) = saved;
+                (self.sb, self.groups) = (sb, groups);
+                for (b, old) in undo {
+                    match old {
+                        Some(buf) => self.dirty.insert(b, buf),
+                        None => self.dirty.remove(&b),
+                    };
+                }
+                self.pending_free.truncate(freed);
+                self.staged.rollback(mark);
+            }
         }
         result
     }

@@ -240,6 +240,11 @@ impl Journal {
         phys * self.block_size as u64
     }
 
+    /// How many blocks one transaction may use (descriptors, copies, commit).
+    pub(super) fn capacity(&self) -> u64 {
+        u64::from(self.maxlen.saturating_sub(self.first))
+    }
+
     /// Whether fs block `b` belongs to the journal.
     pub(super) fn contains(&self, b: u64) -> bool {
         self.runs

@@ -275,8 +275,10 @@ impl<D: BlockDevice> Ext4Fs<D> {
         self.read_data(ino, &inode, out)
     }
 
-    /// Writes everything to the device and flushes it.
-    pub fn sync(&self) -> Result<()> {
+    /// Commits the running deferred transaction (if any), then flushes the
+    /// device: everything changed so far is durable when it returns.
+    pub fn sync(&mut self) -> Result<()> {
+        self.commit_deferred()?;
         self.dev.flush()
     }
 }
@@ -382,6 +384,10 @@ impl<D: BlockDevice> Filesystem for Ext4Fs<D> {
 
     fn flush(&mut self) -> Result<()> {
         self.sync()
+    }
+
+    fn defer_commits(&mut self) {
+        Ext4Fs::defer_commits(self)
     }
 }
 
