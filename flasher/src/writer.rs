@@ -15,7 +15,7 @@
 //! data streams. A damaged image is refused before any card gets its table.
 
 use crate::plan::Plan;
-use crate::progress::{Observer, Phase};
+use crate::progress::{Observer, Phase, Shifted};
 use crate::ranges::{RangeSet, StreamMapper};
 use crate::source::{Chunk, Pool, Source};
 use crate::target::Target;
@@ -243,6 +243,56 @@ pub fn write_all(
             checked,
         });
         (reports, written)
+    })
+}
+
+/// One card of [`write_each`]: its own source and plan, and the card.
+pub struct CardWrite {
+    /// What this card gets.
+    pub source: Source,
+    /// Which ranges of it to write.
+    pub plan: Plan,
+    /// The card.
+    pub target: Arc<dyn Target>,
+    /// Checks for this card's run.
+    pub opts: Options,
+}
+
+/// Writes several cards at once, each from a source of its own (each node's
+/// base ⊕ delta over one shared base file: the base is read from disk once
+/// and served to the others from the page cache). One [`write_all`] per
+/// card, each in its own thread; card `i` reports progress to `observer` as
+/// device `i`, and every run polls `cancel`. Returns, per card in order, its
+/// report and what its run read.
+pub fn write_each(
+    cards: Vec<CardWrite>,
+    observer: &dyn Observer,
+    cancel: &AtomicBool,
+) -> Vec<(WriteReport, Result<Written>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cards
+            .into_iter()
+            .enumerate()
+            .map(|(i, card)| {
+                s.spawn(move || {
+                    let shifted = Shifted::new(observer, i);
+                    let (mut reports, read) = write_all(
+                        card.source,
+                        &card.plan,
+                        std::slice::from_ref(&card.target),
+                        card.opts,
+                        &shifted,
+                        cancel,
+                    );
+                    let report = reports.pop().expect("write_all reports once per target");
+                    (report, read)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("card thread does not panic"))
+            .collect()
     })
 }
 
@@ -518,6 +568,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("offset 7000001"), "{e}");
+    }
+
+    /// Holds its first write until `.1` cards have begun writing (or 20 s
+    /// passed) and records whether they all met: cards written one after
+    /// another never meet.
+    struct Rendezvous(Arc<dyn Target>, usize, Arc<Meeting>);
+
+    #[derive(Default)]
+    struct Meeting {
+        started: std::sync::Mutex<usize>,
+        all_in: std::sync::Condvar,
+        met: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Target for Rendezvous {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+            let m = &self.2;
+            let mut n = m.started.lock().unwrap();
+            if *n < self.1 {
+                *n += 1;
+                m.all_in.notify_all();
+                let (n, _) = m
+                    .all_in
+                    .wait_timeout_while(n, std::time::Duration::from_secs(20), |n| *n < self.1)
+                    .unwrap();
+                if *n >= self.1 {
+                    m.met.fetch_add(1, Ordering::SeqCst);
+                }
+                // Later writes pass straight through.
+                drop(n);
+                *m.started.lock().unwrap() = usize::MAX;
+            }
+            self.0.write_at(offset, buf)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read_at(offset, buf)
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.0.flush()
+        }
+        fn reread_partitions(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn cards_with_their_own_sources_are_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let meeting = Arc::new(Meeting::default());
+        let mut cards = Vec::new();
+        let mut images = Vec::new();
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            let mut data = image(6 << 20 | 77);
+            data[1 << 20] = i as u8 + 1;
+            let src: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(data.clone()));
+            let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
+            let target: Arc<dyn Target> = Arc::new(Rendezvous(
+                target_file(dir.path(), name, 8 << 20),
+                2,
+                meeting.clone(),
+            ));
+            cards.push(CardWrite {
+                source: Source::Random(src),
+                plan,
+                target: target.clone(),
+                opts: Options {
+                    verify: true,
+                    ..Default::default()
+                },
+            });
+            images.push((target, data));
+        }
+        let cancel = AtomicBool::new(false);
+        let out = write_each(cards, &Silent, &cancel);
+        assert_eq!(out.len(), 2);
+        for ((r, read), (t, data)) in out.iter().zip(&images) {
+            r.result.as_ref().unwrap();
+            read.as_ref().unwrap();
+            assert!(r.verified);
+            let mut back = vec![0; data.len()];
+            t.read_at(0, &mut back).unwrap();
+            assert!(
+                &back == data,
+                "{} differs from its own source",
+                t.describe()
+            );
+        }
+        assert_eq!(
+            meeting.met.load(Ordering::SeqCst),
+            2,
+            "the two cards were not being written at the same time"
+        );
     }
 
     /// Stores one byte wrong, silently, as a failing card does.
