@@ -430,15 +430,15 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         !interrupted,
     );
     if source_error.is_none() && !interrupted {
-        eject_flashed(&args, &disks, &outcomes);
+        let ok: Vec<bool> = outcomes.iter().map(|o| o.error.is_none()).collect();
+        eject_flashed(&args, &disks, &ok);
     }
     Ok(code)
 }
 /// Ejects each card whose write (and verification) succeeded, where the
 /// platform wants it; says so, or why not.
-fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
-    for (d, o) in disks.iter().zip(outcomes) {
-        let ok = o.error.is_none();
+pub(super) fn eject_flashed(args: &FlashArgs, disks: &[Disk], ok: &[bool]) {
+    for (d, &ok) in disks.iter().zip(ok) {
         if !flasher::devices::should_eject(flasher::platform::EJECTS, ok, args.no_eject) {
             continue;
         }

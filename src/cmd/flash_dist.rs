@@ -232,7 +232,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         // main prints the one line that says so.
         return Ok(ExitCode::FAILURE);
     }
-    let mut failed = false;
+    let mut ok = Vec::new();
     for (((report, read), c), (d, skipped)) in results
         .into_iter()
         .zip(&cards)
@@ -244,6 +244,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::from)
             .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from))
             .map(|()| if args.no_verify { "skipped" } else { "ok" });
+        ok.push(result.is_ok());
         match result {
             Ok(v) => eprintln!(
                 "{}: node {} — wrote {} ({} skipped); verification {v}",
@@ -252,13 +253,12 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
                 human(report.written),
                 human(skipped)
             ),
-            Err(e) => {
-                failed = true;
-                eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node);
-            }
+            Err(e) => eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node),
         }
     }
-    Ok(if failed {
+    // Where the platform ejects a flashed card (macOS), as `flash` does.
+    super::flash::eject_flashed(&args, &disks, &ok);
+    Ok(if ok.contains(&false) {
         crate::exit::Code::Verify.into()
     } else {
         ExitCode::SUCCESS
