@@ -18,7 +18,7 @@ use flasher::bmap::Bmap;
 use flasher::devices::Disk;
 use flasher::plan::{self, Hints};
 use flasher::policy::{self, human};
-use flasher::progress::Bars;
+use flasher::progress::{Bars, JsonLines, Observer};
 use flasher::ranges::{Extent, RangeSet};
 use flasher::source::Source;
 use flasher::target::Target;
@@ -32,6 +32,7 @@ use pipeline::build::manifest::{parse_sums, sha256_of, BuildManifest};
 use pipeline::build::{deferred, SecretsMode, MANIFEST, SUMS};
 use pipeline::osimage::OsImage;
 use pipeline::secrets::State;
+use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -225,13 +226,21 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         cancel,
         "the cards hold part of their nodes' images; no partition table was written after the interruption",
     );
-    let observer = Bars::new(disks.iter().map(|d| d.path.clone()).collect());
-    let results = flasher::writer::write_each(writes, &observer, cancel);
+    let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
+    let observer: Box<dyn Observer> = if args.json {
+        Box::new(JsonLines::new(names))
+    } else {
+        Box::new(Bars::new(names))
+    };
+    let results = flasher::writer::write_each(writes, &*observer, cancel);
     drop(observer);
-    if crate::signals::interrupted() {
-        // main prints the one line that says so.
+    // Interrupted: main prints the one line that says so; JSON readers
+    // still get their summary on stdout.
+    let interrupted = crate::signals::interrupted();
+    if interrupted && !args.json {
         return Ok(ExitCode::FAILURE);
     }
+    let mut devices = Vec::new();
     let mut ok = Vec::new();
     for (((report, read), c), (d, skipped)) in results
         .into_iter()
@@ -239,22 +248,51 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         .zip(disks.iter().zip(skipped))
     {
         // Verification runs inside the write, before the partition table.
+        let verification = match (&report.result, &read, args.no_verify) {
+            (_, _, true) => "skipped",
+            (Ok(()), Ok(_), false) => "ok",
+            (Err(flasher::Error::Mismatch { .. }), _, false) => "failed",
+            _ => "not run",
+        };
         let result = report
             .result
             .map_err(anyhow::Error::from)
-            .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from))
-            .map(|()| if args.no_verify { "skipped" } else { "ok" });
+            .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from));
         ok.push(result.is_ok());
-        match result {
-            Ok(v) => eprintln!(
-                "{}: node {} — wrote {} ({} skipped); verification {v}",
+        match &result {
+            Ok(()) if !args.json => eprintln!(
+                "{}: node {} — wrote {} ({} skipped); verification {verification}",
                 d.path,
                 c.node,
                 human(report.written),
                 human(skipped)
             ),
+            Ok(()) => {}
             Err(e) => eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node),
         }
+        devices.push(json!({
+            "device": d.path,
+            "node": c.node,
+            "ok": result.is_ok(),
+            "bytes_written": report.written,
+            "bytes_skipped": skipped,
+            "write_seconds": report.seconds,
+            "verify_seconds": report.verify_seconds,
+            "verification": verification,
+            "error": result.err().map(|e| format!("{e:#}")),
+        }));
+    }
+    if args.json {
+        JsonLines::emit(&json!({
+            "event": "summary",
+            "source": dist,
+            "ok": !ok.contains(&false) && !interrupted,
+            "image_size": size,
+            "devices": devices,
+        }));
+    }
+    if interrupted {
+        return Ok(ExitCode::FAILURE);
     }
     // Where the platform ejects a flashed card (macOS), as `flash` does.
     super::flash::eject_flashed(&args, &disks, &ok);
