@@ -7,10 +7,11 @@
 #   BASE=/var/tmp/rpios-3g.img NODES=50 SEED_NODES=3 sudo benches/build-vs-seed.sh
 #
 # BASE is a raw RPi-OS-like disk image (default: examples/demo's, decompressed;
-# for the issue's figure, a ~3 GiB one, e.g. `nodeimg base --board rpi5 --from
-# debian-arm64-rootfs.tar --size 3GiB`). The seed method runs SEED_NODES times
-# and each copy is deleted before the next (disk space); per-node times are
-# compared. Big files go under WORK (default /var/tmp/nodeimg-bench) and are
+# for the issue's figure, a ~3 GiB one from a Debian arm64 root tree: `nodeimg
+# base --board rpi5 --from rootfs.tar --firmware FW --overlay OV --size 3GiB`,
+# see docs/build.md "Speed"). The seed method runs SEED_NODES times and each
+# copy is deleted before the next (disk space); its base copy is timed apart,
+# its per-node mean is compared and extrapolated to NODES. Big files go under WORK (default /var/tmp/nodeimg-bench) and are
 # removed at the end. Needs root, util-linux, e2fsprogs, zstd and nodeimg
 # built with `cargo build --release`.
 set -euo pipefail
