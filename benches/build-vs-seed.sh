@@ -7,10 +7,11 @@
 #   BASE=/var/tmp/rpios-3g.img NODES=50 SEED_NODES=3 sudo benches/build-vs-seed.sh
 #
 # BASE is a raw RPi-OS-like disk image (default: examples/demo's, decompressed;
-# for the issue's figure, a ~3 GiB one, e.g. `nodeimg base --board rpi5 --from
-# debian-arm64-rootfs.tar --size 3GiB`). The seed method runs SEED_NODES times
-# and each copy is deleted before the next (disk space); per-node times are
-# compared. Big files go under WORK (default /var/tmp/nodeimg-bench) and are
+# for the issue's figure, a ~3 GiB one from a Debian arm64 root tree: `nodeimg
+# base --board rpi5 --from rootfs.tar --firmware FW --overlay OV --size 3GiB`,
+# see docs/build.md "Speed"). The seed method runs SEED_NODES times and each
+# copy is deleted before the next (disk space); its base copy is timed apart,
+# its per-node mean is compared and extrapolated to NODES. Big files go under WORK (default /var/tmp/nodeimg-bench) and are
 # removed at the end. Needs root, util-linux, e2fsprogs, zstd and nodeimg
 # built with `cargo build --release`.
 set -euo pipefail
@@ -39,11 +40,26 @@ if [ -z "$base" ]; then
 fi
 size=$(stat -c %s "$base")
 
+# The root partition, and the login user both methods give SSH keys: the
+# demo's `pi` where the base has it, else root (a plain Debian root tree
+# has no pi, and nodeimg only configures users the image already has).
+p2=$(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"]*512)')
+passwd=$(debugfs -R "cat /etc/passwd" "$base?offset=$p2" 2>/dev/null)
+login=pi
+grep -q '^pi:' <<<"$passwd" || login=root
+home=$(awk -F: -v u="$login" '$1 == u { print $6 }' <<<"$passwd")
+[ -n "$home" ] || { echo "build-vs-seed.sh: $base: no user $login in /etc/passwd" >&2; exit 1; }
+# The demo's time zone, where the base has tzdata.
+tz_edit=()
+debugfs -R "stat /usr/share/zoneinfo/Europe/Berlin" "$base?offset=$p2" 2>&1 | grep -q '^Inode:' ||
+	tz_edit=(-e '/^timezone = /d')
+
 # The cluster: the demo's settings, NODES workers, the base as its source.
 cluster=$work/cluster/cluster.toml
 mkdir -p "$work/cluster"
 {
-	sed -e "s|^source = .*|source = \"$base\"|" -e '/^\[\[node\]\]/,$d' examples/demo/cluster.toml
+	sed -e "s|^source = .*|source = \"$base\"|" -e "s|^user = .*|user = \"$login\"|" \
+		"${tz_edit[@]}" -e '/^\[\[node\]\]/,$d' examples/demo/cluster.toml
 	printf '[[node]]\nhostname = "controlplane"\naddress = "192.168.1.10/24"\n'
 	for i in $(seq 0 $((nodes - 2))); do printf '\n[[node]]\nhostname = "node%d"\n' "$i"; done
 } >"$cluster"
@@ -52,20 +68,26 @@ t0=$(now)
 "$nodeimg" build "$cluster" --out "$work/dist" >/dev/null
 t1=$(now)
 build_s=$(echo "$t1 - $t0" | bc -l)
+# One more node on the built cluster: the incremental build stamps only it.
+printf '\n[[node]]\nhostname = "node%d"\n' "$((nodes - 1))" >>"$cluster"
+t0=$(now)
+"$nodeimg" build "$cluster" --out "$work/dist" >/dev/null
+t1=$(now)
+add_s=$(echo "$t1 - $t0" | bc -l)
 
 # The seed's method: the base once (cp), then per node cp + mount + writes + umount.
-p2=$(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"]*512)')
 mkdir -p "$mnt"
 t2=$(now)
 cp --sparse=always "$base" "$work/seed-base.img"
+t2b=$(now)
 for i in $(seq 1 "$seed_nodes"); do
 	cp --sparse=always "$work/seed-base.img" "$work/seed-node.img"
 	loop=$(losetup -f --show -o "$p2" "$work/seed-node.img")
 	mount "$loop" "$mnt"
 	echo "node$i" >"$mnt/etc/hostname"
-	sed -i "s/^127.0.1.1.*/127.0.1.1\tnode$i/" "$mnt/etc/hosts"
-	install -d -m 0700 "$mnt/home/pi/.ssh"
-	echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop" >"$mnt/home/pi/.ssh/authorized_keys"
+	printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tnode%d\n' "$i" >"$mnt/etc/hosts"
+	install -d -m 0700 "$mnt$home/.ssh"
+	echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop" >"$mnt$home/.ssh/authorized_keys"
 	install -m 0600 /dev/null "$mnt/root/keys.txt"
 	head -c 64 /dev/urandom | base64 >"$mnt/root/keys.txt"
 	install -d "$mnt/usr/local/lib/nodeimg"
@@ -76,13 +98,18 @@ for i in $(seq 1 "$seed_nodes"); do
 	rm -f "$work/seed-node.img"
 done
 t3=$(now)
-seed_s=$(echo "$t3 - $t2" | bc -l)
-
+seed_base_s=$(echo "$t2b - $t2" | bc -l)
+# Per node without the one base copy; the whole cluster extrapolated from it.
+per_seed=$(echo "($t3 - $t2b) / $seed_nodes" | bc -l)
+seed_total=$(echo "$seed_base_s + $nodes * $per_seed" | bc -l)
 per_build=$(echo "$build_s / $nodes" | bc -l)
-per_seed=$(echo "$seed_s / $seed_nodes" | bc -l)
-printf 'base: %s (%d MiB)\n' "$base" $((size >> 20))
-printf 'nodeimg build, %d nodes (base + all nodes + zstd + bmap + sums): %.2f s, %.3f s per node\n' "$nodes" "$build_s" "$per_build"
-printf 'seed method, %d nodes (cp + loop mount + writes + umount): %.2f s, %.3f s per node\n' "$seed_nodes" "$seed_s" "$per_seed"
-printf 'ratio per node (seed / nodeimg build): %.1fx\n' "$(echo "$per_seed / $per_build" | bc -l)"
+printf 'base: %s (%d MiB), login user %s\n' "$base" $((size >> 20)) "$login"
+printf 'nodeimg build, %d nodes (base customised + zstd + bmap + all nodes + sums): %.2f s, %.3f s per node\n' "$nodes" "$build_s" "$per_build"
+printf 'seed method: base cp %.2f s, then %.3f s per node (cp + loop mount + writes + umount, mean of %d); %d nodes: %.2f s (extrapolated)\n' \
+	"$seed_base_s" "$per_seed" "$seed_nodes" "$nodes" "$seed_total"
+printf 'ratio for %d nodes (seed / nodeimg build): %.1fx; per node: %.1fx\n' \
+	"$nodes" "$(echo "$seed_total / $build_s" | bc -l)" "$(echo "$per_seed / $per_build" | bc -l)"
+printf 'nodeimg build adding node %d to the built cluster (incremental: hashes inputs, decompresses the base, stamps that node, sums): %.2f s\n' \
+	"$((nodes + 1))" "$add_s"
 printf 'artefacts: %s\n' "$(du -sh "$work/dist" | cut -f1)"
 printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

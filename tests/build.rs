@@ -417,6 +417,49 @@ fn defer_keeps_secrets_out_and_flash_injects_them() {
             String::from_utf8_lossy(&fsck.stdout)
         );
     }
+
+    // The cards swapped, with --json: progress lines for both cards, and a
+    // summary naming the node written to each device.
+    let o = nodeimg(&[
+        "flash",
+        s(&dist),
+        "--device",
+        &format!("{}=controlplane", c1.dev),
+        "--device",
+        &format!("{}=node0", c2.dev),
+        "--secrets",
+        s(&state),
+        "--allow-fixed",
+        "--yes",
+        "--json",
+    ]);
+    let out = ok(&o);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    for dev in [&c1.dev, &c2.dev] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "progress" && e["device"] == dev.as_str()),
+            "no progress for {dev}: {out}"
+        );
+    }
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{out}");
+    assert_eq!(summary["ok"], true, "{out}");
+    for (i, (card, node)) in [(&c1, "controlplane"), (&c2, "node0")]
+        .into_iter()
+        .enumerate()
+    {
+        let d = &summary["devices"][i];
+        assert_eq!(d["device"], card.dev.as_str());
+        assert_eq!(d["node"], node);
+        assert_eq!(d["verification"], "ok");
+        let root = part_offset(&card.dev, 1);
+        assert_eq!(debugfs_cat(&card.dev, root, "/etc/hostname").trim(), node);
+    }
 }
 
 /// A build killed at a random point leaves the output directory as it was.

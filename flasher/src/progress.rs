@@ -37,6 +37,31 @@ impl Observer for Silent {
     fn failed(&self, _: usize) {}
 }
 
+/// Another observer seen with device numbers shifted by `first`: lets
+/// several writer runs, each numbering its own targets from 0, report into
+/// one set of bars (see [`crate::writer::write_each`]).
+pub struct Shifted<'a> {
+    inner: &'a dyn Observer,
+    first: usize,
+}
+
+impl<'a> Shifted<'a> {
+    /// Device `n` of this run is device `first + n` of `inner`.
+    pub fn new(inner: &'a dyn Observer, first: usize) -> Self {
+        Shifted { inner, first }
+    }
+}
+
+impl Observer for Shifted<'_> {
+    fn progress(&self, device: usize, phase: Phase, done: u64, total: u64) {
+        self.inner.progress(self.first + device, phase, done, total);
+    }
+
+    fn failed(&self, device: usize) {
+        self.inner.failed(self.first + device);
+    }
+}
+
 /// One terminal progress bar per device and phase.
 pub struct Bars {
     multi: MultiProgress,

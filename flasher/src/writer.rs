@@ -15,7 +15,7 @@
 //! data streams. A damaged image is refused before any card gets its table.
 
 use crate::plan::Plan;
-use crate::progress::{Observer, Phase};
+use crate::progress::{Observer, Phase, Shifted};
 use crate::ranges::{RangeSet, StreamMapper};
 use crate::source::{Chunk, Pool, Source};
 use crate::target::Target;
@@ -246,6 +246,56 @@ pub fn write_all(
     })
 }
 
+/// One card of [`write_each`]: its own source and plan, and the card.
+pub struct CardWrite {
+    /// What this card gets.
+    pub source: Source,
+    /// Which ranges of it to write.
+    pub plan: Plan,
+    /// The card.
+    pub target: Arc<dyn Target>,
+    /// Checks for this card's run.
+    pub opts: Options,
+}
+
+/// Writes several cards at once, each from a source of its own (each node's
+/// base ⊕ delta over one shared base file: the base is read from disk once
+/// and served to the others from the page cache). One [`write_all`] per
+/// card, each in its own thread; card `i` reports progress to `observer` as
+/// device `i`, and every run polls `cancel`. Returns, per card in order, its
+/// report and what its run read.
+pub fn write_each(
+    cards: Vec<CardWrite>,
+    observer: &dyn Observer,
+    cancel: &AtomicBool,
+) -> Vec<(WriteReport, Result<Written>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cards
+            .into_iter()
+            .enumerate()
+            .map(|(i, card)| {
+                s.spawn(move || {
+                    let shifted = Shifted::new(observer, i);
+                    let (mut reports, read) = write_all(
+                        card.source,
+                        &card.plan,
+                        std::slice::from_ref(&card.target),
+                        card.opts,
+                        &shifted,
+                        cancel,
+                    );
+                    let report = reports.pop().expect("write_all reports once per target");
+                    (report, read)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("card thread does not panic"))
+            .collect()
+    })
+}
+
 fn send_all(senders: &mut [Option<SyncSender<Msg>>], msg: impl Fn() -> Msg) {
     for s in senders.iter_mut() {
         // A writer that failed has dropped its receiver: stop feeding it.
@@ -439,32 +489,52 @@ mod tests {
         Arc::new(DeviceTarget::open(&p).unwrap())
     }
 
-    /// Fails every write at or past `limit`.
-    /// A device whose space ends at `.1` bytes: writes past it fail.
-    struct Failing(Arc<dyn Target>, u64);
+    /// A test card over `inner` with a name and size of its own, whose
+    /// writes go through `write` (which decides what reaches `inner`).
+    struct Faulty<W> {
+        inner: Arc<dyn Target>,
+        name: &'static str,
+        size: u64,
+        write: W,
+    }
 
-    impl Target for Failing {
+    impl<W> Target for Faulty<W>
+    where
+        W: Fn(&dyn Target, u64, &[u8]) -> io::Result<()> + Send + Sync,
+    {
         fn describe(&self) -> String {
-            "failing".into()
+            self.name.into()
         }
         fn size(&self) -> u64 {
-            self.1
+            self.size
         }
         fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-            if offset + buf.len() as u64 > self.1 {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            self.0.write_at(offset, buf)
+            (self.write)(&*self.inner, offset, buf)
         }
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-            self.0.read_at(offset, buf)
+            self.inner.read_at(offset, buf)
         }
         fn flush(&self) -> io::Result<()> {
-            self.0.flush()
+            self.inner.flush()
         }
         fn reread_partitions(&self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A device whose space ends at `limit` bytes: writes past it fail.
+    fn failing(inner: Arc<dyn Target>, limit: u64) -> Arc<dyn Target> {
+        Arc::new(Faulty {
+            inner,
+            name: "failing",
+            size: limit,
+            write: move |t: &dyn Target, offset: u64, buf: &[u8]| {
+                if offset + buf.len() as u64 > limit {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                t.write_at(offset, buf)
+            },
+        })
     }
 
     #[test]
@@ -475,8 +545,7 @@ mod tests {
         let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
         let a = target_file(dir.path(), "a", 16 << 20);
         let b = target_file(dir.path(), "b", 16 << 20);
-        let bad: Arc<dyn Target> =
-            Arc::new(Failing(target_file(dir.path(), "c", 16 << 20), 5 << 20));
+        let bad = failing(target_file(dir.path(), "c", 16 << 20), 5 << 20);
         let cancel = AtomicBool::new(false);
         let (reports, read) = write_all(
             Source::Random(src.clone()),
@@ -520,32 +589,105 @@ mod tests {
         assert!(e.contains("offset 7000001"), "{e}");
     }
 
-    /// Stores one byte wrong, silently, as a failing card does.
-    struct Liar(Arc<dyn Target>, u64);
+    /// Cards that meet: each holds its first write until `all` of them
+    /// have begun writing (or 20 s passed) and counts in `met` whether they
+    /// did. Cards written one after another never meet.
+    #[derive(Default)]
+    struct Meeting {
+        started: std::sync::Mutex<usize>,
+        all_in: std::sync::Condvar,
+        met: std::sync::atomic::AtomicUsize,
+    }
 
-    impl Target for Liar {
-        fn describe(&self) -> String {
-            "liar".into()
-        }
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-            let mut v = buf.to_vec();
-            if (offset..offset + v.len() as u64).contains(&self.1) {
-                v[(self.1 - offset) as usize] ^= 0x40;
+    impl Meeting {
+        fn arrive(&self, all: usize) {
+            let mut n = self.started.lock().unwrap();
+            if *n >= all {
+                return;
             }
-            self.0.write_at(offset, &v)
+            *n += 1;
+            self.all_in.notify_all();
+            let (mut n, _) = self
+                .all_in
+                .wait_timeout_while(n, std::time::Duration::from_secs(20), |n| *n < all)
+                .unwrap();
+            if *n >= all {
+                self.met.fetch_add(1, Ordering::SeqCst);
+            }
+            // Later writes pass straight through.
+            *n = usize::MAX;
         }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-            self.0.read_at(offset, buf)
+    }
+
+    fn rendezvous(inner: Arc<dyn Target>, all: usize, m: Arc<Meeting>) -> Arc<dyn Target> {
+        let size = inner.size();
+        Arc::new(Faulty {
+            inner,
+            name: "card",
+            size,
+            write: move |t: &dyn Target, offset: u64, buf: &[u8]| {
+                m.arrive(all);
+                t.write_at(offset, buf)
+            },
+        })
+    }
+
+    #[test]
+    fn cards_with_their_own_sources_are_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let meeting = Arc::new(Meeting::default());
+        let mut cards = Vec::new();
+        let mut images = Vec::new();
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            let mut data = image(6 << 20 | 77);
+            data[1 << 20] = i as u8 + 1;
+            let src: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(data.clone()));
+            let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
+            let target = rendezvous(target_file(dir.path(), name, 8 << 20), 2, meeting.clone());
+            cards.push(CardWrite {
+                source: Source::Random(src),
+                plan,
+                target: target.clone(),
+                opts: Options {
+                    verify: true,
+                    ..Default::default()
+                },
+            });
+            images.push((target, data));
         }
-        fn flush(&self) -> io::Result<()> {
-            self.0.flush()
+        let cancel = AtomicBool::new(false);
+        let out = write_each(cards, &Silent, &cancel);
+        assert_eq!(out.len(), 2);
+        for (i, ((r, read), (t, data))) in out.iter().zip(&images).enumerate() {
+            r.result.as_ref().unwrap();
+            read.as_ref().unwrap();
+            assert!(r.verified);
+            let mut back = vec![0; data.len()];
+            t.read_at(0, &mut back).unwrap();
+            assert!(&back == data, "card {i} differs from its own source");
         }
-        fn reread_partitions(&self) -> io::Result<()> {
-            Ok(())
-        }
+        assert_eq!(
+            meeting.met.load(Ordering::SeqCst),
+            2,
+            "the two cards were not being written at the same time"
+        );
+    }
+
+    /// Stores the byte at `at` wrong, silently, as a failing card does.
+    fn liar(inner: Arc<dyn Target>, at: u64) -> Arc<dyn Target> {
+        let size = inner.size();
+        Arc::new(Faulty {
+            inner,
+            name: "liar",
+            size,
+            write: move |t: &dyn Target, offset: u64, buf: &[u8]| {
+                let mut v = buf.to_vec();
+                if (offset..offset + v.len() as u64).contains(&at) {
+                    v[(at - offset) as usize] ^= 0x40;
+                }
+                t.write_at(offset, &v)
+            },
+        })
     }
 
     #[test]
@@ -553,7 +695,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = Arc::new(MemDevice::from_vec(image(6 << 20)));
         let plan = build(&Source::Random(src.clone()), &Hints::default()).unwrap();
-        let t: Arc<dyn Target> = Arc::new(Liar(target_file(dir.path(), "t", 8 << 20), 3 << 20));
+        let t = liar(target_file(dir.path(), "t", 8 << 20), 3 << 20);
         let cancel = AtomicBool::new(false);
         let (reports, read) = write_all(
             Source::Random(src),

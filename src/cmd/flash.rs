@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub struct FlashArgs {
     /// Image to write: a raw disk image, or one compressed with xz, zstd or gzip (recognised by content); or a `nodeimg build` output directory (then each --device is DEV=NODE).
     pub source: PathBuf,
-    /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image. With a build directory: DEV=NODE, the node the card becomes.
+    /// Whole-disk device to write, e.g. /dev/sdb or /dev/disk4; repeat to write several cards from one read of the image. With a build directory: DEV=NODE, the node the card becomes (all cards are written at once, from one read of the base).
     #[arg(long = "device", value_name = "DEV", required = true)]
     pub devices: Vec<PathBuf>,
     /// With a build directory and one --device: the node the card becomes.
@@ -189,14 +189,19 @@ fn plan_json(p: &Plan) -> serde_json::Value {
 }
 
 /// Finds each device and applies every safety rule; all refusals are reported.
-fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>> {
+/// `devices` are the paths of `args.devices` (without a `=NODE`).
+pub(super) fn check_devices(
+    args: &FlashArgs,
+    devices: &[PathBuf],
+    image_size: u64,
+) -> anyhow::Result<Vec<Disk>> {
     let opts = policy::Options {
         allow_fixed: args.allow_fixed,
         no_unmount: args.no_unmount,
     };
     let mut disks: Vec<Disk> = Vec::new();
     let mut refused = Vec::new();
-    for dev in &args.devices {
+    for dev in devices {
         match flasher::devices::find(dev) {
             Ok(d) => {
                 // Two paths to one disk (a symlink, /dev/diskN and /dev/rdiskN)
@@ -231,6 +236,29 @@ fn check_devices(args: &FlashArgs, image_size: u64) -> anyhow::Result<Vec<Disk>>
     Ok(disks)
 }
 
+/// Opens a checked card for writing: unmounts what the policy allows, opens
+/// it exclusively and makes sure it is still the disk that was checked.
+pub(super) fn open_target(d: &Disk) -> anyhow::Result<DeviceTarget> {
+    if !policy::media_mounts(d).is_empty() {
+        let gone = flasher::devices::unmount(d)?;
+        if !gone.is_empty() {
+            eprintln!("{}: unmounted {}", d.path, gone.join(", "));
+        }
+    }
+    let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            anyhow::anyhow!(
+                "{} is in use (mounted or opened exclusively by another program)",
+                d.path
+            )
+        } else {
+            anyhow::anyhow!("opening {} for writing: {e}", d.path)
+        }
+    })?;
+    t.check_identity(d)?;
+    Ok(t)
+}
+
 /// Outcome of one device, for the summary.
 struct Outcome {
     device: String,
@@ -259,7 +287,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     if let (Some((p, true)), false) = (&prepared.bmap, args.json) {
         eprintln!("using the bmap beside the image: {}", p.display());
     }
-    let disks = check_devices(&args, prepared.plan.image_size)?;
+    let disks = check_devices(&args, &args.devices, prepared.plan.image_size)?;
     if args.dry_run {
         // A streamed image's maps are known only once it has been read:
         // read it once (nothing is written) so the plan shown is the plan.
@@ -331,24 +359,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     )?;
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for d in &disks {
-        if !policy::media_mounts(d).is_empty() {
-            let gone = flasher::devices::unmount(d)?;
-            if !gone.is_empty() {
-                eprintln!("{}: unmounted {}", d.path, gone.join(", "));
-            }
-        }
-        let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                anyhow::anyhow!(
-                    "{} is in use (mounted or opened exclusively by another program)",
-                    d.path
-                )
-            } else {
-                anyhow::anyhow!("opening {} for writing: {e}", d.path)
-            }
-        })?;
-        t.check_identity(d)?;
-        targets.push(Arc::new(t));
+        targets.push(Arc::new(open_target(d)?));
     }
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
     let observer: Box<dyn Observer> = if args.json {
@@ -419,15 +430,15 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         !interrupted,
     );
     if source_error.is_none() && !interrupted {
-        eject_flashed(&args, &disks, &outcomes);
+        let ok: Vec<bool> = outcomes.iter().map(|o| o.error.is_none()).collect();
+        eject_flashed(&args, &disks, &ok);
     }
     Ok(code)
 }
 /// Ejects each card whose write (and verification) succeeded, where the
 /// platform wants it; says so, or why not.
-fn eject_flashed(args: &FlashArgs, disks: &[Disk], outcomes: &[Outcome]) {
-    for (d, o) in disks.iter().zip(outcomes) {
-        let ok = o.error.is_none();
+pub(super) fn eject_flashed(args: &FlashArgs, disks: &[Disk], ok: &[bool]) {
+    for (d, &ok) in disks.iter().zip(ok) {
         if !flasher::devices::should_eject(flasher::platform::EJECTS, ok, args.no_eject) {
             continue;
         }

@@ -4,7 +4,10 @@
 //! Every artefact read is checked against `SHA256SUMS` before the first
 //! write; the base is decompressed once (sparse, into a temporary file) and
 //! every card gets base ⊕ its node's delta, written with the build's
-//! `base.img.bmap` plus the ranges the node changes. With a build made with
+//! `base.img.bmap` plus the ranges the node changes. The cards are written
+//! at once, one writer per card over that one base file (read from disk
+//! once, then from the page cache); every check, refusal and confirmation
+//! comes before the first card is opened. With a build made with
 //! `--secrets defer`, `--secrets STATE` opens each node's sealed secret
 //! files in memory and writes them onto the card through an overlay: they
 //! never reach a disk other than the card.
@@ -15,10 +18,11 @@ use flasher::bmap::Bmap;
 use flasher::devices::Disk;
 use flasher::plan::{self, Hints};
 use flasher::policy::{self, human};
-use flasher::progress::Bars;
+use flasher::progress::{Bars, JsonLines, Observer};
 use flasher::ranges::{Extent, RangeSet};
 use flasher::source::Source;
-use flasher::target::{DeviceTarget, Target};
+use flasher::target::Target;
+use flasher::writer::CardWrite;
 use imagegen::block::{BlockDevice, FileDevice, Overlay};
 use imagegen::delta::{Delta, Patched};
 use imagegen::fs::{OpenOptions, Timestamp};
@@ -28,6 +32,7 @@ use pipeline::build::manifest::{parse_sums, sha256_of, BuildManifest};
 use pipeline::build::{deferred, SecretsMode, MANIFEST, SUMS};
 use pipeline::osimage::OsImage;
 use pipeline::secrets::State;
+use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -129,29 +134,8 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let size = m.base.manifest.image.size;
 
     // Devices: every rule, every refusal, before anything is opened.
-    let opts = policy::Options {
-        allow_fixed: args.allow_fixed,
-        no_unmount: args.no_unmount,
-    };
-    let mut disks: Vec<Disk> = Vec::new();
-    let mut refused = Vec::new();
-    for c in &cards {
-        match flasher::devices::find(&c.device) {
-            Ok(d) => {
-                if disks.iter().any(|o| o.write_path == d.write_path) {
-                    bail!("{} is given twice", d.path);
-                }
-                for r in policy::refusals(&d, Some(size), opts) {
-                    refused.push(format!("refusing {}: {r}", d.path));
-                }
-                disks.push(d);
-            }
-            Err(e) => refused.push(e.to_string()),
-        }
-    }
-    if !refused.is_empty() {
-        bail!("{}", refused.join("; "));
-    }
+    let paths: Vec<PathBuf> = cards.iter().map(|c| c.device.clone()).collect();
+    let disks = super::flash::check_devices(&args, &paths, size)?;
     if args.dry_run {
         for (c, d) in cards.iter().zip(&disks) {
             println!(
@@ -174,7 +158,8 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         &mut std::io::stderr(),
     )?;
 
-    // The base, read once.
+    // The base, read once: every card's source reads this one file, which
+    // the page cache then serves to the other cards' writers.
     let tmp = tempfile::tempdir().context("making a temporary directory")?;
     let base_path = tmp.path().join("base.img");
     write_image(
@@ -188,42 +173,23 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let base_file = base_dev.file().try_clone().context("base file")?;
     let base: Arc<dyn BlockDevice> = Arc::new(base_dev);
     let now = Timestamp::now()?;
-    let cancel = flasher::interrupt::install();
-    let mut failed = false;
-    for (c, d) in cards.iter().zip(&disks) {
+
+    // Each card's source and plan, one after another (stamping secrets
+    // works on an image that stays on this thread); a node that cannot be
+    // prepared stops the flash before any card is opened.
+    let mut sources = Vec::new();
+    for (i, c) in cards.iter().enumerate() {
         let n = m.node(&c.node).context("node not in manifest")?;
-        let (node_dev, mut changed) =
-            node_source(&dist, &n.artefact, &base, &base_path, tmp.path())?;
-        let dev: Arc<dyn BlockDevice> = match (&n.secrets, &state) {
-            (Some(s), Some(state)) => {
-                let sealed = std::fs::read(dist.join(s))?;
-                let ops = deferred::open(state, &c.node, &sealed, s)?;
-                let overlay = Arc::new(Overlay::new(node_dev)?);
-                let mut img = OsImage::open(
-                    overlay.clone(),
-                    OpenOptions {
-                        writable: true,
-                        now,
-                        scrub: true,
-                    },
-                )?;
-                img.apply(&ops)
-                    .with_context(|| format!("node {}: writing its secret files", c.node))?;
-                img.flush()?;
-                drop(img);
-                let mut ext: Vec<Extent> = changed.extents().to_vec();
-                ext.extend(
-                    overlay
-                        .changed_ranges()?
-                        .into_iter()
-                        .map(|(o, l)| Extent::new(o, o + l)),
-                );
-                changed = RangeSet::from_extents(ext);
-                overlay
-            }
-            _ => node_dev,
-        };
-        let source = Source::Random(dev.clone());
+        let (dev, changed) = card_source(
+            &dist,
+            n.artefact.as_str(),
+            n.secrets.as_deref().zip(state.as_ref()),
+            &c.node,
+            &base,
+            &tmp.path().join(format!("node{i}.img")),
+            now,
+        )?;
+        let source = Source::Random(dev);
         let plan = plan::build(
             &source,
             &Hints {
@@ -233,69 +199,160 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
                 exact: false,
             },
         )?;
-        if !policy::media_mounts(d).is_empty() {
-            let gone = flasher::devices::unmount(d)?;
-            if !gone.is_empty() {
-                eprintln!("{}: unmounted {}", d.path, gone.join(", "));
-            }
-        }
-        let opened = DeviceTarget::open_sized(Path::new(&d.write_path), d.size)
-            .with_context(|| format!("opening {} for writing", d.path))?;
-        opened.check_identity(d)?;
-        let t: Arc<dyn Target> = Arc::new(opened);
+        sources.push((source, plan, changed));
+    }
+    let mut writes = Vec::new();
+    for ((source, plan, changed), d) in sources.into_iter().zip(&disks) {
+        let target: Arc<dyn Target> = Arc::new(super::flash::open_target(d)?);
         // The base's bmap vouches for the base's bytes; what the node
         // changes is vouched for by the delta's own checksums.
         let checks = flasher::bmap::RangeVerifier::new(&bmap, &changed);
-        let observer = Bars::new(vec![d.path.clone()]);
-        let (reports, read) = flasher::writer::write_all(
+        writes.push(CardWrite {
             source,
-            &plan,
-            std::slice::from_ref(&t),
-            flasher::writer::Options {
+            plan,
+            target,
+            opts: flasher::writer::Options {
                 verify: !args.no_verify,
                 hash: false,
                 checks,
             },
-            &observer,
-            cancel,
-        );
-        let report = reports.into_iter().next().context("no write report")?;
+        });
+    }
+    let skipped: Vec<u64> = writes.iter().map(|w| w.plan.skipped()).collect();
+
+    // Every card at once, each from its own source over the one base.
+    let cancel = flasher::interrupt::flag();
+    crate::signals::cooperate(
+        cancel,
+        "the cards hold part of their nodes' images; no partition table was written after the interruption",
+    );
+    let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
+    let observer: Box<dyn Observer> = if args.json {
+        Box::new(JsonLines::new(names))
+    } else {
+        Box::new(Bars::new(names))
+    };
+    let results = flasher::writer::write_each(writes, &*observer, cancel);
+    drop(observer);
+    // Interrupted: main prints the one line that says so; JSON readers
+    // still get their summary on stdout.
+    let interrupted = crate::signals::interrupted();
+    if interrupted && !args.json {
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut devices = Vec::new();
+    let mut ok = Vec::new();
+    for (((report, read), c), (d, skipped)) in results
+        .into_iter()
+        .zip(&cards)
+        .zip(disks.iter().zip(skipped))
+    {
         // Verification runs inside the write, before the partition table.
+        let verification = match (&report.result, &read, args.no_verify) {
+            (_, _, true) => "skipped",
+            (Ok(()), Ok(_), false) => "ok",
+            (Err(flasher::Error::Mismatch { .. }), _, false) => "failed",
+            _ => "not run",
+        };
         let result = report
             .result
             .map_err(anyhow::Error::from)
-            .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from))
-            .map(|()| if args.no_verify { "skipped" } else { "ok" });
-        drop(observer);
-        match result {
-            Ok(v) => eprintln!(
-                "{}: node {} — wrote {} ({} skipped); verification {v}",
+            .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from));
+        ok.push(result.is_ok());
+        match &result {
+            Ok(()) if !args.json => eprintln!(
+                "{}: node {} — wrote {} ({} skipped); verification {verification}",
                 d.path,
                 c.node,
                 human(report.written),
-                human(plan.skipped())
+                human(skipped)
             ),
-            Err(e) => {
-                failed = true;
-                eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node);
-            }
+            Ok(()) => {}
+            Err(e) => eprintln!("nodeimg: error: {} (node {}): {e:#}", d.path, c.node),
         }
+        devices.push(json!({
+            "device": d.path,
+            "node": c.node,
+            "ok": result.is_ok(),
+            "bytes_written": report.written,
+            "bytes_skipped": skipped,
+            "write_seconds": report.seconds,
+            "verify_seconds": report.verify_seconds,
+            "verification": verification,
+            "error": result.err().map(|e| format!("{e:#}")),
+        }));
     }
-    Ok(if failed {
+    if args.json {
+        JsonLines::emit(&json!({
+            "event": "summary",
+            "source": dist,
+            "ok": !ok.contains(&false) && !interrupted,
+            "image_size": size,
+            "devices": devices,
+        }));
+    }
+    if interrupted {
+        return Ok(ExitCode::FAILURE);
+    }
+    // Where the platform ejects a flashed card (macOS), as `flash` does.
+    super::flash::eject_flashed(&args, &disks, &ok);
+    Ok(if ok.contains(&false) {
         crate::exit::Code::Verify.into()
     } else {
         ExitCode::SUCCESS
     })
 }
 
+/// A card's source as a random-access device, and the ranges it changes
+/// over the base: base ⊕ the node's artefact, with the node's sealed
+/// secrets (a deferred build) stamped into an in-memory overlay on top.
+fn card_source(
+    dist: &Path,
+    artefact: &str,
+    secrets: Option<(&str, &State)>,
+    node: &str,
+    base: &Arc<dyn BlockDevice>,
+    scratch: &Path,
+    now: Timestamp,
+) -> Result<(Arc<dyn BlockDevice>, RangeSet)> {
+    let (node_dev, changed) = node_source(dist, artefact, base, scratch)?;
+    let Some((sealed_name, state)) = secrets else {
+        return Ok((node_dev, changed));
+    };
+    let sealed = std::fs::read(dist.join(sealed_name))
+        .with_context(|| format!("reading {}", dist.join(sealed_name).display()))?;
+    let ops = deferred::open(state, node, &sealed, sealed_name)?;
+    let overlay = Arc::new(Overlay::new(node_dev)?);
+    let mut img = OsImage::open(
+        overlay.clone(),
+        OpenOptions {
+            writable: true,
+            now,
+            scrub: true,
+        },
+    )?;
+    img.apply(&ops)
+        .with_context(|| format!("node {node}: writing its secret files"))?;
+    img.flush()?;
+    drop(img);
+    let mut ext: Vec<Extent> = changed.extents().to_vec();
+    ext.extend(
+        overlay
+            .changed_ranges()?
+            .into_iter()
+            .map(|(o, l)| Extent::new(o, o + l)),
+    );
+    Ok((overlay, RangeSet::from_extents(ext)))
+}
+
 /// A node's image as a random-access device, and the ranges it changes
-/// over the base: base ⊕ delta, or a full node image decompressed.
+/// over the base: base ⊕ delta, or a full node image decompressed into
+/// `scratch` (one per card: the cards are written at once).
 fn node_source(
     dist: &Path,
     artefact: &str,
     base: &Arc<dyn BlockDevice>,
-    base_path: &Path,
-    tmp: &Path,
+    scratch: &Path,
 ) -> Result<(Arc<dyn BlockDevice>, RangeSet)> {
     let path = dist.join(artefact);
     if artefact.ends_with(".delta") {
@@ -310,15 +367,13 @@ fn node_source(
         let patched = Patched::new(base.clone(), delta)?;
         return Ok((Arc::new(patched), changed));
     }
-    let img = tmp.join("node.img");
     let size = base.size();
     write_image(
         ImageSource::open(&path)?,
-        &img,
+        scratch,
         OutputFormat::Raw,
         Some(size),
     )?;
-    let _ = base_path;
     // A full image: everything that differs from the base is written.
-    Ok((Arc::new(FileDevice::open(&img)?), RangeSet::full(size)))
+    Ok((Arc::new(FileDevice::open(scratch)?), RangeSet::full(size)))
 }
