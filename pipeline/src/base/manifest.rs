@@ -182,25 +182,7 @@ fn size_mtime(path: &Path) -> Result<(u64, i128)> {
 impl BaseManifest {
     /// Reads and checks a manifest.
     pub fn load(path: &Path) -> Result<BaseManifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let m: BaseManifest = serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: path.to_path_buf(),
-            line: e.line(),
-            key: "base manifest".into(),
-            why: e.to_string(),
-        })?;
-        if m.format != FORMAT {
-            return Err(Error::Config {
-                file: path.to_path_buf(),
-                line: 0,
-                key: "format".into(),
-                why: format!(
-                    "format {} is not {FORMAT}, the one this nodeimg reads",
-                    m.format
-                ),
-            });
-        }
-        Ok(m)
+        crate::json_file::load(path, "base manifest", |m: &BaseManifest| m.format, FORMAT)
     }
 
     /// Writes the manifest (pretty JSON, trailing newline) under a temporary

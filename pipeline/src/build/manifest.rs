@@ -73,25 +73,12 @@ pub struct BuildManifest {
 }
 
 impl BuildManifest {
+    /// Reads and checks a build's `manifest.json`.
     pub fn load(path: &Path) -> Result<BuildManifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let m: BuildManifest = serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: path.to_path_buf(),
-            line: e.line(),
-            key: "build manifest".into(),
-            why: e.to_string(),
-        })?;
-        if m.format != FORMAT {
-            return Err(Error::Config {
-                file: path.to_path_buf(),
-                line: 0,
-                key: "format".into(),
-                why: format!("format {} is not {FORMAT}", m.format),
-            });
-        }
-        Ok(m)
+        crate::json_file::load(path, "build manifest", |m: &BuildManifest| m.format, FORMAT)
     }
 
+    /// The entry of node `hostname`, if the build has it.
     pub fn node(&self, hostname: &str) -> Option<&NodeEntry> {
         self.nodes.iter().find(|n| n.hostname == hostname)
     }
