@@ -2,7 +2,8 @@
 
 use crate::block::{BlockDevice, DeviceCursor};
 use crate::fs::fat::bpb::{FatType, Geometry};
-use crate::fs::fat::time::{now, DosTime};
+use crate::fs::fat::time::DosTime;
+use crate::fs::Timestamp;
 use crate::{Error, Result};
 
 /// Which FAT variant to create.
@@ -13,8 +14,8 @@ pub enum FatBits {
 }
 
 /// What `format` creates. Defaults: FAT32, no label (`NO NAME`), a volume
-/// id derived from the time (`SOURCE_DATE_EPOCH` when set, so builds are
-/// reproducible), cluster size by volume size.
+/// id derived from `now` (as mkfs.fat derives it from the clock), cluster
+/// size by volume size.
 #[derive(Debug, Clone)]
 pub struct FormatOptions {
     pub bits: FatBits,
@@ -23,6 +24,10 @@ pub struct FormatOptions {
     pub volume_id: Option<u32>,
     /// Bytes per cluster (a power of two from 512 to 32768); `None` picks one.
     pub cluster_size: Option<u32>,
+    /// The time of the label entry and, without `volume_id`, the source of
+    /// the volume id: given by the caller (the command line reads
+    /// `SOURCE_DATE_EPOCH` or the clock once), never read here.
+    pub now: Timestamp,
 }
 
 impl Default for FormatOptions {
@@ -32,6 +37,7 @@ impl Default for FormatOptions {
             label: None,
             volume_id: None,
             cluster_size: None,
+            now: Timestamp::default(),
         }
     }
 }
@@ -115,7 +121,6 @@ pub fn check_size(size: u64, opts: &FormatOptions) -> Result<(fatfs::FatType, u3
 /// and returns the new volume's geometry. Only metadata is written; data
 /// clusters keep their old bytes (a sparse image stays sparse).
 pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
-    crate::fs::timestamp::source_date_epoch()?;
     let size = dev.size();
     let (fat_type, cluster_size) = check_size(size, opts)?;
     let what = || format!("FAT filesystem on {}", dev.describe());
@@ -127,7 +132,7 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
     let label = opts.label.as_deref().map(label_bytes).transpose()?;
     let volume_id = opts.volume_id.unwrap_or_else(|| {
         // Like mkfs.fat: the volume id comes from the clock.
-        let t = DosTime::from_timestamp(now());
+        let t = DosTime::from_timestamp(opts.now);
         (u32::from(t.date) << 16) | u32::from(t.time)
     });
     let mut options = fatfs::FormatVolumeOptions::new()
@@ -142,7 +147,7 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
         .map_err(|e| Error::io_context(format!("formatting {name} on {}", dev.describe()), e))?;
     let geo = Geometry::read(dev)?;
     if let Some(label) = label {
-        write_root_label(dev, &geo, &label)?;
+        write_root_label(dev, &geo, &label, opts.now)?;
     }
     if geo.fat_type == FatType::Fat32 {
         crate::fs::fat::write_fsinfo(dev, &geo)?;
@@ -161,7 +166,12 @@ pub fn format(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Geometry> {
 
 /// Writes the volume-label entry into the (empty) root directory, where
 /// most readers look for the label.
-fn write_root_label(dev: &dyn BlockDevice, geo: &Geometry, label: &[u8; 11]) -> Result<()> {
+fn write_root_label(
+    dev: &dyn BlockDevice,
+    geo: &Geometry,
+    label: &[u8; 11],
+    now: Timestamp,
+) -> Result<()> {
     let at = match geo.fat_type {
         FatType::Fat32 => geo.cluster_offset(geo.root_cluster),
         _ => geo.root_region().start,
@@ -169,7 +179,7 @@ fn write_root_label(dev: &dyn BlockDevice, geo: &Geometry, label: &[u8; 11]) -> 
     let mut entry = [0u8; 32];
     entry[..11].copy_from_slice(label);
     entry[11] = crate::fs::fat::dir::ATTR_VOLUME;
-    let t = DosTime::from_timestamp(now());
+    let t = DosTime::from_timestamp(now);
     entry[22..24].copy_from_slice(&t.time.to_le_bytes());
     entry[24..26].copy_from_slice(&t.date.to_le_bytes());
     dev.write_at(at, &entry)
@@ -190,6 +200,7 @@ mod tests {
                 label: Some("boot".into()),
                 volume_id: Some(0xDEAD_BEEF),
                 cluster_size: None,
+                now: Timestamp::default(),
             },
         )
         .unwrap();

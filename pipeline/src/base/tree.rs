@@ -188,6 +188,7 @@ pub fn build(
                 label: Some(b.label.clone()),
                 volume_id: None,
                 cluster_size: None,
+                now,
             },
         )?;
         let mut fat = fs::open(win, OpenOptions::writable(now))?;

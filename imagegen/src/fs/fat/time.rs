@@ -63,14 +63,6 @@ impl DosTime {
     }
 }
 
-/// "Now" for entries stamped where an error cannot be returned (fatfs's
-/// clock). [`FatFs::open`](super::FatFs::open) for writing and
-/// [`format`](super::format) check `SOURCE_DATE_EPOCH` first, so a bad value
-/// is refused before this fallback could hide it.
-pub fn now() -> Timestamp {
-    Timestamp::now().unwrap_or_else(|_| Timestamp::system_now())
-}
-
 fn fatfs_date(t: DosTime) -> fatfs::Date {
     fatfs::Date {
         year: (t.date >> 9) + 1980,

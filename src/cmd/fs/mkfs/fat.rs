@@ -60,6 +60,7 @@ pub fn run(args: FatArgs) -> anyhow::Result<()> {
         label: args.label.clone(),
         volume_id: args.volume_id,
         cluster_size,
+        now: imagegen::fs::Timestamp::now()?,
     };
     if let Some(part) = args.part {
         let _lock = crate::cmd::fs::image::lock_image(out, true)?;
