@@ -9,9 +9,25 @@ use liblzma::bufread::XzDecoder;
 use liblzma::stream::{MtStreamBuilder, Stream};
 use std::io::{self, BufRead, Read};
 
-/// Memory the decoder may use for its threads; a stream whose blocks need
-/// more is decoded in one thread (in bounded memory) instead.
+/// Memory the decoder may use for its threads, at most; a stream whose
+/// blocks need more is decoded in fewer threads, down to one (in bounded
+/// memory). A quarter of the RAM where that is less, as `xz` does, so a
+/// small board flashing a card keeps its memory.
 const THREADING_MEMLIMIT: u64 = 512 << 20;
+
+fn threading_memlimit() -> u64 {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(size)) {
+        (Ok(p), Ok(s)) if p > 0 && s > 0 => (p.saturating_mul(s) / 4).min(THREADING_MEMLIMIT),
+        _ => THREADING_MEMLIMIT,
+    }
+}
 
 /// A reader of the decompressed bytes of one or more concatenated xz streams.
 pub struct XzReader<R: BufRead> {
@@ -69,7 +85,7 @@ impl<R: BufRead> XzReader<R> {
 fn decoder(threads: u32) -> io::Result<Stream> {
     MtStreamBuilder::new()
         .threads(threads)
-        .memlimit_threading(THREADING_MEMLIMIT)
+        .memlimit_threading(threading_memlimit())
         .memlimit_stop(u64::MAX)
         .decoder()
         .map_err(io::Error::other)
