@@ -4,9 +4,11 @@
 
 mod hash;
 mod size;
+mod xz;
 
 pub use hash::{sha256_file, sha256_reader, to_hex, Sha256Reader};
 pub use size::recorded_size;
+pub use xz::XzReader;
 
 use crate::{Error, Result};
 use serde::Serialize;
@@ -177,7 +179,10 @@ impl ImageSource {
         let whole = Cursor::new(head).chain(reader);
         let reader: Box<dyn Read + Send> = match compression {
             Compression::Raw => Box::new(whole),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(whole)),
+            Compression::Xz => Box::new(
+                XzReader::new(io::BufReader::with_capacity(1 << 20, whole))
+                    .map_err(|e| Error::io_context(what.clone(), e))?,
+            ),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
             Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(whole)),
