@@ -236,6 +236,21 @@ pub(super) fn check_devices(
     Ok(disks)
 }
 
+/// Asks before overwriting `disks` (on a terminal; elsewhere `--yes` is
+/// required), naming each one.
+pub(super) fn confirm(disks: &[Disk], yes: bool) -> anyhow::Result<()> {
+    let refs: Vec<&Disk> = disks.iter().collect();
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    policy::confirm(
+        &refs,
+        yes,
+        interactive,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr(),
+    )?;
+    Ok(())
+}
+
 /// Opens a checked card for writing: unmounts what the policy allows, opens
 /// it exclusively and makes sure it is still the disk that was checked.
 pub(super) fn open_target(d: &Disk) -> anyhow::Result<DeviceTarget> {
@@ -348,15 +363,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let refs: Vec<&Disk> = disks.iter().collect();
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    policy::confirm(
-        &refs,
-        args.yes,
-        interactive,
-        &mut std::io::stdin().lock(),
-        &mut std::io::stderr(),
-    )?;
+    confirm(&disks, args.yes)?;
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for d in &disks {
         targets.push(Arc::new(open_target(d)?));

@@ -15,9 +15,8 @@
 use super::flash::FlashArgs;
 use anyhow::{bail, Context, Result};
 use flasher::bmap::Bmap;
-use flasher::devices::Disk;
 use flasher::plan::{self, Hints};
-use flasher::policy::{self, human};
+use flasher::policy::human;
 use flasher::progress::{Bars, JsonLines, Observer};
 use flasher::ranges::{Extent, RangeSet};
 use flasher::source::Source;
@@ -33,7 +32,6 @@ use pipeline::build::{deferred, SecretsMode, MANIFEST, SUMS};
 use pipeline::osimage::OsImage;
 use pipeline::secrets::State;
 use serde_json::json;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -148,15 +146,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         println!("dry run: nothing was opened for writing");
         return Ok(ExitCode::SUCCESS);
     }
-    let refs: Vec<&Disk> = disks.iter().collect();
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    policy::confirm(
-        &refs,
-        args.yes,
-        interactive,
-        &mut std::io::stdin().lock(),
-        &mut std::io::stderr(),
-    )?;
+    super::flash::confirm(&disks, args.yes)?;
 
     // The base, read once: every card's source reads this one file, which
     // the page cache then serves to the other cards' writers.
