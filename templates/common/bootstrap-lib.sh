@@ -19,9 +19,41 @@ log() {
 	printf 'nodeimg-bootstrap: %s\n' "$*"
 }
 
+# report_unit names the unit in report lines; a script sourcing this library
+# for another unit sets it before calling report.
+report_unit=${report_unit:-nodeimg-bootstrap}
+report_attempt=${report_attempt:-1}
+
+# report STATUS STEP MESSAGE...: one first-boot report line, the stable
+# format `nodeimg boot` reads from the console (docs/firstboot.md):
+#   nodeimg-report: v1 node=NODE unit=UNIT status=STATUS step=STEP attempt=N msg=TEXT
+# STATUS is start, step, wait, ok or fail; STEP one word (- for none). The
+# line goes to stdout (the journal) and, on a real node, to the console.
+report() {
+	local status=$1 step=${2:--} node line
+	shift 2
+	node=$(cat "$ROOT/etc/hostname" 2>/dev/null || true)
+	node=${node%%[[:space:]]*}
+	line="nodeimg-report: v1 node=${node:--} unit=$report_unit status=$status step=${step// /_} attempt=$report_attempt msg=$*"
+	line=${line//$'\n'/ }
+	printf '%s\n' "$line"
+	if [ -z "$ROOT" ] && [ -w /dev/console ]; then
+		printf '%s\r\n' "$line" >/dev/console 2>/dev/null || true
+	fi
+}
+
 fail() {
 	log "error: $*"
+	report fail "${current_step:--}" "$*"
 	exit 1
+}
+
+# step NAME MESSAGE...: logs and reports the start of a named step.
+step() {
+	current_step=$1
+	shift
+	log "$*"
+	report step "$current_step" "$*"
 }
 
 # bootstrap MAIN: runs MAIN once, logged to the journal (stdout) and to
@@ -33,12 +65,15 @@ bootstrap() {
 		return 0
 	fi
 	mkdir -p "${LOG_FILE%/*}"
+	report start - "bootstrap started" | tee -a "$LOG_FILE"
 	# The caller runs with errexit and pipefail: a failing MAIN ends the
-	# script with its status here, before the flag is set.
+	# script with its status here, before the flag is set (MAIN's own fail
+	# has reported why).
 	"$@" 2>&1 | tee -a "$LOG_FILE"
 	mkdir -p "${DONE_FLAG%/*}"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$DONE_FLAG"
 	log "done" | tee -a "$LOG_FILE"
+	report ok - "bootstrap finished" | tee -a "$LOG_FILE"
 }
 
 # require CMD...: fails naming every command missing from this image.
@@ -73,6 +108,7 @@ wait_for() {
 	local what=$1 attempts=$2 delay=$3
 	shift 3
 	log "waiting for $what"
+	report wait "${current_step:--}" "waiting for $what"
 	retry "$attempts" "$delay" "$@" ||
 		fail "gave up waiting for $what after $((attempts * delay))s"
 }

@@ -49,3 +49,17 @@ pub const NODE_KEYS: [&str; 3] = ["hostname", "role", "address"];
 pub struct RawTemplates {
     pub dir: Option<Spanned<String>>,
 }
+
+/// `[versions]`: what the provisioning recipes install and the bootstraps
+/// deploy. Every key is optional; [`super::Versions`] has the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVersions {
+    pub kubernetes: Option<Spanned<String>>,
+    pub crio: Option<Spanned<String>>,
+    pub cilium: Option<Spanned<String>>,
+    pub flux: Option<Spanned<String>>,
+    pub gateway_api: Option<Spanned<String>>,
+    pub helm: Option<Spanned<String>>,
+    pub k3s: Option<Spanned<String>>,
+}

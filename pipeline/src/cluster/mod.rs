@@ -52,6 +52,44 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// `[templates] dir`: overrides of the embedded templates.
     pub templates_dir: Option<PathBuf>,
+    /// `[versions]`, defaults filled in.
+    pub versions: Versions,
+}
+
+/// Versions of what the provisioning recipes install and the bootstraps
+/// deploy (`[versions]`). Each is a plain string, checked only for
+/// characters that are safe in a URL, a package pin and a shell word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    /// Kubernetes minor (`1.34`) or patch (`1.34.2`) release: the
+    /// pkgs.k8s.io repository is per minor, the package pin per patch.
+    pub kubernetes: String,
+    /// CRI-O minor or patch release, packaged like Kubernetes.
+    pub crio: String,
+    /// Cilium Helm chart version.
+    pub cilium: String,
+    /// Flux distribution version (a semver range) of the FluxInstance.
+    pub flux: String,
+    /// Gateway API release whose standard CRDs go in before Cilium.
+    pub gateway_api: String,
+    /// Helm release.
+    pub helm: String,
+    /// k3s release tag (`v1.34.1+k3s1`).
+    pub k3s: String,
+}
+
+impl Default for Versions {
+    fn default() -> Versions {
+        Versions {
+            kubernetes: "1.34".into(),
+            crio: "1.34".into(),
+            cilium: "1.18.0".into(),
+            flux: "2.x".into(),
+            gateway_api: "v1.3.0".into(),
+            helm: "3.19.0".into(),
+            k3s: "v1.34.1+k3s1".into(),
+        }
+    }
 }
 
 /// The GitOps repository a kubeadm init node bootstraps Flux from.

@@ -1,11 +1,11 @@
 //! From the text of a cluster file to a [`Cluster`], collecting every
 //! problem (with its line) before giving up, so one run shows them all.
 
-use super::file::{RawCluster, RawSettings, RawTemplates, NODE_KEYS};
+use super::file::{RawCluster, RawSettings, RawTemplates, RawVersions, NODE_KEYS};
 use super::keys::{read_age_key, resolve_path, resolve_ssh_keys, AgeKeySource};
 use super::net::{overlaps, parse_host_address, parse_subnet, Endpoint};
 use super::roles::{default_roles, match_role, needs_init, role_by_name, RolePattern};
-use super::{Cluster, Gitops, Node, Password, Problem};
+use super::{Cluster, Gitops, Node, Password, Problem, Versions};
 use crate::base::spec::{BaseSpec, FirmwareSpec};
 use crate::flavour::{Flavour, Role};
 use crate::{Error, Result};
@@ -121,6 +121,7 @@ struct Sections<'i> {
     roles: Option<Spanned<DeValue<'i>>>,
     nodes: Vec<RawNode>,
     templates: Option<RawTemplates>,
+    versions: Option<RawVersions>,
 }
 
 struct RawNode {
@@ -171,12 +172,13 @@ fn read_sections<'i>(r: &mut Report<'_>, doc: DeTable<'i>) -> Sections<'i> {
             "firmware" => s.firmware = r.table("firmware", value),
             "defaults" => s.defaults = r.table("defaults", value),
             "templates" => s.templates = r.table("templates", value),
+            "versions" => s.versions = r.table("versions", value),
             "roles" => s.roles = Some(value),
             "node" => read_nodes(r, value, &mut s.nodes),
             other => r.at(
                 Some(key.span()),
                 other.to_string(),
-                "unknown table or key (known: cluster, base, firmware, defaults, roles, node, templates)",
+                "unknown table or key (known: cluster, base, firmware, defaults, roles, node, templates, versions)",
             ),
         }
     }
@@ -407,6 +409,8 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         .and_then(|t| t.dir)
         .map(|d| resolve_path(&dir, d.get_ref()));
 
+    let versions = read_versions(r, s.versions.unwrap_or_default());
+
     Some(Cluster {
         file: path.to_path_buf(),
         name: c.name.into_inner(),
@@ -423,7 +427,41 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         roles,
         nodes,
         templates_dir,
+        versions,
     })
+}
+
+/// `[versions]` with defaults; a value must be a plain version word, since
+/// it ends up in URLs, package pins and shell scripts.
+fn read_versions(r: &mut Report<'_>, raw: RawVersions) -> Versions {
+    let mut v = Versions::default();
+    let fields = [
+        (raw.kubernetes, "kubernetes", &mut v.kubernetes),
+        (raw.crio, "crio", &mut v.crio),
+        (raw.cilium, "cilium", &mut v.cilium),
+        (raw.flux, "flux", &mut v.flux),
+        (raw.gateway_api, "gateway_api", &mut v.gateway_api),
+        (raw.helm, "helm", &mut v.helm),
+        (raw.k3s, "k3s", &mut v.k3s),
+    ];
+    for (given, key, slot) in fields {
+        let Some(given) = given else { continue };
+        let ok = !given.get_ref().is_empty()
+            && given
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+-_x~".contains(c));
+        if ok {
+            *slot = given.get_ref().clone();
+        } else {
+            r.spanned(
+                &given,
+                format!("versions.{key}"),
+                "must be a version such as 1.34 or v1.34.1+k3s1 (letters, digits, . + - _ ~)",
+            );
+        }
+    }
+    v
 }
 
 fn read_roles(

@@ -144,6 +144,14 @@ pub fn node_vars(cluster: &Cluster, node: &Node, state: &State, shared: &Shared)
     set("K3S_TOKEN", token.unwrap_or_default());
     set("K3S_AGENT_TOKEN", agent_token.unwrap_or_default());
     set("K3S_URL", k3s_url(cluster));
+    let versions = &cluster.versions;
+    set("KUBERNETES_VERSION", versions.kubernetes.clone());
+    set("CRIO_VERSION", versions.crio.clone());
+    set("CILIUM_VERSION", versions.cilium.clone());
+    set("FLUX_VERSION", versions.flux.clone());
+    set("GATEWAY_API_VERSION", versions.gateway_api.clone());
+    set("HELM_VERSION", versions.helm.clone());
+    set("K3S_VERSION", versions.k3s.clone());
     v
 }
 

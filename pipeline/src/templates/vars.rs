@@ -103,15 +103,28 @@ pub const VARIABLES: &[Variable] = &[
         "lifetime of the bootstrap token; 0s: never expires",
     ),
     defaulted(
+        "KUBERNETES_VERSION",
+        "1.34",
+        "[versions] kubernetes: Kubernetes release of kubeadm, kubelet, kubectl",
+    ),
+    defaulted("CRIO_VERSION", "1.34", "[versions] crio: CRI-O release"),
+    defaulted(
         "CILIUM_VERSION",
         "1.18.0",
-        "version of the Cilium Helm chart the init node installs",
+        "[versions] cilium: version of the Cilium Helm chart the init node installs",
     ),
     defaulted(
         "FLUX_VERSION",
         "2.x",
-        "Flux distribution version (semver range) of the FluxInstance",
+        "[versions] flux: Flux distribution version (semver range) of the FluxInstance",
     ),
+    defaulted(
+        "GATEWAY_API_VERSION",
+        "v1.3.0",
+        "[versions] gateway_api: Gateway API release whose CRDs go in before Cilium",
+    ),
+    defaulted("HELM_VERSION", "3.19.0", "[versions] helm: Helm release"),
+    defaulted("K3S_VERSION", "v1.34.1+k3s1", "[versions] k3s: k3s release"),
 ];
 
 /// The declared variable called `name`.
