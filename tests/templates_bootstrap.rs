@@ -26,7 +26,6 @@ const KUBEADM_TOOLS: &[&str] = &[
     "timedatectl",
     "ip",
 ];
-const K3S_TOOLS: &[&str] = &["k3s", "systemctl", "timedatectl", "ip"];
 
 /// Every flavour and role with the variables of its seed cluster.
 fn all_roles() -> Vec<(Flavour, Role, Vec<Op>)> {
@@ -219,12 +218,19 @@ fn run_twice(s: &Scratch) -> Vec<String> {
     calls
 }
 
-/// The calls without the probes the waits make.
+/// The calls without the probes the waits and the done checks make.
 fn actions(calls: &[String]) -> Vec<&str> {
     calls
         .iter()
         .map(String::as_str)
-        .filter(|c| !c.starts_with("ip ") && !c.starts_with("timedatectl "))
+        .filter(|c| {
+            !c.starts_with("ip ")
+                && !c.starts_with("timedatectl ")
+                && !c.starts_with("kubectl --kubeconfig ")
+                && !c.starts_with("k3s kubectl get node")
+                && !c.starts_with("k3s kubectl --kubeconfig ")
+                && !c.starts_with("systemctl is-active ")
+        })
         .collect()
 }
 
@@ -249,11 +255,13 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
         &hash,
     );
     let ops = render(Flavour::Kubeadm, Role::Init, &vars);
-    let s = Scratch::new(&ops, KUBEADM_TOOLS);
+    let mut s = Scratch::with_model(&ops, "controlplane");
+    s.cluster_on_node("/var/lib/etcd/model");
     s.install_pki(&dir.path().join("pki"));
     fs::create_dir_all(s.path("/root")).expect("mkdir");
     fs::write(s.path("/root/keys.txt"), AGE_KEY).expect("age key");
 
+    let config = fs::read_to_string(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config");
     let calls = run_twice(&s);
     assert_eq!(
         actions(&calls),
@@ -261,7 +269,6 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
             "systemctl enable --now crio.service",
             "systemctl enable kubelet.service",
             "kubeadm init --config /etc/nodeimg/kubeadm.yaml --skip-token-print",
-            "kubectl get --raw=/readyz",
             "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.0 \
              --namespace kube-system --values /etc/nodeimg/cilium-values.yaml",
             "kubectl --namespace kube-system rollout status daemonset/cilium --timeout=15m",
@@ -273,16 +280,18 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
             "kubectl apply --filename=-",
             "helm upgrade --install flux-operator \
              oci://ghcr.io/controlplaneio-fluxcd/charts/flux-operator --namespace flux-system \
-             --create-namespace --wait --timeout 10m",
+             --create-namespace",
+            "kubectl get crd fluxinstances.fluxcd.controlplane.io",
             "kubectl apply --filename=/etc/nodeimg/flux-instance.yaml",
             "kubectl --namespace flux-system wait fluxinstance/flux --for=condition=Ready \
              --timeout=10m",
         ]
     );
-    // The configuration kubeadm was given carries the cluster's token, CA
-    // pin is checked against ca.crt, and the user got a kubeconfig.
-    let config = fs::read_to_string(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config");
+    // The configuration kubeadm was given carries the cluster's token (and
+    // is gone once the token exists), CA pin is checked against ca.crt, and
+    // the user got a kubeconfig.
     assert!(config.contains(TOKEN));
+    assert!(!s.path("/etc/nodeimg/kubeadm.yaml").exists());
     let kubeconfig = s.path("/home/pi/.kube/config");
     let meta = fs::metadata(&kubeconfig).expect("kubeconfig");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -338,6 +347,7 @@ fn a_missing_tool_fails_with_a_clear_line_and_no_flag() {
 /// Runs a joining node's bootstrap twice and checks what it called and the
 /// configuration kubeadm got; returns that JoinConfiguration.
 fn assert_joins(s: &Scratch, endpoint: &str, hash: &str) -> serde_json::Value {
+    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
     let calls = run_twice(s);
     assert_eq!(
         actions(&calls),
@@ -347,7 +357,8 @@ fn assert_joins(s: &Scratch, endpoint: &str, hash: &str) -> serde_json::Value {
             "kubeadm join --config /etc/nodeimg/kubeadm.yaml",
         ]
     );
-    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
+    // The join token is gone from the node once it has joined.
+    assert!(!s.path("/etc/nodeimg/kubeadm.yaml").exists());
     let bt = &config[0]["discovery"]["bootstrapToken"];
     assert_eq!(bt["apiServerEndpoint"], endpoint);
     assert_eq!(bt["token"], TOKEN);
@@ -369,11 +380,12 @@ fn kubeadm_control_plane_joins_with_the_distributed_ca() {
         &endpoint,
         &hash,
     );
-    let s = Scratch::new(
+    let s = Scratch::with_model(
         &render(Flavour::Kubeadm, Role::ControlPlane, &vars),
-        KUBEADM_TOOLS,
+        "controlplane1",
     );
     s.install_pki(&dir.path().join("pki"));
+    s.seed_kubeadm_cluster(&hash);
     let join = assert_joins(&s, &endpoint, &hash);
     assert_eq!(join["kind"], "JoinConfiguration");
     assert_eq!(
@@ -390,10 +402,8 @@ fn kubeadm_worker_joins() {
     let endpoint = format!("127.0.0.1:{}", api.local_addr().expect("addr").port());
     let hash = format!("sha256:{}", "ab".repeat(32));
     let vars = kubeadm_vars("node0", Role::Worker, "", &endpoint, &hash);
-    let s = Scratch::new(
-        &render(Flavour::Kubeadm, Role::Worker, &vars),
-        KUBEADM_TOOLS,
-    );
+    let s = Scratch::with_model(&render(Flavour::Kubeadm, Role::Worker, &vars), "node0");
+    s.seed_kubeadm_cluster(&hash);
     let join = assert_joins(&s, &endpoint, &hash);
     assert!(join.get("controlPlane").is_none());
     assert!(!s.path("/home/pi/.kube/config").exists());
@@ -412,7 +422,12 @@ fn k3s_scratch(flavour: Flavour, role: Role, hostname: &str, server: &str) -> Sc
         },
         server,
     );
-    let s = Scratch::new(&render(flavour, role, &vars), K3S_TOOLS);
+    let mut s = Scratch::with_model(&render(flavour, role, &vars), hostname);
+    if role == Role::Init {
+        s.cluster_on_node("/var/lib/rancher/k3s/server/db/model");
+    } else {
+        s.seed_k3s_cluster();
+    }
     fs::create_dir_all(s.path("/etc/k3s")).expect("mkdir");
     fs::write(s.path("/etc/k3s/token"), K3S_TOKEN).expect("token");
     if flavour == Flavour::K3s {
@@ -437,8 +452,8 @@ fn k3s_init_server_starts_with_cluster_init() {
     assert_eq!(
         actions(&calls),
         [
-            "systemctl enable --now k3s.service",
-            "k3s kubectl get node node000",
+            "systemctl enable k3s.service",
+            "systemctl restart k3s.service",
             "k3s kubectl wait --for=condition=Ready node/node000 --timeout=10m",
             "k3s kubectl create namespace flux-system --dry-run=client --output=yaml",
             "k3s kubectl apply --filename=-",
@@ -477,8 +492,8 @@ fn k3s_server_joins_the_init_server() {
     assert_eq!(
         actions(&calls),
         [
-            "systemctl enable --now k3s.service",
-            "k3s kubectl get node node001",
+            "systemctl enable k3s.service",
+            "systemctl restart k3s.service",
             "k3s kubectl wait --for=condition=Ready node/node001 --timeout=10m",
         ]
     );
@@ -501,8 +516,8 @@ fn k3s_agents_join_with_their_token_file() {
         assert_eq!(
             actions(&calls),
             [
-                "systemctl enable --now k3s-agent.service",
-                "systemctl is-active --quiet k3s-agent.service",
+                "systemctl enable k3s-agent.service",
+                "systemctl restart k3s-agent.service",
             ],
             "{flavour}"
         );

@@ -233,6 +233,15 @@ fn templates_use_only_declared_upper_case_names() {
         "PKI",
         "HOME",
         "PIPESTATUS",
+        "SLEEP",
+        "STEP_TIMEOUT",
+        "STATE_DIR",
+        "ATTEMPT_FILE",
+        "FAIL_FILE",
+        "KUBE",
+        "NODEIMG_SLEEP",
+        "NODEIMG_STEP_TIMEOUT",
+        "NODEIMG_MAX_ATTEMPTS",
     ];
     for (name, text) in embedded_templates() {
         for n in upper_case_references(text) {
