@@ -275,7 +275,7 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
             "kubectl wait --for=condition=Ready node/controlplane --timeout=10m",
             "kubectl create namespace flux-system --dry-run=client --output=yaml",
             "kubectl apply --filename=-",
-            "kubectl --namespace flux-system create secret generic sops-age \
+            "kubectl --namespace flux-system create secret generic flux-sops \
              --from-file=age.agekey=/root/keys.txt --dry-run=client --output=yaml",
             "kubectl apply --filename=-",
             "helm upgrade --install flux-operator \
@@ -457,7 +457,7 @@ fn k3s_init_server_starts_with_cluster_init() {
             "k3s kubectl wait --for=condition=Ready node/node000 --timeout=10m",
             "k3s kubectl create namespace flux-system --dry-run=client --output=yaml",
             "k3s kubectl apply --filename=-",
-            "k3s kubectl --namespace flux-system create secret generic sops-age \
+            "k3s kubectl --namespace flux-system create secret generic flux-sops \
              --from-file=age.agekey=/root/keys.txt --dry-run=client --output=yaml",
             "k3s kubectl apply --filename=-",
         ]

@@ -153,7 +153,7 @@ fn assert_init_complete(s: &Scratch, pki: &Path, what: &str) {
         ("kube-system", "configmap", "kubeadm-config"),
         ("kube-system", "deployment", "coredns"),
         ("kube-system", "daemonset", "cilium"),
-        ("flux-system", "secret", "sops-age"),
+        ("flux-system", "secret", "flux-sops"),
         ("flux-system", "deployment", "flux-operator"),
         ("flux-system", "fluxinstance", "flux"),
     ] {
@@ -398,7 +398,7 @@ fn k3s_init_converges_after_a_failure_at_every_phase() {
             "{knob:?}"
         );
         assert!(
-            s.has_object("flux-system", "secret", "sops-age"),
+            s.has_object("flux-system", "secret", "flux-sops"),
             "{knob:?}"
         );
         assert!(s.path("/home/pi/.kube/config").exists(), "{knob:?}");

@@ -41,7 +41,7 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
     assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
     assert_eq!(init["kind"], "InitConfiguration");
     assert_eq!(init["bootstrapTokens"][0]["token"], TOKEN);
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "0s");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
     assert_eq!(init["localAPIEndpoint"]["advertiseAddress"], "192.168.1.10");
     assert_eq!(init["localAPIEndpoint"]["bindPort"], 6443);
     assert_eq!(init["nodeRegistration"]["name"], "controlplane");
@@ -75,18 +75,18 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
         .expect("patch");
     assert_eq!(
         yaml(patch.as_bytes())[0][0]["value"]["secretRef"]["name"],
-        "sops-age"
+        "flux-sops"
     );
 }
 
 #[test]
 fn a_configured_token_ttl_and_no_gitops_url() {
     let mut v = init_vars();
-    v.insert("KUBEADM_TOKEN_TTL".into(), "8760h".into());
+    v.insert("KUBEADM_TOKEN_TTL".into(), "720h".into());
     v.insert("GITOPS_URL".into(), String::new());
     let ops = render(Flavour::Kubeadm, Role::Init, &v);
     let init = &yaml(file(&ops, "/etc/nodeimg/kubeadm.yaml"))[0];
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "720h");
     assert!(!ops.iter().any(
         |op| matches!(op, Op::File { path, .. } if path == "/etc/nodeimg/flux-instance.yaml")
     ));

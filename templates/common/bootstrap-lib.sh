@@ -429,22 +429,24 @@ user_kubeconfig() {
 	log "kubeconfig for $user in $home/.kube/config"
 }
 
-# sops_age_secret KUBECTL...: the cluster's age key (/root/keys.txt), which
-# SOPS-encrypted manifests are decrypted with, as secret flux-system/sops-age
-# (key age.agekey), where Flux looks for it. The key goes through a pipe,
-# never a command line or the log.
+# sops_age_secret NAME KUBECTL...: the cluster's age key (/root/keys.txt),
+# which SOPS-encrypted manifests are decrypted with, as secret
+# flux-system/NAME (key age.agekey), where the GitOps repository's
+# Kustomizations look for it ([cluster] sops_secret). The key goes through
+# a pipe, never a command line or the log.
 sops_age_secret() {
-	local key=$ROOT/root/keys.txt
+	local key=$ROOT/root/keys.txt name=$1
+	shift
 	if [ ! -s "$key" ]; then
-		log "no age key in /root/keys.txt: secret sops-age not created"
+		log "no age key in /root/keys.txt: secret $name not created"
 		return 0
 	fi
 	"$@" create namespace flux-system --dry-run=client --output=yaml |
 		"$@" apply --filename=-
-	"$@" --namespace flux-system create secret generic sops-age \
+	"$@" --namespace flux-system create secret generic "$name" \
 		--from-file=age.agekey="$key" --dry-run=client --output=yaml |
 		"$@" apply --filename=-
-	log "secret flux-system/sops-age holds the age key"
+	log "secret flux-system/$name holds the age key"
 }
 
 # k3s_config KEY: the value of a one-line `KEY: value` of

@@ -6,7 +6,7 @@
 # --cluster-init on the init server, --server on the others), and counts
 # the server as up when this node is registered, an etcd member and Ready;
 # on the init server it then stores the age key as secret
-# flux-system/sops-age. A joining server that does not come up is stopped
+# flux-system/${SOPS_SECRET}. A joining server that does not come up is stopped
 # and its half-made etcd data removed before the next try.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -17,6 +17,7 @@ node='${NODE_HOSTNAME}'
 role='${NODE_ROLE}'
 address='${NODE_ADDRESS}'
 user='${CLUSTER_USER}'
+sops_secret='${SOPS_SECRET}'
 
 main() {
 	step check "k3s server ($role) on $node"
@@ -44,7 +45,7 @@ main() {
 	user_kubeconfig "$user" "$ROOT/etc/rancher/k3s/k3s.yaml"
 	if [ "$role" = init ]; then
 		step secrets "storing the age key"
-		sops_age_secret k3s kubectl
+		sops_age_secret "$sops_secret" k3s kubectl
 	fi
 }
 

@@ -2,7 +2,7 @@
 # Role bootstrap of ${NODE_HOSTNAME}: the first control plane of
 # ${CLUSTER_NAME} (kubeadm). Written by nodeimg stamp, run at first boot by
 # nodeimg-bootstrap.service until it succeeds: kubeadm init with the
-# pre-distributed CAs, Cilium in place of kube-proxy, the sops-age secret,
+# pre-distributed CAs, Cilium in place of kube-proxy, the age key secret,
 # and Flux when the cluster has a GitOps repository. What is finished is
 # read from the cluster (init_done), not from a file kubeadm writes early;
 # an unfinished kubeadm init is reset and run again.
@@ -17,6 +17,7 @@ user='${CLUSTER_USER}'
 ca_hash='${CA_CERT_HASH}'
 cilium_version='${CILIUM_VERSION}'
 gitops_url='${GITOPS_URL}'
+sops_secret='${SOPS_SECRET}'
 config=$ROOT/etc/nodeimg/kubeadm.yaml
 admin=$ROOT/etc/kubernetes/admin.conf
 token=
@@ -46,7 +47,7 @@ main() {
 	kubectl wait --for=condition=Ready "node/$node" --timeout=10m
 
 	step secrets "storing the age key"
-	sops_age_secret kubectl
+	sops_age_secret "$sops_secret" kubectl
 	if [ -n "$gitops_url" ]; then
 		flux
 	else

@@ -304,7 +304,7 @@ mod tests {
             &v,
         )
         .expect("renders");
-        assert_eq!(r.text, "ttl: 0s abcdef.0123456789abcdef $HOME");
+        assert_eq!(r.text, "ttl: 8760h abcdef.0123456789abcdef $HOME");
         assert!(r.secret);
         let r = render(
             "x.sh",
