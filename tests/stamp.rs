@@ -467,7 +467,7 @@ fn kubeadm_cluster_on_rpios() {
         let docs = yaml_docs(&cat(r, "/etc/nodeimg/kubeadm.yaml"));
         if role == "init" {
             assert_eq!(docs[0]["bootstrapTokens"][0]["token"], token.as_str());
-            assert_eq!(docs[0]["bootstrapTokens"][0]["ttl"], "0s");
+            assert_eq!(docs[0]["bootstrapTokens"][0]["ttl"], "8760h");
             assert_eq!(docs[1]["controlPlaneEndpoint"], "192.168.1.10:6443");
             assert_eq!(docs[1]["networking"]["podSubnet"], "10.244.64.0/18");
             assert_eq!(docs[1]["networking"]["serviceSubnet"], "10.244.0.0/20");

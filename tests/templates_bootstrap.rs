@@ -269,6 +269,8 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
             "systemctl enable --now crio.service",
             "systemctl enable kubelet.service",
             "kubeadm init --config /etc/nodeimg/kubeadm.yaml --skip-token-print",
+            "kubectl apply --server-side --force-conflicts --filename=https://github.com/\
+             kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml",
             "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.0 \
              --namespace kube-system --values /etc/nodeimg/cilium-values.yaml",
             "kubectl --namespace kube-system rollout status daemonset/cilium --timeout=15m",

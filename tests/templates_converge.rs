@@ -115,6 +115,7 @@ const INIT_PHASES: &[&str] = &[
     "kubeadm-init:bootstrap-token",
     "kubeadm-init:kubelet-finalize",
     "kubeadm-init:addon",
+    "kubectl:gateway-api",
     "helm:cilium",
     "helm:flux-operator",
 ];
@@ -162,6 +163,11 @@ fn assert_init_complete(s: &Scratch, pki: &Path, what: &str) {
             "{what}: no {kind} {ns}/{name}"
         );
     }
+    assert!(
+        !s.object("kube-system", "daemonset", "cilium")
+            .contains("gateway-api=disabled"),
+        "{what}: Cilium started before the Gateway API CRDs"
+    );
     assert!(
         !s.has_object("kube-system", "daemonset", "kube-proxy"),
         "{what}: kube-proxy installed"
@@ -452,4 +458,91 @@ fn the_model_passes_shellcheck() {
         .output()
         .expect("shellcheck (Debian package shellcheck)");
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A kubectl that lists three pending kubelet-serving requests (one from a
+/// registered node, one from an unknown node, one not from a node) and an
+/// approved one, and records approvals.
+const CSR_KUBECTL: &str = r#"#!/bin/bash
+printf '%s\n' "kubectl $*" >>"$NODEIMG_RECORD"
+case "$*" in
+*" get csr "*)
+	printf 'csr-a system:node:node0 \ncsr-b system:node:stranger \ncsr-c system:serviceaccount:x:y \ncsr-d system:node:node0 Approved\n' ;;
+*" get node node0") exit 0 ;;
+*" get node "*) exit 1 ;;
+esac
+"#;
+
+#[test]
+fn the_csr_approver_approves_this_clusters_nodes_for_a_time_box() {
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let vars = kubeadm_vars(
+        "controlplane",
+        Role::Init,
+        "192.168.1.10",
+        "192.168.1.10:6443",
+        &hash,
+    );
+    let ops = render(Flavour::Kubeadm, Role::Init, &vars);
+    assert!(ops.contains(&pipeline::customise::Op::Enable {
+        unit: "nodeimg-csr-approver.service".into()
+    }));
+    let s = Scratch::new(&ops, &[]);
+    let kubectl = s.bin.join("kubectl");
+    fs::write(&kubectl, CSR_KUBECTL).expect("kubectl");
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&kubectl)
+        .status()
+        .expect("chmod");
+    fs::create_dir_all(s.path("/etc/kubernetes")).expect("mkdir");
+    fs::write(s.path("/etc/kubernetes/admin.conf"), "admin\n").expect("admin");
+    // The window opened 23 h 59 min 58 s ago: rounds for two seconds at most
+    // (the 30 s pause is a no-op here), then it closes.
+    fs::create_dir_all(s.path("/var/lib/nodeimg")).expect("mkdir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    fs::write(
+        s.path("/var/lib/nodeimg/csr-approver.since"),
+        format!("{}\n", now - 86399),
+    )
+    .expect("since");
+    let run = || {
+        std::process::Command::new("timeout")
+            .args(["20", "bash"])
+            .arg(s.path("/usr/local/lib/nodeimg/csr-approver.sh"))
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", s.bin.display()))
+            .env("NODEIMG_ROOT", &s.root)
+            .env("NODEIMG_RECORD", &s.record)
+            .env("NODEIMG_SLEEP", "true")
+            .output()
+            .expect("bash")
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out));
+    let approvals: Vec<String> = s
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("certificate approve"))
+        .collect();
+    let want = format!(
+        "kubectl --kubeconfig {}/etc/kubernetes/admin.conf certificate approve csr-a",
+        s.root.display()
+    );
+    assert!(
+        !approvals.is_empty() && approvals.iter().all(|a| *a == want),
+        "{approvals:?}"
+    );
+    // Once closed, the window stays closed.
+    fs::write(&s.record, "").expect("record");
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!s.calls().iter().any(|c| c.contains("approve")));
+    assert!(s.path("/var/lib/nodeimg/csr-approver.done").exists());
+    let unit = fs::read_to_string(s.path("/etc/systemd/system/nodeimg-csr-approver.service"))
+        .expect("unit");
+    assert!(unit.contains("ConditionPathExists=!/var/lib/nodeimg/csr-approver.done"));
 }

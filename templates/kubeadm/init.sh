@@ -16,6 +16,7 @@ address='${NODE_ADDRESS}'
 user='${CLUSTER_USER}'
 ca_hash='${CA_CERT_HASH}'
 cilium_version='${CILIUM_VERSION}'
+gateway_api_version='${GATEWAY_API_VERSION}'
 gitops_url='${GITOPS_URL}'
 sops_secret='${SOPS_SECRET}'
 config=$ROOT/etc/nodeimg/kubeadm.yaml
@@ -38,6 +39,12 @@ main() {
 	kubeadm_run init init_done "$user" kubeadm init --config "$config" --skip-token-print
 	export KUBECONFIG=$admin
 	user_kubeconfig "$user" "$admin"
+
+	# Cilium's Gateway API support needs the CRDs before it starts
+	# (docs.cilium.io, Gateway API support: prerequisites).
+	step gateway-api "installing the Gateway API CRDs $gateway_api_version"
+	kubectl apply --server-side --force-conflicts \
+		--filename="https://github.com/kubernetes-sigs/gateway-api/releases/download/$gateway_api_version/standard-install.yaml"
 
 	step cni "installing Cilium $cilium_version"
 	helm upgrade --install cilium cilium \

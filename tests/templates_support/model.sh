@@ -163,6 +163,17 @@ kubectl_main() {
 		fi
 		;;
 	apply)
+		case $filename in
+		https://github.com/kubernetes-sigs/gateway-api/releases/download/*/standard-install.yaml)
+			point kubectl:gateway-api
+			local crd
+			for crd in gatewayclasses gateways httproutes grpcroutes referencegrants; do
+				put crd _ "$crd.gateway.networking.k8s.io"
+			done
+			return 0
+			;;
+		https://*) die "error: unable to read URL \"$filename\" (the model knows only the Gateway API release)" ;;
+		esac
 		local text=$stdin
 		[ "$filename" = - ] || text=$(cat "$filename") || die "error: cannot read $filename"
 		local kind name namespace
@@ -205,6 +216,10 @@ helm_main() {
 	case $release in
 	cilium)
 		put daemonset "$ns" cilium
+		# Cilium's operator turns its Gateway API support off when the CRDs
+		# are missing at its start.
+		has crd _ gateways.gateway.networking.k8s.io ||
+			put daemonset "$ns" cilium gateway-api=disabled-no-crds
 		mkdir -p "$R/etc/cni/net.d"
 		echo '{"name":"cilium"}' >"$R/etc/cni/net.d/05-cilium.conflist"
 		local f
