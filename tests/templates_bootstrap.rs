@@ -563,6 +563,10 @@ fn nixos_start_script(state: &std::path::Path, bin: &std::path::Path) -> String 
     let script = body
         .replace("${state}", &state.display().to_string())
         .replace(
+            "${k3sData}",
+            &state.join("rancher-k3s").display().to_string(),
+        )
+        .replace(
             "${cfg.k3s.package}/bin/k3s",
             &bin.join("k3s").display().to_string(),
         )
@@ -661,6 +665,28 @@ fn the_nixos_module_starts_k3s_in_the_stamped_role() {
         ["k3s agent --server https://192.168.1.50:6443 --token-file \
           /var/lib/nodeimg/k3s-token --disable=traefik"]
     );
+    // A joining server whose last start never became ready loses the etcd
+    // data that start left; one that became ready keeps it.
+    let db = state.join("rancher-k3s/server/db");
+    for (ready, kept) in [(false, false), (true, true)] {
+        fs::create_dir_all(&db).expect("db");
+        if ready {
+            fs::write(state.join("k3s-ready"), "").expect("mark");
+        }
+        let (out, _) = run(&[
+            ("role", "server\n"),
+            ("server-url", url),
+            ("k3s-token", K3S_TOKEN),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("unit=nodeimg-k3s status=start step=k3s"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(db.exists(), kept, "ready: {ready}");
+    }
+    let _ = fs::remove_file(state.join("k3s-ready"));
     let (out, calls) = run(&[("role", "agent\n"), ("k3s-token", K3S_TOKEN)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server-url is missing for role agent"));
