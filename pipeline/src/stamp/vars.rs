@@ -167,9 +167,9 @@ pub fn k3s_tokens(
     match cluster.flavour {
         Flavour::K3s => {
             let k = state.k3s();
-            let agent = k.map(|k| k.agent_token.clone());
+            let agent = k.map(|k| k.agent_join_token());
             match node.role {
-                Role::Init | Role::Server => (k.map(|k| k.token.clone()), agent),
+                Role::Init | Role::Server => (k.map(|k| k.server_token()), agent),
                 _ => (None, agent),
             }
         }
