@@ -116,12 +116,22 @@ fn rendered_scripts_pass_bash_n_and_shellcheck() {
             file(&ops, "/usr/local/lib/nodeimg/bootstrap-lib.sh"),
         )
         .expect("write");
-        for cmd in [
+        let mut cmds = vec![
             vec!["bash", "-n", "bootstrap.sh"],
             vec!["bash", "-n", "bootstrap-lib.sh"],
             vec!["shellcheck", "--external-sources", "bootstrap.sh"],
             vec!["shellcheck", "bootstrap-lib.sh"],
-        ] {
+        ];
+        if role == Role::Init && flavour == Flavour::Kubeadm {
+            fs::write(
+                dir.path().join("csr-approver.sh"),
+                file(&ops, "/usr/local/lib/nodeimg/csr-approver.sh"),
+            )
+            .expect("write");
+            cmds.push(vec!["bash", "-n", "csr-approver.sh"]);
+            cmds.push(vec!["shellcheck", "--external-sources", "csr-approver.sh"]);
+        }
+        for cmd in cmds {
             let out = Command::new(cmd[0])
                 .args(&cmd[1..])
                 .current_dir(dir.path())
