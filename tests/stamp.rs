@@ -970,3 +970,48 @@ fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
         &["--all", "--out-dir", again.to_str().unwrap()],
     ));
 }
+
+/// Every example under examples/ validates and would bring its cluster up:
+/// an upstream source by URL carries its SHA-256, and the base's
+/// provisioning names the recipe of every tool its flavour runs (the demo
+/// stands in without them, and NixOS bases get them from their
+/// configuration; both say so in their comments).
+#[test]
+fn every_example_validates_and_names_its_recipes() {
+    let mut seen = 0;
+    for e in fs::read_dir(os_support::repo().join("examples")).unwrap() {
+        let file = e.unwrap().path().join("cluster.toml");
+        if !file.is_file() {
+            continue;
+        }
+        seen += 1;
+        let c = pipeline::cluster::Cluster::load(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let source = c.base.source.clone().unwrap_or_default();
+        let text = fs::read_to_string(&file).unwrap();
+        if source.starts_with("https://") {
+            let sha = c.base.sha256.clone().unwrap_or_default();
+            assert!(
+                sha.len() == 64 && sha.chars().all(|x| x.is_ascii_hexdigit()),
+                "{}: a URL source needs its sha256",
+                file.display()
+            );
+            for t in c.flavour.tools() {
+                assert!(
+                    c.base.provision.iter().any(|p| p.to_str() == Some(t.recipe)),
+                    "{}: {} needs the {} recipe in [base] provision",
+                    file.display(),
+                    t.what,
+                    t.recipe
+                );
+            }
+        } else if c.flavour != pipeline::flavour::Flavour::None {
+            assert!(
+                text.contains("--no-tool-check") || text.contains("NixOS"),
+                "{}: a local base must say where its tools come from",
+                file.display()
+            );
+        }
+    }
+    assert_eq!(seen, 4);
+}
