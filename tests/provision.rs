@@ -102,7 +102,15 @@ fn cached_base(dir: &Path, packages: &str) -> Result<PathBuf, String> {
     if !img.exists() {
         let tmp = dir.join("plain.img.tmp");
         let o = nodeimg()
-            .args(["base", "--board", "odroid-c4", "--size", "1GiB", "--force", "--from"])
+            .args([
+                "base",
+                "--board",
+                "odroid-c4",
+                "--size",
+                "1GiB",
+                "--force",
+                "--from",
+            ])
             .arg(&tar)
             .arg("-o")
             .arg(&tmp)
@@ -491,7 +499,9 @@ fn serve(mut conn: std::net::TcpStream, root: &Path) {
         bytes.push(raw[i]);
         i += 1;
     }
-    let rel = String::from_utf8_lossy(&bytes).trim_start_matches('/').to_string();
+    let rel = String::from_utf8_lossy(&bytes)
+        .trim_start_matches('/')
+        .to_string();
     let file = root.join(&rel);
     let body = if rel.split('/').any(|c| c == "..") {
         None
@@ -545,7 +555,10 @@ impl Signer {
     }
     fn gpg(&self) -> Command {
         let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(&self.home).arg("--batch").arg("--yes");
+        c.arg("--homedir")
+            .arg(&self.home)
+            .arg("--batch")
+            .arg("--yes");
         c
     }
 }
@@ -574,7 +587,11 @@ fn stand_in_deb(out: &Path, name: &str, program: &str, version: &str, unit: Opti
     )
     .unwrap();
     let bin = root.join("usr/bin").join(program);
-    fs::write(&bin, format!("#!/bin/sh\necho \"{program} stand-in {version}\"\n")).unwrap();
+    fs::write(
+        &bin,
+        format!("#!/bin/sh\necho \"{program} stand-in {version}\"\n"),
+    )
+    .unwrap();
     fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     if let Some(u) = unit {
         let d = root.join("usr/lib/systemd/system");
@@ -649,7 +666,10 @@ fn mirror(www: &Path, signer: &Signer, k3s_sum_ok: bool) -> (Vec<u8>, String) {
     }
     fs::write(
         k3s.join("sha256sum-arm64.txt"),
-        format!("{hex}  k3s-arm64\n{}  k3s-airgap-images-arm64.tar.zst\n", "ab".repeat(32)),
+        format!(
+            "{hex}  k3s-arm64\n{}  k3s-airgap-images-arm64.tar.zst\n",
+            "ab".repeat(32)
+        ),
     )
     .unwrap();
 
@@ -751,7 +771,9 @@ fn shipped_recipes_install_pinned_held_versions_from_a_local_mirror() {
         ("kubectl", "1.34.2-1.1"),
         ("cri-o", "1.34.1-1.1"),
     ] {
-        let (version, st) = status.get(p).unwrap_or_else(|| panic!("{p} not installed: {err}"));
+        let (version, st) = status
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} not installed: {err}"));
         assert_eq!(version, v, "{p}");
         assert_eq!(st, "hold ok installed", "{p}");
     }
@@ -765,8 +787,14 @@ fn shipped_recipes_install_pinned_held_versions_from_a_local_mirror() {
         "{list}"
     );
     let list = debugfs(&out, "cat /etc/apt/sources.list.d/cri-o.list");
-    assert!(list.contains("[signed-by=/etc/apt/keyrings/cri-o-apt-keyring.gpg]"), "{list}");
-    assert!(list.contains("/addons:/cri-o:/stable:/v1.34/deb/ /"), "{list}");
+    assert!(
+        list.contains("[signed-by=/etc/apt/keyrings/cri-o-apt-keyring.gpg]"),
+        "{list}"
+    );
+    assert!(
+        list.contains("/addons:/cri-o:/stable:/v1.34/deb/ /"),
+        "{list}"
+    );
     for k in ["kubernetes-apt-keyring.gpg", "cri-o-apt-keyring.gpg"] {
         assert!(exists(&out, &format!("/etc/apt/keyrings/{k}")), "{k}");
     }
@@ -785,15 +813,24 @@ fn shipped_recipes_install_pinned_held_versions_from_a_local_mirror() {
     }
     for u in ["crio.service", "kubelet.service"] {
         assert!(
-            exists(&out, &format!("/etc/systemd/system/multi-user.target.wants/{u}")),
+            exists(
+                &out,
+                &format!("/etc/systemd/system/multi-user.target.wants/{u}")
+            ),
             "{u} not enabled"
         );
     }
-    let preset = debugfs(&out, "cat /etc/systemd/system-preset/20-nodeimg-kubeadm.preset");
+    let preset = debugfs(
+        &out,
+        "cat /etc/systemd/system-preset/20-nodeimg-kubeadm.preset",
+    );
     assert!(preset.contains("enable kubelet.service"), "{preset}");
     // helm and k3s: the served files, executable.
     assert_eq!(cat_file(&out, "/usr/local/bin/helm"), helm_prog);
-    assert_eq!(cat_file(&out, "/usr/local/bin/k3s").as_bytes(), &k3s_binary[..]);
+    assert_eq!(
+        cat_file(&out, "/usr/local/bin/k3s").as_bytes(),
+        &k3s_binary[..]
+    );
     for b in ["helm", "k3s"] {
         let st = debugfs(&out, &format!("stat /usr/local/bin/{b}"));
         assert!(st.contains("Mode:  0755"), "{b}: {st}");

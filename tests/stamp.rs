@@ -868,7 +868,12 @@ fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
     let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
     let cluster = example("pi5-kubeadm");
     let out = t.join("out");
-    let o = stamp_checked(&cluster, &base, t, &["--all", "--out-dir", out.to_str().unwrap()]);
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
@@ -885,7 +890,11 @@ fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
 
     // kubeadm's tools present (kubectl as a symlink, the runtime as
     // containerd), helm still missing: refused for helm alone.
-    for p in ["/usr/bin/kubeadm", "/usr/bin/kubelet", "/usr/local/bin/containerd"] {
+    for p in [
+        "/usr/bin/kubeadm",
+        "/usr/bin/kubelet",
+        "/usr/local/bin/containerd",
+    ] {
         put_tool(&base, t, p);
     }
     ok(&nodeimg(&[
@@ -897,7 +906,12 @@ fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
         "/usr/bin/kubeadm",
         "/usr/bin/kubectl",
     ]));
-    let o = stamp_checked(&cluster, &base, t, &["--all", "--out-dir", out.to_str().unwrap()]);
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("has no helm for the kubeadm flavour"), "{err}");
@@ -907,7 +921,12 @@ fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
         &cluster,
         &base,
         t,
-        &["--node", "node0", "-o", t.join("node0.delta").to_str().unwrap()],
+        &[
+            "--node",
+            "node0",
+            "-o",
+            t.join("node0.delta").to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // With helm, the whole cluster passes.
@@ -927,7 +946,12 @@ fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
     let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
     let cluster = example("k3s-agents");
     let out = t.join("out");
-    let o = stamp_checked(&cluster, &base, t, &["--all", "--out-dir", out.to_str().unwrap()]);
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -939,7 +963,12 @@ fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
         &cluster,
         &base,
         t,
-        &["--all", "--out-dir", out.to_str().unwrap(), "--no-tool-check"],
+        &[
+            "--all",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--no-tool-check",
+        ],
     ));
     // A non-executable k3s does not count; an executable one does.
     let local = t.join("k3s");
@@ -960,7 +989,12 @@ fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
     mkdir_local_bin(&base);
     put("644");
     let again = t.join("again");
-    let o = stamp_checked(&cluster, &base, t, &["--all", "--out-dir", again.to_str().unwrap()]);
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", again.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(3));
     put("755");
     ok(&stamp_checked(
@@ -998,7 +1032,10 @@ fn every_example_validates_and_names_its_recipes() {
             );
             for t in c.flavour.tools() {
                 assert!(
-                    c.base.provision.iter().any(|p| p.to_str() == Some(t.recipe)),
+                    c.base
+                        .provision
+                        .iter()
+                        .any(|p| p.to_str() == Some(t.recipe)),
                     "{}: {} needs the {} recipe in [base] provision",
                     file.display(),
                     t.what,

@@ -134,8 +134,9 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         None => (None, BaseSpec::default(), FirmwareSpec::default()),
     };
     let versions = match &args.config {
-        Some(c) => pipeline::cluster::Cluster::load_versions(c)
-            .map_err(|e| report_invalid(e, c))?,
+        Some(c) => {
+            pipeline::cluster::Cluster::load_versions(c).map_err(|e| report_invalid(e, c))?
+        }
         None => Versions::default(),
     };
     merge_flags(&args, &mut spec, &mut fw)?;

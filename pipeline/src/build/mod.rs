@@ -139,15 +139,13 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
             (m, false)
         }
         None => {
-            let run = |image: &Path,
-                       board: &Board,
-                       _: &crate::base::spec::BaseSpec|
-             -> Result<()> {
-                match req.provision {
-                    Some(p) => crate::provision::run(image, board, p),
-                    None => Ok(()),
-                }
-            };
+            let run =
+                |image: &Path, board: &Board, _: &crate::base::spec::BaseSpec| -> Result<()> {
+                    match req.provision {
+                        Some(p) => crate::provision::run(image, board, p),
+                        None => Ok(()),
+                    }
+                };
             let hook = req.provision.map(|_| run);
             let out = build_base(
                 &BaseRequest {

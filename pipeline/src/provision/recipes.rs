@@ -71,7 +71,11 @@ pub fn find(entry: &Path) -> Option<&'static Recipe> {
 
 /// `kubeadm, helm, k3s`.
 pub fn names() -> String {
-    RECIPES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+    RECIPES
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Recipe {
@@ -114,7 +118,9 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
         value.is_empty() || (value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()))
     } else {
         (value.starts_with("http://") || value.starts_with("https://"))
-            && !value.chars().any(|c| c.is_whitespace() || "'\"\\`$".contains(c))
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || "'\"\\`$".contains(c))
     };
     if ok {
         Ok(())
