@@ -497,7 +497,7 @@ fn the_csr_approver_approves_this_clusters_nodes_for_a_time_box() {
         .expect("chmod");
     fs::create_dir_all(s.path("/etc/kubernetes")).expect("mkdir");
     fs::write(s.path("/etc/kubernetes/admin.conf"), "admin\n").expect("admin");
-    // The window opened 23 h 59 min 58 s ago: rounds for two seconds at most
+    // The window opened 23 h 59 min 55 s ago: rounds for five seconds at most
     // (the 30 s pause is a no-op here), then it closes.
     fs::create_dir_all(s.path("/var/lib/nodeimg")).expect("mkdir");
     let now = std::time::SystemTime::now()

@@ -373,6 +373,13 @@ kubeadm_run() {
 		return 0
 	fi
 	if kubeadm_leftovers; then
+		# The check may have failed only because the API server was out of
+		# reach for a moment (a control plane restarting): give a finished
+		# node five minutes to show it before resetting it.
+		if wait_up_to 300 "an earlier $1 $2 to show as complete" "$done"; then
+			log "$1 $2 already complete"
+			return 0
+		fi
 		kubeadm_reset "$user"
 	fi
 	step "$name" "$1 $2"
