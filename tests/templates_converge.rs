@@ -506,7 +506,7 @@ fn the_csr_approver_approves_this_clusters_nodes_for_a_time_box() {
         .as_secs();
     fs::write(
         s.path("/var/lib/nodeimg/csr-approver.since"),
-        format!("{}\n", now - 86399),
+        format!("{}\n", now - 86395),
     )
     .expect("since");
     let run = || {
