@@ -328,7 +328,10 @@ fn nixos_with_towboot_matches_the_seed_dd() {
     // Tow-Boot's region, read from the archive's own table: 8192 sectors
     // from sector 1 (modules/hardware/amlogic/default.nix: offset 512,
     // length 4 MiB).
-    assert_eq!((f8["start"].as_u64(), f8["size"].as_u64()), (Some(1), Some(8192)));
+    assert_eq!(
+        (f8["start"].as_u64(), f8["size"].as_u64()),
+        (Some(1), Some(8192))
+    );
     // Same number (the device-name suffix), start, size, type and flags.
     let key = |p: &serde_json::Value, img: &Path| {
         let mut p = p.clone();
@@ -425,7 +428,11 @@ fn towboot_variants_are_taken_or_refused_by_name() {
     let run_refused = |fw: &Path, needle: &str| {
         let out = dir.path().join("refused.img");
         let a = base(fw, &out);
-        refused(&a.iter().map(String::as_str).collect::<Vec<_>>(), &out, needle);
+        refused(
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            &out,
+            needle,
+        );
     };
     // The archive and binaries/Tow-Boot.noenv.bin give the same card.
     let from_arch = dir.path().join("arch.img");

@@ -491,6 +491,10 @@ fn kubeadm_cluster_on_rpios() {
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
                 || (d.starts_with("/etc/systemd/system/") && d.contains("nodeimg-bootstrap"))
+                // Masks are recorded by unit name.
+                || d
+                    .strip_prefix("/etc/systemd/system/")
+                    .is_some_and(|u| paths.iter().any(|p| p == u))
                 || d == "/etc/systemd/system"
                 || d.ends_with(".target.wants");
             assert!(ok, "{node}: {d} changed but was not written ({:?})", diff);
@@ -502,9 +506,10 @@ fn kubeadm_cluster_on_rpios() {
         ] {
             assert!(diff.contains(p), "{node}: {p} unchanged?");
         }
-        // And the FAT boot partition: only cmdline.txt, meta-data, ssh.
+        // And the FAT boot partition: only cmdline.txt, the NoCloud seed's
+        // meta-data and user-data, ssh.
         let fat_diff = differences(&fat_listing(&base_parts.boot, t), &fat_listing(&p.boot, t));
-        let want: BTreeSet<String> = ["/cmdline.txt", "/meta-data", "/ssh"]
+        let want: BTreeSet<String> = ["/cmdline.txt", "/meta-data", "/ssh", "/user-data"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -799,4 +804,156 @@ fn a_bad_cluster_file_lists_every_problem_and_writes_nothing() {
         "{err}"
     );
     assert!(!t.join("out").exists() && !t.join("cluster.state").exists());
+}
+
+/// Runs `tests/os_support/cloud_init_firstboot.py` (cloud-init's own ssh,
+/// hostname and users modules) over `root` in a private mount namespace in
+/// which `root`'s /etc/ssh is /etc/ssh (and /root, /home are scratch), so
+/// cc_ssh deletes and makes keys in the tree, never on the host.
+/// With `system` false, cloud-init runs with its built-in defaults instead
+/// of the tree's /etc/cloud.
+fn cloud_init_first_boot(root: &Path, system: bool, user_data: &str) -> serde_json::Value {
+    let script = os_support::repo().join("tests/os_support/cloud_init_firstboot.py");
+    let ssh = root.join("etc/ssh");
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$3\" /etc/ssh && mount -t tmpfs none /root && mount -t tmpfs none /home \
+             && exec /usr/bin/python3 \"$0\" \"$1\" \"$2\" \"$3\"",
+        )
+        .arg(&script)
+        .arg(if system { root.as_os_str() } else { "-".as_ref() })
+        .arg(user_data)
+        .arg(&ssh)
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        o.status.success(),
+        "cloud-init's modules (Debian package cloud-init): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("JSON from the driver")
+}
+
+fn systemctl_root(root: &Path, args: &[&str]) -> String {
+    let o = Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(args)
+        .output()
+        .expect("systemctl (Debian package systemd)");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A node stamped over Raspberry Pi OS keeps its stamped host key, user,
+/// password and hostname through the OS's first boot: the real
+/// cloud-init modules run over the node's tree, systemd's own view of the
+/// units after the presets a first boot applies, the wizard off.
+#[test]
+fn rpios_first_boot_keeps_the_stamped_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios();
+    let cluster = example("pi5-kubeadm");
+    let state_path = t.join("cluster.state");
+    let img = t.join("node0.img");
+    ok(&nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--node",
+        "node0",
+        "--image",
+        img.to_str().unwrap(),
+        "--state",
+        state_path.to_str().unwrap(),
+    ]));
+    let state = State::open(&state_path, "pi5-lab").unwrap();
+    let hk = state.host_key("node0").unwrap();
+    let p = split(&img, t, "node0");
+    fsck(&p);
+    let tree = t.join("tree");
+    fs::create_dir(&tree).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&p.root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let user_data = mtype(&p.boot, "user-data").expect("user-data on the boot partition");
+    let ud_path = t.join("user-data");
+    fs::write(&ud_path, &user_data).unwrap();
+    assert!(user_data.contains("\nhostname: node0\n"), "{user_data}");
+
+    // systemd: the key regenerator and the wizard are masked, and stay so
+    // when a first boot applies the presets; the bootstrap stays enabled
+    // and starts after cloud-init and the resize.
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit}"
+        );
+    }
+    systemctl_root(&tree, &["preset-all"]);
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit} after preset-all"
+        );
+    }
+    assert_eq!(
+        systemctl_root(&tree, &["is-enabled", "nodeimg-bootstrap.service"]),
+        "enabled"
+    );
+    let order = fs::read_to_string(
+        tree.join("etc/systemd/system/nodeimg-bootstrap.service.d/10-after-first-boot.conf"),
+    )
+    .unwrap();
+    assert!(
+        order.contains("After=cloud-final.service rpi-resize.service"),
+        "{order}"
+    );
+
+    // cloud-init's own modules over the node: the stamped key is neither
+    // deleted nor joined by new ones, the hostname is left alone, the user
+    // is neither re-passworded nor locked.
+    let d = cloud_init_first_boot(&tree, true, ud_path.to_str().unwrap());
+    assert_eq!(d["ssh_deletekeys"], false, "{d}");
+    let mut keys: Vec<String> = fs::read_dir(tree.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"],
+        "host keys after cloud-init"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        hk.private
+    );
+    assert_eq!(d["set_hostname"], serde_json::json!([]), "{d}");
+    assert_eq!(d["update_hostname"], serde_json::json!([]), "{d}");
+    let users = d["create_user"].as_array().unwrap();
+    assert_eq!(users.len(), 1, "{d}");
+    assert_eq!(users[0]["args"][0], "pi");
+    let kw = &users[0]["kwargs"];
+    assert_eq!(kw["lock_passwd"], false, "{d}");
+    assert!(kw.get("plain_text_passwd").is_none() && kw.get("hashed_passwd").is_none());
+    let shadow = fs::read_to_string(tree.join("etc/shadow")).unwrap();
+    assert!(shadow.contains("\npi:$6$nodeimgexample$"), "{shadow}");
+
+    // The oracle can fail: with cloud-init's defaults (no configuration),
+    // the same module deletes the stamped key and makes new ones.
+    let d = cloud_init_first_boot(&tree, false, "-");
+    assert_eq!(d["ssh_deletekeys"], true, "{d}");
+    let after = fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    assert_ne!(after, hk.private, "cloud-init's defaults replace host keys");
 }

@@ -123,10 +123,11 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     if cloud_init || image.stat("/etc/cloud")?.is_some() {
         ops.push(file(
             "/etc/cloud/cloud.cfg.d/99-nodeimg.cfg",
-            "# Written by nodeimg stamp: the hostname and /etc/hosts are the node's own.\npreserve_hostname: true\nmanage_etc_hosts: false\n",
+            cloud_cfg(n.ssh_host_keys),
             0o644,
         ));
     }
+    ops.extend(first_boot_ops(cx, image)?);
     for seed in ["/boot/firmware/meta-data", "/boot/meta-data"] {
         if image.read(seed)?.is_some() {
             ops.push(Op::Edit {
@@ -170,6 +171,12 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     }
     if n.ssh_host_keys {
         if let Some(k) = cx.state.host_key(h) {
+            // The stamped key is the node's only one: keys the image
+            // carries would be shared by every card made from it.
+            ops.push(Op::RemoveGlob {
+                dir: "/etc/ssh".into(),
+                pattern: "ssh_host_*".into(),
+            });
             ops.push(secret("/etc/ssh/ssh_host_ed25519_key", k.private.clone()));
             ops.push(file(
                 "/etc/ssh/ssh_host_ed25519_key.pub",
@@ -224,6 +231,141 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             path: "/etc/localtime".into(),
             target: zone,
         });
+    }
+    Ok(ops)
+}
+
+/// cloud-init's system configuration for a stamped node. cloud-init's `ssh`
+/// module (canonical/cloud-init cloudinit/config/cc_ssh.py) deletes every
+/// `/etc/ssh/ssh_host_*` unless `ssh_deletekeys` is false and makes the
+/// `ssh_genkeytypes` it is given (default rsa, ecdsa, ed25519), once per
+/// instance; `set_hostname`/`update_hostname` leave the hostname alone with
+/// `preserve_hostname`, `update_etc_hosts` leaves /etc/hosts alone unless
+/// `manage_etc_hosts`.
+fn cloud_cfg(host_keys: bool) -> String {
+    let mut s = String::from(
+        "# Written by nodeimg stamp: the hostname and /etc/hosts are the node's own.\npreserve_hostname: true\nmanage_etc_hosts: false\n",
+    );
+    if host_keys {
+        s.push_str(
+            "# The stamped SSH host key is the node's own: neither deleted nor replaced.\nssh_deletekeys: false\nssh_genkeytypes: []\n",
+        );
+    }
+    s
+}
+
+/// Where a unit the image ships lives, if it does.
+fn shipped_unit(image: &OsImage, unit: &str) -> Result<bool> {
+    for dir in [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ] {
+        if image.stat(&format!("{dir}/{unit}"))?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Drop-in ordering nodeimg's bootstrap after the OS's own first boot.
+pub const BOOTSTRAP_ORDER_DROPIN: &str =
+    "/etc/systemd/system/nodeimg-bootstrap.service.d/10-after-first-boot.conf";
+
+/// What keeps the stamped identity through Raspberry Pi OS's first boot:
+/// - `regenerate_ssh_host_keys.service` (RPi-Distro/raspberrypi-sys-mods,
+///   enabled by pi-gen's stage2/01-sys-tweaks) deletes every host key and
+///   runs `ssh-keygen -A`: masked when stamp writes a host key (a mask also
+///   wins over the presets a systemd first boot applies);
+/// - userconf-pi's `userconfig.service` asks for a user and password on
+///   first boot unless `userconf.txt` names one: masked when the cluster
+///   file's password went into `/etc/shadow` (with `userconf.txt` the
+///   service runs and creates the user without asking);
+/// - the NoCloud `user-data` on the boot partition (Raspberry Pi Imager 2
+///   writes it) overrides `/etc/cloud/cloud.cfg.d`, so the same decisions go
+///   there, as top-level keys;
+/// - the role bootstrap starts after cloud-init's last stage and the first
+///   boot resize (`rpi-resize.service`), whichever the image has.
+fn first_boot_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
+    let n = cx.node;
+    let mut ops = Vec::new();
+    let stamped_key = n.ssh_host_keys && cx.state.host_key(&n.hostname).is_some();
+    if stamped_key && shipped_unit(image, "regenerate_ssh_host_keys.service")? {
+        ops.push(Op::Mask {
+            unit: "regenerate_ssh_host_keys.service".into(),
+        });
+    }
+    if let Some(user) = &n.user {
+        let in_shadow = n.password.is_some() && image.user(user)?.is_some();
+        if in_shadow && shipped_unit(image, "userconfig.service")? {
+            ops.push(Op::Mask {
+                unit: "userconfig.service".into(),
+            });
+        }
+    }
+    for seed in ["/boot/firmware/user-data", "/boot/user-data"] {
+        let Some(text) = image.read(seed)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut keys = vec![
+            ("hostname", n.hostname.clone()),
+            ("preserve_hostname", "true".to_string()),
+            ("manage_etc_hosts", "false".to_string()),
+        ];
+        if stamped_key {
+            keys.push(("ssh_deletekeys", "false".into()));
+            keys.push(("ssh_genkeytypes", "[]".into()));
+        }
+        if let Some(user) = &n.user {
+            if image.user(user)?.is_some() {
+                // cloud-init's users module updates users that exist: it
+                // sets `plain_text_passwd`/`hashed_passwd` and locks the
+                // password unless `lock_passwd: false` (cloudinit/distros
+                // Distro.create_user). This list replaces the image's
+                // (pi-gen's 99_default.cfg), so the stamped password stays.
+                keys.push(("users", format!("[{{name: {user}, lock_passwd: false}}]")));
+            }
+        }
+        for (key, value) in keys {
+            let prefix = format!("{key}:");
+            // A key set by a block (the value on the lines below) cannot
+            // be replaced line by line.
+            let mut lines = text.lines();
+            while let Some(l) = lines.next() {
+                if l.starts_with(&prefix) && l[prefix.len()..].trim().is_empty() {
+                    if lines.next().is_some_and(|nx| nx.starts_with([' ', '-'])) {
+                        return Err(Error::refused(
+                            seed,
+                            format!("sets {key} as a block; nodeimg stamp sets it on one line (write it as `{key}: …` in the base)"),
+                        ));
+                    }
+                }
+            }
+            ops.push(Op::Edit {
+                path: seed.into(),
+                edit: LineEdit::Set {
+                    prefix,
+                    line: format!("{key}: {value}"),
+                },
+            });
+        }
+    }
+    if cx.cluster.flavour != Flavour::None {
+        let after: Vec<&str> = ["cloud-final.service", "rpi-resize.service"]
+            .into_iter()
+            .filter(|u| shipped_unit(image, u).unwrap_or(false))
+            .collect();
+        if !after.is_empty() {
+            ops.push(file(
+                BOOTSTRAP_ORDER_DROPIN,
+                format!(
+                    "# Written by nodeimg stamp: the role bootstrap starts after the OS's own\n# first boot (cloud-init, the root partition resize).\n[Unit]\nAfter={}\n",
+                    after.join(" ")
+                ),
+                0o644,
+            ));
+        }
     }
     Ok(ops)
 }
