@@ -710,8 +710,36 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
             "{nix}"
         );
 
-        // Only what NixOS leaves alone: /etc/hostname, the SSH host key,
-        // /var/lib/nodeimg and /var/lib/sops-nix (and the directories above).
+        // What nodeimg.nix applies at boot: the address with its prefix,
+        // gateway and DNS (systemd-networkd), the host name, every node in
+        // /etc/hosts; the time zone; k3s's CIDRs for servers.
+        let net = cat(r, &format!("{s}/network/10-nodeimg.network"));
+        assert!(
+            net.contains("[Match]\nType=ether\n")
+                && net.contains(&format!(
+                    "Address=10.0.0.{}/24\n",
+                    &node[6..].parse::<u32>().unwrap() + 10
+                ))
+                && net.contains("Gateway=10.0.0.1\nDNS=10.0.0.1\n"),
+            "{net}"
+        );
+        assert_eq!(cat(r, &format!("{s}/hostname")), format!("{node}\n"));
+        assert!(cat(r, &format!("{s}/hosts")).contains("10.0.0.17\todroid7 odroid7.local\n"));
+        assert!(debugfs(r, "stat /etc/localtime")
+            .contains("Fast link dest: \"/etc/zoneinfo/Europe/Berlin\""));
+        let k3s = cat(r, "/etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml");
+        if ["odroid1", "odroid2", "odroid3"].contains(&node.as_str()) {
+            let y = &yaml_docs(&k3s)[0];
+            assert_eq!(y["cluster-cidr"], "10.42.0.0/16", "{k3s}");
+            assert_eq!(y["service-cidr"], "10.43.0.0/16", "{k3s}");
+        } else {
+            assert_eq!(k3s, "", "agents take the CIDRs from the servers");
+        }
+
+        // Only what NixOS leaves alone: /etc/hostname, /etc/localtime (while
+        // time.timeZone is null), the SSH host key, /etc/rancher (declared only
+        // by services.k3s, which nodeimg.nix forbids), /var/lib/nodeimg and
+        // /var/lib/sops-nix (and the directories above).
         let diff = differences(&base_list, &listing(r, t));
         let paths: Vec<String> = written(&summary, &node)
             .into_iter()
@@ -720,12 +748,14 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
         for d in &diff {
             let allowed = [
                 "/etc/hostname",
+                "/etc/localtime",
                 "/etc/ssh/ssh_host_ed25519_key",
                 "/etc/ssh/ssh_host_ed25519_key.pub",
             ]
             .contains(&d.as_str())
                 || d.starts_with("/var/lib/nodeimg")
                 || d.starts_with("/var/lib/sops-nix")
+                || d.starts_with("/etc/rancher")
                 || ["/etc", "/etc/ssh", "/var", "/var/lib"].contains(&d.as_str());
             assert!(allowed, "{node}: {d} changed");
             assert!(

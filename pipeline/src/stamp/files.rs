@@ -3,7 +3,7 @@
 //! the hostname written" for each OS profile.
 
 use super::vars::{env_file, k3s_tokens, k3s_url, Shared, CLUSTER_ENV};
-use crate::cluster::{AgeKeySource, Cluster, Node, Password};
+use crate::cluster::{AgeKeySource, Cluster, Interface, Node, Password};
 use crate::customise::{LineEdit, Op};
 use crate::flavour::{Flavour, Role};
 use crate::os::{Network, OsProfile};
@@ -110,6 +110,19 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             format!("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{h}\n"),
             0o644,
         ));
+    }
+    if c.hosts {
+        for other in &c.nodes {
+            if let Some(a) = other.address {
+                ops.push(Op::Edit {
+                    path: "/etc/hosts".into(),
+                    edit: LineEdit::Set {
+                        prefix: format!("{}\t", a.addr()),
+                        line: format!("{}\t{} {}.local", a.addr(), other.hostname, other.hostname),
+                    },
+                });
+            }
+        }
     }
     if raspberry_pi {
         // The Pi firmware's command line: systemd takes the hostname from
@@ -333,13 +346,14 @@ fn first_boot_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             // be replaced line by line.
             let mut lines = text.lines();
             while let Some(l) = lines.next() {
-                if l.starts_with(&prefix) && l[prefix.len()..].trim().is_empty() {
-                    if lines.next().is_some_and(|nx| nx.starts_with([' ', '-'])) {
-                        return Err(Error::refused(
-                            seed,
-                            format!("sets {key} as a block; nodeimg stamp sets it on one line (write it as `{key}: …` in the base)"),
-                        ));
-                    }
+                if l.starts_with(&prefix)
+                    && l[prefix.len()..].trim().is_empty()
+                    && lines.next().is_some_and(|nx| nx.starts_with([' ', '-']))
+                {
+                    return Err(Error::refused(
+                        seed,
+                        format!("sets {key} as a block; nodeimg stamp sets it on one line (write it as `{key}: …` in the base)"),
+                    ));
                 }
             }
             ops.push(Op::Edit {
@@ -352,10 +366,12 @@ fn first_boot_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
         }
     }
     if cx.cluster.flavour != Flavour::None {
-        let after: Vec<&str> = ["cloud-final.service", "rpi-resize.service"]
-            .into_iter()
-            .filter(|u| shipped_unit(image, u).unwrap_or(false))
-            .collect();
+        let mut after = Vec::new();
+        for u in ["cloud-final.service", "rpi-resize.service"] {
+            if shipped_unit(image, u)? {
+                after.push(u);
+            }
+        }
         if !after.is_empty() {
             ops.push(file(
                 BOOTSTRAP_ORDER_DROPIN,
@@ -449,9 +465,17 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
     match network {
         Network::NetworkManager => {
             let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\n[connection]\nid=nodeimg\nuuid={}\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n\n[ethernet]\n\n",
+                "# Written by nodeimg stamp: {}'s static address.\n[connection]\nid=nodeimg\nuuid={}\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n{}\n[ethernet]\n{}\n",
                 n.hostname,
-                connection_uuid(&c.name, &n.hostname)
+                connection_uuid(&c.name, &n.hostname),
+                match &n.interface {
+                    Some(Interface::Name(i)) => format!("interface-name={i}\n"),
+                    _ => String::new(),
+                },
+                match &n.interface {
+                    Some(Interface::Mac(m)) => format!("mac-address={}\n", m.to_ascii_uppercase()),
+                    _ => String::new(),
+                },
             );
             let (fam, other) = if v6 {
                 ("ipv6", "ipv4")
@@ -481,24 +505,20 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
                 secret: false,
             }
         }
-        Network::Networkd => {
-            let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\n[Match]\nType=ether\n\n[Network]\nAddress={addr}\n",
-                n.hostname
-            );
-            if let Some(g) = n.gateway {
-                s.push_str(&format!("Gateway={g}\n"));
-            }
-            for d in &dns {
-                s.push_str(&format!("DNS={d}\n"));
-            }
-            file("/etc/systemd/network/10-nodeimg.network", s, 0o644)
-        }
+        Network::Networkd => file(
+            "/etc/systemd/network/10-nodeimg.network",
+            networkd_file(n, addr),
+            0o644,
+        ),
         Network::Ifupdown => {
             let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\nauto eth0\niface eth0 {} static\n    address {addr}\n",
+                "# Written by nodeimg stamp: {}'s static address.\nauto {iface}\niface {iface} {} static\n    address {addr}\n",
                 n.hostname,
-                if v6 { "inet6" } else { "inet" }
+                if v6 { "inet6" } else { "inet" },
+                iface = match &n.interface {
+                    Some(Interface::Name(i)) => i.as_str(),
+                    _ => "eth0",
+                }
             );
             if let Some(g) = n.gateway {
                 s.push_str(&format!("    gateway {g}\n"));
@@ -509,6 +529,43 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
             file("/etc/network/interfaces.d/nodeimg", s, 0o644)
         }
     }
+}
+
+/// A systemd-networkd unit giving the node's interface (by name or MAC,
+/// else every wired one) its static address, gateway and DNS.
+fn networkd_file(n: &Node, addr: IpNet) -> String {
+    let m = match &n.interface {
+        Some(Interface::Name(i)) => format!("Name={i}"),
+        Some(Interface::Mac(mac)) => format!("MACAddress={mac}"),
+        None => "Type=ether".to_string(),
+    };
+    let mut s = format!(
+        "# Written by nodeimg stamp: {}'s static address.\n[Match]\n{m}\n\n[Network]\nAddress={addr}\n",
+        n.hostname
+    );
+    if let Some(g) = n.gateway {
+        s.push_str(&format!("Gateway={g}\n"));
+    }
+    for d in &n.dns {
+        s.push_str(&format!("DNS={d}\n"));
+    }
+    s
+}
+
+/// `/etc/hosts` lines for every node with an address (`[cluster] hosts`).
+pub fn cluster_hosts(c: &Cluster) -> String {
+    let mut s = String::new();
+    for n in &c.nodes {
+        if let Some(a) = n.address {
+            s.push_str(&format!(
+                "{}\t{} {}.local\n",
+                a.addr(),
+                n.hostname,
+                n.hostname
+            ));
+        }
+    }
+    s
 }
 
 /// NixOS: only paths NixOS leaves alone; the base's `nodeimg.nix` reads
@@ -581,7 +638,63 @@ fn nixos_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
     if let Some(key) = age_key_bytes(cx) {
         ops.push(secret("/var/lib/sops-nix/key.txt", key));
     }
+    ops.extend(nixos_identity_ops(c, n));
     Ok(ops)
+}
+
+/// NixOS: what `nodeimg.nix` applies at boot from the stamped files — the
+/// host name, the static address (systemd-networkd), /etc/hosts lines, the
+/// time zone — and k3s's cluster settings, which k3s reads from its
+/// config.yaml.d beside the module's flags (NixOS declares nothing under
+/// /etc/rancher unless services.k3s is on, which the module forbids).
+fn nixos_identity_ops(c: &Cluster, n: &Node) -> Vec<Op> {
+    let s = NIXOS_STATE;
+    let mut ops = vec![file(
+        &format!("{s}/hostname"),
+        format!("{}\n", n.hostname),
+        0o644,
+    )];
+    if let Some(addr) = n.address {
+        ops.push(file(
+            &format!("{s}/network/10-nodeimg.network"),
+            networkd_file(n, addr),
+            0o644,
+        ));
+    }
+    if c.hosts {
+        ops.push(file(&format!("{s}/hosts"), cluster_hosts(c), 0o644));
+    }
+    if let Some(tz) = &n.timezone {
+        // NixOS's zoneinfo is /etc/zoneinfo (environment.etc.zoneinfo);
+        // /etc/localtime is left alone while time.timeZone is null.
+        ops.push(Op::Symlink {
+            path: "/etc/localtime".into(),
+            target: format!("/etc/zoneinfo/{tz}"),
+        });
+    }
+    if matches!(c.flavour, Flavour::K3s) && n.role != Role::Agent {
+        let mut y = format!(
+            "# Written by nodeimg stamp: {}'s k3s cluster settings.\n",
+            n.hostname
+        );
+        if let Some(p) = c.pod_subnet {
+            y.push_str(&format!("cluster-cidr: \"{p}\"\n"));
+        }
+        if let Some(p) = c.service_subnet {
+            y.push_str(&format!("service-cidr: \"{p}\"\n"));
+        }
+        if let Some(e) = &c.api_endpoint {
+            if !e.host.is_empty() {
+                y.push_str(&format!("tls-san:\n  - \"{}\"\n", e.host));
+            }
+        }
+        ops.push(file(
+            "/etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml",
+            y,
+            0o644,
+        ));
+    }
+    ops
 }
 
 /// `cluster.nix` for the cluster: control planes (init, control-plane,
