@@ -987,3 +987,105 @@ fn rpios_first_boot_keeps_the_stamped_identity() {
     let after = fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
     assert_ne!(after, hk.private, "cloud-init's defaults replace host keys");
 }
+
+/// Writes `data` at `path` inside the root (second) partition of `image`
+/// with `debugfs -w` (the test's own byte surgery on a copy of a base).
+fn debugfs_write(image: &Path, path: &str, data: &str, scratch: &Path) {
+    let out = Command::new("sfdisk")
+        .arg("-J")
+        .arg(image)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start = j["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let local = scratch.join("debugfs-write");
+    fs::write(&local, data).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg(format!("write {} {path}", local.display()))
+        .arg(format!("{}?offset={start}", image.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A k3s cluster whose init node is on DHCP reaches it by its mDNS name:
+/// refused while the base cannot resolve `.local`, stamped once it can;
+/// `hosts = true` puts every node in /etc/hosts, known_hosts has names,
+/// `.local` names and addresses, `interface` reaches the keyfile.
+#[test]
+fn mdns_endpoint_needs_a_base_that_resolves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cluster = t.join("cluster.toml");
+    fs::write(
+        &cluster,
+        "[cluster]\nname = \"mdns\"\nboard = \"rpi5\"\nflavour = \"k3s\"\n\
+         api_endpoint = \"controlplane.local:6443\"\nhosts = true\n\
+         [[node]]\nhostname = \"controlplane\"\n\
+         [[node]]\nhostname = \"node1\"\naddress = \"192.168.1.21/24\"\ninterface = \"end0\"\n",
+    )
+    .unwrap();
+    let state = t.join("cluster.state");
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let o = nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--all",
+        "--out-dir",
+        t.join("refused").to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("api_endpoint controlplane.local:6443")
+            && err.contains("no avahi-daemon, no libnss-mdns")
+            && err.contains("apt-get install -y avahi-daemon libnss-mdns"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // The base with avahi-daemon and libnss-mdns's nsswitch entry.
+    debugfs_write(&base, "/usr/sbin/avahi-daemon", "#!/bin/sh\n", t);
+    debugfs_write(
+        &base,
+        "/etc/nsswitch.conf",
+        "passwd: files\nhosts: files mdns4_minimal [NOTFOUND=return] dns\n",
+        t,
+    );
+    let (_, _) = stamp_all(&cluster, &base, &state, &t.join("out"));
+    let known = fs::read_to_string(t.join("out/known_hosts")).unwrap();
+    assert!(
+        known.contains("controlplane,controlplane.local ssh-ed25519 "),
+        "{known}"
+    );
+    assert!(
+        known.contains("node1,node1.local,192.168.1.21 ssh-ed25519 "),
+        "{known}"
+    );
+    let img = t.join("node1.img");
+    apply(&base, &t.join("out/node1.delta"), &img);
+    let p = split(&img, t, "node1");
+    fsck(&p);
+    let hosts = cat(&p.root, "/etc/hosts");
+    assert!(
+        hosts.contains("\n192.168.1.21\tnode1 node1.local\n"),
+        "{hosts}"
+    );
+    let nm = cat(
+        &p.root,
+        "/etc/NetworkManager/system-connections/nodeimg.nmconnection",
+    );
+    assert!(nm.contains("interface-name=end0\n"), "{nm}");
+    let k3s = cat(&p.root, "/etc/rancher/k3s/config.yaml");
+    assert!(k3s.contains("https://controlplane.local:6443"), "{k3s}");
+}

@@ -94,6 +94,7 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     else {
         return Ok(Vec::new());
     };
+    check_mdns(c, image)?;
     let h = &n.hostname;
     let mut ops = vec![file("/etc/hostname", format!("{h}\n"), 0o644)];
     if image.read("/etc/hosts")?.is_some() {
@@ -246,6 +247,41 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
         });
     }
     Ok(ops)
+}
+
+/// An `api_endpoint` in `.local` is resolved by mDNS: on Debian that takes
+/// avahi-daemon (answering for the init node) and libnss-mdns (the
+/// `mdns4_minimal` entry of the `hosts:` line of /etc/nsswitch.conf, which
+/// its package adds). Without them joins wait on a name nobody resolves.
+fn check_mdns(c: &Cluster, image: &OsImage) -> Result<()> {
+    let Some(e) = &c.api_endpoint else {
+        return Ok(());
+    };
+    if c.flavour == Flavour::None || !e.host.to_ascii_lowercase().ends_with(".local") {
+        return Ok(());
+    }
+    let nss = image
+        .read("/etc/nsswitch.conf")?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let nss_mdns = nss
+        .lines()
+        .any(|l| l.trim_start().starts_with("hosts:") && l.contains("mdns"));
+    let avahi = image.stat("/usr/sbin/avahi-daemon")?.is_some();
+    if nss_mdns && avahi {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(!avahi, "avahi-daemon"), (!nss_mdns, "libnss-mdns")]
+        .into_iter()
+        .filter_map(|(m, p)| m.then_some(p))
+        .collect();
+    Err(Error::refused(
+        format!("api_endpoint {e}"),
+        format!(
+            "is an mDNS name, but the base cannot resolve .local names (no {}): install avahi-daemon and libnss-mdns in the base (a [base] provision script: apt-get install -y avahi-daemon libnss-mdns), or use an address",
+            missing.join(", no ")
+        ),
+    ))
 }
 
 /// cloud-init's system configuration for a stamped node. cloud-init's `ssh`
