@@ -1089,3 +1089,70 @@ fn mdns_endpoint_needs_a_base_that_resolves_it() {
     let k3s = cat(&p.root, "/etc/rancher/k3s/config.yaml");
     assert!(k3s.contains("https://controlplane.local:6443"), "{k3s}");
 }
+
+/// Raspberry Pi OS Bookworm: no cloud-init, the first boot runs
+/// raspberrypi-sys-mods' firstboot as init; the key regenerator and the
+/// wizard are masked all the same and the init= resize is kept.
+#[test]
+fn rpios_bookworm_first_boot_keeps_the_stamped_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios_bookworm();
+    let cluster = example("pi5-kubeadm");
+    let state_path = t.join("cluster.state");
+    let img = t.join("node0.img");
+    ok(&nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--node",
+        "node0",
+        "--image",
+        img.to_str().unwrap(),
+        "--state",
+        state_path.to_str().unwrap(),
+    ]));
+    let p = split(&img, t, "node0");
+    fsck(&p);
+    let tree = t.join("tree");
+    fs::create_dir(&tree).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&p.root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    systemctl_root(&tree, &["preset-all"]);
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit}"
+        );
+    }
+    let cmdline = mtype(&p.boot, "cmdline.txt").unwrap();
+    assert!(
+        cmdline.contains(" init=/usr/lib/raspberrypi-sys-mods/firstboot ")
+            && cmdline.contains(" systemd.hostname=node0"),
+        "{cmdline}"
+    );
+    assert_eq!(mtype(&p.boot, "user-data"), None);
+    assert!(!tree.join("etc/cloud").exists());
+    // Nothing to order after: no cloud-init, no rpi-resize.service.
+    assert!(!tree
+        .join("etc/systemd/system/nodeimg-bootstrap.service.d")
+        .exists());
+    let hk = State::open(&state_path, "pi5-lab")
+        .unwrap()
+        .host_key("node0")
+        .unwrap()
+        .private
+        .clone();
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        hk
+    );
+}
