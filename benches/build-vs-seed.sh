@@ -109,6 +109,7 @@ for i in $(seq 1 "$seed_nodes"); do
 	printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tnode%d\n' "$i" >"$mnt/etc/hosts"
 	install -d -m 0700 "$mnt$home/.ssh"
 	echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop" >"$mnt$home/.ssh/authorized_keys"
+	install -d -m 0700 "$mnt/root"
 	install -m 0600 /dev/null "$mnt/root/keys.txt"
 	head -c 64 /dev/urandom | base64 >"$mnt/root/keys.txt"
 	install -d "$mnt/usr/local/lib/nodeimg"

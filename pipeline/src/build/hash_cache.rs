@@ -229,9 +229,10 @@ pub fn keep_base(dir: &Path, key: &str, img: &Path) -> Result<()> {
     let record = dir.join(BASE_KEY);
     // The record goes first: a kill in between leaves no record, never a
     // record naming the wrong image.
-    match std::fs::remove_file(&record) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&record, e)),
-        _ => {}
+    if let Err(e) = std::fs::remove_file(&record) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(Error::io(&record, e));
+        }
     }
     let dest = dir.join(BASE);
     std::fs::rename(img, &dest).map_err(|e| Error::io(&dest, e))?;
