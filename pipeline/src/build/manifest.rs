@@ -37,13 +37,13 @@
 //! `SHA256SUMS` lists every other file of the directory, sorted by path,
 //! as `<hex>  <path>` lines (`sha256sum -c SHA256SUMS` checks them).
 
+use super::hash_cache::HashCache;
 use super::SecretsMode;
 use crate::base::manifest::BaseManifest;
 use crate::customise::{Applied, Op};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use super::hash_cache::HashCache;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;

@@ -52,15 +52,15 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::stamp::{cluster_nix, Shared, Stamper};
 use crate::{Error, Result};
+use hash_cache::HashCache;
 use imagegen::block::{BlockDevice, DeviceCursor, FileDevice, Overlay};
 use imagegen::delta::{save_overlay, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
 use imagegen::sink::{write_image, OutputFormat};
 use imagegen::source::{to_hex, ImageSource};
-use hash_cache::HashCache;
 use manifest::{BaseEntry, BuildManifest, InputRecord, NodeEntry};
-use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -518,11 +518,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 
 /// The base's key and the inputs it covers (each with its hash).
 fn base_key(req: &BuildRequest, cache: &mut HashCache) -> Result<(String, Vec<InputRecord>)> {
-    let mut inputs = vec![InputRecord::path(
-        "cluster file",
-        &req.cluster.file,
-        cache,
-    )?];
+    let mut inputs = vec![InputRecord::path("cluster file", &req.cluster.file, cache)?];
     let mut local = |inputs: &mut Vec<InputRecord>, what: &str, p: &Path| -> Result<()> {
         inputs.push(InputRecord::path(what, p, cache)?);
         Ok(())
