@@ -430,7 +430,10 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         )?),
         None => None,
     };
-    let sha = hash_device(&*dev, zst.as_mut(), progress)?;
+    // Holes read as zeros without asking the kernel for them.
+    let data = imagegen::ranges::data_map(pending.file(), len)
+        .map_err(|e| imagegen::Error::io_context("mapping the base", e))?;
+    let sha = hash_device(&*dev, Some(&data), zst.as_mut(), progress)?;
     if let Some(w) = zst {
         w.finish()?;
     }
@@ -583,8 +586,11 @@ fn layout_record(dev: &Arc<dyn BlockDevice>, board: &Board) -> Result<LayoutReco
 
 /// SHA-256 of the whole device, read once; every chunk read also goes to
 /// `also` (the zstd encoder) while the hash runs on a thread of its own.
+/// With `data` (where the file holds data, from `SEEK_DATA`), only those
+/// ranges are read and the rest is zeros.
 fn hash_device(
     dev: &dyn BlockDevice,
+    data: Option<&imagegen::ranges::RangeSet>,
     mut also: Option<&mut imagegen::sink::ImageWriter>,
     progress: &dyn Progress,
 ) -> Result<[u8; 32]> {
@@ -601,10 +607,23 @@ fn hash_device(
         });
         let read = (|| -> Result<()> {
             let mut at = 0;
+            let mut next = 0;
             while at < size {
                 let n = ((size - at) as usize).min(CHUNK);
+                let end = at + n as u64;
                 let mut buf = vec![0u8; n];
-                dev.read_at(at, &mut buf)?;
+                match data.map(|d| d.extents()) {
+                    None => dev.read_at(at, &mut buf)?,
+                    Some(ex) => {
+                        while next < ex.len() && ex[next].end <= at {
+                            next += 1;
+                        }
+                        for e in ex[next..].iter().take_while(|e| e.start < end) {
+                            let (from, to) = (e.start.max(at), e.end.min(end));
+                            dev.read_at(from, &mut buf[(from - at) as usize..(to - at) as usize])?;
+                        }
+                    }
+                }
                 let buf = Arc::new(buf);
                 if tx.send(buf.clone()).is_err() {
                     break;
