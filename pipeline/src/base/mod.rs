@@ -235,14 +235,14 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
     }
     check_outputs(req, &[&src.path])?;
     let towboot = match (&req.board.firmware, &req.firmware.towboot) {
-        (FirmwarePlacement::Towboot { end, .. }, Some(t)) => {
+        (FirmwarePlacement::Towboot { offset, end, .. }, Some(t)) => {
             let f = fetch::fetch(
                 t,
                 req.firmware.sha256.as_deref(),
                 &fetch_opts,
                 &mut |d, tot| progress.position(d, tot),
             )?;
-            Some((firmware::read_towboot(&f.path, *end)?, f))
+            Some((firmware::read_towboot(&f.path, *offset, *end)?, f))
         }
         (FirmwarePlacement::BootFiles { .. }, Some(_)) => {
             return Err(Error::refused(
