@@ -107,6 +107,27 @@ pub struct Gitops {
     pub url: String,
     pub branch: String,
     pub path: String,
+    /// Flux reads the repository with an SSH deploy key generated into the
+    /// state (`gitops_deploy_key`; on by default for an SSH URL).
+    pub deploy_key: bool,
+    /// `known_hosts` lines of the Git host (`gitops_known_hosts`), present
+    /// whenever `deploy_key` is.
+    pub known_hosts: Option<String>,
+}
+
+/// Whether a Git URL is reached over SSH: `ssh://…` or scp-like
+/// `user@host:path` (Git's own rule: a colon before any slash).
+pub fn is_ssh_git_url(url: &str) -> bool {
+    if url.starts_with("ssh://") {
+        return true;
+    }
+    if url.contains("://") {
+        return false;
+    }
+    match url.find(':') {
+        Some(colon) => !url[..colon].contains('/') && url[..colon].contains('@'),
+        None => false,
+    }
 }
 
 /// One `[[node]]`, with `[defaults]` applied.

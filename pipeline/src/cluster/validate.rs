@@ -343,7 +343,24 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
             if url.get_ref().trim().is_empty() || url.get_ref().contains(char::is_whitespace) {
                 r.spanned(url, "cluster.gitops_url", "must be a repository URL");
             }
+            let ssh = super::is_ssh_git_url(url.get_ref());
+            let deploy_key = c.gitops_deploy_key.as_ref().map_or(ssh, |d| *d.get_ref());
+            let known_hosts = match &c.gitops_known_hosts {
+                Some(v) => read_known_hosts(r, &dir, v),
+                None => {
+                    if deploy_key {
+                        r.spanned(
+                            url,
+                            "cluster.gitops_known_hosts",
+                            "a deploy key needs the Git host's known_hosts lines (or a file of them): Flux checks the host key; `ssh-keyscan HOST` prints them",
+                        );
+                    }
+                    None
+                }
+            };
             Some(Gitops {
+                deploy_key,
+                known_hosts,
                 url: url.get_ref().clone(),
                 branch: c
                     .gitops_branch
@@ -359,10 +376,14 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
             for (v, key) in [
                 (&c.gitops_branch, "cluster.gitops_branch"),
                 (&c.gitops_path, "cluster.gitops_path"),
+                (&c.gitops_known_hosts, "cluster.gitops_known_hosts"),
             ] {
                 if let Some(v) = v {
                     r.spanned(v, key, "needs cluster.gitops_url");
                 }
+            }
+            if let Some(v) = &c.gitops_deploy_key {
+                r.spanned(v, "cluster.gitops_deploy_key", "needs cluster.gitops_url");
             }
             None
         }
@@ -474,6 +495,38 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         versions,
         hosts,
     })
+}
+
+/// `gitops_known_hosts`: lines when the value holds a space (a host and
+/// its key), else a file of them, relative to the cluster file.
+fn read_known_hosts(r: &mut Report<'_>, dir: &Path, v: &Spanned<String>) -> Option<String> {
+    let key = "cluster.gitops_known_hosts";
+    let text = if v.get_ref().contains(' ') {
+        v.get_ref().clone()
+    } else {
+        let p = resolve_path(dir, v.get_ref());
+        match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) => {
+                r.spanned(v, key, format!("reading {}: {e}", p.display()));
+                return None;
+            }
+        }
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if lines.is_empty() || lines.iter().any(|l| l.split_whitespace().count() < 3) {
+        r.spanned(
+            v,
+            key,
+            "must be known_hosts lines `HOST KEYTYPE KEY` (as ssh-keyscan prints them)",
+        );
+        return None;
+    }
+    Some(lines.join("\n") + "\n")
 }
 
 /// Only the `[versions]` table of a cluster file (defaults filled in), for
