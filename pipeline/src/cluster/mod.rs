@@ -116,7 +116,8 @@ pub struct Gitops {
 }
 
 /// Whether a Git URL is reached over SSH: `ssh://…` or scp-like
-/// `user@host:path` (Git's own rule: a colon before any slash).
+/// `[user@]host:path` (git-clone(1), GIT URLS: the scp-like syntax is
+/// recognised only when there is no slash before the first colon).
 pub fn is_ssh_git_url(url: &str) -> bool {
     if url.starts_with("ssh://") {
         return true;
@@ -125,7 +126,7 @@ pub fn is_ssh_git_url(url: &str) -> bool {
         return false;
     }
     match url.find(':') {
-        Some(colon) => !url[..colon].contains('/') && url[..colon].contains('@'),
+        Some(colon) => colon > 0 && !url[..colon].contains('/'),
         None => false,
     }
 }
