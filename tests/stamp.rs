@@ -1457,10 +1457,7 @@ fn gitops_deploy_key_on_the_init_node_only() {
         let p = split(&img, t, node);
         let r = &p.root;
         if node == "controlplane" {
-            assert_eq!(
-                stat(r, "/etc/nodeimg/flux-deploy-key"),
-                Some((0o600, 0, 0))
-            );
+            assert_eq!(stat(r, "/etc/nodeimg/flux-deploy-key"), Some((0o600, 0, 0)));
             assert_eq!(cat(r, "/etc/nodeimg/flux-deploy-key"), key.private);
             assert_eq!(
                 cat(r, "/etc/nodeimg/flux-deploy-key.pub"),

@@ -281,8 +281,7 @@ impl State {
             }
             Flavour::K3sAgent | Flavour::None => {}
         }
-        if cluster.gitops.as_ref().is_some_and(|g| g.deploy_key) && d.gitops_deploy_key.is_none()
-        {
+        if cluster.gitops.as_ref().is_some_and(|g| g.deploy_key) && d.gitops_deploy_key.is_none() {
             let (private, public) = generate::ssh_ed25519(&format!("flux@{}", cluster.name))?;
             d.gitops_deploy_key = Some(HostKey { private, public });
         }
