@@ -424,6 +424,18 @@ fn a_deploy_key_follows_the_url_or_the_key_and_needs_known_hosts() {
     .unwrap();
     assert!(!c.gitops.unwrap().deploy_key);
 
+    // k3s installs no Flux: no deploy key, and asking for one is refused.
+    let k3s = with("gitops_url = \"ssh://git@git.lan/fleet\"\n")
+        .replace("flavour = \"kubeadm\"", "flavour = \"k3s\"")
+        .replace("role = \"worker\"", "role = \"agent\"");
+    assert!(!parse(&k3s).unwrap().gitops.unwrap().deploy_key);
+    let p = problems(&k3s.replace("gitops_url = ", "gitops_deploy_key = true\ngitops_url = "));
+    assert!(
+        p.iter()
+            .any(|p| p.key == "cluster.gitops_deploy_key" && p.why.contains("kubeadm")),
+        "{p:?}"
+    );
+
     // SSH without known_hosts: one clear problem.
     let p = problems(&with("gitops_url = \"ssh://git@git.lan/fleet\"\n"));
     assert_eq!(p.len(), 1, "{p:?}");

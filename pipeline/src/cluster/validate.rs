@@ -344,7 +344,21 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
                 r.spanned(url, "cluster.gitops_url", "must be a repository URL");
             }
             let ssh = super::is_ssh_git_url(url.get_ref());
-            let deploy_key = c.gitops_deploy_key.as_ref().map_or(ssh, |d| *d.get_ref());
+            // Only the kubeadm init node installs Flux, so only there is a
+            // deploy key of use.
+            let kubeadm = flavour == Flavour::Kubeadm;
+            let deploy_key = match &c.gitops_deploy_key {
+                Some(d) if *d.get_ref() && !kubeadm => {
+                    r.spanned(
+                        d,
+                        "cluster.gitops_deploy_key",
+                        format!("only flavour kubeadm installs Flux (this cluster is {flavour})"),
+                    );
+                    false
+                }
+                Some(d) => *d.get_ref(),
+                None => ssh && kubeadm,
+            };
             let known_hosts = match &c.gitops_known_hosts {
                 Some(v) => read_known_hosts(r, &dir, v),
                 None => {
