@@ -1,7 +1,15 @@
 //! `[base] provision`: scripts run as root inside a real Debian arm64 root
 //! (mmdebstrap minbase, apt's lists kept) through the kernel's aarch64
-//! binfmt_misc handler. Each test SKIPs, saying why, when it cannot run here
-//! (not root, no aarch64 handler, no route to Debian's archive).
+//! binfmt_misc handler. The mechanism tests SKIP, saying why, when they
+//! cannot run here (not root, no aarch64 handler, no route to Debian's
+//! archive); the tests of the shipped recipes (templates/provision) fail
+//! instead, naming what is missing, so CI never passes them silently. Those
+//! run the recipes against a local mirror the test builds and serves on
+//! 127.0.0.1: stand-in .debs (dpkg-deb) in flat apt repositories laid out
+//! like pkgs.k8s.io, indexed by apt-ftparchive and signed (InRelease,
+//! Release.gpg) with a throwaway gpg key whose public half is the served
+//! Release.key, so the recipes' signed-by keyrings are really checked; a
+//! k3s and a helm release with their checksum files beside them.
 //!
 //! The Debian tree and a plain base made from it are built once and cached
 //! under the target directory; each test builds a provisioned base from the
