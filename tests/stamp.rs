@@ -490,7 +490,8 @@ fn kubeadm_cluster_on_rpios() {
             let ok = paths
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
-                || (d.starts_with("/etc/systemd/system/") && d.contains("nodeimg-bootstrap"))
+                || (d.starts_with("/etc/systemd/system/")
+                    && (d.contains("nodeimg-bootstrap") || d.contains("nodeimg-firstboot")))
                 || d == "/etc/systemd/system"
                 || d.ends_with(".target.wants");
             assert!(ok, "{node}: {d} changed but was not written ({:?})", diff);
