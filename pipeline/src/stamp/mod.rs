@@ -203,6 +203,7 @@ impl Stamper {
         let out = pending.file();
         let src = self.base.file();
         let size = self.base.size();
+        out.set_len(size).map_err(|e| Error::io(path, e))?;
         clone_sparse(src, out, size).map_err(|e| Error::io(path, e))?;
         let mut changed = 0;
         let mut buf = vec![0u8; 1 << 20];
