@@ -1,15 +1,17 @@
-//! The guest's disk: a throw-away sparse copy of the base (data extents
-//! only, shared where the filesystem can), with the node's delta and
+//! The guest's disk: a throw-away sparse copy of the image (data extents
+//! only, shared where the filesystem can) or of base ⊕ delta (the base
+//! decompressed when it is, and checked against the delta's record), with
 //! deferred secrets applied into it. The guest writes only to this copy;
 //! the SOURCE files are opened read-only and never change.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use imagegen::block::FileDevice;
-use imagegen::delta::Delta;
+use imagegen::delta::{apply_file, Delta};
+use imagegen::sink::{write_image, OutputFormat};
+use imagegen::source::ImageSource;
 use imagegen::fs::{OpenOptions, Timestamp};
 use pipeline::customise::Op;
 use pipeline::osimage::OsImage;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,24 +23,39 @@ pub struct DiskSource {
     pub delta: Option<PathBuf>,
 }
 
-/// Makes the throw-away disk at `out`: `source.image` cloned sparsely, the
-/// delta's ranges written over it (refused when the delta is of another
-/// base), then `ops` (deferred secrets) applied with our filesystem code.
+/// Makes the throw-away disk at `out` from `source`, then applies `ops`
+/// (deferred secrets) with our filesystem code.
 pub fn prepare(source: &DiskSource, ops: &[Op], out: &Path) -> Result<()> {
-    if imagegen::source::ImageSource::open(&source.image)?
-        .compression()
-        .is_compressed()
-    {
-        bail!(
-            "{}: compressed; boot needs a raw image (nodeimg delta apply or unxz/unzstd makes one)",
-            source.image.display()
-        );
+    let compressed = ImageSource::open(&source.image)?.compression().is_compressed();
+    match (&source.delta, compressed) {
+        (Some(d), _) => {
+            // Streams the base (decompressing it when it is), patches it,
+            // writes sparsely, and refuses a base whose SHA-256 is not the
+            // one the delta was made over.
+            let delta = Delta::open(d)?;
+            apply_file(&source.image, &delta, out, OutputFormat::Raw)?;
+        }
+        (None, true) => {
+            let src = ImageSource::open(&source.image)?;
+            write_image(src, out, OutputFormat::Raw, None)?;
+        }
+        (None, false) => clone(&source.image, out)?,
     }
-    let src = std::fs::File::open(&source.image)
-        .with_context(|| format!("opening {}", source.image.display()))?;
+    if !ops.is_empty() {
+        let dev = Arc::new(FileDevice::open_rw(out)?);
+        let mut image = OsImage::open(dev, imagegen::fs::OpenOptions::writable(now()))?;
+        image.apply(ops)?;
+        image.flush()?;
+    }
+    Ok(())
+}
+
+/// A raw image cloned sparsely (extents shared where the filesystem can).
+fn clone(image: &Path, out: &Path) -> Result<()> {
+    let src = std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let size = src
         .metadata()
-        .with_context(|| format!("reading {}", source.image.display()))?
+        .with_context(|| format!("reading {}", image.display()))?
         .len();
     let dst = std::fs::OpenOptions::new()
         .read(true)
@@ -49,41 +66,7 @@ pub fn prepare(source: &DiskSource, ops: &[Op], out: &Path) -> Result<()> {
     dst.set_len(size)
         .with_context(|| format!("sizing {}", out.display()))?;
     pipeline::stamp::clone_sparse(&src, &dst, size)
-        .with_context(|| format!("copying {} to {}", source.image.display(), out.display()))?;
-    if let Some(d) = &source.delta {
-        let delta = Delta::open(d)?;
-        // The manifest's recorded hash when it still describes the base,
-        // else a full hash: a delta over the wrong base would boot garbage.
-        let stamper = pipeline::stamp::Stamper::open(&source.image, Timestamp::default())?;
-        let id = stamper.base_id()?;
-        if id != delta.base() {
-            bail!(
-                "{} is a delta of another base ({}), not of {}",
-                d.display(),
-                delta.base(),
-                source.image.display()
-            );
-        }
-        let mut buf = vec![0u8; 1 << 20];
-        for r in delta.ranges() {
-            let mut done = 0;
-            while done < r.len {
-                let n = (r.len - done).min(buf.len() as u64) as usize;
-                delta.read_range(r, done, &mut buf[..n])?;
-                dst.write_all_at(&buf[..n], r.offset + done)
-                    .with_context(|| format!("writing {}", out.display()))?;
-                done += n as u64;
-            }
-        }
-    }
-    drop(dst);
-    if !ops.is_empty() {
-        let dev = Arc::new(FileDevice::open_rw(out)?);
-        let mut image = OsImage::open(dev, imagegen::fs::OpenOptions::writable(now()))?;
-        image.apply(ops)?;
-        image.flush()?;
-    }
-    Ok(())
+        .with_context(|| format!("copying {} to {}", image.display(), out.display()))
 }
 
 /// Opens the prepared disk read-only to plan the boot.
