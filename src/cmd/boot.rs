@@ -65,6 +65,10 @@ pub struct BootArgs {
     /// host's internet) besides the cluster LAN.
     #[arg(long)]
     pub uplink: bool,
+    /// Boot an extlinux image by loading its kernel directly, even when
+    /// U-Boot's QEMU build (package u-boot-qemu) is installed.
+    #[arg(long)]
+    pub direct: bool,
     /// Where the console logs go (NODE.log).
     #[arg(long, value_name = "DIR", default_value = "nodeimg-boot-logs")]
     pub log_dir: PathBuf,
@@ -104,6 +108,7 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
         },
         shell: a.shell,
         uplink: a.uplink,
+        direct: a.direct,
         memory_mib: a.memory,
         cpus: a.cpus,
         stop: &STOP,

@@ -26,6 +26,28 @@ pub struct BootPlan {
     pub append: String,
     /// Where the plan came from, for the user (`extlinux.conf`, …).
     pub from: String,
+    /// The image's own `extlinux.conf` names the kernel: U-Boot's distro
+    /// boot can load it as Tow-Boot would.
+    pub extlinux: bool,
+}
+
+/// Debian's build of U-Boot for QEMU's `virt` machine (package
+/// u-boot-qemu), or `$NODEIMG_UBOOT`.
+pub fn uboot() -> Option<PathBuf> {
+    let p = std::env::var_os("NODEIMG_UBOOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/u-boot/qemu_arm64/u-boot.bin"));
+    p.is_file().then_some(p)
+}
+
+/// The guest-only change that makes an image's `extlinux.conf` use QEMU's
+/// console when U-Boot boots it: `console=` words replaced on every
+/// `APPEND` line (in the throw-away disk, never in SOURCE).
+pub fn console_op() -> pipeline::customise::Op {
+    pipeline::customise::Op::Cmdline {
+        append: vec![CONSOLE.to_string()],
+        remove: vec!["console".to_string()],
+    }
 }
 
 /// An `extlinux.conf` entry: what U-Boot's distro boot would load.
@@ -146,6 +168,7 @@ pub fn plan(image: &OsImage, user: &Override, tmp: &Path) -> Result<BootPlan> {
             initrd,
             append: guest_append(&e.append),
             from: (*conf).to_string(),
+            extlinux: user.kernel.is_none(),
         });
     }
     let mut cmdline = None;
@@ -183,6 +206,7 @@ pub fn plan(image: &OsImage, user: &Override, tmp: &Path) -> Result<BootPlan> {
         initrd,
         append: guest_append(&line),
         from,
+        extlinux: false,
     })
 }
 

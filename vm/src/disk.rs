@@ -7,9 +7,9 @@
 use anyhow::{Context, Result};
 use imagegen::block::FileDevice;
 use imagegen::delta::{apply_file, Delta};
+use imagegen::fs::{OpenOptions, Timestamp};
 use imagegen::sink::{write_image, OutputFormat};
 use imagegen::source::ImageSource;
-use imagegen::fs::{OpenOptions, Timestamp};
 use pipeline::customise::Op;
 use pipeline::osimage::OsImage;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,9 @@ pub struct DiskSource {
 /// Makes the throw-away disk at `out` from `source`, then applies `ops`
 /// (deferred secrets) with our filesystem code.
 pub fn prepare(source: &DiskSource, ops: &[Op], out: &Path) -> Result<()> {
-    let compressed = ImageSource::open(&source.image)?.compression().is_compressed();
+    let compressed = ImageSource::open(&source.image)?
+        .compression()
+        .is_compressed();
     match (&source.delta, compressed) {
         (Some(d), _) => {
             // Streams the base (decompressing it when it is), patches it,
@@ -42,11 +44,17 @@ pub fn prepare(source: &DiskSource, ops: &[Op], out: &Path) -> Result<()> {
         (None, false) => clone(&source.image, out)?,
     }
     if !ops.is_empty() {
-        let dev = Arc::new(FileDevice::open_rw(out)?);
-        let mut image = OsImage::open(dev, imagegen::fs::OpenOptions::writable(now()))?;
-        image.apply(ops)?;
-        image.flush()?;
+        apply(out, ops)?;
     }
+    Ok(())
+}
+
+/// Applies `ops` to the throw-away disk with nodeimg's filesystem code.
+pub fn apply(disk: &Path, ops: &[Op]) -> Result<()> {
+    let dev = Arc::new(FileDevice::open_rw(disk)?);
+    let mut image = OsImage::open(dev, imagegen::fs::OpenOptions::writable(now()))?;
+    image.apply(ops)?;
+    image.flush()?;
     Ok(())
 }
 

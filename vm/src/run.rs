@@ -44,6 +44,8 @@ pub struct Options<'a> {
     pub shell: bool,
     /// A user-mode NIC besides the LAN (DHCP, the host's network).
     pub uplink: bool,
+    /// Load extlinux.conf's kernel directly even when U-Boot is installed.
+    pub direct: bool,
     pub memory_mib: u32,
     pub cpus: u32,
     /// Set by the signal path: stop at once, leaving nothing behind.
@@ -134,6 +136,15 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let image = disk::open(&disk_path)?;
         let plan = bootspec::plan(&image, &opts.kernel, &dir)
             .with_context(|| format!("node {}", n.name))?;
+        let firmware = match bootspec::uboot() {
+            Some(u) if plan.extlinux && !opts.direct => {
+                drop(image);
+                disk::apply(&disk_path, &[bootspec::console_op()])?;
+                Some(u)
+            }
+            _ => None,
+        };
+        let image = disk::open(&disk_path)?;
         let mut expected = vec![FIRSTBOOT.to_string()];
         if image
             .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
@@ -142,7 +153,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         {
             expected.push(BOOTSTRAP.to_string());
         }
-        prepared.push((dir, disk_path, plan, expected));
+        prepared.push((dir, disk_path, plan, expected, firmware));
     }
     let lan_dir = tmp.path().join("lan");
     std::fs::create_dir(&lan_dir).with_context(|| format!("creating {}", lan_dir.display()))?;
@@ -156,7 +167,9 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
     let (tx, rx) = mpsc::channel();
     let mut guests: Vec<Guest> = Vec::new();
     let result = (|| -> Result<()> {
-        for (i, (n, (dir, disk_path, plan, expected))) in nodes.iter().zip(&prepared).enumerate() {
+        for (i, (n, (dir, disk_path, plan, expected, firmware))) in
+            nodes.iter().zip(&prepared).enumerate()
+        {
             let mut nics = Vec::new();
             if let Some(p) = ports.get(i) {
                 nics.push((
@@ -173,10 +186,10 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
             }
             let spec = GuestSpec {
                 disk: disk_path.clone(),
-                kernel: Some(plan.kernel.clone()),
+                kernel: firmware.is_none().then(|| plan.kernel.clone()),
                 initrd: plan.initrd.clone(),
                 append: plan.append.clone(),
-                firmware: None,
+                firmware: firmware.clone(),
                 memory_mib: opts.memory_mib,
                 cpus: opts.cpus,
                 nics,
@@ -264,7 +277,11 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
                 seen_report: false,
                 ended: None,
                 log,
-                boot: plan.from.clone(),
+                boot: if firmware.is_some() {
+                    format!("u-boot, {}", plan.from)
+                } else {
+                    format!("direct, {}", plan.from)
+                },
             });
         }
         drop(tx);
