@@ -541,3 +541,71 @@ pub fn table(results: &[NodeResult]) -> String {
 pub fn default_log_dir() -> PathBuf {
     Path::new("nodeimg-boot-logs").to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, result: &str, msg: &str) -> UnitResult {
+        UnitResult {
+            unit: name.into(),
+            result: result.into(),
+            seconds: Some(12.0),
+            msg: msg.into(),
+            reports: vec![Report {
+                node: "n0".into(),
+                unit: name.into(),
+                status: if result == "ok" {
+                    Status::Ok
+                } else {
+                    Status::Fail
+                },
+                step: "-".into(),
+                attempt: 1,
+                msg: msg.into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_names_the_failing_unit_and_its_lines() {
+        let r = vec![
+            NodeResult {
+                node: "n0".into(),
+                outcome: "failed",
+                boot_seconds: Some(41.0),
+                boot: "direct".into(),
+                units: vec![
+                    unit(FIRSTBOOT, "ok", "first boot as stamped"),
+                    unit(BOOTSTRAP, "fail", "not installed in this image: kubeadm"),
+                ],
+                last_lines: vec!["[  OK  ] Reached target multi-user.target".into()],
+                log: "logs/n0.log".into(),
+                qemu_exit: None,
+            },
+            NodeResult {
+                node: "n1".into(),
+                outcome: "no-boot",
+                boot_seconds: None,
+                boot: "direct".into(),
+                units: vec![unit(FIRSTBOOT, "none", "")],
+                last_lines: vec![],
+                log: "logs/n1.log".into(),
+                qemu_exit: None,
+            },
+        ];
+        let t = table(&r);
+        let mut lines = t.lines();
+        assert_eq!(
+            lines.next(),
+            Some("NODE    BOOT  RESULT    nodeimg-firstboot  nodeimg-bootstrap")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("n0       41s  failed    ok                 fail             ")
+        );
+        assert!(t.contains("n0: nodeimg-bootstrap failed: not installed in this image: kubeadm\n"));
+        assert!(t.contains("  [  OK  ] Reached target multi-user.target\n"));
+        assert!(t.contains("n1: nodeimg-firstboot gave no result\n"));
+    }
+}
