@@ -136,7 +136,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let plan = bootspec::plan(&image, &opts.kernel, &dir)
             .with_context(|| format!("node {}", n.name))?;
         let firmware = match bootspec::uboot() {
-            Some(u) if plan.extlinux && !opts.direct => {
+            Some(u) if plan.extlinux && !opts.direct && bootspec::uboot_can_load(&plan.kernel) => {
                 drop(image);
                 disk::apply(&disk_path, &[bootspec::console_op()])?;
                 Some(u)
