@@ -14,8 +14,15 @@ use std::process::{Command, Output, Stdio};
 const EPOCH: &str = "1767225600";
 
 fn nodeimg(args: &[&str]) -> Output {
+    // The fixture bases hold no kubeadm or k3s: the tool check (tested in
+    // tests/stamp.rs, tool_check_*) is turned off here.
+    let check_off: &[&str] = match args.first() {
+        Some(&"build") | Some(&"stamp") => &["--no-tool-check"],
+        _ => &[],
+    };
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
+        .args(check_off)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .stdin(Stdio::null())
         .output()

@@ -17,8 +17,15 @@ use std::process::{Command, Output};
 const EPOCH: &str = "1767225600";
 
 fn nodeimg(args: &[&str]) -> Output {
+    // The fixture bases hold no kubeadm or k3s: the tool check (tested in
+    // tests/stamp.rs, tool_check_*) is turned off here.
+    let check_off: &[&str] = match args.first() {
+        Some(&"build") | Some(&"stamp") => &["--no-tool-check"],
+        _ => &[],
+    };
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
+        .args(check_off)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .output()
         .expect("running nodeimg")
@@ -800,4 +807,249 @@ fn a_bad_cluster_file_lists_every_problem_and_writes_nothing() {
         "{err}"
     );
     assert!(!t.join("out").exists() && !t.join("cluster.state").exists());
+}
+
+/// `nodeimg` with the tool check left on (the helper above turns it off).
+fn nodeimg_checked(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .expect("running nodeimg")
+}
+
+/// Puts an executable stand-in at `path` in the root partition of `img`.
+fn put_tool(img: &Path, dir: &Path, path: &str) {
+    mkdir_local_bin(img);
+    let local = dir.join("stand-in");
+    fs::write(&local, "#!/bin/sh\necho stand-in\n").unwrap();
+    ok(&nodeimg(&[
+        "fs",
+        "put",
+        img.to_str().unwrap(),
+        "--part",
+        "2",
+        local.to_str().unwrap(),
+        path,
+        "--mode",
+        "755",
+    ]));
+}
+
+fn mkdir_local_bin(img: &Path) {
+    ok(&nodeimg(&[
+        "fs",
+        "mkdir",
+        "-p",
+        img.to_str().unwrap(),
+        "--part",
+        "2",
+        "/usr/local/bin",
+    ]));
+}
+
+fn stamp_checked(cluster: &Path, base: &Path, t: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "stamp",
+        "--config",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--state",
+        t.join("state").to_str().unwrap().to_string().leak(),
+    ];
+    args.extend_from_slice(extra);
+    nodeimg_checked(&args)
+}
+
+#[test]
+fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let cluster = example("pi5-kubeadm");
+    let out = t.join("out");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("has no kubeadm, kubelet, kubectl, a container runtime (crio or containerd), helm for the kubeadm flavour"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"build the base with [base] provision = ["kubeadm", "helm"]"#),
+        "{err}"
+    );
+    // Nothing written: no outputs, no state.
+    assert!(!out.exists() && !t.join("state").exists());
+
+    // kubeadm's tools present (kubectl as a symlink, the runtime as
+    // containerd), helm still missing: refused for helm alone.
+    for p in [
+        "/usr/bin/kubeadm",
+        "/usr/bin/kubelet",
+        "/usr/local/bin/containerd",
+    ] {
+        put_tool(&base, t, p);
+    }
+    ok(&nodeimg(&[
+        "fs",
+        "symlink",
+        base.to_str().unwrap(),
+        "--part",
+        "2",
+        "/usr/bin/kubeadm",
+        "/usr/bin/kubectl",
+    ]));
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("has no helm for the kubeadm flavour"), "{err}");
+    assert!(err.contains(r#"provision = ["helm"]"#), "{err}");
+    // A worker does not run helm: stamping it alone passes.
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &[
+            "--node",
+            "node0",
+            "-o",
+            t.join("node0.delta").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // With helm, the whole cluster passes.
+    put_tool(&base, t, "/usr/local/bin/helm");
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    ));
+}
+
+#[test]
+fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let cluster = example("k3s-agents");
+    let out = t.join("out");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(r#"has no k3s for the k3s-agent flavour: build the base with [base] provision = ["k3s"]"#),
+        "{err}"
+    );
+    // The override stamps the same base.
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &[
+            "--all",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--no-tool-check",
+        ],
+    ));
+    // A non-executable k3s does not count; an executable one does.
+    let local = t.join("k3s");
+    fs::write(&local, "not a program\n").unwrap();
+    let put = |mode: &str| {
+        ok(&nodeimg(&[
+            "fs",
+            "put",
+            base.to_str().unwrap(),
+            "--part",
+            "2",
+            local.to_str().unwrap(),
+            "/usr/local/bin/k3s",
+            "--mode",
+            mode,
+        ]))
+    };
+    mkdir_local_bin(&base);
+    put("644");
+    let again = t.join("again");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", again.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    put("755");
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", again.to_str().unwrap()],
+    ));
+}
+
+/// Every example under examples/ validates and would bring its cluster up:
+/// an upstream source by URL carries its SHA-256, and the base's
+/// provisioning names the recipe of every tool its flavour runs (the demo
+/// stands in without them, and NixOS bases get them from their
+/// configuration; both say so in their comments).
+#[test]
+fn every_example_validates_and_names_its_recipes() {
+    let mut seen = 0;
+    for e in fs::read_dir(os_support::repo().join("examples")).unwrap() {
+        let file = e.unwrap().path().join("cluster.toml");
+        if !file.is_file() {
+            continue;
+        }
+        seen += 1;
+        let c = pipeline::cluster::Cluster::load(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let source = c.base.source.clone().unwrap_or_default();
+        let text = fs::read_to_string(&file).unwrap();
+        if source.starts_with("https://") {
+            let sha = c.base.sha256.clone().unwrap_or_default();
+            assert!(
+                sha.len() == 64 && sha.chars().all(|x| x.is_ascii_hexdigit()),
+                "{}: a URL source needs its sha256",
+                file.display()
+            );
+            for t in c.flavour.tools() {
+                assert!(
+                    c.base
+                        .provision
+                        .iter()
+                        .any(|p| p.to_str() == Some(t.recipe)),
+                    "{}: {} needs the {} recipe in [base] provision",
+                    file.display(),
+                    t.what,
+                    t.recipe
+                );
+            }
+        } else if c.flavour != pipeline::flavour::Flavour::None {
+            assert!(
+                text.contains("--no-tool-check") || text.contains("NixOS"),
+                "{}: a local base must say where its tools come from",
+                file.display()
+            );
+        }
+    }
+    assert_eq!(seen, 4);
 }

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
 use pipeline::base::{build_base, BaseRequest, Progress, ProvisionHook};
 use pipeline::board::Board;
+use pipeline::cluster::Versions;
 use pipeline::provision::{self, Provision};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -96,9 +97,10 @@ pub struct BaseArgs {
     pub locale: Option<String>,
     /// Run SCRIPT as root inside the image's root filesystem (a chroot; aarch64
     /// programs through binfmt_misc) after the customisations; repeatable, in
-    /// order; added after [base] provision. Linux and root only. Output goes
-    /// to OUT.provision.log.
-    #[arg(long, value_name = "SCRIPT")]
+    /// order; added after [base] provision. A shipped recipe's name (kubeadm,
+    /// helm, k3s) runs that recipe with the [versions] of --config (see
+    /// docs/base.md). Linux and root only. Output goes to OUT.provision.log.
+    #[arg(long, value_name = "SCRIPT|RECIPE")]
     pub provision: Vec<PathBuf>,
     /// A directory copied to /run/nodeimg-provision inside the root for the
     /// scripts (the working directory; gone afterwards).
@@ -131,6 +133,12 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         Some(c) => cluster_base(c)?,
         None => (None, BaseSpec::default(), FirmwareSpec::default()),
     };
+    let versions = match &args.config {
+        Some(c) => {
+            pipeline::cluster::Cluster::load_versions(c).map_err(|e| report_invalid(e, c))?
+        }
+        None => Versions::default(),
+    };
     merge_flags(&args, &mut spec, &mut fw)?;
     let board_name = args
         .board
@@ -155,14 +163,7 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
     };
     // Provisioning (the one root-only step) is refused before any download
     // or write when this machine cannot do it.
-    let provision = (!req.spec.provision.is_empty()).then(|| Provision {
-        scripts: req.spec.provision.clone(),
-        files: req.spec.provision_files.clone(),
-        log: provision::log_path(&req.out),
-    });
-    if let Some(p) = &provision {
-        provision::preflight(p)?;
-    }
+    let provision = provision_for(&req.spec, &versions, &req.out)?;
     let hook = |image: &Path, board: &Board, _: &BaseSpec| -> pipeline::error::Result<()> {
         match &provision {
             Some(p) => provision::run(image, board, p),
@@ -202,6 +203,38 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The provisioning of `spec` (recipes rendered with `versions`), refused
+/// before any download or write when this machine cannot do it; `None`
+/// when there is nothing to run.
+pub(crate) fn provision_for(
+    spec: &BaseSpec,
+    versions: &Versions,
+    out: &Path,
+) -> Result<Option<Provision>> {
+    if spec.provision.is_empty() {
+        return Ok(None);
+    }
+    let p = Provision::new(
+        &spec.provision,
+        versions,
+        spec.provision_files.clone(),
+        provision::log_path(out),
+    )?;
+    provision::preflight(&p)?;
+    Ok(Some(p))
+}
+
+/// Prints the problems of an invalid cluster file, one a line, and returns
+/// the error.
+fn report_invalid(e: pipeline::Error, path: &Path) -> anyhow::Error {
+    if let pipeline::Error::Invalid { file, problems } = &e {
+        for line in pipeline::error::problem_lines(file, problems) {
+            eprintln!("nodeimg: error: {line}");
+        }
+    }
+    anyhow::Error::new(e).context(format!("reading {}", path.display()))
 }
 
 /// Flags win over the cluster file; list flags add to its lists.
@@ -295,6 +328,13 @@ pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, Fir
     }
     let relp = |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
     base.overlay = relp(&base.overlay);
+    base.provision_files = relp(&base.provision_files);
+    // A shipped recipe's name stays a name; a script is relative to the file.
+    for p in &mut base.provision {
+        if pipeline::provision::recipes::find(p).is_none() {
+            *p = PathBuf::from(rel(&p.to_string_lossy()));
+        }
+    }
     base.owner_map = relp(&base.owner_map);
     fw.boot_files = relp(&fw.boot_files);
     fw.towboot = fw.towboot.as_deref().map(rel);

@@ -44,6 +44,11 @@ pub struct BuildArgs {
     /// Download cache for a base source given by URL.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Build even when the base lacks the tools the flavour's bootstraps run
+    /// (kubeadm, kubelet, kubectl, a runtime and helm; k3s); without it such
+    /// a base is refused, naming the provisioning recipe that installs them.
+    #[arg(long)]
+    pub no_tool_check: bool,
     /// Print a JSON summary (never a secret) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +71,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| cluster.default_state_path());
     let state = State::for_cluster(&state_path, &cluster)
         .with_context(|| format!("cluster state {}", state_path.display()))?;
+    // [base] provision runs when the base is built (Linux, root); refused
+    // here, before anything is written, when this machine cannot run it.
+    // Its log goes beside the output directory (DIR.provision.log).
+    let provision = super::base::provision_for(&base, &cluster.versions, &args.out)?;
     let epoch = imagegen::fs::timestamp::source_date_epoch()?;
     let now = Timestamp::now().context("reading the time")?;
     let secrets = match args.secrets {
@@ -86,6 +95,8 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             cache_dir: args.cache_dir.clone(),
             now,
             epoch,
+            provision: provision.as_ref(),
+            tool_check: !args.no_tool_check,
         },
         &Quiet,
     )

@@ -50,6 +50,12 @@ pub struct StampArgs {
     /// Replace outputs that exist.
     #[arg(long)]
     pub force: bool,
+    /// Stamp even when the base lacks the tools the flavour's bootstraps run
+    /// (kubeadm, kubelet, kubectl, a runtime and helm; k3s), e.g. when they
+    /// arrive another way; without it such a base is refused, naming the
+    /// provisioning recipe that installs them.
+    #[arg(long)]
+    pub no_tool_check: bool,
     /// Print a JSON summary (node, role, files written with mode and owner,
     /// sizes; never a secret) instead of text.
     #[arg(long)]
@@ -128,10 +134,16 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             }
         }
     }
+
+    let now = Timestamp::now()?;
+    let stamper = Stamper::open(&args.base, now)
+        .with_context(|| format!("opening base {}", args.base.display()))?;
+    if !args.no_tool_check {
+        stamper.check_tools(&cluster, &nodes)?;
+    }
     if let Some(d) = &args.out_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-
     let state_path = args
         .state
         .clone()
@@ -139,9 +151,6 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
     let state = State::for_cluster(&state_path, &cluster)
         .with_context(|| format!("cluster state {}", state_path.display()))?;
     let shared = Shared::new(&cluster, &state)?;
-    let now = Timestamp::now()?;
-    let stamper = Stamper::open(&args.base, now)
-        .with_context(|| format!("opening base {}", args.base.display()))?;
 
     let mut done = Vec::new();
     for (node, out) in nodes.iter().zip(&outputs) {

@@ -90,6 +90,12 @@ pub struct BuildRequest<'a> {
     pub now: Timestamp,
     /// `SOURCE_DATE_EPOCH`, recorded and part of every key.
     pub epoch: Option<i64>,
+    /// `[base] provision`, ready to run (root, Linux) when the base is
+    /// built; `None` when there is none.
+    pub provision: Option<&'a crate::provision::Provision>,
+    /// Refuse a base that lacks the flavour's tools (`--no-tool-check`
+    /// turns it off).
+    pub tool_check: bool,
 }
 
 /// What a build did.
@@ -133,6 +139,14 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
             (m, false)
         }
         None => {
+            let run =
+                |image: &Path, board: &Board, _: &crate::base::spec::BaseSpec| -> Result<()> {
+                    match req.provision {
+                        Some(p) => crate::provision::run(image, board, p),
+                        None => Ok(()),
+                    }
+                };
+            let hook = req.provision.map(|_| run);
             let out = build_base(
                 &BaseRequest {
                     board: req.board.clone(),
@@ -144,7 +158,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
                     force: true,
                     cache_dir: req.cache_dir.clone(),
                     now: req.now,
-                    provision: None,
+                    provision: hook.as_ref().map(|h| h as crate::base::ProvisionHook),
                     fetch: Default::default(),
                 },
                 progress,
@@ -178,6 +192,10 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
     let stamper = Stamper::open(&base_img, req.now)?;
     let base_dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&base_img)?);
     let reader = OsImage::open(base_dev.clone(), OpenOptions::read_only())?;
+    if req.tool_check {
+        let nodes: Vec<&crate::cluster::Node> = cluster.nodes.iter().collect();
+        crate::stamp::tools::check_tools(&reader, cluster, &nodes, "of this build")?;
+    }
     let mut nodes = Vec::new();
     let (mut stamped, mut reused) = (Vec::new(), Vec::new());
     for node in &cluster.nodes {
@@ -497,7 +515,14 @@ fn base_key(req: &BuildRequest) -> Result<(String, Vec<InputRecord>)> {
         }
     }
     for p in &req.base.provision {
-        local(&mut inputs, "provision script", p)?;
+        match crate::provision::recipes::find(p) {
+            Some(r) => inputs.push(InputRecord {
+                what: "provision recipe".into(),
+                name: r.name.into(),
+                sha256: r.fingerprint(&req.cluster.versions)?,
+            }),
+            None => local(&mut inputs, "provision script", p)?,
+        }
     }
     if let Some(t) = &req.firmware.towboot {
         if crate::base::fetch::is_url(t) {

@@ -153,6 +153,13 @@ impl Cluster {
         validate::validate(path, text)
     }
 
+    /// Only the `[versions]` of the cluster file at `path` (what the
+    /// provisioning recipes of `nodeimg base --config` need).
+    pub fn load_versions(path: &Path) -> Result<Versions> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        validate::versions_only(path, &text)
+    }
+
     /// The directory relative paths in the file are resolved against.
     pub fn dir(&self) -> &Path {
         match self.file.parent() {

@@ -431,6 +431,36 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
     })
 }
 
+/// Only the `[versions]` table of a cluster file (defaults filled in), for
+/// `nodeimg base --config`, which does not need the nodes.
+pub fn versions_only(path: &Path, text: &str) -> Result<Versions> {
+    let mut r = Report {
+        text,
+        problems: Vec::new(),
+    };
+    let mut versions = Versions::default();
+    match DeTable::parse(text) {
+        Ok(doc) => {
+            for (key, value) in doc.into_inner() {
+                if key.get_ref() == "versions" {
+                    if let Some(raw) = r.table("versions", value) {
+                        versions = read_versions(&mut r, raw);
+                    }
+                }
+            }
+        }
+        Err(e) => r.serde("toml", e),
+    }
+    if r.problems.is_empty() {
+        Ok(versions)
+    } else {
+        Err(Error::Invalid {
+            file: path.to_path_buf(),
+            problems: r.problems,
+        })
+    }
+}
+
 /// `[versions]` with defaults; a value must be a plain version word, since
 /// it ends up in URLs, package pins and shell scripts.
 fn read_versions(r: &mut Report<'_>, raw: RawVersions) -> Versions {
