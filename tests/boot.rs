@@ -32,7 +32,7 @@ fn cache() -> PathBuf {
             .expect("target/tmp has a parent")
             .join("fixture-cache"),
     };
-    let d = root.join("boot-debian-v1");
+    let d = root.join("boot-debian-v2");
     fs::create_dir_all(&d).expect("fixture cache");
     d
 }
@@ -65,22 +65,36 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// The Debian arm64 root with linux-image-arm64 and its initramfs.
+/// The Debian arm64 root with Debian's arm64 kernel and a small initramfs
+/// (fixtures/make-boot-rootfs.sh).
 fn rootfs() -> PathBuf {
     let tar = cache().join("rootfs.tar");
     let _l = lock("rootfs.lock");
     if !tar.exists() {
         need("mmdebstrap", "mmdebstrap");
+        need("depmod", "kmod");
+        need("cpio", "cpio");
+        let plain = cache().join("plain.tar");
+        if !plain.exists() {
+            let o = Command::new("bash")
+                .arg(os_support::repo().join("fixtures/make-debian-rootfs.sh"))
+                .arg(&plain)
+                .env("VARIANT", "minbase")
+                .env(
+                    "PACKAGES",
+                    "systemd,systemd-sysv,iproute2,iputils-ping,kmod,klibc-utils",
+                )
+                .env("DOWNLOAD_ONLY", "linux-image-arm64")
+                .output()
+                .expect("running make-debian-rootfs.sh");
+            ok(&o);
+        }
         let o = Command::new("bash")
-            .arg(os_support::repo().join("fixtures/make-debian-rootfs.sh"))
+            .arg(os_support::repo().join("fixtures/make-boot-rootfs.sh"))
+            .arg(&plain)
             .arg(&tar)
-            .env("VARIANT", "minbase")
-            .env(
-                "PACKAGES",
-                "systemd,systemd-sysv,udev,openssh-server,iproute2,iputils-ping,kmod,linux-image-arm64,initramfs-tools",
-            )
             .output()
-            .expect("running make-debian-rootfs.sh");
+            .expect("running make-boot-rootfs.sh");
         ok(&o);
     }
     tar
