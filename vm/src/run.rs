@@ -208,21 +208,19 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
             }
             cmd.stderr(Stdio::piped());
             die_with_parent(&mut cmd);
-            (opts.progress)(&format!(
-                "{}: booting ({}, {} kernel {} from {})",
-                n.name,
-                accel.name(),
-                if plan.initrd.is_some() {
-                    "with initrd,"
-                } else {
-                    ""
-                },
-                plan.kernel
-                    .file_name()
-                    .map(|f| f.to_string_lossy())
-                    .unwrap_or_default(),
-                plan.from
-            ));
+            let how = match firmware {
+                Some(u) => format!("U-Boot {} reading {}", u.display(), plan.from),
+                None => format!(
+                    "kernel{} from {}",
+                    if plan.initrd.is_some() {
+                        " and initrd"
+                    } else {
+                        ""
+                    },
+                    plan.from
+                ),
+            };
+            (opts.progress)(&format!("{}: booting ({}, {how})", n.name, accel.name()));
             let mut child = cmd
                 .spawn()
                 .with_context(|| format!("starting {}", qemu_bin.display()))?;
