@@ -36,12 +36,12 @@ fn init_vars() -> Vars {
 fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
     let ops = render(Flavour::Kubeadm, Role::Init, &init_vars());
     let docs = yaml(file(&ops, "/etc/nodeimg/kubeadm.yaml"));
-    assert_eq!(docs.len(), 2);
+    assert_eq!(docs.len(), 3);
     let init = &docs[0];
     assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
     assert_eq!(init["kind"], "InitConfiguration");
     assert_eq!(init["bootstrapTokens"][0]["token"], TOKEN);
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "0s");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
     assert_eq!(init["localAPIEndpoint"]["advertiseAddress"], "192.168.1.10");
     assert_eq!(init["localAPIEndpoint"]["bindPort"], 6443);
     assert_eq!(init["nodeRegistration"]["name"], "controlplane");
@@ -52,9 +52,14 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
     assert_eq!(cluster["networking"]["podSubnet"], "10.244.64.0/18");
     assert_eq!(cluster["networking"]["serviceSubnet"], "10.244.0.0/20");
     assert_eq!(cluster["certificatesDir"], "/etc/kubernetes/pki");
+    let kubelet = &docs[2];
+    assert_eq!(kubelet["kind"], "KubeletConfiguration");
+    assert_eq!(kubelet["serverTLSBootstrap"], true);
 
     let cilium = &yaml(file(&ops, "/etc/nodeimg/cilium-values.yaml"))[0];
     assert_eq!(cilium["kubeProxyReplacement"], true);
+    assert_eq!(cilium["gatewayAPI"]["enabled"], true);
+    assert_eq!(cilium["l2announcements"]["enabled"], true);
     assert_eq!(cilium["k8sServiceHost"], "192.168.1.10");
     assert_eq!(cilium["k8sServicePort"], 6443);
     assert_eq!(
@@ -75,18 +80,18 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
         .expect("patch");
     assert_eq!(
         yaml(patch.as_bytes())[0][0]["value"]["secretRef"]["name"],
-        "sops-age"
+        "flux-sops"
     );
 }
 
 #[test]
 fn a_configured_token_ttl_and_no_gitops_url() {
     let mut v = init_vars();
-    v.insert("KUBEADM_TOKEN_TTL".into(), "8760h".into());
+    v.insert("KUBEADM_TOKEN_TTL".into(), "720h".into());
     v.insert("GITOPS_URL".into(), String::new());
     let ops = render(Flavour::Kubeadm, Role::Init, &v);
     let init = &yaml(file(&ops, "/etc/nodeimg/kubeadm.yaml"))[0];
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "720h");
     assert!(!ops.iter().any(
         |op| matches!(op, Op::File { path, .. } if path == "/etc/nodeimg/flux-instance.yaml")
     ));
@@ -143,6 +148,12 @@ fn files_modes_and_secrets() {
             ("/usr/local/lib/nodeimg/bootstrap.sh", 0o755, false),
             ("/etc/nodeimg/kubeadm.yaml", 0o600, true),
             ("/etc/nodeimg/cilium-values.yaml", 0o600, false),
+            ("/usr/local/lib/nodeimg/csr-approver.sh", 0o755, false),
+            (
+                "/etc/systemd/system/nodeimg-csr-approver.service",
+                0o644,
+                false
+            ),
             ("/etc/nodeimg/flux-instance.yaml", 0o600, false),
             ("/usr/local/lib/nodeimg/bootstrap-lib.sh", 0o644, false),
             (
@@ -233,6 +244,16 @@ fn templates_use_only_declared_upper_case_names() {
         "PKI",
         "HOME",
         "PIPESTATUS",
+        "SLEEP",
+        "STEP_TIMEOUT",
+        "STATE_DIR",
+        "ATTEMPT_FILE",
+        "FAIL_FILE",
+        "KUBE",
+        "NODEIMG_SLEEP",
+        "NODEIMG_STEP_TIMEOUT",
+        "NODEIMG_MAX_ATTEMPTS",
+        "NODEIMG_CSR_WINDOW",
     ];
     for (name, text) in embedded_templates() {
         for n in upper_case_references(text) {
@@ -280,7 +301,9 @@ fn every_template_file_is_embedded() {
             .to_string();
         for f in fs::read_dir(&flavour).expect("flavour dir") {
             let f = f.expect("entry").file_name().to_string_lossy().to_string();
-            if f != "README.md" && fname != "nixos" {
+            // provision/ holds the shipped provisioning recipes, embedded by
+            // pipeline::provision::recipes, not role templates.
+            if f != "README.md" && fname != "nixos" && fname != "provision" {
                 on_disk.insert(format!("{fname}/{f}"));
             }
         }
@@ -462,6 +485,81 @@ fn nix_files_parse() {
     assert_eq!(v["workers"].as_array().expect("list").len(), 6);
     assert_eq!(v["workers"][5]["name"], "node006");
     assert!(v["workers"][5]["ip"].is_null());
+}
+
+/// nodeimg.nix sets and reads only options that exist in NixOS: its
+/// `config`, evaluated with a stand-in for nixpkgs' lib
+/// (tests/templates_support/module-options.nix), against the pinned option
+/// list fixtures/nixos-options.json (see its `source`).
+#[test]
+fn nixos_module_uses_options_that_exist() {
+    let repo = os_support::repo();
+    let options = repo.join("fixtures/nixos-options.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("nodeimg.nix");
+    fs::write(&module, nixos_module()).expect("write");
+    let expr = format!(
+        "import {} {{ module = {}; options = {}; }}",
+        repo.join("tests/templates_support/module-options.nix")
+            .display(),
+        module.display(),
+        options.display()
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .env("NIX_STATE_DIR", state.path())
+        .env("NIX_CONF_DIR", state.path())
+        .env("HOME", state.path())
+        .output()
+        .expect("nix-instantiate (Debian package nix-bin)");
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["unknown"], serde_json::json!([]), "options NixOS lacks");
+    let set: BTreeSet<&str> = v["set"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    for o in [
+        "networking.useNetworkd",
+        "systemd.network.enable",
+        "services.avahi.nssmdns4",
+        "systemd.tmpfiles.rules",
+        "assertions",
+    ] {
+        assert!(set.contains(o), "{o} not set: {set:?}");
+    }
+    // The host name comes from the stamp at boot, never as "" at build time.
+    assert!(!set.contains("networking.hostName"), "{set:?}");
+    // What the module reads from config (outside its own options) exists too.
+    let known: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&options).expect("options")).expect("json");
+    let text_nix = nixos_module();
+    let mut reads = 0;
+    for (i, _) in text_nix.match_indices("config.") {
+        let rest = &text_nix[i + "config.".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .collect();
+        let name = name.trim_end_matches('.');
+        // `config.` as an expression (not inside a path like config.yaml.d).
+        let before = text_nix[..i].chars().last().unwrap_or(' ');
+        if !" (!".contains(before) || name.starts_with("services.nodeimg") || name.is_empty() {
+            continue;
+        }
+        reads += 1;
+        assert!(
+            known["options"].get(name).is_some(),
+            "reads {name}, which NixOS lacks"
+        );
+    }
+    assert!(
+        reads >= 3,
+        "the module reads services.k3s.enable, time.timeZone, systemd.network.enable"
+    );
 }
 
 #[test]

@@ -41,6 +41,12 @@ pub struct BuildArgs {
     /// hold an earlier build.
     #[arg(long)]
     pub force: bool,
+    /// Hash every input again instead of trusting the hashes remembered by
+    /// file status (device, inode, size, mtime, ctime) in .DIR.cache/
+    /// beside the output, and decompress the base instead of using the raw
+    /// copy kept there.
+    #[arg(long)]
+    pub rehash: bool,
     /// Download cache for a base source given by URL.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -92,6 +98,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             secrets,
             full_images: args.full_images,
             force: args.force,
+            rehash: args.rehash,
             cache_dir: args.cache_dir.clone(),
             now,
             epoch,

@@ -39,6 +39,7 @@
 //! epoch's.
 
 pub mod deferred;
+pub mod hash_cache;
 pub mod manifest;
 
 use crate::base::manifest::{manifest_path, ImageRecord};
@@ -51,6 +52,7 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::stamp::{cluster_nix, Shared, Stamper};
 use crate::{Error, Result};
+use hash_cache::HashCache;
 use imagegen::block::{BlockDevice, DeviceCursor, FileDevice, Overlay};
 use imagegen::delta::{save_overlay, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
@@ -58,6 +60,7 @@ use imagegen::sink::{write_image, OutputFormat};
 use imagegen::source::{to_hex, ImageSource};
 use manifest::{BaseEntry, BuildManifest, InputRecord, NodeEntry};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,6 +89,9 @@ pub struct BuildRequest<'a> {
     pub secrets: SecretsMode,
     pub full_images: bool,
     pub force: bool,
+    /// Hash every input and artefact again instead of trusting what the
+    /// earlier build remembered ([`hash_cache`]).
+    pub rehash: bool,
     pub cache_dir: Option<PathBuf>,
     pub now: Timestamp,
     /// `SOURCE_DATE_EPOCH`, recorded and part of every key.
@@ -105,6 +111,9 @@ pub struct BuildOutcome {
     pub base_rebuilt: bool,
     pub stamped: Vec<String>,
     pub reused: Vec<String>,
+    /// Bytes of local inputs read to hash them (what the hash cache did
+    /// not spare).
+    pub input_bytes_hashed: u64,
     pub manifest: BuildManifest,
 }
 
@@ -118,24 +127,57 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
 
     // Stage 1, or the earlier build's base when nothing it depends on changed.
     progress.step("hashing the base's inputs");
-    let (base_key, inputs) = base_key(req)?;
+    let cache = hash_cache::cache_dir(&req.out);
+    let mut hashes = HashCache::open(cache.as_deref(), req.rehash || req.force);
+    let (base_key, inputs) = base_key(req, &mut hashes)?;
+    hashes.save();
     let reuse = previous
         .as_ref()
         .filter(|p| !req.force && p.manifest.base.key == base_key);
-    let base_img = work.join("base.img");
+    // Sums of the artefacts carried over, from the earlier SHA256SUMS.
+    let earlier_sums = match (&previous, req.rehash) {
+        (Some(p), false) => std::fs::read_to_string(p.dir.join(SUMS))
+            .ok()
+            .and_then(|t| manifest::parse_sums(&t).ok())
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    let mut known_sums = BTreeMap::new();
+    let mut carry_known = |from: &Path, rel: &str| -> Result<()> {
+        carry(&from.join(rel), &staging.path.join(rel))?;
+        if let Some(h) = earlier_sums.get(rel) {
+            known_sums.insert(rel.to_string(), h.clone());
+        }
+        Ok(())
+    };
+    let mut base_img = work.join("base.img");
+    let mut base_kept = false;
     let (base_manifest, base_rebuilt) = match reuse {
         Some(p) => {
             progress.step("reusing the earlier build's base");
             for f in ["base.img.zst", "base.img.bmap"] {
-                carry(&p.dir.join(f), &staging.path.join(f))?;
+                carry_known(&p.dir, f)?;
             }
             let m = p.manifest.base.manifest.clone();
-            write_image(
-                ImageSource::open(staging.path.join("base.img.zst"))?,
-                &base_img,
-                OutputFormat::Raw,
-                Some(m.image.size),
-            )?;
+            // The raw base kept by the earlier build, else decompressed.
+            let kept = cache
+                .as_deref()
+                .filter(|_| !req.rehash)
+                .and_then(|d| hash_cache::cached_base(d, &base_key));
+            match kept {
+                Some(img) => {
+                    base_img = img;
+                    base_kept = true;
+                }
+                None => {
+                    write_image(
+                        ImageSource::open(staging.path.join("base.img.zst"))?,
+                        &base_img,
+                        OutputFormat::Raw,
+                        Some(m.image.size),
+                    )?;
+                }
+            }
             (m, false)
         }
         None => {
@@ -222,9 +264,9 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         let files = match earlier {
             Some((p, n)) => {
                 progress.step(&format!("{name}: unchanged, carried over"));
-                carry(&p.dir.join(&artefact), &staging.path.join(&artefact))?;
+                carry_known(&p.dir, &artefact)?;
                 if let Some(s) = &sealed {
-                    carry(&p.dir.join(s), &staging.path.join(s))?;
+                    carry_known(&p.dir, s)?;
                 }
                 reused.push(name.clone());
                 n.files.clone()
@@ -276,6 +318,11 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
     }
     drop(reader);
     drop(stamper);
+    drop(base_dev);
+    // The raw base stays for the next build (a failure only costs time then).
+    if let (Some(dir), false) = (&cache, base_kept) {
+        let _ = hash_cache::keep_base(dir, &base_key, &base_img);
+    }
 
     let mut extra = Vec::new();
     let known = state.known_hosts(cluster);
@@ -319,7 +366,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         .map_err(|e| Error::refused("manifest.json", e.to_string()))?;
     write_file(&staging.path.join(MANIFEST), &json, 0o644)?;
     progress.step("hashing the artefacts");
-    let sums = manifest::sha256sums(&staging.path)?;
+    let sums = manifest::sha256sums(&staging.path, &known_sums)?;
     write_file(&staging.path.join(SUMS), sums.as_bytes(), 0o644)?;
     staging.commit()?;
     Ok(BuildOutcome {
@@ -327,6 +374,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         base_rebuilt,
         stamped,
         reused,
+        input_bytes_hashed: hashes.hashed_bytes,
         manifest,
     })
 }
@@ -487,12 +535,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// The base's key and the inputs it covers (each with its hash).
-fn base_key(req: &BuildRequest) -> Result<(String, Vec<InputRecord>)> {
-    let mut inputs = vec![InputRecord::file("cluster file", &req.cluster.file)?];
-    fn local(inputs: &mut Vec<InputRecord>, what: &str, p: &Path) -> Result<()> {
-        inputs.push(InputRecord::path(what, p)?);
+fn base_key(req: &BuildRequest, cache: &mut HashCache) -> Result<(String, Vec<InputRecord>)> {
+    let mut inputs = vec![InputRecord::path("cluster file", &req.cluster.file, cache)?];
+    let mut local = |inputs: &mut Vec<InputRecord>, what: &str, p: &Path| -> Result<()> {
+        inputs.push(InputRecord::path(what, p, cache)?);
         Ok(())
-    }
+    };
     if let Some(s) = &req.base.source {
         if crate::base::fetch::is_url(s) {
             inputs.push(InputRecord {

@@ -44,6 +44,12 @@ pub struct Cluster {
     /// k3s-agent: a file holding the existing server's join token.
     pub token_file: Option<PathBuf>,
     pub gitops: Option<Gitops>,
+    /// `[cluster] kubeadm_token_ttl`: lifetime of the kubeadm bootstrap
+    /// token, a Go duration (`8760h` by default; `0s`: never expires).
+    pub kubeadm_token_ttl: String,
+    /// `[cluster] sops_secret`: the secret in flux-system that holds the age
+    /// key Flux decrypts with (`flux-sops` by default).
+    pub sops_secret: String,
     pub base: BaseSpec,
     pub firmware: FirmwareSpec,
     /// Hostname patterns in the order they are tried.
@@ -54,6 +60,9 @@ pub struct Cluster {
     pub templates_dir: Option<PathBuf>,
     /// `[versions]`, defaults filled in.
     pub versions: Versions,
+    /// `[cluster] hosts`: every node's name and address in each node's
+    /// /etc/hosts.
+    pub hosts: bool,
 }
 
 /// Versions of what the provisioning recipes install and the bootstraps
@@ -118,6 +127,16 @@ pub struct Node {
     pub timezone: Option<String>,
     /// Give the node its own SSH host key (from the state file).
     pub ssh_host_keys: bool,
+    /// The interface the static address goes to; `None`: every wired one.
+    pub interface: Option<Interface>,
+}
+
+/// An interface named by its kernel name or its MAC address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interface {
+    Name(String),
+    /// Lower-case `aa:bb:cc:dd:ee:ff`.
+    Mac(String),
 }
 
 /// How the user's password is given.

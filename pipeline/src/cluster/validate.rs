@@ -5,7 +5,7 @@ use super::file::{RawCluster, RawSettings, RawTemplates, RawVersions, NODE_KEYS}
 use super::keys::{read_age_key, resolve_path, resolve_ssh_keys, AgeKeySource};
 use super::net::{overlaps, parse_host_address, parse_subnet, Endpoint};
 use super::roles::{default_roles, match_role, needs_init, role_by_name, RolePattern};
-use super::{Cluster, Gitops, Node, Password, Problem, Versions};
+use super::{Cluster, Gitops, Interface, Node, Password, Problem, Versions};
 use crate::base::spec::{BaseSpec, FirmwareSpec};
 use crate::flavour::{Flavour, Role};
 use crate::{Error, Result};
@@ -368,6 +368,31 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         }
     };
 
+    let kubeadm_token_ttl = match &c.kubeadm_token_ttl {
+        Some(v) if is_go_duration(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            r.spanned(
+                v,
+                "cluster.kubeadm_token_ttl",
+                "must be a duration such as 8760h, 720h30m or 0s (never expires)",
+            );
+            String::new()
+        }
+        None => DEFAULT_KUBEADM_TOKEN_TTL.to_string(),
+    };
+    let sops_secret = match &c.sops_secret {
+        Some(v) if is_dns_label(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            r.spanned(
+                v,
+                "cluster.sops_secret",
+                "must be a Kubernetes object name (lower-case letters, digits and -)",
+            );
+            String::new()
+        }
+        None => DEFAULT_SOPS_SECRET.to_string(),
+    };
+
     let roles = read_roles(r, flavour, s.roles);
     let defaults = s.defaults.unwrap_or_default();
     let mut nodes = Vec::new();
@@ -403,6 +428,22 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
             "kubeadm needs the API endpoint (host:port), or an address on the init node",
         );
     }
+    // k3s servers and agents join the init node: without its address or an
+    // endpoint they would wait on an empty host (Debian) or start a cluster
+    // of their own (`k3s server --server ""` on NixOS).
+    if flavour == Flavour::K3s && api_endpoint.is_none() && c.api_endpoint.is_none() {
+        let init = nodes.iter().find(|n| n.role == Role::Init);
+        if let (Some(init), true) = (init, nodes.iter().any(|n| n.role != Role::Init)) {
+            r.spanned(
+                &c.name,
+                "cluster.api_endpoint",
+                format!(
+                    "the other nodes cannot reach the init node {0}: it has no address (DHCP) and there is no api_endpoint; give {0} an address, or set api_endpoint = \"{0}.local:6443\" (mDNS)",
+                    init.hostname
+                ),
+            );
+        }
+    }
 
     let templates_dir = s
         .templates
@@ -410,6 +451,7 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         .map(|d| resolve_path(&dir, d.get_ref()));
 
     let versions = read_versions(r, s.versions.unwrap_or_default());
+    let hosts = c.hosts.as_ref().is_some_and(|h| *h.get_ref());
 
     Some(Cluster {
         file: path.to_path_buf(),
@@ -422,12 +464,15 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         server,
         token_file,
         gitops,
+        kubeadm_token_ttl,
+        sops_secret,
         base: s.base.unwrap_or_default(),
         firmware: s.firmware.unwrap_or_default(),
         roles,
         nodes,
         templates_dir,
         versions,
+        hosts,
     })
 }
 
@@ -732,6 +777,11 @@ fn build_node(
     });
     let ssh_host_keys = pick(&n.ssh_host_keys, &d.ssh_host_keys, i, "ssh_host_keys")
         .is_none_or(|(v, _)| *v.get_ref());
+    let interface = pick(&n.interface, &d.interface, i, "interface").and_then(|(v, key)| {
+        parse_interface(v.get_ref())
+            .map_err(|why| r.spanned(v, key, why))
+            .ok()
+    });
     Some(Node {
         hostname: hostname.get_ref().clone(),
         role: role?,
@@ -744,6 +794,7 @@ fn build_node(
         dns,
         timezone,
         ssh_host_keys,
+        interface,
     })
 }
 
@@ -870,4 +921,64 @@ fn is_user_name(s: &str) -> bool {
         && !s.starts_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
+/// Default of `[cluster] kubeadm_token_ttl`: a year, long enough to add a
+/// node late, short enough that a lost card's token stops working.
+pub const DEFAULT_KUBEADM_TOKEN_TTL: &str = "8760h";
+/// Default of `[cluster] sops_secret`, the name seed 002's repository uses.
+pub const DEFAULT_SOPS_SECRET: &str = "flux-sops";
+
+/// A Go duration as kubeadm's `ttl` takes it: number-unit pairs (h, m, s),
+/// e.g. `8760h`, `1h30m`, `0s`.
+fn is_go_duration(v: &str) -> bool {
+    let mut rest = v;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 || digits > 9 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["h", "m", "s"].iter().find(|u| rest.starts_with(**u)) else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    true
+}
+
+/// A Kubernetes object name (RFC 1123 label).
+fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// An interface name (as the kernel allows: 1–15 bytes, no `/`, `:` or
+/// space) or a MAC address.
+fn parse_interface(s: &str) -> std::result::Result<Interface, String> {
+    let hex = |p: &str| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| hex(p)) {
+        return Ok(Interface::Mac(s.to_ascii_lowercase()));
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"/:*?".contains(c));
+    if ok {
+        Ok(Interface::Name(s.to_string()))
+    } else {
+        Err(format!(
+            "`{s}` is neither an interface name (such as end0, at most 15 characters) nor a MAC address (aa:bb:cc:dd:ee:ff)"
+        ))
+    }
 }
