@@ -32,7 +32,7 @@ fn cache() -> PathBuf {
             .expect("target/tmp has a parent")
             .join("fixture-cache"),
     };
-    let d = root.join("boot-debian-v2");
+    let d = root.join("boot-debian-v3");
     fs::create_dir_all(&d).expect("fixture cache");
     d
 }
@@ -82,7 +82,7 @@ fn rootfs() -> PathBuf {
                 .env("VARIANT", "minbase")
                 .env(
                     "PACKAGES",
-                    "systemd,systemd-sysv,iproute2,iputils-ping,kmod,klibc-utils",
+                    "systemd,systemd-sysv,udev,iproute2,iputils-ping,kmod,klibc-utils",
                 )
                 .env("DOWNLOAD_ONLY", "linux-image-arm64")
                 .output()
