@@ -8,6 +8,8 @@
 //! | 3 | refused: bad input, a check that failed before anything was written (a cluster file with problems, a hash mismatch, a device the safety rules refuse, a node not in the manifest, a state of another cluster) |
 //! | 4 | verification failed: a card read back differs from what was written |
 //! | 5 | I/O error: reading or writing a file or device failed |
+//! | 6 | `boot`: a node booted, but a first-boot unit failed or gave no result |
+//! | 7 | `boot`: a node did not boot (no first-boot report before the timeout) |
 
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ pub enum Code {
     Refused = 3,
     Verify = 4,
     Io = 5,
+    FirstBootFailed = 6,
+    NoBoot = 7,
 }
 
 impl From<Code> for ExitCode {

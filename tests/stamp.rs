@@ -498,7 +498,9 @@ fn kubeadm_cluster_on_rpios() {
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
                 || (d.starts_with("/etc/systemd/system/")
-                    && (d.contains("nodeimg-bootstrap") || d.contains("nodeimg-csr-approver")))
+                    && (d.contains("nodeimg-bootstrap")
+                        || d.contains("nodeimg-csr-approver")
+                        || d.contains("nodeimg-firstboot")))
                 // Masks are recorded by unit name.
                 || d
                     .strip_prefix("/etc/systemd/system/")
