@@ -18,7 +18,17 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The cluster file (docs/cluster.md).
-    pub config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "config_positional",
+        conflicts_with = "config_positional"
+    )]
+    pub config: Option<PathBuf>,
+    /// The cluster file, given without `--config` (the older form).
+    #[arg(value_name = "CONFIG", hide = true)]
+    pub config_positional: Option<PathBuf>,
     /// Output directory. Written beside it under a temporary name and
     /// swapped into place at the end; an earlier build there is reused for
     /// what did not change.
@@ -56,8 +66,13 @@ pub enum Secrets {
 }
 
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
-    let cluster = super::stamp::load_cluster(&args.config)?;
-    let (board_name, base, firmware) = super::base::cluster_base(&args.config)?;
+    let config = args
+        .config
+        .clone()
+        .or_else(|| args.config_positional.clone())
+        .context("no cluster file: give --config FILE")?;
+    let cluster = super::stamp::load_cluster(&config)?;
+    let (board_name, base, firmware) = super::base::cluster_base(&config)?;
     let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
     let board = Board::resolve(&board_name)?;
     let state_path = args
@@ -89,7 +104,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         },
         &Quiet,
     )
-    .with_context(|| format!("building {}", args.config.display()))?;
+    .with_context(|| format!("building {}", config.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);
