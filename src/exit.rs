@@ -36,33 +36,56 @@ pub fn classify(err: &anyhow::Error) -> Code {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<pipeline::Error>() {
             return match e {
-                pipeline::Error::Io { .. } => Code::Io,
+                pipeline::Error::Io { source, .. } => io(source),
+                pipeline::Error::Internal { .. } => Code::Failure,
                 pipeline::Error::Image(i) | pipeline::Error::ImageAt { source: i, .. } => image(i),
                 _ => Code::Refused,
             };
         }
         if let Some(e) = cause.downcast_ref::<flasher::Error>() {
-            return match e {
-                flasher::Error::Mismatch { .. } => Code::Verify,
-                flasher::Error::Refused { .. } => Code::Refused,
-                flasher::Error::Interrupted { .. } => Code::Failure,
-                _ => Code::Io,
-            };
+            return flasher(e);
         }
         if let Some(e) = cause.downcast_ref::<imagegen::Error>() {
             return image(e);
         }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return Code::Io;
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return io(e);
         }
     }
     // Messages the binary composes itself (`bail!`) are refusals of input.
     Code::Refused
 }
 
+/// The code for one card's failure (`flash` reports each card's error on
+/// its own line and exits with the first failed card's code).
+pub fn flasher(e: &flasher::Error) -> Code {
+    match e {
+        flasher::Error::Mismatch { .. } => Code::Verify,
+        flasher::Error::Refused { .. } => Code::Refused,
+        flasher::Error::Interrupted { .. } => Code::Failure,
+        // The image failed: its own error says how.
+        flasher::Error::Image(i) => image(i),
+        flasher::Error::Abandoned { .. } => Code::Refused,
+        flasher::Error::Device { source, .. } | flasher::Error::System { source, .. } => io(source),
+        _ => Code::Io,
+    }
+}
+
 fn image(e: &imagegen::Error) -> Code {
     match e {
-        imagegen::Error::Io { .. } | imagegen::Error::IoContext { .. } => Code::Io,
+        imagegen::Error::Io { source, .. } | imagegen::Error::IoContext { source, .. } => {
+            io(source)
+        }
         _ => Code::Refused,
+    }
+}
+
+/// An I/O error is exit 5, except a source that does not decode (a corrupt
+/// or truncated `.zst`/`.xz`/`.gz`, a file that ends early): that is bad
+/// input, 3.
+fn io(e: &std::io::Error) -> Code {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => Code::Refused,
+        _ => Code::Io,
     }
 }

@@ -3,6 +3,8 @@
 //! Each subcommand lives in its own module under `cmd/`; this file only parses
 //! the command line and reports errors as one line on stderr.
 
+#[macro_use]
+mod out;
 mod cmd;
 mod exit;
 mod signals;
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         (_, 2) => tracing_subscriber::filter::LevelFilter::DEBUG,
         _ => tracing_subscriber::filter::LevelFilter::TRACE,
     };
+    out::set_quiet(cli.quiet);
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
@@ -56,11 +59,21 @@ fn main() -> ExitCode {
     signals::exit_if_interrupted();
     match result {
         Ok(code) => code,
+        Err(err) if closed_pipe(&err) => signals::exit_on_closed_pipe(),
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));
             exit::classify(&err).into()
         }
     }
+}
+
+/// Whether the error is stdout's reader going away (`| head`): a quiet end,
+/// not a failure to report.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The context chain joined with ": ", skipping causes whose text the line

@@ -127,6 +127,7 @@ pub struct BaseArgs {
 }
 
 pub fn run(args: BaseArgs) -> Result<ExitCode> {
+    crate::signals::doing(format!("building the base image {}", args.output.display()));
     let (board_name, mut spec, mut fw) = match &args.config {
         Some(c) => cluster_base(c)?,
         None => (None, BaseSpec::default(), FirmwareSpec::default()),
@@ -176,10 +177,10 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
     let outcome = build_base(&req, &bar)?;
     bar.done();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         for n in &outcome.notes {
-            eprintln!("nodeimg: note: {n}");
+            notice!("nodeimg: note: {n}");
         }
         let m = &outcome.manifest;
         let os = match &m.os {
@@ -188,7 +189,7 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
                 format!("NixOS {}", version.as_deref().unwrap_or(""))
             }
         };
-        println!(
+        sayln!(
             "{}: {} base for {} ({} bytes, sha256 {})",
             outcome.image.display(),
             os,
@@ -196,9 +197,9 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
             m.image.size,
             m.image.sha256
         );
-        println!("  manifest {}", outcome.manifest_path.display());
+        sayln!("  manifest {}", outcome.manifest_path.display());
         for p in [&outcome.bmap, &outcome.zstd].into_iter().flatten() {
-            println!("  {}", p.display());
+            sayln!("  {}", p.display());
         }
     }
     Ok(ExitCode::SUCCESS)

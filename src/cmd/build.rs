@@ -71,6 +71,11 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         .clone()
         .or_else(|| args.config_positional.clone())
         .context("no cluster file: give --config FILE")?;
+    crate::signals::doing(format!(
+        "building {} into {}",
+        config.display(),
+        args.out.display()
+    ));
     let cluster = super::stamp::load_cluster(&config)?;
     let (board_name, base, firmware) = super::base::cluster_base(&config)?;
     let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
@@ -106,11 +111,11 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     )
     .with_context(|| format!("building {}", config.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);
     }
     let out = args.out.display();
-    println!(
+    sayln!(
         "built {} ({} nodes) in {out}/: base {}, {} stamped, {} unchanged",
         cluster.name,
         cluster.nodes.len(),
@@ -122,7 +127,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         outcome.stamped.len(),
         outcome.reused.len()
     );
-    println!("  {out}/base.img.zst, {out}/base.img.bmap, {out}/nodes/, {out}/manifest.json, {out}/SHA256SUMS");
+    sayln!("  {out}/base.img.zst, {out}/base.img.bmap, {out}/nodes/, {out}/manifest.json, {out}/SHA256SUMS");
     let first = cluster
         .nodes
         .first()
@@ -132,7 +137,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
-    println!("check:  (cd {out} && sha256sum -c SHA256SUMS)");
-    println!("flash:  sudo nodeimg flash {out} --device /dev/sdX={first}{state_hint}   (repeat --device DEV=NODE for more cards)");
+    sayln!("check:  (cd {out} && sha256sum -c SHA256SUMS)");
+    sayln!("flash:  sudo nodeimg flash {out} --device /dev/sdX={first}{state_hint}   (repeat --device DEV=NODE for more cards)");
     Ok(ExitCode::SUCCESS)
 }

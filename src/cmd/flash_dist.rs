@@ -136,21 +136,27 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let disks = super::flash::check_devices(&args, &paths, size)?;
     if args.dry_run {
         for (c, d) in cards.iter().zip(&disks) {
-            println!(
+            outln!(
                 "would write {} ({}) as node {}",
                 d.path,
                 human(d.size),
                 c.node
             );
         }
-        println!("dry run: nothing was opened for writing");
+        sayln!("dry run: nothing was opened for writing");
         return Ok(ExitCode::SUCCESS);
     }
     super::flash::confirm(&disks, args.yes)?;
 
     // The base, read once: every card's source reads this one file, which
     // the page cache then serves to the other cards' writers.
-    let tmp = tempfile::tempdir().context("making a temporary directory")?;
+    crate::signals::doing(format!(
+        "flashing {}: unpacking the base before any card was opened",
+        dist.display()
+    ));
+    // Registered with the pending outputs: an interrupt removes it.
+    let tmp = imagegen::sink::PendingDir::temp("nodeimg-flash-")
+        .context("making a temporary directory")?;
     let base_path = tmp.path().join("base.img");
     write_image(
         ImageSource::open(dist.join(&m.base.image))?,
@@ -210,6 +216,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     let skipped: Vec<u64> = writes.iter().map(|w| w.plan.skipped()).collect();
 
+    crate::signals::doing(format!("flashing {}", dist.display()));
     // Every card at once, each from its own source over the one base.
     let cancel = flasher::interrupt::flag();
     crate::signals::cooperate(
@@ -232,6 +239,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     let mut devices = Vec::new();
     let mut ok = Vec::new();
+    let mut code = None;
     for (((report, read), c), (d, skipped)) in results
         .into_iter()
         .zip(&cards)
@@ -244,13 +252,20 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
             (Err(flasher::Error::Mismatch { .. }), _, false) => "failed",
             _ => "not run",
         };
+        if code.is_none() {
+            code = match (&report.result, &read) {
+                (Err(e), _) => Some(crate::exit::flasher(e)),
+                (Ok(()), Err(e)) => Some(crate::exit::flasher(e)),
+                _ => None,
+            };
+        }
         let result = report
             .result
             .map_err(anyhow::Error::from)
             .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from));
         ok.push(result.is_ok());
         match &result {
-            Ok(()) if !args.json => eprintln!(
+            Ok(()) if !args.json => notice!(
                 "{}: node {} — wrote {} ({} skipped); verification {verification}",
                 d.path,
                 c.node,
@@ -286,10 +301,12 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     // Where the platform ejects a flashed card (macOS), as `flash` does.
     super::flash::eject_flashed(&args, &disks, &ok);
-    Ok(if ok.contains(&false) {
-        crate::exit::Code::Verify.into()
-    } else {
-        ExitCode::SUCCESS
+    // The first failed card's code: 4 for a read-back difference, 5 for a
+    // device error, 3 for a source that does not decode.
+    Ok(match code {
+        Some(c) => c.into(),
+        None if ok.contains(&false) => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
     })
 }
 

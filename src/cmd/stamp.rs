@@ -88,6 +88,7 @@ pub fn load_cluster(path: &Path) -> Result<Cluster> {
 }
 
 pub fn run(args: StampArgs) -> Result<ExitCode> {
+    crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
     let cluster = load_cluster(&args.config)?;
     let nodes: Vec<&pipeline::cluster::Node> = match &args.node {
         Some(name) => {
@@ -149,7 +150,7 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             .stamp(&cluster, node, &state, &shared, out, args.force)
             .with_context(|| format!("stamping {}", node.hostname))?;
         if !args.json {
-            println!(
+            sayln!(
                 "{} ({}): {} {} — {} changed, {} operations",
                 s.node,
                 s.role,
@@ -176,17 +177,14 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             state_fingerprint: state.fingerprint(),
             nodes: &done,
         };
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Writes a file that holds nothing secret (0644), replacing it atomically.
 fn write_public(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    Ok(imagegen::sink::write_atomic(path, text.as_bytes(), 0o644)?)
 }
 
 fn human(n: u64) -> String {

@@ -98,7 +98,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(()) => {
             if !args.json {
-                eprintln!(
+                notice!(
                     "{name}: verification ok: {} bytes compared in {secs:.1} s",
                     bytes
                 );

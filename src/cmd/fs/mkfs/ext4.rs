@@ -242,7 +242,7 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
         None => out.display().to_string(),
     })?;
     let uuid = uuid::Uuid::from_bytes(opts.uuid);
-    println!(
+    sayln!(
         "{}{}: ext4, {} MiB, uuid {uuid}, {} inodes used, {} MiB of file data",
         out.display(),
         args.part
