@@ -222,7 +222,7 @@ pub(super) fn check_devices(
                     };
                     // Refused (3), like the other device checks: the
                     // command line parsed, the devices it names do not fit.
-                    bail!("refusing {}: {why}; give each card once", dev.display());
+                    bail!("{why}; give each card once");
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));
