@@ -27,6 +27,7 @@ fn a_card_mounted_under_a_work_directory_is_not_the_system_disk() {
             ),
         )
         .unwrap();
+        let swaps = swaps.clone();
         move |args: &[&str]| {
             nodeimg_env(
                 args,
