@@ -7,7 +7,6 @@ use imagegen::fs::Timestamp;
 use pipeline::base::Quiet;
 use pipeline::board::Board;
 use pipeline::build::{build, BuildRequest, SecretsMode};
-use pipeline::secrets::State;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,9 +43,16 @@ pub struct BuildArgs {
     #[arg(long)]
     pub full_images: bool,
     /// The state file with the cluster's generated secrets (default:
-    /// cluster.state beside the cluster file; created 0600 when missing).
+    /// cluster.state beside the cluster file, created 0600 when missing). A
+    /// path given here must exist unless --init-state. Written only after
+    /// the build succeeded.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Create the --state file when it does not exist (new CA, tokens and
+    /// keys). Without it a missing --state is refused, so a mistyped path in
+    /// CI never starts a new cluster identity.
+    #[arg(long)]
+    pub init_state: bool,
     /// Rebuild everything, and replace an output directory that does not
     /// hold an earlier build.
     #[arg(long)]
@@ -80,12 +86,8 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let (board_name, base, firmware) = super::base::cluster_base(&config)?;
     let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
     let board = Board::resolve(&board_name)?;
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| cluster.default_state_path());
-    let state = State::for_cluster(&state_path, &cluster)
-        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    let mut state = super::stamp::open_state(args.state.as_deref(), args.init_state, &cluster)?;
+    let state_path = state.path().to_path_buf();
     let epoch = imagegen::fs::timestamp::source_date_epoch()?;
     let now = Timestamp::now().context("reading the time")?;
     let secrets = match args.secrets {
@@ -110,6 +112,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         &Quiet,
     )
     .with_context(|| format!("building {}", config.display()))?;
+    // Only a build that succeeded keeps the secrets it generated.
+    state
+        .save()
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);

@@ -43,10 +43,15 @@ pub struct StampArgs {
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     /// The state file holding the cluster's generated secrets (default:
-    /// cluster.state beside the cluster file). Created 0600 when missing;
-    /// never printed.
+    /// cluster.state beside the cluster file, created 0600 when missing). A
+    /// path given here must exist unless --init-state; never printed.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Create the --state file when it does not exist (new CA, tokens and
+    /// keys). Without it a missing --state is refused, so a mistyped path
+    /// never starts a new cluster identity.
+    #[arg(long)]
+    pub init_state: bool,
     /// Replace outputs that exist.
     #[arg(long)]
     pub force: bool,
@@ -133,12 +138,7 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
 
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| cluster.default_state_path());
-    let state = State::for_cluster(&state_path, &cluster)
-        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let shared = Shared::new(&cluster, &state)?;
     let now = Timestamp::now()?;
     let stamper = Stamper::open(&args.base, now)
@@ -162,6 +162,11 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         }
         done.push(s);
     }
+    // Every node is written: now the secrets they hold are kept.
+    drop(shared);
+    state
+        .save()
+        .with_context(|| format!("cluster state {}", state.path().display()))?;
     if let Some(d) = &args.out_dir {
         let known = state.known_hosts(&cluster);
         if !known.is_empty() {
@@ -180,6 +185,31 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster's state with whatever `cluster` needs generated, in memory:
+/// the caller saves it (`State::save`) only once its outputs are written.
+/// An explicit `path` must exist unless `init`; the default path (beside
+/// the cluster file) is created when missing.
+pub fn open_state(path: Option<&Path>, init: bool, cluster: &Cluster) -> Result<State> {
+    let state_path = match path {
+        Some(p) => {
+            if !init && std::fs::symlink_metadata(p).is_err() {
+                bail!(
+                    "--state {}: no such state file; check the path, or give --init-state to start a new one (new CA, tokens and keys)",
+                    p.display()
+                );
+            }
+            p.to_path_buf()
+        }
+        None => cluster.default_state_path(),
+    };
+    let mut state = State::open(&state_path, &cluster.name)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    state
+        .ensure(cluster)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    Ok(state)
 }
 
 /// Writes a file that holds nothing secret (0644), replacing it atomically.
