@@ -89,3 +89,48 @@ fn io(e: &std::io::Error) -> Code {
         _ => Code::Io,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn io_err(kind: io::ErrorKind) -> io::Error {
+        io::Error::new(kind, "x")
+    }
+
+    #[test]
+    fn each_kind_of_failure_has_its_documented_code() {
+        let mismatch = flasher::Error::Mismatch {
+            device: "/dev/sdz".into(),
+            offset: 0,
+            detail: String::new(),
+        };
+        assert_eq!(flasher(&mismatch), Code::Verify);
+        assert_eq!(classify(&anyhow::Error::new(mismatch)), Code::Verify);
+        let device = flasher::Error::Device {
+            device: "/dev/sdz".into(),
+            what: "write",
+            offset: 0,
+            source: io_err(io::ErrorKind::StorageFull),
+        };
+        assert_eq!(flasher(&device), Code::Io);
+        // A source that does not decode is bad input, however it surfaces.
+        let truncated = imagegen::Error::io_context("zstd", io_err(io::ErrorKind::UnexpectedEof));
+        assert_eq!(flasher(&flasher::Error::Image(truncated)), Code::Refused);
+        let corrupt = imagegen::Error::io("a.img.xz", io_err(io::ErrorKind::InvalidData));
+        assert_eq!(classify(&anyhow::Error::new(corrupt)), Code::Refused);
+        let eio = imagegen::Error::io("a.img", io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(classify(&anyhow::Error::new(eio)), Code::Io);
+        let refused = flasher::Error::Refused {
+            device: "/dev/sda".into(),
+            reason: "it is the system disk".into(),
+        };
+        assert_eq!(flasher(&refused), Code::Refused);
+        let rng = pipeline::Error::internal("the OS random generator", "unavailable");
+        assert_eq!(classify(&anyhow::Error::new(rng)), Code::Failure);
+        let usage = crate::cmd::usage::usage("give one of -o, --out-dir and --image");
+        assert_eq!(classify(&usage), Code::Usage);
+        assert_eq!(classify(&anyhow::anyhow!("a check of ours")), Code::Refused);
+    }
+}

@@ -38,7 +38,14 @@ fn a_card_mounted_under_a_work_directory_is_not_the_system_disk() {
             )
         }
     };
-    let dry = ["flash", img, "--device", &card.dev, "--allow-fixed", "--dry-run"];
+    let dry = [
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--dry-run",
+    ];
     // Under /media: unmounted after confirmation (docs/flash.md).
     let out = mounted_at("/media/pi/card")(&dry);
     assert!(out.status.success(), "{}", stderr(&out));

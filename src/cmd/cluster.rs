@@ -113,7 +113,9 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
             }
             outln!(
                 "cluster {} ({}, board {})",
-                info.cluster, info.flavour, info.board
+                info.cluster,
+                info.flavour,
+                info.board
             );
             if let Some(e) = &info.api_endpoint {
                 outln!("api endpoint: {e}");

@@ -1,9 +1,9 @@
 //! `nodeimg completions SHELL` and `nodeimg man`: what a packaged CLI ships.
 
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]

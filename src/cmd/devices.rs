@@ -51,7 +51,12 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     }
     outln!(
         "{:<14} {:>10} {:<9} {:<9} {:<24} {:<28} STATUS",
-        "DEVICE", "SIZE", "TRANSPORT", "REMOVABLE", "MODEL", "MOUNTED"
+        "DEVICE",
+        "SIZE",
+        "TRANSPORT",
+        "REMOVABLE",
+        "MODEL",
+        "MOUNTED"
     );
     for (d, why) in shown {
         let size = human(d.size);
