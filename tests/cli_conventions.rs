@@ -182,9 +182,24 @@ fn a_state_path_must_exist_unless_init_state() {
     refused(&args, &["no such state file", "--init-state"]);
     assert!(!typo.exists() && !dist.exists());
     let mut init = args.to_vec();
-    init.push("--init-state");
+    init.extend(["--init-state", "--secrets", "defer"]);
     ok(&init);
     assert!(typo.exists());
+    // Another cluster's state at flash time names the flag flash takes.
+    let foreign = tmp.path().join("foreign.state");
+    std::fs::write(&foreign, "format = 1\ncluster = \"other\"\n").unwrap();
+    let err = refused(
+        &[
+            "flash",
+            s(&dist),
+            "--device",
+            "/dev/null=node0",
+            "--secrets",
+            s(&foreign),
+        ],
+        &["--secrets", "cluster `other`, not of `demo`"],
+    );
+    assert!(!err.contains("--state"), "{err}");
     // The same for stamp.
     let other = tmp.path().join("other.state");
     refused(
@@ -202,6 +217,25 @@ fn a_state_path_must_exist_unless_init_state() {
         ],
         &["no such state file"],
     );
+    // stamp reads the build's compressed base itself.
+    let delta = tmp.path().join("node0.delta");
+    let out = nodeimg(&[
+        "stamp",
+        "--config",
+        s(&cluster),
+        "--base",
+        s(&dist.join("base.img.zst")),
+        "--node",
+        "node0",
+        "-o",
+        s(&delta),
+        "--state",
+        s(&typo),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("zstd-compressed; decompressing"), "{err}");
+    assert!(delta.exists());
 }
 
 #[test]

@@ -104,7 +104,8 @@ fn load_state(args: &FlashArgs, m: &BuildManifest, dist: &Path) -> Result<Option
     if !path.is_file() {
         bail!("--secrets {}: no such state file", path.display());
     }
-    let state = State::open(path, &m.cluster)?;
+    let state =
+        State::open(path, &m.cluster).with_context(|| format!("--secrets {}", path.display()))?;
     if state.fingerprint() != m.state_fingerprint {
         bail!(
             "--secrets {}: not the state this build was made with (fingerprint differs); refusing",

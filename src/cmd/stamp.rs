@@ -141,7 +141,10 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
     let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let shared = Shared::new(&cluster, &state)?;
     let now = Timestamp::now()?;
-    let stamper = Stamper::open(&args.base, now)
+    // A compressed base (`dist/base.img.zst`) is read through a raw copy
+    // in a temporary directory, removed at exit or on an interrupt.
+    let (base_path, _spool) = raw_base(&args.base)?;
+    let stamper = Stamper::open(&base_path, now)
         .with_context(|| format!("opening base {}", args.base.display()))?;
 
     let mut done = Vec::new();
@@ -185,6 +188,31 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `base` itself when it is a raw image; else its decompressed bytes in a
+/// sparse file of a registered temporary directory (kept alive by the
+/// returned guard).
+fn raw_base(base: &Path) -> Result<(PathBuf, Option<imagegen::sink::PendingDir>)> {
+    use imagegen::source::{Compression, ImageSource};
+    let c = Compression::of_file(base).with_context(|| format!("base {}", base.display()))?;
+    if !c.is_compressed() {
+        return Ok((base.to_path_buf(), None));
+    }
+    notice!(
+        "{}: {c}-compressed; decompressing it to a temporary file (give the raw base to skip this)",
+        base.display()
+    );
+    let spool = imagegen::sink::PendingDir::temp("nodeimg-stamp-")?;
+    let raw = spool.path().join("base.img");
+    imagegen::sink::write_image(
+        ImageSource::open(base)?,
+        &raw,
+        imagegen::sink::OutputFormat::Raw,
+        None,
+    )
+    .with_context(|| format!("decompressing {}", base.display()))?;
+    Ok((raw, Some(spool)))
 }
 
 /// The cluster's state with whatever `cluster` needs generated, in memory:

@@ -171,7 +171,7 @@ impl State {
                     return Err(Error::refused(
                         path.display().to_string(),
                         format!(
-                            "the state of cluster `{}`, not of `{cluster_name}`; give --state for this cluster's",
+                            "the state of cluster `{}`, not of `{cluster_name}`; give this cluster's state file",
                             data.cluster
                         ),
                     ));
