@@ -358,3 +358,53 @@ fn man_writes_a_page_per_subcommand() {
         assert!(pages.contains(&format!("nodeimg-{sub}.1")));
     }
 }
+
+#[test]
+fn a_card_flashed_from_a_deferred_build_verifies_with_its_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = demo(tmp.path(), None);
+    let dist = tmp.path().join("dist");
+    let state = tmp.path().join("demo/cluster.state");
+    ok(&[
+        "-q",
+        "build",
+        "--config",
+        s(&cluster),
+        "--out",
+        s(&dist),
+        "--secrets",
+        "defer",
+    ]);
+    let card = flash_support::Loop::over_new_file(tmp.path(), "card", 300 << 20, 0, 0);
+    let target = format!("{}=node0", card.dev);
+    ok(&[
+        "flash",
+        s(&dist),
+        "--device",
+        &target,
+        "--secrets",
+        s(&state),
+        "--allow-fixed",
+        "--yes",
+    ]);
+    // The card, secrets and all, is what the build says node0 is.
+    let out = nodeimg(&["verify", s(&dist), "--device", &target, "--secrets", s(&state)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the state the secrets cannot be compared: refused, not failed.
+    refused(&["verify", s(&dist), "--device", &target], &["--secrets"]);
+    // A directory needs to know the node.
+    refused(&["verify", s(&dist), "--device", &card.dev], &["DEV=NODE"]);
+    // As another node, or after a byte changed: verification failed (4).
+    fails_with(
+        4,
+        &[
+            "verify",
+            s(&dist),
+            "--device",
+            &format!("{}=node1", card.dev),
+            "--secrets",
+            s(&state),
+        ],
+        &["verification failed"],
+    );
+}

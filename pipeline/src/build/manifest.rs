@@ -62,6 +62,11 @@ pub struct BuildManifest {
     pub flavour: String,
     pub board: String,
     pub source_date_epoch: Option<i64>,
+    /// Without `source_date_epoch`, in a deferred build: the time (seconds)
+    /// the build stamped its nodes, which `flash` also gives the secret
+    /// files it writes, so a card can be verified against the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamped_at: Option<i64>,
     pub secrets: SecretsMode,
     pub full_images: bool,
     pub state_fingerprint: String,

@@ -282,6 +282,8 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         flavour: cluster.flavour.to_string(),
         board: req.board.name.clone(),
         source_date_epoch: req.epoch,
+        stamped_at: (matches!(req.secrets, SecretsMode::Defer) && req.epoch.is_none())
+            .then_some(req.now.secs),
         secrets: req.secrets,
         full_images: req.full_images,
         state_fingerprint: state.fingerprint(),
