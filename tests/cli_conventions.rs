@@ -162,6 +162,10 @@ fn quiet_build_prints_nothing_and_a_failed_build_writes_no_state() {
         "-q prints errors only"
     );
     assert!(state.exists());
+    // Without -q: a summary, and `--out dist/` never shows as `dist//`.
+    let slash = format!("{}/", s(&dist));
+    let text = ok(&["build", "--config", s(&cluster), "--out", &slash]);
+    assert!(text.contains("base unchanged") && !text.contains("//"), "{text}");
 }
 
 #[test]

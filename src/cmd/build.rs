@@ -120,7 +120,12 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let out = args.out.display();
+    // `--out dist/` is shown as `dist`, so the paths below read `dist/…`.
+    let out = args.out.display().to_string();
+    let out = match out.trim_end_matches('/') {
+        "" => "/",
+        t => t,
+    };
     sayln!(
         "built {} ({} nodes) in {out}/: base {}, {} stamped, {} unchanged",
         cluster.name,
