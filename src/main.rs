@@ -7,6 +7,7 @@
 mod out;
 mod cmd;
 mod exit;
+mod progress;
 mod signals;
 
 use clap::Parser;
@@ -46,10 +47,15 @@ fn main() -> ExitCode {
         _ => tracing_subscriber::filter::LevelFilter::TRACE,
     };
     out::set_quiet(cli.quiet);
+    out::set_verbose(cli.verbose > 0);
     tracing_subscriber::fmt()
+        // A stage's span (`base`, `build`, `stamp`, `flash`) logs its total
+        // time when it closes.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .without_time()
+        // Seconds since start, and (for spans) busy/idle times.
+        .with_timer(tracing_subscriber::fmt::time::Uptime::default())
         .init();
     if let Err(err) = signals::install() {
         eprintln!("nodeimg: error: cannot handle signals: {err}");

@@ -165,7 +165,21 @@ fn quiet_build_prints_nothing_and_a_failed_build_writes_no_state() {
     // Without -q: a summary, and `--out dist/` never shows as `dist//`.
     let slash = format!("{}/", s(&dist));
     let text = ok(&["build", "--config", s(&cluster), "--out", &slash]);
-    assert!(text.contains("base unchanged") && !text.contains("//"), "{text}");
+    assert!(
+        text.contains("base unchanged") && !text.contains("//"),
+        "{text}"
+    );
+    // -v: each step with its time, and the stage's total.
+    let out = nodeimg(&["-v", "build", "--config", s(&cluster), "--out", s(&dist)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for want in [
+        "step done step=hashing the base's inputs secs=",
+        "step done step=hashing the artefacts secs=",
+        "build: nodeimg::cmd::build: close time.busy=",
+    ] {
+        assert!(err.contains(want), "-v lacks {want:?}: {err}");
+    }
 }
 
 #[test]
@@ -392,8 +406,19 @@ fn a_card_flashed_from_a_deferred_build_verifies_with_its_secrets() {
         "--yes",
     ]);
     // The card, secrets and all, is what the build says node0 is.
-    let out = nodeimg(&["verify", s(&dist), "--device", &target, "--secrets", s(&state)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nodeimg(&[
+        "verify",
+        s(&dist),
+        "--device",
+        &target,
+        "--secrets",
+        s(&state),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the state the secrets cannot be compared: refused, not failed.
     refused(&["verify", s(&dist), "--device", &target], &["--secrets"]);
     // A directory needs to know the node.

@@ -54,6 +54,7 @@ fn stamp_all(cluster: &Path, base: &Path, state: &Path, out: &Path) -> (String, 
         out.to_str().unwrap(),
         "--state",
         state.to_str().unwrap(),
+        "--init-state",
         "--json",
     ]);
     let stdout = ok(&o);
@@ -540,6 +541,7 @@ fn kubeadm_cluster_on_rpios() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     assert!(fs::read(&img).unwrap() == fs::read(t.join("node0.img")).unwrap());
     assert_eq!(
@@ -559,6 +561,7 @@ fn kubeadm_cluster_on_rpios() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));

@@ -5,13 +5,11 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use imagegen::fs::Timestamp;
-use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
-use pipeline::base::{build_base, BaseRequest, Progress, ProvisionHook};
+use pipeline::base::{build_base, BaseRequest, ProvisionHook};
 use pipeline::board::Board;
 use pipeline::provision::{self, Provision};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -140,7 +138,8 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         .context("no board: give --board rpi5|odroid-c4|PATH or [cluster] board in --config")?;
     let board = Board::resolve(&board_name)?;
     let now = Timestamp::now().context("reading the time")?;
-    let bar = Bars::new(!args.json && std::io::stderr().is_terminal());
+    let _stage = tracing::info_span!("base").entered();
+    let bar = crate::progress::Steps::new(args.json);
     let req = BaseRequest {
         board,
         spec,
@@ -307,68 +306,4 @@ pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, Fir
         }
     });
     Ok((board, base, fw))
-}
-
-/// Progress bars on stderr when it is a terminal.
-struct Bars {
-    bar: Option<ProgressBar>,
-}
-
-impl Bars {
-    fn new(show: bool) -> Bars {
-        Bars {
-            bar: show.then(|| {
-                let b = ProgressBar::new_spinner();
-                b.enable_steady_tick(std::time::Duration::from_millis(120));
-                b
-            }),
-        }
-    }
-    fn done(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Bars {
-    fn step_total(&self, what: &str, total: Option<u64>) {
-        let Some(b) = &self.bar else { return };
-        b.set_position(0);
-        b.set_message(what.to_string());
-        match total {
-            Some(t) => {
-                b.set_length(t);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-            }
-            None => {
-                b.unset_length();
-                b.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-            }
-        }
-    }
-    fn advance(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-    fn position(&self, done: u64, total: Option<u64>) {
-        if let Some(b) = &self.bar {
-            if let Some(t) = total {
-                if b.length() != Some(t) {
-                    b.set_length(t);
-                }
-            }
-            b.set_position(done);
-        }
-    }
 }

@@ -4,7 +4,6 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use imagegen::fs::Timestamp;
-use pipeline::base::Quiet;
 use pipeline::board::Board;
 use pipeline::build::{build, BuildRequest, SecretsMode};
 use std::path::PathBuf;
@@ -82,6 +81,8 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         config.display(),
         args.out.display()
     ));
+    let _stage = tracing::info_span!("build").entered();
+    let steps = crate::progress::Steps::new(args.json);
     let cluster = super::stamp::load_cluster(&config)?;
     let (board_name, base, firmware) = super::base::cluster_base(&config)?;
     let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
@@ -109,9 +110,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             now,
             epoch,
         },
-        &Quiet,
+        &steps,
     )
     .with_context(|| format!("building {}", config.display()))?;
+    steps.done();
     // Only a build that succeeded keeps the secrets it generated.
     state
         .save()

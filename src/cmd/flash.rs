@@ -293,6 +293,8 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         return super::flash_dist::run(args);
     }
     crate::signals::doing(format!("flashing {}", args.source.display()));
+    let _stage = tracing::info_span!("flash").entered();
+    let t0 = std::time::Instant::now();
     if args.node.is_some() || args.secrets.is_some() {
         bail!("--node and --secrets go with a `nodeimg build` output directory as SOURCE");
     }
@@ -376,6 +378,8 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(names.clone()))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(Silent)
     } else {
         Box::new(Bars::new(names.clone()))
     };
@@ -383,6 +387,10 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     crate::signals::cooperate(
         cancel,
         "the cards hold part of the image; the partition table was not written",
+    );
+    tracing::info!(
+        secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+        "planned; writing"
     );
     let (reports, read) = flasher::writer::write_all(
         prepared.source,

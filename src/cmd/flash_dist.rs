@@ -157,8 +157,14 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
         "flashing {}: unpacking the base before any card was opened",
         dist.display()
     ));
+    let _stage = tracing::info_span!("flash").entered();
+    let t0 = std::time::Instant::now();
     let nodes: Vec<&str> = cards.iter().map(|c| c.node.as_str()).collect();
     let spool = unpack(&dist, &m, &nodes, state.as_ref(), &bmap)?;
+    tracing::info!(
+        secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+        "unpacked the base and planned every card; writing"
+    );
     let mut writes = Vec::new();
     for ((source, plan, changed), d) in spool.cards.into_iter().zip(&disks) {
         let target: Arc<dyn Target> = Arc::new(super::flash::open_target(d)?);
@@ -188,6 +194,8 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(names))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(flasher::progress::Silent)
     } else {
         Box::new(Bars::new(names))
     };

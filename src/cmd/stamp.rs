@@ -94,6 +94,7 @@ pub fn load_cluster(path: &Path) -> Result<Cluster> {
 
 pub fn run(args: StampArgs) -> Result<ExitCode> {
     crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
+    let _stage = tracing::info_span!("stamp").entered();
     let cluster = load_cluster(&args.config)?;
     let nodes: Vec<&pipeline::cluster::Node> = match &args.node {
         Some(name) => {
@@ -149,9 +150,15 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
 
     let mut done = Vec::new();
     for (node, out) in nodes.iter().zip(&outputs) {
+        let t0 = std::time::Instant::now();
         let s = stamper
             .stamp(&cluster, node, &state, &shared, out, args.force)
             .with_context(|| format!("stamping {}", node.hostname))?;
+        tracing::info!(
+            node = %s.node,
+            secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+            "stamped"
+        );
         if !args.json {
             sayln!(
                 "{} ({}): {} {} — {} changed, {} operations",

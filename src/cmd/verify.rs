@@ -71,7 +71,9 @@ fn run_dist(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     use pipeline::build::manifest::BuildManifest;
     let dist = &args.source;
     if args.delta.is_some() || args.bmap.is_some() {
-        anyhow::bail!("--delta and --bmap go with an image as SOURCE; a build directory names its own");
+        anyhow::bail!(
+            "--delta and --bmap go with an image as SOURCE; a build directory names its own"
+        );
     }
     let m = BuildManifest::load(&dist.join(pipeline::build::MANIFEST))?;
     let text = args.device.to_string_lossy();
@@ -99,7 +101,9 @@ fn run_dist(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     super::flash_dist::check_sums(dist, &files)?;
     let bmap = flasher::bmap::Bmap::load(&dist.join(&m.base.bmap))?;
-    crate::signals::doing(format!("verifying {dev} as node {node}: unpacking the base"));
+    crate::signals::doing(format!(
+        "verifying {dev} as node {node}: unpacking the base"
+    ));
     let mut spool = super::flash_dist::unpack(dist, &m, &[node], state.as_ref(), &bmap)?;
     let (source, plan, changed) = spool.cards.remove(0);
     let checks = flasher::bmap::RangeVerifier::new(&bmap, &changed);
@@ -145,6 +149,8 @@ fn compare(
     let hashes = read.hashes;
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(vec![name.clone()]))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(flasher::progress::Silent)
     } else {
         Box::new(Bars::new(vec![name.clone()]))
     };
