@@ -9,7 +9,6 @@ use pipeline::base::spec::{BaseSpec, FirmwareSpec};
 use pipeline::base::{build_base, BaseRequest, ProvisionHook};
 use pipeline::board::Board;
 use pipeline::provision::{self, Provision};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -250,60 +249,10 @@ fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<(
     Ok(())
 }
 
-/// Reads `[cluster] board`, `[base]` and `[firmware]` of a cluster file,
-/// resolving relative paths against the file's directory. Kept on its own:
-/// the full cluster-file parser (`pipeline::cluster`) replaces it.
+/// `[cluster] board`, `[base]` and `[firmware]` of a cluster file, read by
+/// the one cluster-file parser (`pipeline::cluster`), paths resolved there.
 pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
-    #[derive(serde::Deserialize)]
-    struct Cluster {
-        board: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct File {
-        cluster: Option<Cluster>,
-        #[serde(default)]
-        base: BaseSpec,
-        #[serde(default)]
-        firmware: FirmwareSpec,
-        #[serde(flatten)]
-        _rest: BTreeMap<String, toml::Value>,
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let f: File = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
-        pipeline::Error::config(path, line, "cluster file", e.message())
-    })?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let rel = |p: &str| -> String {
-        if pipeline::base::fetch::is_url(p) || Path::new(p).is_absolute() {
-            p.to_string()
-        } else {
-            dir.join(p).display().to_string()
-        }
-    };
-    let mut base = f.base;
-    let mut fw = f.firmware;
-    base.source = base.source.as_deref().map(rel);
-    if let Some(s) = &base.sha256 {
-        if s.len() != 64 {
-            base.sha256 = Some(rel(s));
-        }
-    }
-    let relp = |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
-    base.overlay = relp(&base.overlay);
-    base.owner_map = relp(&base.owner_map);
-    fw.boot_files = relp(&fw.boot_files);
-    fw.towboot = fw.towboot.as_deref().map(rel);
-    let board = f.cluster.and_then(|c| c.board).map(|b| {
-        if b.contains('/') || b.ends_with(".toml") {
-            rel(&b)
-        } else {
-            b
-        }
-    });
-    Ok((board, base, fw))
+    let cluster = super::stamp::load_cluster(path)?;
+    let (base, fw) = cluster.base_specs();
+    Ok((Some(cluster.board_ref()), base, fw))
 }

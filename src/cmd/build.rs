@@ -84,9 +84,8 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let _stage = tracing::info_span!("build").entered();
     let steps = crate::progress::Steps::new(args.json);
     let cluster = super::stamp::load_cluster(&config)?;
-    let (board_name, base, firmware) = super::base::cluster_base(&config)?;
-    let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
-    let board = Board::resolve(&board_name)?;
+    let (base, firmware) = cluster.base_specs();
+    let board = Board::resolve(&cluster.board_ref())?;
     let mut state = super::stamp::open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let state_path = state.path().to_path_buf();
     let epoch = imagegen::fs::timestamp::source_date_epoch()?;
