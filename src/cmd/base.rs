@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 /// Build a base image for a board, once, from an upstream OS image or a root tree.
 ///
-/// Flags override the [base] and [firmware] tables of --config. Runs without
+/// Flags override the `[base]` and `[firmware]` tables of --config. Runs without
 /// root and without mounts, except --provision (Linux, root, aarch64 binfmt).
 #[derive(Debug, Args)]
 pub struct BaseArgs {
@@ -93,7 +93,7 @@ pub struct BaseArgs {
     pub locale: Option<String>,
     /// Run SCRIPT as root inside the image's root filesystem (a chroot; aarch64
     /// programs through binfmt_misc) after the customisations; repeatable, in
-    /// order; added after [base] provision. Linux and root only. Output goes
+    /// order; added after `[base]` provision. Linux and root only. Output goes
     /// to OUT.provision.log.
     #[arg(long, value_name = "SCRIPT")]
     pub provision: Vec<PathBuf>,

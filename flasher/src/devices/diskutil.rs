@@ -47,7 +47,7 @@ pub struct Listing {
     /// (whole-disk identifier, mounts on it).
     pub disks: Vec<(String, Vec<Mount>)>,
     /// APFS containers (synthesized disks) and the partitions they live on:
-    /// (`disk3`, [`disk0s2`]). Never targets themselves.
+    /// (`disk3`, `disk0s2`). Never targets themselves.
     pub containers: Vec<(String, Vec<String>)>,
 }
 

@@ -4,7 +4,7 @@
 //! entries). It trusts what it reads, so everything it will follow is
 //! checked by our own code first: the boot sector ([`bpb`]), and on every
 //! operation the cluster chains of the directories along the path and of
-//! the file or tree being read, replaced or removed ([`dir`], [`table`]).
+//! the file or tree being read, replaced or removed (`dir`, `table`).
 //! With those checks a hostile image yields [`Error::Corrupt`], not a
 //! panic or an endless loop inside `fatfs`.
 //!
