@@ -3,6 +3,8 @@
 //! Each subcommand lives in its own module under `cmd/`; this file only parses
 //! the command line and reports errors as one line on stderr.
 
+#![forbid(unsafe_code)]
+
 #[macro_use]
 mod out;
 mod cmd;
