@@ -173,7 +173,8 @@ impl Cluster {
                 dir.join(p).display().to_string()
             }
         };
-        let relp = |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
+        let relp =
+            |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
         let mut base = self.base.clone();
         let mut fw = self.firmware.clone();
         base.source = base.source.as_deref().map(rel);
