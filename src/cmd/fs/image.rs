@@ -110,8 +110,12 @@ pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<OpenFs> {
     }?;
     let disk: Arc<dyn BlockDevice> = Arc::new(file);
     let dev = select(disk, args.part).map_err(|e| in_image(e, path))?;
-    let fs = imagegen::fs::OpenOptions::from_env(writable)
-        .and_then(|opts| imagegen::fs::open(dev, opts))
-        .map_err(|e| in_image(e, path))?;
+    // The command line's one time source: SOURCE_DATE_EPOCH or the clock.
+    let opts = if writable {
+        imagegen::fs::OpenOptions::writable(imagegen::fs::Timestamp::now()?)
+    } else {
+        imagegen::fs::OpenOptions::read_only()
+    };
+    let fs = imagegen::fs::open(dev, opts).map_err(|e| in_image(e, path))?;
     Ok(OpenFs { fs, _lock: lock })
 }

@@ -141,10 +141,17 @@ fn join(parts: &[&str]) -> String {
 
 impl FatFs {
     /// Opens the FAT volume that fills `dev`; changes are stamped with
-    /// `SOURCE_DATE_EPOCH` or the clock, read once here
-    /// ([`OpenOptions::from_env`](crate::fs::OpenOptions::from_env)).
-    pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<FatFs> {
-        Self::open_with(dev, crate::fs::OpenOptions::from_env(writable)?)
+    /// `now` (the caller's one time source: nothing below the command line
+    /// reads a clock).
+    pub fn open(dev: Arc<dyn BlockDevice>, writable: bool, now: Timestamp) -> Result<FatFs> {
+        Self::open_with(
+            dev,
+            crate::fs::OpenOptions {
+                writable,
+                now,
+                scrub: false,
+            },
+        )
     }
 
     /// Opens with explicit options: whether changes are allowed and the
