@@ -395,6 +395,22 @@ fn a_card_flashed_from_a_deferred_build_verifies_with_its_secrets() {
     ]);
     let card = flash_support::Loop::over_new_file(tmp.path(), "card", 300 << 20, 0, 0);
     let target = format!("{}=node0", card.dev);
+    // The plan, as JSON with --json.
+    let plan = ok(&[
+        "flash",
+        s(&dist),
+        "--device",
+        &target,
+        "--secrets",
+        s(&state),
+        "--allow-fixed",
+        "--dry-run",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(plan.trim()).expect("one JSON line");
+    assert_eq!(v["event"], "dry_run", "{plan}");
+    assert_eq!(v["cards"][0]["node"], "node0", "{plan}");
+    assert_eq!(v["cards"][0]["secrets"], "nodes/node0.secrets", "{plan}");
     ok(&[
         "flash",
         s(&dist),

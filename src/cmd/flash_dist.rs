@@ -140,12 +140,45 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let paths: Vec<PathBuf> = cards.iter().map(|c| c.device.clone()).collect();
     let disks = super::flash::check_devices(&args, &paths, size)?;
     if args.dry_run {
+        if args.json {
+            let plan: Vec<_> = cards
+                .iter()
+                .zip(&disks)
+                .map(|(c, d)| {
+                    let n = m.node(&c.node);
+                    json!({
+                        "device": d.path,
+                        "size": d.size,
+                        "node": c.node,
+                        "artefact": n.map(|n| n.artefact.as_str()),
+                        "secrets": n.and_then(|n| n.secrets.as_deref()).filter(|_| state.is_some()),
+                    })
+                })
+                .collect();
+            JsonLines::emit(&json!({
+                "event": "dry_run",
+                "source": dist,
+                "image_size": size,
+                "base": m.base.image,
+                "bmap": m.base.bmap,
+                "cards": plan,
+            }));
+            return Ok(ExitCode::SUCCESS);
+        }
         for (c, d) in cards.iter().zip(&disks) {
+            let n = m.node(&c.node);
             outln!(
-                "would write {} ({}) as node {}",
+                "would write {} ({}) as node {}: {} + {}{}, ranges from {}",
                 d.path,
                 human(d.size),
-                c.node
+                c.node,
+                m.base.image,
+                n.map_or("?", |n| n.artefact.as_str()),
+                match (n.and_then(|n| n.secrets.as_deref()), &state) {
+                    (Some(s), Some(_)) => format!(" + {s} (opened with --secrets)"),
+                    _ => String::new(),
+                },
+                m.base.bmap
             );
         }
         sayln!("dry run: nothing was opened for writing");
