@@ -8,6 +8,7 @@ use imagegen::fs::Timestamp;
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
 use pipeline::base::{build_base, BaseRequest, ProvisionHook};
 use pipeline::board::Board;
+use pipeline::cluster::Cluster;
 use pipeline::provision::{self, Provision};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -252,7 +253,8 @@ fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<(
 /// `[cluster] board`, `[base]` and `[firmware]` of a cluster file, read by
 /// the one cluster-file parser (`pipeline::cluster`), paths resolved there.
 pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
-    let cluster = super::stamp::load_cluster(path)?;
+    // Nodes are not the base's business: a file without [[node]] will do.
+    let cluster = super::stamp::report_problems(path, Cluster::load_base(path))?;
     let (base, fw) = cluster.base_specs();
     Ok((Some(cluster.board_ref()), base, fw))
 }

@@ -75,7 +75,13 @@ struct Summary<'a> {
 /// Loads and validates a cluster file; every problem goes to stderr on its
 /// own line before the one-line error.
 pub fn load_cluster(path: &Path) -> Result<Cluster> {
-    match Cluster::load(path) {
+    report_problems(path, Cluster::load(path))
+}
+
+/// Prints each problem of an invalid cluster file on its own line and
+/// returns the one-line summary error.
+pub fn report_problems(path: &Path, loaded: pipeline::Result<Cluster>) -> Result<Cluster> {
+    match loaded {
         Ok(c) => Ok(c),
         Err(pipeline::Error::Invalid { file, problems }) => {
             for line in pipeline::error::problem_lines(&file, &problems) {

@@ -147,6 +147,13 @@ impl Cluster {
         Cluster::parse(path, &text)
     }
 
+    /// Loads a cluster file for the base stage alone: like [`Cluster::load`],
+    /// but a file without `[[node]]` is accepted.
+    pub fn load_base(path: &Path) -> Result<Cluster> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        validate::validate_with(path, &text, false)
+    }
+
     /// Validates `text` as the cluster file `path` (relative paths inside
     /// it are resolved against `path`'s directory).
     pub fn parse(path: &Path, text: &str) -> Result<Cluster> {
