@@ -325,7 +325,13 @@ fn nixos_with_towboot_matches_the_seed_dd() {
         .iter()
         .find(|p| p["type"] == "f8")
         .expect("0xF8 entry");
-    assert_eq!(f8["start"], 1);
+    // Tow-Boot's region, read from the archive's own table: 8192 sectors
+    // from sector 1 (modules/hardware/amlogic/default.nix: offset 512,
+    // length 4 MiB).
+    assert_eq!(
+        (f8["start"].as_u64(), f8["size"].as_u64()),
+        (Some(1), Some(8192))
+    );
     // Same number (the device-name suffix), start, size, type and flags.
     let key = |p: &serde_json::Value, img: &Path| {
         let mut p = p.clone();
@@ -340,11 +346,17 @@ fn nixos_with_towboot_matches_the_seed_dd() {
             "OS partition {p} kept"
         );
     }
-    // Partition contents unchanged.
+    // Partition contents unchanged, and clean for the independent checkers.
     for n in 1..=2 {
         let a = part_file(&src, n, &dir.path().join("x"));
         let b = part_file(&out, n, dir.path());
         tool("cmp", &[a.to_str().unwrap(), b.to_str().unwrap()]);
+    }
+    fat_clean(&part_file(&out, 1, dir.path()));
+    e2fsck_clean(&part_file(&out, 2, dir.path()));
+    // Every OS partition starts after the firmware region.
+    for p in parts.iter().filter(|p| p["type"] != "f8") {
+        assert!(p["start"].as_u64().unwrap() >= 8193, "{p}");
     }
     // A raw .bin gives the same firmware bytes.
     let bin = tool(
@@ -374,6 +386,91 @@ fn nixos_with_towboot_matches_the_seed_dd() {
             out2.to_str().unwrap(),
         ],
     );
+}
+
+/// Tow-Boot's binaries are told apart by name: the card variants (noenv,
+/// mmcboot) are written, the SPI variant, other variants and the installer
+/// images are refused by name; damaged inputs are refused.
+#[test]
+fn towboot_variants_are_taken_or_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = os_support::nixos();
+    let arch = os_support::towboot_archive();
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    tool(
+        "tar",
+        &["-xJf", arch.to_str().unwrap(), "-C", x.to_str().unwrap()],
+    );
+    let top = x.join("odroid-C4-2023.07-007");
+    let shared = top.join("shared.disk-image.img");
+    let noenv = top.join("binaries/Tow-Boot.noenv.bin");
+    let base = |fw: &Path, out: &Path| -> Vec<String> {
+        [
+            "base",
+            "--board",
+            "odroid-c4",
+            "--from",
+            src.to_str().unwrap(),
+            "--towboot",
+            fw.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run_ok = |fw: &Path, out: &Path| {
+        let a = base(fw, out);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    let run_refused = |fw: &Path, needle: &str| {
+        let out = dir.path().join("refused.img");
+        let a = base(fw, &out);
+        refused(
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            &out,
+            needle,
+        );
+    };
+    // The archive and binaries/Tow-Boot.noenv.bin give the same card.
+    let from_arch = dir.path().join("arch.img");
+    run_ok(&arch, &from_arch);
+    let from_bin = dir.path().join("bin.img");
+    run_ok(&noenv, &from_bin);
+    tool(
+        "cmp",
+        &[from_arch.to_str().unwrap(), from_bin.to_str().unwrap()],
+    );
+    // Variants Tow-Boot ships that do not go onto the card, by name.
+    let spi = dir.path().join("Tow-Boot.spi.bin");
+    std::fs::copy(&noenv, &spi).unwrap();
+    run_refused(&spi, "SPI flash variant");
+    let other = dir.path().join("Tow-Boot.boot-installer.bin");
+    std::fs::copy(&noenv, &other).unwrap();
+    run_refused(&other, "\"boot-installer\" variant");
+    let inst = dir.path().join("spi.installer.img");
+    std::fs::copy(&shared, &inst).unwrap();
+    run_refused(&inst, "installer images");
+    // An mmcboot binary without its 512 zero bytes.
+    let mut bad = std::fs::read(top.join("binaries/Tow-Boot.mmcboot.bin")).unwrap();
+    bad[7] = 1;
+    let badp = dir.path().join("Tow-Boot.mmcboot.bin");
+    std::fs::write(&badp, &bad).unwrap();
+    run_refused(&badp, "512 zero bytes");
+    // A disk image with data after its firmware partition, and one whose
+    // firmware partition does not start at sector 1.
+    let mut img = std::fs::read(&shared).unwrap();
+    let end = (4 << 20) + 512;
+    img[end + 100] = 0x5a;
+    let damaged = dir.path().join("shared.disk-image.img");
+    std::fs::write(&damaged, &img).unwrap();
+    run_refused(&damaged, &format!("holds data at byte {}", end + 100));
+    let mut img = std::fs::read(&shared).unwrap();
+    img[446 + 8] = 2;
+    std::fs::write(&damaged, &img).unwrap();
+    run_refused(&damaged, "firmware partition at byte 1024");
 }
 
 #[test]

@@ -14,8 +14,15 @@ use std::process::{Command, Output, Stdio};
 const EPOCH: &str = "1767225600";
 
 fn nodeimg(args: &[&str]) -> Output {
+    // The fixture bases hold no kubeadm or k3s: the tool check (tested in
+    // tests/stamp.rs, tool_check_*) is turned off here.
+    let check_off: &[&str] = match args.first() {
+        Some(&"build") | Some(&"stamp") => &["--no-tool-check"],
+        _ => &[],
+    };
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
+        .args(check_off)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .stdin(Stdio::null())
         .output()
@@ -586,4 +593,90 @@ fn odroid_nixos_k3s_builds() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Runs `nodeimg build --json` and returns its outcome.
+fn build_json(cluster: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["build", s(cluster), "--out", s(out), "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&nodeimg(&args))).unwrap()
+}
+
+/// Incremental builds read metadata, not the inputs: an unchanged input is
+/// not read again, any edit is seen (one keeping size and mtime too: ctime),
+/// `--rehash` reads everything, and a kept raw base that was touched is not
+/// used. Every build's artefacts equal a fresh build's.
+#[test]
+fn incremental_build_trusts_only_unchanged_file_status() {
+    let t = tempfile::tempdir().unwrap();
+    let cluster = demo(t.path());
+    let raw = cluster.with_file_name("rpios-demo.img");
+    unzstd(&cluster.with_file_name("rpios-demo.img.zst"), &raw);
+    let text = fs::read_to_string(&cluster)
+        .unwrap()
+        .replace("rpios-demo.img.zst", "rpios-demo.img");
+    fs::write(&cluster, text).unwrap();
+    let src_size = fs::metadata(&raw).unwrap().len();
+    // Inputs hashed less than 3 s after their last change are hashed again
+    // next time (racy entries): let the source settle first.
+    std::thread::sleep(std::time::Duration::from_millis(3300));
+    let a = t.path().join("a");
+    let first = build_json(&cluster, &a, &[]);
+    assert_eq!(first["base_rebuilt"], true);
+    assert!(first["input_bytes_hashed"].as_u64().unwrap() >= src_size);
+    let before = snapshot(&a);
+
+    // Nothing changed: the source is not read, nothing rebuilt, same bytes.
+    let again = build_json(&cluster, &a, &[]);
+    assert_eq!(again["base_rebuilt"], false);
+    assert!(again["input_bytes_hashed"].as_u64().unwrap() < src_size);
+    assert_eq!(again["stamped"].as_array().unwrap().len(), 0);
+    assert_eq!(snapshot(&a), before);
+    sha256sum_c(&a);
+
+    // --rehash reads every input again and finds the same.
+    let re = build_json(&cluster, &a, &["--rehash"]);
+    assert!(re["input_bytes_hashed"].as_u64().unwrap() >= src_size);
+    assert_eq!(re["base_rebuilt"], false);
+    assert_eq!(snapshot(&a), before);
+
+    // The kept raw base damaged (its root superblock zeroed): its status
+    // changed, so it is not used; a node added is stamped over the real base.
+    let kept = t.path().join(".a.cache/base.img");
+    assert!(kept.is_file(), "no raw base kept beside the output");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&kept).unwrap();
+        let root = part_offset(s(&kept), 1);
+        f.write_all_at(&[0u8; 4096], root).unwrap();
+    }
+    let mut text = fs::read_to_string(&cluster).unwrap();
+    text.push_str("\n[[node]]\nhostname = \"node2\"\n");
+    fs::write(&cluster, text).unwrap();
+    let more = build_json(&cluster, &a, &[]);
+    assert_eq!(more["base_rebuilt"], false);
+    assert_eq!(more["stamped"], serde_json::json!(["node2"]));
+    let fresh = t.path().join("fresh");
+    build_json(&cluster, &fresh, &[]);
+    assert_eq!(snapshot(&a), snapshot(&fresh), "differs from a fresh build");
+    sha256sum_c(&a);
+
+    // The source edited in place keeping its size, its mtime put back: only
+    // the ctime tells, and the base is built again from the new bytes.
+    let mtime = fs::metadata(&raw).unwrap().modified().unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        f.write_all_at(b"nodeimg", src_size - 4096).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(fs::metadata(&raw).unwrap().len(), src_size);
+    assert_eq!(fs::metadata(&raw).unwrap().modified().unwrap(), mtime);
+    let edited = build_json(&cluster, &a, &[]);
+    assert_eq!(edited["base_rebuilt"], true, "a stale base was reused");
+    assert_ne!(
+        edited["manifest"]["base"]["key"],
+        more["manifest"]["base"]["key"]
+    );
+    sha256sum_c(&a);
 }

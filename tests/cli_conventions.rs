@@ -141,7 +141,14 @@ fn quiet_build_prints_nothing_and_a_failed_build_writes_no_state() {
     let dist = tmp.path().join("dist");
     let err = fails_with(
         5,
-        &["build", "--config", s(&cluster), "--out", s(&dist)],
+        &[
+            "build",
+            "--no-tool-check",
+            "--config",
+            s(&cluster),
+            "--out",
+            s(&dist),
+        ],
         &["rpios-demo.img.zst"],
     );
     assert!(!state.exists(), "a failed build wrote {state:?}: {err}");
@@ -150,7 +157,15 @@ fn quiet_build_prints_nothing_and_a_failed_build_writes_no_state() {
         tmp.path().join("demo/rpios-demo.img.zst"),
     )
     .unwrap();
-    let out = nodeimg(&["-q", "build", "--config", s(&cluster), "--out", s(&dist)]);
+    let out = nodeimg(&[
+        "-q",
+        "build",
+        "--no-tool-check",
+        "--config",
+        s(&cluster),
+        "--out",
+        s(&dist),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -164,13 +179,28 @@ fn quiet_build_prints_nothing_and_a_failed_build_writes_no_state() {
     assert!(state.exists());
     // Without -q: a summary, and `--out dist/` never shows as `dist//`.
     let slash = format!("{}/", s(&dist));
-    let text = ok(&["build", "--config", s(&cluster), "--out", &slash]);
+    let text = ok(&[
+        "build",
+        "--no-tool-check",
+        "--config",
+        s(&cluster),
+        "--out",
+        &slash,
+    ]);
     assert!(
         text.contains("base unchanged") && !text.contains("//"),
         "{text}"
     );
     // -v: each step with its time, and the stage's total.
-    let out = nodeimg(&["-v", "build", "--config", s(&cluster), "--out", s(&dist)]);
+    let out = nodeimg(&[
+        "-v",
+        "build",
+        "--no-tool-check",
+        "--config",
+        s(&cluster),
+        "--out",
+        s(&dist),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     for want in [
@@ -190,6 +220,7 @@ fn a_state_path_must_exist_unless_init_state() {
     let dist = tmp.path().join("dist");
     let args = [
         "build",
+        "--no-tool-check",
         "--config",
         s(&cluster),
         "--out",
@@ -223,6 +254,7 @@ fn a_state_path_must_exist_unless_init_state() {
     refused(
         &[
             "stamp",
+            "--no-tool-check",
             "--config",
             s(&cluster),
             "--base",
@@ -239,6 +271,7 @@ fn a_state_path_must_exist_unless_init_state() {
     let delta = tmp.path().join("node0.delta");
     let out = nodeimg(&[
         "stamp",
+        "--no-tool-check",
         "--config",
         s(&cluster),
         "--base",
@@ -261,7 +294,14 @@ fn an_interrupted_build_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = demo(tmp.path(), Some("2GiB"));
     let dist = tmp.path().join("dist");
-    let child = spawn(&["build", "--config", s(&cluster), "--out", s(&dist)]);
+    let child = spawn(&[
+        "build",
+        "--no-tool-check",
+        "--config",
+        s(&cluster),
+        "--out",
+        s(&dist),
+    ]);
     let (code, err) = interrupt_when(
         child,
         tmp.path(),
@@ -319,7 +359,15 @@ fn an_interrupted_flash_of_a_build_removes_its_spool_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = demo(tmp.path(), Some("1GiB"));
     let dist = tmp.path().join("dist");
-    ok(&["-q", "build", "--config", s(&cluster), "--out", s(&dist)]);
+    ok(&[
+        "-q",
+        "build",
+        "--no-tool-check",
+        "--config",
+        s(&cluster),
+        "--out",
+        s(&dist),
+    ]);
     let card = flash_support::Loop::over_new_file(tmp.path(), "card", 1100 << 20, 0x5a, 1 << 20);
     let spool = tmp.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
@@ -386,6 +434,7 @@ fn a_card_flashed_from_a_deferred_build_verifies_with_its_secrets() {
     ok(&[
         "-q",
         "build",
+        "--no-tool-check",
         "--config",
         s(&cluster),
         "--out",

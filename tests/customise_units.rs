@@ -211,7 +211,7 @@ fn disable_matches_systemctl_when_not_first_boot() {
     assert_eq!(ours, tree_links(&p.tree));
     assert!(!ours
         .keys()
-        .any(|k| k.contains("NetworkManager") || k.contains("local")));
+        .any(|k| k.contains("NetworkManager") || k.ends_with("/local.service")));
     fsck_all(&p.img);
 }
 

@@ -111,10 +111,12 @@ fn towboot_archive_holds_the_firmware_at_sector_one() {
     let top = dir.path().join("odroid-C4-2023.07-007");
     let img = top.join("shared.disk-image.img");
     let parts = partitions(&img);
+    // Tow-Boot's own layout (modules/hardware/amlogic/default.nix): 4 MiB
+    // from byte 512, i.e. 8192 sectors from sector 1.
     assert_eq!(
-        (parts[0].0, parts[0].2.as_str()),
-        (1, "f8"),
-        "0xF8 entry from sector 1"
+        (parts[0].0, parts[0].1, parts[0].2.as_str()),
+        (1, 8192, "f8"),
+        "0xF8 entry of 8192 sectors from sector 1"
     );
     let raw = std::fs::read(top.join("binaries/Tow-Boot.noenv.bin")).unwrap();
     let disk = std::fs::read(&img).unwrap();

@@ -17,8 +17,15 @@ use std::process::{Command, Output};
 const EPOCH: &str = "1767225600";
 
 fn nodeimg(args: &[&str]) -> Output {
+    // The fixture bases hold no kubeadm or k3s: the tool check (tested in
+    // tests/stamp.rs, tool_check_*) is turned off here.
+    let check_off: &[&str] = match args.first() {
+        Some(&"build") | Some(&"stamp") => &["--no-tool-check"],
+        _ => &[],
+    };
     Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .args(args)
+        .args(check_off)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .output()
         .expect("running nodeimg")
@@ -492,6 +499,10 @@ fn kubeadm_cluster_on_rpios() {
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
                 || (d.starts_with("/etc/systemd/system/") && d.contains("nodeimg-bootstrap"))
+                // Masks are recorded by unit name.
+                || d
+                    .strip_prefix("/etc/systemd/system/")
+                    .is_some_and(|u| paths.iter().any(|p| p == u))
                 || d == "/etc/systemd/system"
                 || d.ends_with(".target.wants");
             assert!(ok, "{node}: {d} changed but was not written ({:?})", diff);
@@ -503,9 +514,10 @@ fn kubeadm_cluster_on_rpios() {
         ] {
             assert!(diff.contains(p), "{node}: {p} unchanged?");
         }
-        // And the FAT boot partition: only cmdline.txt, meta-data, ssh.
+        // And the FAT boot partition: only cmdline.txt, the NoCloud seed's
+        // meta-data and user-data, ssh.
         let fat_diff = differences(&fat_listing(&base_parts.boot, t), &fat_listing(&p.boot, t));
-        let want: BTreeSet<String> = ["/cmdline.txt", "/meta-data", "/ssh"]
+        let want: BTreeSet<String> = ["/cmdline.txt", "/meta-data", "/ssh", "/user-data"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -708,8 +720,36 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
             "{nix}"
         );
 
-        // Only what NixOS leaves alone: /etc/hostname, the SSH host key,
-        // /var/lib/nodeimg and /var/lib/sops-nix (and the directories above).
+        // What nodeimg.nix applies at boot: the address with its prefix,
+        // gateway and DNS (systemd-networkd), the host name, every node in
+        // /etc/hosts; the time zone; k3s's CIDRs for servers.
+        let net = cat(r, &format!("{s}/network/10-nodeimg.network"));
+        assert!(
+            net.contains("[Match]\nType=ether\n")
+                && net.contains(&format!(
+                    "Address=10.0.0.{}/24\n",
+                    &node[6..].parse::<u32>().unwrap() + 10
+                ))
+                && net.contains("Gateway=10.0.0.1\nDNS=10.0.0.1\n"),
+            "{net}"
+        );
+        assert_eq!(cat(r, &format!("{s}/hostname")), format!("{node}\n"));
+        assert!(cat(r, &format!("{s}/hosts")).contains("10.0.0.17\todroid7 odroid7.local\n"));
+        assert!(debugfs(r, "stat /etc/localtime")
+            .contains("Fast link dest: \"/etc/zoneinfo/Europe/Berlin\""));
+        let k3s = cat(r, "/etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml");
+        if ["odroid1", "odroid2", "odroid3"].contains(&node.as_str()) {
+            let y = &yaml_docs(&k3s)[0];
+            assert_eq!(y["cluster-cidr"], "10.42.0.0/16", "{k3s}");
+            assert_eq!(y["service-cidr"], "10.43.0.0/16", "{k3s}");
+        } else {
+            assert_eq!(k3s, "", "agents take the CIDRs from the servers");
+        }
+
+        // Only what NixOS leaves alone: /etc/hostname, /etc/localtime (while
+        // time.timeZone is null), the SSH host key, /etc/rancher (declared only
+        // by services.k3s, which nodeimg.nix forbids), /var/lib/nodeimg and
+        // /var/lib/sops-nix (and the directories above).
         let diff = differences(&base_list, &listing(r, t));
         let paths: Vec<String> = written(&summary, &node)
             .into_iter()
@@ -718,12 +758,14 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
         for d in &diff {
             let allowed = [
                 "/etc/hostname",
+                "/etc/localtime",
                 "/etc/ssh/ssh_host_ed25519_key",
                 "/etc/ssh/ssh_host_ed25519_key.pub",
             ]
             .contains(&d.as_str())
                 || d.starts_with("/var/lib/nodeimg")
                 || d.starts_with("/var/lib/sops-nix")
+                || d.starts_with("/etc/rancher")
                 || ["/etc", "/etc/ssh", "/var", "/var/lib"].contains(&d.as_str());
             assert!(allowed, "{node}: {d} changed");
             assert!(
@@ -802,4 +844,570 @@ fn a_bad_cluster_file_lists_every_problem_and_writes_nothing() {
         "{err}"
     );
     assert!(!t.join("out").exists() && !t.join("cluster.state").exists());
+}
+
+/// Runs `tests/os_support/cloud_init_firstboot.py` (cloud-init's own ssh,
+/// hostname and users modules) over `root` in a private mount namespace in
+/// which `root`'s /etc/ssh is /etc/ssh (and /root, /home are scratch), so
+/// cc_ssh deletes and makes keys in the tree, never on the host.
+/// With `system` false, cloud-init runs with its built-in defaults instead
+/// of the tree's /etc/cloud.
+fn cloud_init_first_boot(root: &Path, system: bool, user_data: &str) -> serde_json::Value {
+    let script = os_support::repo().join("tests/os_support/cloud_init_firstboot.py");
+    let ssh = root.join("etc/ssh");
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$3\" /etc/ssh && mount -t tmpfs none /root && mount -t tmpfs none /home \
+             && exec /usr/bin/python3 \"$0\" \"$1\" \"$2\" \"$3\"",
+        )
+        .arg(&script)
+        .arg(if system { root.as_os_str() } else { "-".as_ref() })
+        .arg(user_data)
+        .arg(&ssh)
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        o.status.success(),
+        "cloud-init's modules (Debian package cloud-init): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("JSON from the driver")
+}
+
+fn systemctl_root(root: &Path, args: &[&str]) -> String {
+    let o = Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(args)
+        .output()
+        .expect("systemctl (Debian package systemd)");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A node stamped over Raspberry Pi OS keeps its stamped host key, user,
+/// password and hostname through the OS's first boot: the real
+/// cloud-init modules run over the node's tree, systemd's own view of the
+/// units after the presets a first boot applies, the wizard off.
+#[test]
+fn rpios_first_boot_keeps_the_stamped_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios();
+    let cluster = example("pi5-kubeadm");
+    let state_path = t.join("cluster.state");
+    let img = t.join("node0.img");
+    ok(&nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--node",
+        "node0",
+        "--image",
+        img.to_str().unwrap(),
+        "--state",
+        state_path.to_str().unwrap(),
+    ]));
+    let state = State::open(&state_path, "pi5-lab").unwrap();
+    let hk = state.host_key("node0").unwrap();
+    let p = split(&img, t, "node0");
+    fsck(&p);
+    let tree = t.join("tree");
+    fs::create_dir(&tree).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&p.root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let user_data = mtype(&p.boot, "user-data").expect("user-data on the boot partition");
+    let ud_path = t.join("user-data");
+    fs::write(&ud_path, &user_data).unwrap();
+    assert!(user_data.contains("\nhostname: node0\n"), "{user_data}");
+
+    // systemd: the key regenerator and the wizard are masked, and stay so
+    // when a first boot applies the presets; the bootstrap stays enabled
+    // and starts after cloud-init and the resize.
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit}"
+        );
+    }
+    systemctl_root(&tree, &["preset-all"]);
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit} after preset-all"
+        );
+    }
+    assert_eq!(
+        systemctl_root(&tree, &["is-enabled", "nodeimg-bootstrap.service"]),
+        "enabled"
+    );
+    let order = fs::read_to_string(
+        tree.join("etc/systemd/system/nodeimg-bootstrap.service.d/10-after-first-boot.conf"),
+    )
+    .unwrap();
+    assert!(
+        order.contains("After=cloud-final.service rpi-resize.service"),
+        "{order}"
+    );
+
+    // cloud-init's own modules over the node: the stamped key is neither
+    // deleted nor joined by new ones, the hostname is left alone, the user
+    // is neither re-passworded nor locked.
+    let d = cloud_init_first_boot(&tree, true, ud_path.to_str().unwrap());
+    assert_eq!(d["ssh_deletekeys"], false, "{d}");
+    let mut keys: Vec<String> = fs::read_dir(tree.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"],
+        "host keys after cloud-init"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        hk.private
+    );
+    assert_eq!(d["set_hostname"], serde_json::json!([]), "{d}");
+    assert_eq!(d["update_hostname"], serde_json::json!([]), "{d}");
+    let users = d["create_user"].as_array().unwrap();
+    assert_eq!(users.len(), 1, "{d}");
+    assert_eq!(users[0]["args"][0], "pi");
+    let kw = &users[0]["kwargs"];
+    assert_eq!(kw["lock_passwd"], false, "{d}");
+    assert!(kw.get("plain_text_passwd").is_none() && kw.get("hashed_passwd").is_none());
+    let shadow = fs::read_to_string(tree.join("etc/shadow")).unwrap();
+    assert!(shadow.contains("\npi:$6$nodeimgexample$"), "{shadow}");
+
+    // The oracle can fail: with cloud-init's defaults (no configuration),
+    // the same module deletes the stamped key and makes new ones.
+    let d = cloud_init_first_boot(&tree, false, "-");
+    assert_eq!(d["ssh_deletekeys"], true, "{d}");
+    let after = fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    assert_ne!(after, hk.private, "cloud-init's defaults replace host keys");
+}
+
+/// Writes `data` at `path` inside the root (second) partition of `image`
+/// with `debugfs -w` (the test's own byte surgery on a copy of a base).
+fn debugfs_write(image: &Path, path: &str, data: &str, scratch: &Path) {
+    let out = Command::new("sfdisk")
+        .arg("-J")
+        .arg(image)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start = j["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let local = scratch.join("debugfs-write");
+    fs::write(&local, data).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg(format!("write {} {path}", local.display()))
+        .arg(format!("{}?offset={start}", image.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A k3s cluster whose init node is on DHCP reaches it by its mDNS name:
+/// refused while the base cannot resolve `.local`, stamped once it can;
+/// `hosts = true` puts every node in /etc/hosts, known_hosts has names,
+/// `.local` names and addresses, `interface` reaches the keyfile.
+#[test]
+fn mdns_endpoint_needs_a_base_that_resolves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cluster = t.join("cluster.toml");
+    fs::write(
+        &cluster,
+        "[cluster]\nname = \"mdns\"\nboard = \"rpi5\"\nflavour = \"k3s\"\n\
+         api_endpoint = \"controlplane.local:6443\"\nhosts = true\n\
+         [[node]]\nhostname = \"controlplane\"\n\
+         [[node]]\nhostname = \"node1\"\naddress = \"192.168.1.21/24\"\ninterface = \"end0\"\n",
+    )
+    .unwrap();
+    let state = t.join("cluster.state");
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let o = nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--all",
+        "--out-dir",
+        t.join("refused").to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("api_endpoint controlplane.local:6443")
+            && err.contains("no avahi-daemon, no libnss-mdns")
+            && err.contains("apt-get install -y avahi-daemon libnss-mdns"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // The base with avahi-daemon and libnss-mdns's nsswitch entry.
+    debugfs_write(&base, "/usr/sbin/avahi-daemon", "#!/bin/sh\n", t);
+    debugfs_write(
+        &base,
+        "/etc/nsswitch.conf",
+        "passwd: files\nhosts: files mdns4_minimal [NOTFOUND=return] dns\n",
+        t,
+    );
+    let (_, _) = stamp_all(&cluster, &base, &state, &t.join("out"));
+    let known = fs::read_to_string(t.join("out/known_hosts")).unwrap();
+    assert!(
+        known.contains("controlplane,controlplane.local ssh-ed25519 "),
+        "{known}"
+    );
+    assert!(
+        known.contains("node1,node1.local,192.168.1.21 ssh-ed25519 "),
+        "{known}"
+    );
+    let img = t.join("node1.img");
+    apply(&base, &t.join("out/node1.delta"), &img);
+    let p = split(&img, t, "node1");
+    fsck(&p);
+    let hosts = cat(&p.root, "/etc/hosts");
+    assert!(
+        hosts.contains("\n192.168.1.21\tnode1 node1.local\n"),
+        "{hosts}"
+    );
+    let nm = cat(
+        &p.root,
+        "/etc/NetworkManager/system-connections/nodeimg.nmconnection",
+    );
+    assert!(nm.contains("interface-name=end0\n"), "{nm}");
+    let k3s = cat(&p.root, "/etc/rancher/k3s/config.yaml");
+    assert!(k3s.contains("https://controlplane.local:6443"), "{k3s}");
+}
+
+/// Raspberry Pi OS Bookworm: no cloud-init, the first boot runs
+/// raspberrypi-sys-mods' firstboot as init; the key regenerator and the
+/// wizard are masked all the same and the init= resize is kept.
+#[test]
+fn rpios_bookworm_first_boot_keeps_the_stamped_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios_bookworm();
+    let cluster = example("pi5-kubeadm");
+    let state_path = t.join("cluster.state");
+    let img = t.join("node0.img");
+    ok(&nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--node",
+        "node0",
+        "--image",
+        img.to_str().unwrap(),
+        "--state",
+        state_path.to_str().unwrap(),
+    ]));
+    let p = split(&img, t, "node0");
+    fsck(&p);
+    let tree = t.join("tree");
+    fs::create_dir(&tree).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&p.root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    systemctl_root(&tree, &["preset-all"]);
+    for unit in ["regenerate_ssh_host_keys.service", "userconfig.service"] {
+        assert_eq!(
+            systemctl_root(&tree, &["is-enabled", unit]),
+            "masked",
+            "{unit}"
+        );
+    }
+    let cmdline = mtype(&p.boot, "cmdline.txt").unwrap();
+    assert!(
+        cmdline.contains(" init=/usr/lib/raspberrypi-sys-mods/firstboot ")
+            && cmdline.contains(" systemd.hostname=node0"),
+        "{cmdline}"
+    );
+    assert_eq!(mtype(&p.boot, "user-data"), None);
+    assert!(!tree.join("etc/cloud").exists());
+    // Nothing to order after: no cloud-init, no rpi-resize.service.
+    assert!(!tree
+        .join("etc/systemd/system/nodeimg-bootstrap.service.d")
+        .exists());
+    let hk = State::open(&state_path, "pi5-lab")
+        .unwrap()
+        .host_key("node0")
+        .unwrap()
+        .private
+        .clone();
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        hk
+    );
+}
+
+/// `nodeimg` with the tool check left on (the helper above turns it off).
+fn nodeimg_checked(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .expect("running nodeimg")
+}
+
+/// Puts an executable stand-in at `path` in the root partition of `img`.
+fn put_tool(img: &Path, dir: &Path, path: &str) {
+    mkdir_local_bin(img);
+    let local = dir.join("stand-in");
+    fs::write(&local, "#!/bin/sh\necho stand-in\n").unwrap();
+    ok(&nodeimg(&[
+        "fs",
+        "put",
+        img.to_str().unwrap(),
+        "--part",
+        "2",
+        local.to_str().unwrap(),
+        path,
+        "--mode",
+        "755",
+    ]));
+}
+
+fn mkdir_local_bin(img: &Path) {
+    ok(&nodeimg(&[
+        "fs",
+        "mkdir",
+        "-p",
+        img.to_str().unwrap(),
+        "--part",
+        "2",
+        "/usr/local/bin",
+    ]));
+}
+
+fn stamp_checked(cluster: &Path, base: &Path, t: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "stamp",
+        "--config",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--state",
+        t.join("state").to_str().unwrap().to_string().leak(),
+    ];
+    args.extend_from_slice(extra);
+    nodeimg_checked(&args)
+}
+
+#[test]
+fn tool_check_refuses_a_kubeadm_base_without_kubeadm_naming_the_recipes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let cluster = example("pi5-kubeadm");
+    let out = t.join("out");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("has no kubeadm, kubelet, kubectl, a container runtime (crio or containerd), helm for the kubeadm flavour"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"build the base with [base] provision = ["kubeadm", "helm"]"#),
+        "{err}"
+    );
+    // Nothing written: no outputs, no state.
+    assert!(!out.exists() && !t.join("state").exists());
+
+    // kubeadm's tools present (kubectl as a symlink, the runtime as
+    // containerd), helm still missing: refused for helm alone.
+    for p in [
+        "/usr/bin/kubeadm",
+        "/usr/bin/kubelet",
+        "/usr/local/bin/containerd",
+    ] {
+        put_tool(&base, t, p);
+    }
+    ok(&nodeimg(&[
+        "fs",
+        "symlink",
+        base.to_str().unwrap(),
+        "--part",
+        "2",
+        "/usr/bin/kubeadm",
+        "/usr/bin/kubectl",
+    ]));
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("has no helm for the kubeadm flavour"), "{err}");
+    assert!(err.contains(r#"provision = ["helm"]"#), "{err}");
+    // A worker does not run helm: stamping it alone passes.
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &[
+            "--node",
+            "node0",
+            "-o",
+            t.join("node0.delta").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // With helm, the whole cluster passes.
+    put_tool(&base, t, "/usr/local/bin/helm");
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    ));
+}
+
+#[test]
+fn tool_check_refuses_k3s_without_k3s_and_the_flag_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::copy_to(&os_support::rpios(), t, "base.img");
+    let cluster = example("k3s-agents");
+    let out = t.join("out");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(r#"has no k3s for the k3s-agent flavour: build the base with [base] provision = ["k3s"]"#),
+        "{err}"
+    );
+    // The override stamps the same base.
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &[
+            "--all",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--no-tool-check",
+        ],
+    ));
+    // A non-executable k3s does not count; an executable one does.
+    let local = t.join("k3s");
+    fs::write(&local, "not a program\n").unwrap();
+    let put = |mode: &str| {
+        ok(&nodeimg(&[
+            "fs",
+            "put",
+            base.to_str().unwrap(),
+            "--part",
+            "2",
+            local.to_str().unwrap(),
+            "/usr/local/bin/k3s",
+            "--mode",
+            mode,
+        ]))
+    };
+    mkdir_local_bin(&base);
+    put("644");
+    let again = t.join("again");
+    let o = stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", again.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    put("755");
+    ok(&stamp_checked(
+        &cluster,
+        &base,
+        t,
+        &["--all", "--out-dir", again.to_str().unwrap()],
+    ));
+}
+
+/// Every example under examples/ validates and would bring its cluster up:
+/// an upstream source by URL carries its SHA-256, and the base's
+/// provisioning names the recipe of every tool its flavour runs (the demo
+/// stands in without them, and NixOS bases get them from their
+/// configuration; both say so in their comments).
+#[test]
+fn every_example_validates_and_names_its_recipes() {
+    let mut seen = 0;
+    for e in fs::read_dir(os_support::repo().join("examples")).unwrap() {
+        let file = e.unwrap().path().join("cluster.toml");
+        if !file.is_file() {
+            continue;
+        }
+        seen += 1;
+        let c = pipeline::cluster::Cluster::load(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let source = c.base.source.clone().unwrap_or_default();
+        let text = fs::read_to_string(&file).unwrap();
+        if source.starts_with("https://") {
+            let sha = c.base.sha256.clone().unwrap_or_default();
+            assert!(
+                sha.len() == 64 && sha.chars().all(|x| x.is_ascii_hexdigit()),
+                "{}: a URL source needs its sha256",
+                file.display()
+            );
+            for t in c.flavour.tools() {
+                assert!(
+                    c.base
+                        .provision
+                        .iter()
+                        .any(|p| p.to_str() == Some(t.recipe)),
+                    "{}: {} needs the {} recipe in [base] provision",
+                    file.display(),
+                    t.what,
+                    t.recipe
+                );
+            }
+        } else if c.flavour != pipeline::flavour::Flavour::None {
+            assert!(
+                text.contains("--no-tool-check") || text.contains("NixOS"),
+                "{}: a local base must say where its tools come from",
+                file.display()
+            );
+        }
+    }
+    assert_eq!(seen, 4);
 }

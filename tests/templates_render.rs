@@ -464,6 +464,81 @@ fn nix_files_parse() {
     assert!(v["workers"][5]["ip"].is_null());
 }
 
+/// nodeimg.nix sets and reads only options that exist in NixOS: its
+/// `config`, evaluated with a stand-in for nixpkgs' lib
+/// (tests/templates_support/module-options.nix), against the pinned option
+/// list fixtures/nixos-options.json (see its `source`).
+#[test]
+fn nixos_module_uses_options_that_exist() {
+    let repo = os_support::repo();
+    let options = repo.join("fixtures/nixos-options.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("nodeimg.nix");
+    fs::write(&module, nixos_module()).expect("write");
+    let expr = format!(
+        "import {} {{ module = {}; options = {}; }}",
+        repo.join("tests/templates_support/module-options.nix")
+            .display(),
+        module.display(),
+        options.display()
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .env("NIX_STATE_DIR", state.path())
+        .env("NIX_CONF_DIR", state.path())
+        .env("HOME", state.path())
+        .output()
+        .expect("nix-instantiate (Debian package nix-bin)");
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["unknown"], serde_json::json!([]), "options NixOS lacks");
+    let set: BTreeSet<&str> = v["set"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    for o in [
+        "networking.useNetworkd",
+        "systemd.network.enable",
+        "services.avahi.nssmdns4",
+        "systemd.tmpfiles.rules",
+        "assertions",
+    ] {
+        assert!(set.contains(o), "{o} not set: {set:?}");
+    }
+    // The host name comes from the stamp at boot, never as "" at build time.
+    assert!(!set.contains("networking.hostName"), "{set:?}");
+    // What the module reads from config (outside its own options) exists too.
+    let known: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&options).expect("options")).expect("json");
+    let text_nix = nixos_module();
+    let mut reads = 0;
+    for (i, _) in text_nix.match_indices("config.") {
+        let rest = &text_nix[i + "config.".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .collect();
+        let name = name.trim_end_matches('.');
+        // `config.` as an expression (not inside a path like config.yaml.d).
+        let before = text_nix[..i].chars().last().unwrap_or(' ');
+        if !" (!".contains(before) || name.starts_with("services.nodeimg") || name.is_empty() {
+            continue;
+        }
+        reads += 1;
+        assert!(
+            known["options"].get(name).is_some(),
+            "reads {name}, which NixOS lacks"
+        );
+    }
+    assert!(
+        reads >= 3,
+        "the module reads services.k3s.enable, time.timeZone, systemd.network.enable"
+    );
+}
+
 #[test]
 fn the_docs_list_every_variable_and_their_example_renders() {
     let doc = fs::read_to_string(os_support::repo().join("docs/templates.md")).expect("docs");

@@ -14,7 +14,7 @@
 //! | `default_user` | the OS user that stage 2 gives SSH keys to by default |
 //! | `[boot]` `type`, `size`, `label`, `fs`, `mount` | the FAT boot partition: MBR type byte, size, label, `fat16`/`fat32`, where the OS mounts it; absent: `/boot` lives on the root |
 //! | `[firmware]` `kind = "boot-files"`, `kernel`, `required` | firmware as files in the boot partition: what must be there (`dir/` = a directory) and the default kernel (`kernel=` of `config.txt` wins) |
-//! | `[firmware]` `kind = "towboot"`, `offset`, `end`, `type` | firmware as raw bytes in the region from byte `offset` to byte `end` (which no OS partition may enter), recorded as an MBR entry of `type` |
+//! | `[firmware]` `kind = "towboot"`, `offset`, `length` (or `end`), `type` | firmware as raw bytes in the region from byte `offset`, `length` bytes long (or up to byte `end`), which no OS partition may enter, recorded as an MBR entry of `type`; a Tow-Boot disk image's own 0xF8 entry overrides the length |
 //! | `[cmdline]` `kind = "cmdline-txt" \| "extlinux"`, `path`, `args` | the file holding the kernel command line; `args`: the words nodeimg writes besides `root=` when it makes that file itself (root trees) |
 //!
 //! An unknown key, a wrong type or an impossible layout is one
@@ -236,6 +236,7 @@ struct RawFirmware {
     required: Option<Vec<String>>,
     offset: Option<Spanned<i64>>,
     end: Option<Spanned<String>>,
+    length: Option<Spanned<String>>,
     #[serde(rename = "type")]
     mbr_type: Option<Spanned<i64>>,
 }
@@ -381,6 +382,7 @@ impl RawBoard {
             "boot-files" => {
                 stray(fw.offset.is_some(), "offset")?;
                 stray(fw.end.is_some(), "end")?;
+                stray(fw.length.is_some(), "length")?;
                 stray(fw.mbr_type.is_some(), "type")?;
                 if boot.is_none() {
                     return Err(err(
@@ -403,7 +405,6 @@ impl RawBoard {
                 stray(fw.kernel.is_some(), "kernel")?;
                 stray(fw.required.is_some(), "required")?;
                 let offset = fw.offset.as_ref().ok_or_else(|| need("offset"))?;
-                let end = fw.end.as_ref().ok_or_else(|| need("end"))?;
                 let mbr_type = fw.mbr_type.as_ref().ok_or_else(|| need("type"))?;
                 let off = u64::try_from(*offset.get_ref())
                     .ok()
@@ -418,11 +419,28 @@ impl RawBoard {
                             ),
                         )
                     })?;
-                let end_at = size(end, "firmware.end")?;
+                // `length` is Tow-Boot's own term (firmwarePartition.length);
+                // `end` names the first byte after the region.
+                let (end_at, end_span, end_key) = match (&fw.end, &fw.length) {
+                    (Some(e), None) => (size(e, "firmware.end")?, e.span(), "firmware.end"),
+                    (None, Some(l)) => (
+                        off.saturating_add(size(l, "firmware.length")?),
+                        l.span(),
+                        "firmware.length",
+                    ),
+                    (Some(_), Some(l)) => {
+                        return Err(err(
+                            l.span(),
+                            "firmware.length",
+                            "give either end or length, not both".into(),
+                        ))
+                    }
+                    (None, None) => return Err(need("length")),
+                };
                 if end_at <= off {
                     return Err(err(
-                        end.span(),
-                        "firmware.end",
+                        end_span,
+                        end_key,
                         format!("{end_at} is not after the offset {off}"),
                     ));
                 }
@@ -507,11 +525,11 @@ mod tests {
             c4.firmware,
             FirmwarePlacement::Towboot {
                 offset: 512,
-                end: 4 << 20,
+                end: (4 << 20) + 512,
                 mbr_type: 0xf8
             }
         );
-        assert_eq!(c4.firmware.reserved_end(), 4 << 20);
+        assert_eq!(c4.firmware.reserved_end(), (4 << 20) + 512);
     }
 
     fn msg(text: &str) -> String {

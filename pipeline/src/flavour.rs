@@ -36,7 +36,68 @@ pub enum Role {
     None,
 }
 
+/// A program a flavour's bootstrap runs, which the base must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    /// How messages name it (`kubeadm`, `a container runtime`).
+    pub what: &'static str,
+    /// Program names, any one of which will do (`crio`, `containerd`).
+    pub any_of: &'static [&'static str],
+    /// The shipped provisioning recipe that installs it.
+    pub recipe: &'static str,
+    /// Only nodes of these roles need it; empty: every node.
+    pub roles: &'static [Role],
+}
+
+const fn tool(what: &'static str, any_of: &'static [&'static str], recipe: &'static str) -> Tool {
+    Tool {
+        what,
+        any_of,
+        recipe,
+        roles: &[],
+    }
+}
+
+/// kubeadm: the node agent, the CLI, a CRI runtime, and helm where the
+/// init node installs Cilium and Flux with it.
+const KUBEADM_TOOLS: &[Tool] = &[
+    tool("kubeadm", &["kubeadm"], "kubeadm"),
+    tool("kubelet", &["kubelet"], "kubeadm"),
+    tool("kubectl", &["kubectl"], "kubeadm"),
+    tool(
+        "a container runtime (crio or containerd)",
+        &["crio", "containerd"],
+        "kubeadm",
+    ),
+    Tool {
+        what: "helm",
+        any_of: &["helm"],
+        recipe: "helm",
+        roles: &[Role::Init],
+    },
+];
+
+/// k3s and k3s-agent: the one k3s binary.
+const K3S_TOOLS: &[Tool] = &[tool("k3s", &["k3s"], "k3s")];
+
+impl Tool {
+    /// Whether a node of `role` needs this tool.
+    pub fn needed_by(&self, role: Role) -> bool {
+        self.roles.is_empty() || self.roles.contains(&role)
+    }
+}
+
 impl Flavour {
+    /// What the base must hold for this flavour's bootstraps, and the
+    /// recipe that installs each (checked by `stamp` and `build`).
+    pub fn tools(self) -> &'static [Tool] {
+        match self {
+            Flavour::Kubeadm => KUBEADM_TOOLS,
+            Flavour::K3s | Flavour::K3sAgent => K3S_TOOLS,
+            Flavour::None => &[],
+        }
+    }
+
     /// The roles this flavour knows, in the order the defaults are tried.
     pub fn roles(self) -> &'static [Role] {
         match self {

@@ -8,7 +8,7 @@ use imagegen::fs::Timestamp;
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
 use pipeline::base::{build_base, BaseRequest, ProvisionHook};
 use pipeline::board::Board;
-use pipeline::cluster::Cluster;
+use pipeline::cluster::{Cluster, Versions};
 use pipeline::provision::{self, Provision};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,9 +94,10 @@ pub struct BaseArgs {
     pub locale: Option<String>,
     /// Run SCRIPT as root inside the image's root filesystem (a chroot; aarch64
     /// programs through binfmt_misc) after the customisations; repeatable, in
-    /// order; added after `[base]` provision. Linux and root only. Output goes
-    /// to OUT.provision.log.
-    #[arg(long, value_name = "SCRIPT")]
+    /// order; added after `[base]` provision. A shipped recipe's name (kubeadm,
+    /// helm, k3s) runs that recipe with the `[versions]` of --config (see
+    /// docs/base.md). Linux and root only. Output goes to OUT.provision.log.
+    #[arg(long, value_name = "SCRIPT|RECIPE")]
     pub provision: Vec<PathBuf>,
     /// A directory copied to /run/nodeimg-provision inside the root for the
     /// scripts (the working directory; gone afterwards).
@@ -130,6 +131,12 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         Some(c) => cluster_base(c)?,
         None => (None, BaseSpec::default(), FirmwareSpec::default()),
     };
+    let versions = match &args.config {
+        Some(c) => {
+            pipeline::cluster::Cluster::load_versions(c).map_err(|e| report_invalid(e, c))?
+        }
+        None => Versions::default(),
+    };
     merge_flags(&args, &mut spec, &mut fw)?;
     let board_name = args
         .board
@@ -155,14 +162,7 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
     };
     // Provisioning (the one root-only step) is refused before any download
     // or write when this machine cannot do it.
-    let provision = (!req.spec.provision.is_empty()).then(|| Provision {
-        scripts: req.spec.provision.clone(),
-        files: req.spec.provision_files.clone(),
-        log: provision::log_path(&req.out),
-    });
-    if let Some(p) = &provision {
-        provision::preflight(p)?;
-    }
+    let provision = provision_for(&req.spec, &versions, &req.out)?;
     let hook = |image: &Path, board: &Board, _: &BaseSpec| -> pipeline::error::Result<()> {
         match &provision {
             Some(p) => provision::run(image, board, p),
@@ -202,6 +202,38 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The provisioning of `spec` (recipes rendered with `versions`), refused
+/// before any download or write when this machine cannot do it; `None`
+/// when there is nothing to run.
+pub(crate) fn provision_for(
+    spec: &BaseSpec,
+    versions: &Versions,
+    out: &Path,
+) -> Result<Option<Provision>> {
+    if spec.provision.is_empty() {
+        return Ok(None);
+    }
+    let p = Provision::new(
+        &spec.provision,
+        versions,
+        spec.provision_files.clone(),
+        provision::log_path(out),
+    )?;
+    provision::preflight(&p)?;
+    Ok(Some(p))
+}
+
+/// Prints the problems of an invalid cluster file, one a line, and returns
+/// the error.
+fn report_invalid(e: pipeline::Error, path: &Path) -> anyhow::Error {
+    if let pipeline::Error::Invalid { file, problems } = &e {
+        for line in pipeline::error::problem_lines(file, problems) {
+            eprintln!("nodeimg: error: {line}");
+        }
+    }
+    anyhow::Error::new(e).context(format!("reading {}", path.display()))
 }
 
 /// Flags win over the cluster file; list flags add to its lists.

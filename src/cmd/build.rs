@@ -56,9 +56,20 @@ pub struct BuildArgs {
     /// hold an earlier build.
     #[arg(long)]
     pub force: bool,
+    /// Hash every input again instead of trusting the hashes remembered by
+    /// file status (device, inode, size, mtime, ctime) in .DIR.cache/
+    /// beside the output, and decompress the base instead of using the raw
+    /// copy kept there.
+    #[arg(long)]
+    pub rehash: bool,
     /// Download cache for a base source given by URL.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Build even when the base lacks the tools the flavour's bootstraps run
+    /// (kubeadm, kubelet, kubectl, a runtime and helm; k3s); without it such
+    /// a base is refused, naming the provisioning recipe that installs them.
+    #[arg(long)]
+    pub no_tool_check: bool,
     /// Print a JSON summary (never a secret) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +99,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let board = Board::resolve(&cluster.board_ref())?;
     let mut state = super::stamp::open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let state_path = state.path().to_path_buf();
+    // [base] provision runs when the base is built (Linux, root); refused
+    // here, before anything is written, when this machine cannot run it.
+    // Its log goes beside the output directory (DIR.provision.log).
+    let provision = super::base::provision_for(&base, &cluster.versions, &args.out)?;
     let epoch = imagegen::fs::timestamp::source_date_epoch()?;
     let now = Timestamp::now().context("reading the time")?;
     let secrets = match args.secrets {
@@ -105,9 +120,12 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             secrets,
             full_images: args.full_images,
             force: args.force,
+            rehash: args.rehash,
             cache_dir: args.cache_dir.clone(),
             now,
             epoch,
+            provision: provision.as_ref(),
+            tool_check: !args.no_tool_check,
         },
         &steps,
     )

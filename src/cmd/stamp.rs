@@ -55,6 +55,12 @@ pub struct StampArgs {
     /// Replace outputs that exist.
     #[arg(long)]
     pub force: bool,
+    /// Stamp even when the base lacks the tools the flavour's bootstraps run
+    /// (kubeadm, kubelet, kubectl, a runtime and helm; k3s), e.g. when they
+    /// arrive another way; without it such a base is refused, naming the
+    /// provisioning recipe that installs them.
+    #[arg(long)]
+    pub no_tool_check: bool,
     /// Print a JSON summary (node, role, files written with mode and owner,
     /// sizes; never a secret) instead of text.
     #[arg(long)]
@@ -141,18 +147,21 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             }
         }
     }
-    if let Some(d) = &args.out_dir {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
 
-    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
-    let shared = Shared::new(&cluster, &state)?;
     let now = Timestamp::now()?;
     // A compressed base (`dist/base.img.zst`) is read through a raw copy
     // in a temporary directory, removed at exit or on an interrupt.
     let (base_path, _spool) = raw_base(&args.base)?;
     let stamper = Stamper::open(&base_path, now)
         .with_context(|| format!("opening base {}", args.base.display()))?;
+    if !args.no_tool_check {
+        stamper.check_tools(&cluster, &nodes)?;
+    }
+    if let Some(d) = &args.out_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
+    let shared = Shared::new(&cluster, &state)?;
 
     let mut done = Vec::new();
     for (node, out) in nodes.iter().zip(&outputs) {

@@ -14,7 +14,7 @@
 # `nodeimg stamp` then writes each node's identity into a delta of that one
 # image, and this module reads it at boot (nothing is decided at build time):
 #
-#   /etc/hostname                          the hostname (networking.hostName = "")
+#   /var/lib/nodeimg/hostname              the hostname (set at boot, see below)
 #   /var/lib/nodeimg/role                  init | server | agent | none
 #   /var/lib/nodeimg/server-url            https://INIT:6443 (server, agent)
 #   /var/lib/nodeimg/address               the node's IP address; empty: DHCP
@@ -23,6 +23,25 @@
 #   /var/lib/nodeimg/cluster.nix           the cluster's nodes (for flakes)
 #   /var/lib/nodeimg/authorized_keys/USER  SSH public keys of USER
 #   /var/lib/sops-nix/key.txt              the cluster's age key (sops-nix)
+#   /var/lib/nodeimg/network/*.network     the node's static address, gateway
+#                                          and DNS (systemd-networkd); none: DHCP
+#   /var/lib/nodeimg/hosts                 every node's name and address
+#                                          ([cluster] hosts = true)
+#   /etc/localtime                         the node's time zone (time.timeZone
+#                                          must stay null, its default)
+#   /etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml
+#                                          pod/service CIDRs, tls-san (k3s reads
+#                                          it beside its flags)
+#
+# The hostname: NixOS writes /etc/hostname from networking.hostName and sets
+# it during activation. The module leaves networking.hostName as the flake
+# sets it (the seeds set one per node; the default is "nixos") and sets the
+# stamped name as the running host name at boot, before the network starts,
+# so DHCP, mDNS and k3s (--node-name) see the node's own name.
+#
+# The seeds' configuration reads the k3s token from /etc/k3s/token
+# (services.k3s.tokenFile); that path is a link to the stamped token here.
+# services.k3s itself must stay off: this module runs k3s (asserted).
 #
 # The k3s role follows the role file: `init` starts the first server with
 # --cluster-init, `server` joins the server at server-url, `agent` joins it
@@ -88,6 +107,12 @@ in
   options.services.nodeimg = {
     enable = lib.mkEnableOption "node identity, SSH keys and the k3s role from the files nodeimg stamps";
 
+    mdns = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Resolve and announce NAME.local names (Avahi with nss-mdns), so an api_endpoint such as node1.local:6443 resolves.";
+    };
+
     k3s = {
       enable = lib.mkOption {
         type = lib.types.bool;
@@ -106,16 +131,108 @@ in
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
-      # /etc/hostname is stamped per node; NixOS leaves it alone when the
-      # configured host name is empty.
-      networking.hostName = "";
-
       # Keys are read at login time from the stamped files (keyFiles would
       # be read at build time, the same for every node).
       services.openssh.authorizedKeysFiles = [ "${state}/authorized_keys/%u" ];
 
       systemd.tmpfiles.rules = [ "d ${state} 0755 root root - -" ];
     }
+
+    # ---- nodeimg identity and network (hostname, address, DNS, time zone,
+    # ---- /etc/hosts, mDNS, token path, assertions) ----
+    {
+      # The stamped host name, set as the running host name before the
+      # network comes up (activation has set networking.hostName by then).
+      systemd.services.nodeimg-hostname = {
+        description = "Host name nodeimg stamped";
+        wantedBy = [ "sysinit.target" ];
+        before = [ "network-pre.target" "systemd-networkd.service" "avahi-daemon.service" ];
+        wants = [ "network-pre.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionFileNotEmpty = "${state}/hostname";
+        };
+        serviceConfig.Type = "oneshot";
+        script = ''
+          name=$(head -n1 ${state}/hostname)
+          [ -n "$name" ] && echo "$name" > /proc/sys/kernel/hostname
+        '';
+      };
+
+      # The static address: systemd-networkd reads the stamped .network
+      # files from /run/systemd/network (copied at boot: one image, one
+      # address per card). Without them the interfaces use DHCP.
+      networking.useNetworkd = lib.mkDefault true;
+      systemd.network.enable = true;
+      services.resolved.enable = lib.mkDefault true;
+      systemd.services.nodeimg-network = {
+        description = "Static address nodeimg stamped";
+        wantedBy = [ "systemd-networkd.service" ];
+        before = [ "systemd-networkd.service" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionDirectoryNotEmpty = "${state}/network";
+        };
+        serviceConfig.Type = "oneshot";
+        script = ''
+          mkdir -p /run/systemd/network
+          cp ${state}/network/*.network /run/systemd/network/
+          chmod 0644 /run/systemd/network/*.network
+        '';
+      };
+
+      # [cluster] hosts = true: every node's name and address in /etc/hosts
+      # (a copy rather than a link to the store, so the stamped lines can be
+      # added at boot).
+      environment.etc.hosts.mode = "0644";
+      systemd.services.nodeimg-hosts = {
+        description = "Cluster nodes in /etc/hosts";
+        wantedBy = [ "sysinit.target" ];
+        before = [ "network-pre.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionFileNotEmpty = "${state}/hosts";
+        };
+        serviceConfig.Type = "oneshot";
+        script = ''
+          grep -qxF '# nodeimg cluster nodes' /etc/hosts || {
+            echo '# nodeimg cluster nodes'
+            cat ${state}/hosts
+          } >> /etc/hosts
+        '';
+      };
+
+      # The seeds' token path, pointing at the stamped token.
+      systemd.tmpfiles.rules = [ "L+ /etc/k3s/token - - - - ${state}/k3s-token" ];
+
+      assertions = [
+        {
+          assertion = !(config.services.k3s.enable or false);
+          message = "services.nodeimg runs k3s in the stamped role; disable services.k3s (its token and server URL would start a second, separate k3s).";
+        }
+        {
+          assertion = config.time.timeZone == null;
+          message = "services.nodeimg: nodeimg stamps /etc/localtime per node; leave time.timeZone null.";
+        }
+        {
+          assertion = config.systemd.network.enable;
+          message = "services.nodeimg: the stamped address is a systemd-networkd file; keep systemd.network.enable.";
+        }
+      ];
+    }
+
+    (lib.mkIf cfg.mdns {
+      services.avahi = {
+        enable = true;
+        nssmdns4 = true;
+        publish = {
+          enable = true;
+          addresses = true;
+        };
+      };
+      networking.firewall.allowedUDPPorts = [ 5353 ];
+    })
+    # ---- end of nodeimg identity and network ----
 
     # sops-nix, when the flake uses it: decrypt with the stamped age key.
     (lib.optionalAttrs (options ? sops) {

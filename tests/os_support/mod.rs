@@ -22,6 +22,18 @@ pub fn rpios() -> PathBuf {
     cached("make-os-image.sh", "rpios", &["rpios"], "disk.img", false)
 }
 
+/// The Raspberry Pi OS Bookworm variant of `rpios()`: first boot through
+/// `init=/usr/lib/raspberrypi-sys-mods/firstboot`, no cloud-init.
+pub fn rpios_bookworm() -> PathBuf {
+    cached(
+        "make-os-image.sh",
+        "rpios-bookworm",
+        &["rpios-bookworm"],
+        "disk.img",
+        false,
+    )
+}
+
 /// The root tree `rpios()` was made from, with the boot files under
 /// `/boot/firmware` (for `systemctl --root` and other tree oracles). Copy it
 /// before changing it.

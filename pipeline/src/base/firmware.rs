@@ -128,28 +128,90 @@ fn config_kernel(fat: &dyn Filesystem) -> Option<String> {
 /// Tow-Boot, as read from what the user gave.
 #[derive(Debug, Clone)]
 pub struct Towboot {
-    /// Bytes to write from disk offset 512 (the region after sector 0).
+    /// Bytes to write from the region's first byte (byte 512 on Tow-Boot's
+    /// boards: everything after sector 0).
     pub bytes: Vec<u8>,
+    /// The firmware region `start..end` in bytes, when it came from a disk
+    /// image's own 0xF8 entry (Tow-Boot's `shared.disk-image.img`); `None`
+    /// for a raw binary, which gets the board's region.
+    pub region: Option<(u64, u64)>,
     /// Where they came from, for messages and the manifest.
     pub origin: String,
 }
 
 /// Reads Tow-Boot from a release archive (`.tar.xz` holding
 /// `shared.disk-image.img`, or at least `binaries/Tow-Boot.noenv.bin`), a
-/// `shared.disk-image.img`, or a raw firmware `.bin` (`Tow-Boot.mmcboot.bin`
-/// with its 512 leading zeros is recognised), by content.
-pub fn read_towboot(path: &Path, region_end: u64) -> Result<Towboot> {
+/// `shared.disk-image.img`, or a raw firmware binary. Tow-Boot's binaries
+/// are told apart by name (`Tow-Boot.<variant>.bin`, made by the installPhase
+/// of Tow-Boot/Tow-Boot modules/hardware/amlogic/default.nix): `noenv` is
+/// taken as is, `mmcboot` without its 512 leading zeros, `spi` and other
+/// variants, and the `*.installer.img` images, are refused by name. `offset`
+/// is where the board's boot ROM reads (a disk image's 0xF8 entry must start
+/// there); `end` bounds a raw binary.
+pub fn read_towboot(path: &Path, offset: u64, end: u64) -> Result<Towboot> {
     let what = path.display().to_string();
     let mut src = imagegen::source::ImageSource::open(path)?;
     let mut head = vec![0u8; 512];
     let n = read_up_to(&mut src, &mut head)?;
     head.truncate(n);
     if n >= 262 && &head[257..262] == b"ustar" {
-        return towboot_from_tar(path, region_end);
+        return towboot_from_tar(path, offset, end);
     }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = Kind::of(&name, &what)?;
     let mut all = head;
     src.read_to_end(&mut all).map_err(|e| Error::io(path, e))?;
-    from_bytes(all, &what, region_end)
+    from_bytes(all, &what, kind, offset, end)
+}
+
+/// What a file is, by the name Tow-Boot gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `Tow-Boot.noenv.bin`: the firmware as it goes from byte 512.
+    Noenv,
+    /// `Tow-Boot.mmcboot.bin`: 512 zero bytes, then the firmware.
+    Mmcboot,
+    /// Any other name: a disk image with an 0xF8 entry, or raw bytes
+    /// (512 leading zeros are taken as the mmcboot padding).
+    ByContent,
+}
+
+impl Kind {
+    fn of(file_name: &str, what: &str) -> Result<Kind> {
+        let name = ["xz", "zst", "gz"]
+            .iter()
+            .find_map(|c| file_name.strip_suffix(&format!(".{c}")))
+            .unwrap_or(file_name);
+        if name.ends_with(".installer.img") {
+            return Err(Error::refused(
+                what,
+                "is one of Tow-Boot's installer images (it installs Tow-Boot to SPI flash or eMMC when booted); give the release archive, shared.disk-image.img or binaries/Tow-Boot.noenv.bin",
+            ));
+        }
+        let Some(variant) = name
+            .strip_prefix("Tow-Boot.")
+            .and_then(|v| v.strip_suffix(".bin"))
+        else {
+            return Ok(Kind::ByContent);
+        };
+        match variant {
+            "noenv" => Ok(Kind::Noenv),
+            "mmcboot" => Ok(Kind::Mmcboot),
+            "spi" => Err(Error::refused(
+                what,
+                "is Tow-Boot's SPI flash variant, which goes into the board's SPI flash (through spi.installer.img), not onto the card; give binaries/Tow-Boot.noenv.bin or shared.disk-image.img",
+            )),
+            other => Err(Error::refused(
+                what,
+                format!(
+                    "is Tow-Boot's {other:?} variant; nodeimg writes the card variants noenv (binaries/Tow-Boot.noenv.bin, shared.disk-image.img) and mmcboot"
+                ),
+            )),
+        }
+    }
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
@@ -164,53 +226,104 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-/// A shared disk image (MBR with a 0xF8 entry) or raw firmware bytes.
-fn from_bytes(all: Vec<u8>, what: &str, region_end: u64) -> Result<Towboot> {
-    let has_mbr = all.len() >= 512 && all[510..512] == [0x55, 0xaa];
-    let f8_end = has_mbr
-        .then(|| {
-            (0..4).find_map(|i| {
-                let e = &all[446 + 16 * i..446 + 16 * (i + 1)];
-                let le = |b: &[u8]| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                (e[4] == 0xf8).then(|| (le(&e[8..12]) + le(&e[12..16])) * 512)
+/// The primary MBR entries of `img` that are in use: (type, start, end) in
+/// bytes.
+fn mbr_entries(img: &[u8]) -> Option<Vec<(u8, u64, u64)>> {
+    if img.len() < 512 || img[510..512] != [0x55, 0xaa] {
+        return None;
+    }
+    let le = |b: &[u8]| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    Some(
+        (0..4)
+            .map(|i| &img[446 + 16 * i..446 + 16 * (i + 1)])
+            .filter(|e| e[4] != 0)
+            .map(|e| {
+                let start = le(&e[8..12]) * 512;
+                (e[4], start, start + le(&e[12..16]) * 512)
             })
-        })
-        .flatten();
-    let bytes = if let Some(end) = f8_end {
-        // The seed's `dd bs=512 skip=1 seek=1`: everything after sector 0,
-        // which for Tow-Boot's image is the firmware region.
-        let end = (end as usize).min(all.len()).max(512);
-        all[512..end].to_vec()
-    } else if all.len() > 512 && all[..512].iter().all(|&b| b == 0) {
-        // Tow-Boot.mmcboot.bin: 512 zeros, then the firmware.
-        all[512..].to_vec()
-    } else if has_mbr {
-        return Err(Error::refused(
-            what,
-            "is a disk image without a Tow-Boot (0xF8) firmware partition",
-        ));
+            .collect(),
+    )
+}
+
+/// A shared disk image (MBR with a 0xF8 entry) or raw firmware bytes.
+fn from_bytes(all: Vec<u8>, what: &str, kind: Kind, offset: u64, end: u64) -> Result<Towboot> {
+    let entries = match kind {
+        Kind::ByContent => mbr_entries(&all),
+        Kind::Noenv | Kind::Mmcboot => None,
+    };
+    let (bytes, region) = if let Some(entries) = entries {
+        let Some(&(_, start, f8_end)) = entries.iter().find(|e| e.0 == 0xf8) else {
+            return Err(Error::refused(
+                what,
+                "is a disk image without a Tow-Boot (0xF8) firmware partition",
+            ));
+        };
+        if entries.len() > 1 {
+            return Err(Error::refused(
+                what,
+                format!(
+                    "is a disk image with {} partitions besides Tow-Boot's 0xF8 firmware partition (shared.disk-image.img has only that one)",
+                    entries.len() - 1
+                ),
+            ));
+        }
+        if start != offset {
+            return Err(Error::refused(
+                what,
+                format!(
+                    "has its firmware partition at byte {start}; this board's boot ROM reads it from byte {offset}"
+                ),
+            ));
+        }
+        // The seed's `dd bs=512 skip=1 seek=1` copies everything after
+        // sector 0: the firmware partition, then Tow-Boot's alignment
+        // padding (its image builder rounds the image up to 1 MiB and adds
+        // a sector), which must be zeros to leave out.
+        let cut = (f8_end as usize).min(all.len()).max(start as usize);
+        if let Some(i) = all[cut..].iter().position(|&b| b != 0) {
+            return Err(Error::refused(
+                what,
+                format!(
+                    "holds data at byte {} after its firmware partition (which ends at byte {f8_end})",
+                    cut + i
+                ),
+            ));
+        }
+        (all[start as usize..cut].to_vec(), Some((start, f8_end)))
+    } else if kind == Kind::Mmcboot
+        || (kind == Kind::ByContent && all.len() > 512 && all[..512].iter().all(|&b| b == 0))
+    {
+        if all.len() <= 512 || all[..512].iter().any(|&b| b != 0) {
+            return Err(Error::refused(
+                what,
+                "does not start with the 512 zero bytes of Tow-Boot's mmcboot variant",
+            ));
+        }
+        (all[512..].to_vec(), None)
     } else {
-        all
+        (all, None)
     };
     if bytes.iter().all(|&b| b == 0) {
         return Err(Error::refused(what, "holds no firmware (only zeros)"));
     }
-    if 512 + bytes.len() as u64 > region_end {
+    let (start, stop) = region.unwrap_or((offset, end));
+    if start + bytes.len() as u64 > stop {
         return Err(Error::refused(
             what,
             format!(
-                "firmware of {} bytes does not fit between byte 512 and {region_end}",
+                "firmware of {} bytes does not fit between byte {start} and {stop}",
                 bytes.len()
             ),
         ));
     }
     Ok(Towboot {
         bytes,
+        region,
         origin: what.to_string(),
     })
 }
 
-fn towboot_from_tar(path: &Path, region_end: u64) -> Result<Towboot> {
+fn towboot_from_tar(path: &Path, offset: u64, end: u64) -> Result<Towboot> {
     let what = path.display().to_string();
     let mut shared = None;
     let mut noenv = None;
@@ -231,10 +344,22 @@ fn towboot_from_tar(path: &Path, region_end: u64) -> Result<Towboot> {
         Ok(())
     })?;
     if let Some(img) = shared {
-        return from_bytes(img, &format!("{what}: shared.disk-image.img"), region_end);
+        return from_bytes(
+            img,
+            &format!("{what}: shared.disk-image.img"),
+            Kind::ByContent,
+            offset,
+            end,
+        );
     }
     if let Some(bin) = noenv {
-        return from_bytes(bin, &format!("{what}: Tow-Boot.noenv.bin"), region_end);
+        return from_bytes(
+            bin,
+            &format!("{what}: Tow-Boot.noenv.bin"),
+            Kind::Noenv,
+            offset,
+            end,
+        );
     }
     Err(Error::refused(
         what,
@@ -252,7 +377,8 @@ pub struct TowbootPlaced {
 }
 
 /// Writes `fw` from byte 512 of `disk`, adds (or reuses) a `mbr_type`
-/// entry over `offset..end` in a free slot, keeps the disk id and the OS
+/// entry over the firmware region (`fw.region`, else `offset..end`) in a
+/// free slot, keeps the disk id and the OS
 /// partitions with their numbers. An OS partition starting inside the
 /// region is refused with the offsets, or moved to the first `align`ed
 /// place after it with `relocate` when there is room.
@@ -265,6 +391,7 @@ pub fn place_towboot(
     relocate: bool,
     align: u64,
 ) -> Result<TowbootPlaced> {
+    let (offset, end) = fw.region.unwrap_or((offset, end));
     let slots = mbr::entries(&**disk)?;
     let mut os: Vec<mbr::Entry> = slots
         .iter()
@@ -332,10 +459,10 @@ pub fn place_towboot(
         })?;
     // Exactly the seed's bytes: the firmware region after sector 0 as given,
     // zeros where the given bytes end.
-    let mut region = vec![0u8; (end - 512) as usize];
+    let mut region = vec![0u8; (end - offset) as usize];
     let n = fw.bytes.len().min(region.len());
     region[..n].copy_from_slice(&fw.bytes[..n]);
-    let win = Window::new(disk.clone(), 512, end - 512)?;
+    let win = Window::new(disk.clone(), offset, end - offset)?;
     win.write_at(0, &region)?;
     mbr::set_entry(
         &**disk,

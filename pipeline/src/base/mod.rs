@@ -235,14 +235,14 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
     }
     check_outputs(req, &[&src.path])?;
     let towboot = match (&req.board.firmware, &req.firmware.towboot) {
-        (FirmwarePlacement::Towboot { end, .. }, Some(t)) => {
+        (FirmwarePlacement::Towboot { offset, end, .. }, Some(t)) => {
             let f = fetch::fetch(
                 t,
                 req.firmware.sha256.as_deref(),
                 &fetch_opts,
                 &mut |d, tot| progress.position(d, tot),
             )?;
-            Some((firmware::read_towboot(&f.path, *end)?, f))
+            Some((firmware::read_towboot(&f.path, *offset, *end)?, f))
         }
         (FirmwarePlacement::BootFiles { .. }, Some(_)) => {
             return Err(Error::refused(
@@ -412,8 +412,32 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         false,
     )?);
     let layout = layout_record(&dev, &req.board)?;
-    progress.step_total("hashing the base", Some(len));
-    let sha = hash_device(&*dev, progress)?;
+    // One read of the image feeds both the manifest's SHA-256 (on its own
+    // thread) and the zstd encoder (on its own workers).
+    let zst_path = req.zstd.then(|| with_suffix(&req.out, ".zst"));
+    progress.step_total(
+        if req.zstd {
+            "hashing and compressing the base"
+        } else {
+            "hashing the base"
+        },
+        Some(len),
+    );
+    let mut zst = match &zst_path {
+        Some(p) => Some(imagegen::sink::ImageWriter::create(
+            p,
+            imagegen::sink::OutputFormat::Zstd { level: 3 },
+            Some(len),
+        )?),
+        None => None,
+    };
+    // Holes read as zeros without asking the kernel for them.
+    let data = imagegen::ranges::data_map(pending.file(), len)
+        .map_err(|e| imagegen::Error::io_context("mapping the base", e))?;
+    let sha = hash_device(&*dev, Some(&data), zst.as_mut(), progress)?;
+    if let Some(w) = zst {
+        w.finish()?;
+    }
     let bmap_path = if req.bmap {
         progress.step("writing the block map");
         let text = imagegen::bmap::write_bmap(&*dev, &mapped_ranges(&dev, pending.file(), len)?)?;
@@ -421,21 +445,6 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         let pf = PendingFile::create(&p)?;
         std::io::Write::write_all(&mut pf.file(), text.as_bytes()).map_err(|e| Error::io(&p, e))?;
         Some((p, pf))
-    } else {
-        None
-    };
-    let zst_path = if req.zstd {
-        let p = with_suffix(&req.out, ".zst");
-        progress.step_total("compressing with zstd", Some(len));
-        let mut w = imagegen::sink::ImageWriter::create(
-            &p,
-            imagegen::sink::OutputFormat::Zstd { level: 3 },
-            Some(len),
-        )?;
-        let mut r = imagegen::block::DeviceCursor::new(dev.clone());
-        imagegen::sink::copy_stream(&mut r, &mut w).map_err(|e| Error::io(&p, e))?;
-        w.finish()?;
-        Some(p)
     } else {
         None
     };
@@ -576,19 +585,65 @@ fn layout_record(dev: &Arc<dyn BlockDevice>, board: &Board) -> Result<LayoutReco
     })
 }
 
-fn hash_device(dev: &dyn BlockDevice, progress: &dyn Progress) -> Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
+/// SHA-256 of the whole device, read once; every chunk read also goes to
+/// `also` (the zstd encoder) while the hash runs on a thread of its own.
+/// With `data` (where the file holds data, from `SEEK_DATA`), only those
+/// ranges are read and the rest is zeros.
+fn hash_device(
+    dev: &dyn BlockDevice,
+    data: Option<&imagegen::ranges::RangeSet>,
+    mut also: Option<&mut imagegen::sink::ImageWriter>,
+    progress: &dyn Progress,
+) -> Result<[u8; 32]> {
+    const CHUNK: usize = 4 << 20;
     let size = dev.size();
-    let mut at = 0;
-    while at < size {
-        let n = ((size - at) as usize).min(buf.len());
-        dev.read_at(at, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        at += n as u64;
-        progress.advance(n as u64);
-    }
-    Ok(h.finalize().into())
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk[..]);
+            }
+            <[u8; 32]>::from(h.finalize())
+        });
+        let read = (|| -> Result<()> {
+            let mut at = 0;
+            let mut next = 0;
+            while at < size {
+                let n = ((size - at) as usize).min(CHUNK);
+                let end = at + n as u64;
+                let mut buf = vec![0u8; n];
+                match data.map(|d| d.extents()) {
+                    None => dev.read_at(at, &mut buf)?,
+                    Some(ex) => {
+                        while next < ex.len() && ex[next].end <= at {
+                            next += 1;
+                        }
+                        for e in ex[next..].iter().take_while(|e| e.start < end) {
+                            let (from, to) = (e.start.max(at), e.end.min(end));
+                            dev.read_at(from, &mut buf[(from - at) as usize..(to - at) as usize])?;
+                        }
+                    }
+                }
+                let buf = Arc::new(buf);
+                if tx.send(buf.clone()).is_err() {
+                    break;
+                }
+                if let Some(w) = also.as_deref_mut() {
+                    std::io::Write::write_all(w, &buf)
+                        .map_err(|e| imagegen::Error::io_context("compressing the base", e))?;
+                }
+                at += n as u64;
+                progress.advance(n as u64);
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let sum = hasher
+            .join()
+            .map_err(|_| Error::refused("the base", "hashing it failed (thread panicked)"))?;
+        read.map(|()| sum)
+    })
 }
 
 /// What a bmap lists: the used blocks of every filesystem the partitions

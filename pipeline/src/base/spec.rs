@@ -50,8 +50,10 @@ pub struct BaseSpec {
     pub timezone: Option<String>,
     /// e.g. `en_GB.UTF-8`.
     pub locale: Option<String>,
-    /// Scripts run as root inside the image's root (Linux, root only).
-    #[serde(default)]
+    /// Run as root inside the image's root (Linux, root only), in order:
+    /// shipped recipes by name (`kubeadm`, `helm`, `k3s`) and script files.
+    /// One string or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub provision: Vec<PathBuf>,
     /// A directory copied to a scratch place inside the root for the scripts.
     pub provision_files: Option<PathBuf>,
@@ -72,4 +74,38 @@ pub struct FirmwareSpec {
     /// Move OS partitions that start inside the firmware region.
     #[serde(default)]
     pub relocate: bool,
+}
+
+/// `provision = "x.sh"` (the first form) or `provision = ["kubeadm", "x.sh"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(p)) => Ok(vec![p]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "provision must be a string or a list of strings (recipe names or script paths)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provision_is_one_string_or_a_list() {
+        let one: BaseSpec = toml::from_str(r#"provision = "a.sh""#).unwrap();
+        assert_eq!(one.provision, vec![PathBuf::from("a.sh")]);
+        let many: BaseSpec = toml::from_str(r#"provision = ["kubeadm", "b.sh"]"#).unwrap();
+        assert_eq!(
+            many.provision,
+            vec![PathBuf::from("kubeadm"), PathBuf::from("b.sh")]
+        );
+        assert!(toml::from_str::<BaseSpec>("provision = 3").is_err());
+    }
 }

@@ -37,12 +37,14 @@
 //! `SHA256SUMS` lists every other file of the directory, sorted by path,
 //! as `<hex>  <path>` lines (`sha256sum -c SHA256SUMS` checks them).
 
+use super::hash_cache::HashCache;
 use super::SecretsMode;
 use crate::base::manifest::BaseManifest;
 use crate::customise::{Applied, Op};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -101,13 +103,11 @@ pub struct InputRecord {
 }
 
 impl InputRecord {
-    pub fn file(what: &str, p: &Path) -> Result<InputRecord> {
-        Self::path(what, p)
-    }
-
-    pub fn path(what: &str, p: &Path) -> Result<InputRecord> {
+    /// A file or a directory tree, its files' hashes taken from `cache`
+    /// when their status is unchanged.
+    pub fn path(what: &str, p: &Path, cache: &mut HashCache) -> Result<InputRecord> {
         let mut h = Sha256::new();
-        hash_path(p, Path::new(""), &mut h)?;
+        hash_path(p, Path::new(""), &mut h, cache)?;
         Ok(InputRecord {
             what: what.into(),
             name: p
@@ -123,7 +123,7 @@ impl InputRecord {
 /// control checkout reproduces. The other mode bits follow the umask of
 /// whoever copied the tree (a copy under `umask 077` must not change
 /// `manifest.json`).
-fn hash_path(p: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
+fn hash_path(p: &Path, rel: &Path, h: &mut Sha256, cache: &mut HashCache) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let md = p.symlink_metadata().map_err(|e| Error::io(p, e))?;
     h.update(rel.to_string_lossy().as_bytes());
@@ -146,13 +146,13 @@ fn hash_path(p: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
             .collect();
         names.sort();
         for n in names {
-            hash_path(&p.join(&n), &rel.join(&n), h)?;
+            hash_path(&p.join(&n), &rel.join(&n), h, cache)?;
         }
     } else if md.file_type().is_symlink() {
         let t = std::fs::read_link(p).map_err(|e| Error::io(p, e))?;
         h.update(t.to_string_lossy().as_bytes());
     } else {
-        h.update(sha256_of(p)?);
+        h.update(cache.sha256(p)?);
     }
     Ok(())
 }
@@ -246,7 +246,10 @@ impl FileRecord {
 }
 
 /// Every file under `dir` (but `SHA256SUMS`), sorted, as `sha256sum` lines.
-pub fn sha256sums(dir: &Path) -> Result<String> {
+/// `known` holds the sums of files carried over from the earlier build
+/// (hard links to what its `SHA256SUMS` describes), which are not read
+/// again: a carried file damaged since then fails `sha256sum -c`.
+pub fn sha256sums(dir: &Path, known: &BTreeMap<String, String>) -> Result<String> {
     let mut files = Vec::new();
     collect(dir, Path::new(""), &mut files)?;
     files.sort();
@@ -255,12 +258,12 @@ pub fn sha256sums(dir: &Path) -> Result<String> {
         if rel == Path::new(SUMS) {
             continue;
         }
-        let sum = sha256_of(&dir.join(&rel))?;
-        out.push_str(&format!(
-            "{}  {}\n",
-            imagegen::source::to_hex(&sum),
-            rel.display()
-        ));
+        let name = rel.display().to_string();
+        let sum = match known.get(&name) {
+            Some(hex) => hex.clone(),
+            None => imagegen::source::to_hex(&sha256_of(&dir.join(&rel))?),
+        };
+        out.push_str(&format!("{sum}  {name}\n"));
     }
     Ok(out)
 }

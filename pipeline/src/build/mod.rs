@@ -39,6 +39,7 @@
 //! epoch's.
 
 pub mod deferred;
+pub mod hash_cache;
 pub mod manifest;
 
 use crate::base::manifest::{manifest_path, ImageRecord};
@@ -51,6 +52,7 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::stamp::{cluster_nix, Shared, Stamper};
 use crate::{Error, Result};
+use hash_cache::HashCache;
 use imagegen::block::{BlockDevice, DeviceCursor, FileDevice, Overlay};
 use imagegen::delta::{save_overlay, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
@@ -58,6 +60,7 @@ use imagegen::sink::{write_image, OutputFormat};
 use imagegen::source::{to_hex, ImageSource};
 use manifest::{BaseEntry, BuildManifest, InputRecord, NodeEntry};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,10 +89,19 @@ pub struct BuildRequest<'a> {
     pub secrets: SecretsMode,
     pub full_images: bool,
     pub force: bool,
+    /// Hash every input and artefact again instead of trusting what the
+    /// earlier build remembered ([`hash_cache`]).
+    pub rehash: bool,
     pub cache_dir: Option<PathBuf>,
     pub now: Timestamp,
     /// `SOURCE_DATE_EPOCH`, recorded and part of every key.
     pub epoch: Option<i64>,
+    /// `[base] provision`, ready to run (root, Linux) when the base is
+    /// built; `None` when there is none.
+    pub provision: Option<&'a crate::provision::Provision>,
+    /// Refuse a base that lacks the flavour's tools (`--no-tool-check`
+    /// turns it off).
+    pub tool_check: bool,
 }
 
 /// What a build did.
@@ -99,6 +111,9 @@ pub struct BuildOutcome {
     pub base_rebuilt: bool,
     pub stamped: Vec<String>,
     pub reused: Vec<String>,
+    /// Bytes of local inputs read to hash them (what the hash cache did
+    /// not spare).
+    pub input_bytes_hashed: u64,
     pub manifest: BuildManifest,
 }
 
@@ -112,27 +127,68 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
 
     // Stage 1, or the earlier build's base when nothing it depends on changed.
     progress.step("hashing the base's inputs");
-    let (base_key, inputs) = base_key(req)?;
+    let cache = hash_cache::cache_dir(&req.out);
+    let mut hashes = HashCache::open(cache.as_deref(), req.rehash || req.force);
+    let (base_key, inputs) = base_key(req, &mut hashes)?;
+    hashes.save();
     let reuse = previous
         .as_ref()
         .filter(|p| !req.force && p.manifest.base.key == base_key);
-    let base_img = work.join("base.img");
+    // Sums of the artefacts carried over, from the earlier SHA256SUMS.
+    let earlier_sums = match (&previous, req.rehash) {
+        (Some(p), false) => std::fs::read_to_string(p.dir.join(SUMS))
+            .ok()
+            .and_then(|t| manifest::parse_sums(&t).ok())
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    let mut known_sums = BTreeMap::new();
+    let mut carry_known = |from: &Path, rel: &str| -> Result<()> {
+        carry(&from.join(rel), &staging.path.join(rel))?;
+        if let Some(h) = earlier_sums.get(rel) {
+            known_sums.insert(rel.to_string(), h.clone());
+        }
+        Ok(())
+    };
+    let mut base_img = work.join("base.img");
+    let mut base_kept = false;
     let (base_manifest, base_rebuilt) = match reuse {
         Some(p) => {
             progress.step("reusing the earlier build's base");
             for f in ["base.img.zst", "base.img.bmap"] {
-                carry(&p.dir.join(f), &staging.path.join(f))?;
+                carry_known(&p.dir, f)?;
             }
             let m = p.manifest.base.manifest.clone();
-            write_image(
-                ImageSource::open(staging.path.join("base.img.zst"))?,
-                &base_img,
-                OutputFormat::Raw,
-                Some(m.image.size),
-            )?;
+            // The raw base kept by the earlier build, else decompressed.
+            let kept = cache
+                .as_deref()
+                .filter(|_| !req.rehash)
+                .and_then(|d| hash_cache::cached_base(d, &base_key));
+            match kept {
+                Some(img) => {
+                    base_img = img;
+                    base_kept = true;
+                }
+                None => {
+                    write_image(
+                        ImageSource::open(staging.path.join("base.img.zst"))?,
+                        &base_img,
+                        OutputFormat::Raw,
+                        Some(m.image.size),
+                    )?;
+                }
+            }
             (m, false)
         }
         None => {
+            let run =
+                |image: &Path, board: &Board, _: &crate::base::spec::BaseSpec| -> Result<()> {
+                    match req.provision {
+                        Some(p) => crate::provision::run(image, board, p),
+                        None => Ok(()),
+                    }
+                };
+            let hook = req.provision.map(|_| run);
             let out = build_base(
                 &BaseRequest {
                     board: req.board.clone(),
@@ -144,7 +200,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
                     force: true,
                     cache_dir: req.cache_dir.clone(),
                     now: req.now,
-                    provision: None,
+                    provision: hook.as_ref().map(|h| h as crate::base::ProvisionHook),
                     fetch: Default::default(),
                 },
                 progress,
@@ -178,6 +234,10 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
     let stamper = Stamper::open(&base_img, req.now)?;
     let base_dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&base_img)?);
     let reader = OsImage::open(base_dev.clone(), OpenOptions::read_only())?;
+    if req.tool_check {
+        let nodes: Vec<&crate::cluster::Node> = cluster.nodes.iter().collect();
+        crate::stamp::tools::check_tools(&reader, cluster, &nodes, "of this build")?;
+    }
     let mut nodes = Vec::new();
     let (mut stamped, mut reused) = (Vec::new(), Vec::new());
     for node in &cluster.nodes {
@@ -204,9 +264,9 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         let files = match earlier {
             Some((p, n)) => {
                 progress.step(&format!("{name}: unchanged, carried over"));
-                carry(&p.dir.join(&artefact), &staging.path.join(&artefact))?;
+                carry_known(&p.dir, &artefact)?;
                 if let Some(s) = &sealed {
-                    carry(&p.dir.join(s), &staging.path.join(s))?;
+                    carry_known(&p.dir, s)?;
                 }
                 reused.push(name.clone());
                 n.files.clone()
@@ -258,6 +318,11 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
     }
     drop(reader);
     drop(stamper);
+    drop(base_dev);
+    // The raw base stays for the next build (a failure only costs time then).
+    if let (Some(dir), false) = (&cache, base_kept) {
+        let _ = hash_cache::keep_base(dir, &base_key, &base_img);
+    }
 
     let mut extra = Vec::new();
     let known = state.known_hosts(cluster);
@@ -303,7 +368,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         .map_err(|e| Error::internal("manifest.json", e.to_string()))?;
     write_file(&staging.path.join(MANIFEST), &json, 0o644)?;
     progress.step("hashing the artefacts");
-    let sums = manifest::sha256sums(&staging.path)?;
+    let sums = manifest::sha256sums(&staging.path, &known_sums)?;
     write_file(&staging.path.join(SUMS), sums.as_bytes(), 0o644)?;
     staging.commit()?;
     Ok(BuildOutcome {
@@ -311,6 +376,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         base_rebuilt,
         stamped,
         reused,
+        input_bytes_hashed: hashes.hashed_bytes,
         manifest,
     })
 }
@@ -478,12 +544,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// The base's key and the inputs it covers (each with its hash).
-fn base_key(req: &BuildRequest) -> Result<(String, Vec<InputRecord>)> {
-    let mut inputs = vec![InputRecord::file("cluster file", &req.cluster.file)?];
-    fn local(inputs: &mut Vec<InputRecord>, what: &str, p: &Path) -> Result<()> {
-        inputs.push(InputRecord::path(what, p)?);
+fn base_key(req: &BuildRequest, cache: &mut HashCache) -> Result<(String, Vec<InputRecord>)> {
+    let mut inputs = vec![InputRecord::path("cluster file", &req.cluster.file, cache)?];
+    let mut local = |inputs: &mut Vec<InputRecord>, what: &str, p: &Path| -> Result<()> {
+        inputs.push(InputRecord::path(what, p, cache)?);
         Ok(())
-    }
+    };
     if let Some(s) = &req.base.source {
         if crate::base::fetch::is_url(s) {
             inputs.push(InputRecord {
@@ -506,7 +572,14 @@ fn base_key(req: &BuildRequest) -> Result<(String, Vec<InputRecord>)> {
         }
     }
     for p in &req.base.provision {
-        local(&mut inputs, "provision script", p)?;
+        match crate::provision::recipes::find(p) {
+            Some(r) => inputs.push(InputRecord {
+                what: "provision recipe".into(),
+                name: r.name.into(),
+                sha256: r.fingerprint(&req.cluster.versions)?,
+            }),
+            None => local(&mut inputs, "provision script", p)?,
+        }
     }
     if let Some(t) = &req.firmware.towboot {
         if crate::base::fetch::is_url(t) {

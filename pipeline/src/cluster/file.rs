@@ -21,6 +21,7 @@ pub struct RawCluster {
     pub gitops_url: Option<Spanned<String>>,
     pub gitops_branch: Option<Spanned<String>>,
     pub gitops_path: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<bool>>,
 }
 
 /// The settings `[defaults]` gives every node and a `[[node]]` may
@@ -37,6 +38,7 @@ pub struct RawSettings {
     pub dns: Option<Spanned<Vec<String>>>,
     pub timezone: Option<Spanned<String>>,
     pub ssh_host_keys: Option<Spanned<bool>>,
+    pub interface: Option<Spanned<String>>,
 }
 
 /// The keys only a `[[node]]` has; the rest of the table is

@@ -54,6 +54,9 @@ pub struct Cluster {
     pub templates_dir: Option<PathBuf>,
     /// `[versions]`, defaults filled in.
     pub versions: Versions,
+    /// `[cluster] hosts`: every node's name and address in each node's
+    /// /etc/hosts.
+    pub hosts: bool,
 }
 
 /// Versions of what the provisioning recipes install and the bootstraps
@@ -118,6 +121,16 @@ pub struct Node {
     pub timezone: Option<String>,
     /// Give the node its own SSH host key (from the state file).
     pub ssh_host_keys: bool,
+    /// The interface the static address goes to; `None`: every wired one.
+    pub interface: Option<Interface>,
+}
+
+/// An interface named by its kernel name or its MAC address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interface {
+    Name(String),
+    /// Lower-case `aa:bb:cc:dd:ee:ff`.
+    Mac(String),
 }
 
 /// How the user's password is given.
@@ -158,6 +171,13 @@ impl Cluster {
     /// it are resolved against `path`'s directory).
     pub fn parse(path: &Path, text: &str) -> Result<Cluster> {
         validate::validate(path, text)
+    }
+
+    /// Only the `[versions]` of the cluster file at `path` (what the
+    /// provisioning recipes of `nodeimg base --config` need).
+    pub fn load_versions(path: &Path) -> Result<Versions> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        validate::versions_only(path, &text)
     }
 
     /// The directory relative paths in the file are resolved against.

@@ -212,6 +212,7 @@ fn role_patterns_keep_file_order_and_first_match_wins() {
 name = "odroid"
 board = "odroid-c4"
 flavour = "k3s"
+api_endpoint = "odroid1.local:6443"
 
 [roles]
 init = "^odroid1$"
@@ -296,4 +297,41 @@ fn damaged_files_give_problems_with_lines_never_panics() {
             check(t);
         }
     }
+}
+
+#[test]
+fn k3s_join_endpoint_must_be_derivable() {
+    // The seeds' layout: every node on DHCP, no api_endpoint.
+    let dhcp = "[cluster]\nname = \"o\"\nboard = \"odroid-c4\"\nflavour = \"k3s\"\n\
+                [[node]]\nhostname = \"controlplane\"\n[[node]]\nhostname = \"node2\"\n";
+    let p = problems(dhcp);
+    assert!(
+        p.iter().any(|x| x.key == "cluster.api_endpoint"
+            && x.why.contains("api_endpoint = \"controlplane.local:6443\"")),
+        "{p:#?}"
+    );
+    // A name-based endpoint, or a single node, is fine.
+    let named = dhcp.replace(
+        "flavour = \"k3s\"\n",
+        "flavour = \"k3s\"\napi_endpoint = \"controlplane.local:6443\"\nhosts = true\n",
+    );
+    let c = parse(&named).unwrap();
+    assert_eq!(c.api_endpoint.unwrap().host, "controlplane.local");
+    assert!(c.hosts);
+    let single = "[cluster]\nname = \"o\"\nboard = \"odroid-c4\"\nflavour = \"k3s\"\n[[node]]\nhostname = \"controlplane\"\n";
+    assert!(parse(single).is_ok());
+}
+
+#[test]
+fn interface_is_a_name_or_a_mac() {
+    let base = "[cluster]\nname = \"o\"\nboard = \"rpi5\"\nflavour = \"none\"\n[[node]]\nhostname = \"a\"\n";
+    let c = parse(&format!("{base}interface = \"end0\"\n")).unwrap();
+    assert_eq!(c.nodes[0].interface, Some(Interface::Name("end0".into())));
+    let c = parse(&format!("{base}interface = \"AA:bb:cc:dd:ee:0F\"\n")).unwrap();
+    assert_eq!(
+        c.nodes[0].interface,
+        Some(Interface::Mac("aa:bb:cc:dd:ee:0f".into()))
+    );
+    let p = problems(&format!("{base}interface = \"eth0/../x\"\n"));
+    assert!(p.iter().any(|x| x.key.ends_with("interface")), "{p:#?}");
 }

@@ -5,7 +5,7 @@ use super::file::{RawCluster, RawSettings, RawTemplates, RawVersions, NODE_KEYS}
 use super::keys::{read_age_key, resolve_path, resolve_ssh_keys, AgeKeySource};
 use super::net::{overlaps, parse_host_address, parse_subnet, Endpoint};
 use super::roles::{default_roles, match_role, needs_init, role_by_name, RolePattern};
-use super::{Cluster, Gitops, Node, Password, Problem, Versions};
+use super::{Cluster, Gitops, Interface, Node, Password, Problem, Versions};
 use crate::base::spec::{BaseSpec, FirmwareSpec};
 use crate::flavour::{Flavour, Role};
 use crate::{Error, Result};
@@ -409,6 +409,22 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
             "kubeadm needs the API endpoint (host:port), or an address on the init node",
         );
     }
+    // k3s servers and agents join the init node: without its address or an
+    // endpoint they would wait on an empty host (Debian) or start a cluster
+    // of their own (`k3s server --server ""` on NixOS).
+    if flavour == Flavour::K3s && api_endpoint.is_none() && c.api_endpoint.is_none() {
+        let init = nodes.iter().find(|n| n.role == Role::Init);
+        if let (Some(init), true) = (init, nodes.iter().any(|n| n.role != Role::Init)) {
+            r.spanned(
+                &c.name,
+                "cluster.api_endpoint",
+                format!(
+                    "the other nodes cannot reach the init node {0}: it has no address (DHCP) and there is no api_endpoint; give {0} an address, or set api_endpoint = \"{0}.local:6443\" (mDNS)",
+                    init.hostname
+                ),
+            );
+        }
+    }
 
     let templates_dir = s
         .templates
@@ -416,6 +432,7 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
         .map(|d| resolve_path(&dir, d.get_ref()));
 
     let versions = read_versions(r, s.versions.unwrap_or_default());
+    let hosts = c.hosts.as_ref().is_some_and(|h| *h.get_ref());
 
     Some(Cluster {
         file: path.to_path_buf(),
@@ -434,7 +451,38 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
         nodes,
         templates_dir,
         versions,
+        hosts,
     })
+}
+
+/// Only the `[versions]` table of a cluster file (defaults filled in), for
+/// `nodeimg base --config`, which does not need the nodes.
+pub fn versions_only(path: &Path, text: &str) -> Result<Versions> {
+    let mut r = Report {
+        text,
+        problems: Vec::new(),
+    };
+    let mut versions = Versions::default();
+    match DeTable::parse(text) {
+        Ok(doc) => {
+            for (key, value) in doc.into_inner() {
+                if key.get_ref() == "versions" {
+                    if let Some(raw) = r.table("versions", value) {
+                        versions = read_versions(&mut r, raw);
+                    }
+                }
+            }
+        }
+        Err(e) => r.serde("toml", e),
+    }
+    if r.problems.is_empty() {
+        Ok(versions)
+    } else {
+        Err(Error::Invalid {
+            file: path.to_path_buf(),
+            problems: r.problems,
+        })
+    }
 }
 
 /// `[versions]` with defaults; a value must be a plain version word, since
@@ -708,6 +756,11 @@ fn build_node(
     });
     let ssh_host_keys = pick(&n.ssh_host_keys, &d.ssh_host_keys, i, "ssh_host_keys")
         .is_none_or(|(v, _)| *v.get_ref());
+    let interface = pick(&n.interface, &d.interface, i, "interface").and_then(|(v, key)| {
+        parse_interface(v.get_ref())
+            .map_err(|why| r.spanned(v, key, why))
+            .ok()
+    });
     Some(Node {
         hostname: hostname.get_ref().clone(),
         role: role?,
@@ -720,6 +773,7 @@ fn build_node(
         dns,
         timezone,
         ssh_host_keys,
+        interface,
     })
 }
 
@@ -846,4 +900,27 @@ fn is_user_name(s: &str) -> bool {
         && !s.starts_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
+/// An interface name (as the kernel allows: 1–15 bytes, no `/`, `:` or
+/// space) or a MAC address.
+fn parse_interface(s: &str) -> std::result::Result<Interface, String> {
+    let hex = |p: &str| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| hex(p)) {
+        return Ok(Interface::Mac(s.to_ascii_lowercase()));
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"/:*?".contains(c));
+    if ok {
+        Ok(Interface::Name(s.to_string()))
+    } else {
+        Err(format!(
+            "`{s}` is neither an interface name (such as end0, at most 15 characters) nor a MAC address (aa:bb:cc:dd:ee:ff)"
+        ))
+    }
 }

@@ -7,14 +7,19 @@
 //! [`run`] is the hook `nodeimg base` calls on the not-yet-renamed output
 //! after every rootless change and before the manifest and bmap. The
 //! mechanism (loop devices, a private mount namespace, binds, the chroot)
-//! lives in the Linux-only `linux` module.
+//! lives in the Linux-only `linux` module. [`Provision::new`] turns the
+//! `provision` entries into scripts: a shipped recipe's name ([`recipes`])
+//! is rendered with the cluster's versions, anything else is a script file.
 
 use crate::board::Board;
+use crate::cluster::Versions;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[cfg(target_os = "linux")]
 mod linux;
+pub mod recipes;
 
 /// What to run and where its log goes.
 #[derive(Debug, Clone)]
@@ -25,6 +30,63 @@ pub struct Provision {
     pub files: Option<PathBuf>,
     /// Everything the scripts print (`OUT.provision.log`).
     pub log: PathBuf,
+    /// Where rendered recipes live until the run is over.
+    _rendered: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Provision {
+    /// The scripts for `entries` (`[base] provision` then `--provision`):
+    /// a shipped recipe's name becomes the recipe rendered with `versions`
+    /// (kept in a temporary directory as long as this value), anything else
+    /// must be a script file.
+    pub fn new(
+        entries: &[PathBuf],
+        versions: &Versions,
+        files: Option<PathBuf>,
+        log: PathBuf,
+    ) -> Result<Provision> {
+        let mut scripts = Vec::new();
+        let mut rendered: Option<Arc<tempfile::TempDir>> = None;
+        for e in entries {
+            let Some(r) = recipes::find(e) else {
+                if !e.is_file() {
+                    let why = if e.components().count() == 1 && e.extension().is_none() {
+                        format!(
+                            "neither a shipped recipe ({}) nor a script file",
+                            recipes::names()
+                        )
+                    } else {
+                        "provisioning script not found (or not a file)".to_string()
+                    };
+                    return Err(Error::refused(e.display().to_string(), why));
+                }
+                scripts.push(e.clone());
+                continue;
+            };
+            let dir = match &rendered {
+                Some(d) => d.clone(),
+                None => {
+                    let d = Arc::new(
+                        tempfile::Builder::new()
+                            .prefix("nodeimg-recipes.")
+                            .tempdir()
+                            .map_err(|e| Error::io(std::env::temp_dir(), e))?,
+                    );
+                    rendered = Some(d.clone());
+                    d
+                }
+            };
+            let path = dir.path().join(format!("{}.sh", r.name));
+            std::fs::write(&path, r.render(versions)?).map_err(|e| Error::io(&path, e))?;
+            scripts.push(path);
+        }
+        Ok(Provision {
+            scripts,
+            files,
+            log,
+            _rendered: rendered,
+        })
+    }
 }
 
 /// Where `provision_files` (and the scripts) appear inside the root, on a

@@ -335,7 +335,8 @@ impl State {
     }
 
     /// `known_hosts` lines for the nodes of `cluster` that have host keys:
-    /// the hostname, and the address when it has one.
+    /// the hostname, its mDNS name `HOSTNAME.local`, and the address when it
+    /// has one.
     pub fn known_hosts(&self, cluster: &Cluster) -> String {
         let mut out = String::new();
         for n in &cluster.nodes {
@@ -345,7 +346,7 @@ impl State {
             if !n.ssh_host_keys {
                 continue;
             }
-            let mut names = n.hostname.clone();
+            let mut names = format!("{0},{0}.local", n.hostname);
             if let Some(a) = n.address {
                 names.push(',');
                 names.push_str(&a.addr().to_string());

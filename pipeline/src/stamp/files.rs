@@ -3,7 +3,7 @@
 //! the hostname written" for each OS profile.
 
 use super::vars::{env_file, k3s_tokens, k3s_url, Shared, CLUSTER_ENV};
-use crate::cluster::{AgeKeySource, Cluster, Node, Password};
+use crate::cluster::{AgeKeySource, Cluster, Interface, Node, Password};
 use crate::customise::{LineEdit, Op};
 use crate::flavour::{Flavour, Role};
 use crate::os::{Network, OsProfile};
@@ -94,6 +94,7 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     else {
         return Ok(Vec::new());
     };
+    check_mdns(c, image)?;
     let h = &n.hostname;
     let mut ops = vec![file("/etc/hostname", format!("{h}\n"), 0o644)];
     if image.read("/etc/hosts")?.is_some() {
@@ -111,6 +112,19 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             0o644,
         ));
     }
+    if c.hosts {
+        for other in &c.nodes {
+            if let Some(a) = other.address {
+                ops.push(Op::Edit {
+                    path: "/etc/hosts".into(),
+                    edit: LineEdit::Set {
+                        prefix: format!("{}\t", a.addr()),
+                        line: format!("{}\t{} {}.local", a.addr(), other.hostname, other.hostname),
+                    },
+                });
+            }
+        }
+    }
     if raspberry_pi {
         // The Pi firmware's command line: systemd takes the hostname from
         // it before anything (cloud-init included) runs.
@@ -123,10 +137,11 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     if cloud_init || image.stat("/etc/cloud")?.is_some() {
         ops.push(file(
             "/etc/cloud/cloud.cfg.d/99-nodeimg.cfg",
-            "# Written by nodeimg stamp: the hostname and /etc/hosts are the node's own.\npreserve_hostname: true\nmanage_etc_hosts: false\n",
+            cloud_cfg(n.ssh_host_keys),
             0o644,
         ));
     }
+    ops.extend(first_boot_ops(cx, image)?);
     for seed in ["/boot/firmware/meta-data", "/boot/meta-data"] {
         if image.read(seed)?.is_some() {
             ops.push(Op::Edit {
@@ -170,6 +185,12 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     }
     if n.ssh_host_keys {
         if let Some(k) = cx.state.host_key(h) {
+            // The stamped key is the node's only one: keys the image
+            // carries would be shared by every card made from it.
+            ops.push(Op::RemoveGlob {
+                dir: "/etc/ssh".into(),
+                pattern: "ssh_host_*".into(),
+            });
             ops.push(secret("/etc/ssh/ssh_host_ed25519_key", k.private.clone()));
             ops.push(file(
                 "/etc/ssh/ssh_host_ed25519_key.pub",
@@ -224,6 +245,179 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             path: "/etc/localtime".into(),
             target: zone,
         });
+    }
+    Ok(ops)
+}
+
+/// An `api_endpoint` in `.local` is resolved by mDNS: on Debian that takes
+/// avahi-daemon (answering for the init node) and libnss-mdns (the
+/// `mdns4_minimal` entry of the `hosts:` line of /etc/nsswitch.conf, which
+/// its package adds). Without them joins wait on a name nobody resolves.
+fn check_mdns(c: &Cluster, image: &OsImage) -> Result<()> {
+    let Some(e) = &c.api_endpoint else {
+        return Ok(());
+    };
+    if c.flavour == Flavour::None || !e.host.to_ascii_lowercase().ends_with(".local") {
+        return Ok(());
+    }
+    let nss = image
+        .read("/etc/nsswitch.conf")?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let nss_mdns = nss
+        .lines()
+        .any(|l| l.trim_start().starts_with("hosts:") && l.contains("mdns"));
+    let avahi = image.stat("/usr/sbin/avahi-daemon")?.is_some();
+    if nss_mdns && avahi {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(!avahi, "avahi-daemon"), (!nss_mdns, "libnss-mdns")]
+        .into_iter()
+        .filter_map(|(m, p)| m.then_some(p))
+        .collect();
+    Err(Error::refused(
+        format!("api_endpoint {e}"),
+        format!(
+            "is an mDNS name, but the base cannot resolve .local names (no {}): install avahi-daemon and libnss-mdns in the base (a [base] provision script: apt-get install -y avahi-daemon libnss-mdns), or use an address",
+            missing.join(", no ")
+        ),
+    ))
+}
+
+/// cloud-init's system configuration for a stamped node. cloud-init's `ssh`
+/// module (canonical/cloud-init cloudinit/config/cc_ssh.py) deletes every
+/// `/etc/ssh/ssh_host_*` unless `ssh_deletekeys` is false and makes the
+/// `ssh_genkeytypes` it is given (default rsa, ecdsa, ed25519), once per
+/// instance; `set_hostname`/`update_hostname` leave the hostname alone with
+/// `preserve_hostname`, `update_etc_hosts` leaves /etc/hosts alone unless
+/// `manage_etc_hosts`.
+fn cloud_cfg(host_keys: bool) -> String {
+    let mut s = String::from(
+        "# Written by nodeimg stamp: the hostname and /etc/hosts are the node's own.\npreserve_hostname: true\nmanage_etc_hosts: false\n",
+    );
+    if host_keys {
+        s.push_str(
+            "# The stamped SSH host key is the node's own: neither deleted nor replaced.\nssh_deletekeys: false\nssh_genkeytypes: []\n",
+        );
+    }
+    s
+}
+
+/// Where a unit the image ships lives, if it does.
+fn shipped_unit(image: &OsImage, unit: &str) -> Result<bool> {
+    for dir in [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ] {
+        if image.stat(&format!("{dir}/{unit}"))?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Drop-in ordering nodeimg's bootstrap after the OS's own first boot.
+pub const BOOTSTRAP_ORDER_DROPIN: &str =
+    "/etc/systemd/system/nodeimg-bootstrap.service.d/10-after-first-boot.conf";
+
+/// What keeps the stamped identity through Raspberry Pi OS's first boot:
+/// - `regenerate_ssh_host_keys.service` (RPi-Distro/raspberrypi-sys-mods,
+///   enabled by pi-gen's stage2/01-sys-tweaks) deletes every host key and
+///   runs `ssh-keygen -A`: masked when stamp writes a host key (a mask also
+///   wins over the presets a systemd first boot applies);
+/// - userconf-pi's `userconfig.service` asks for a user and password on
+///   first boot unless `userconf.txt` names one: masked when the cluster
+///   file's password went into `/etc/shadow` (with `userconf.txt` the
+///   service runs and creates the user without asking);
+/// - the NoCloud `user-data` on the boot partition (Raspberry Pi Imager 2
+///   writes it) overrides `/etc/cloud/cloud.cfg.d`, so the same decisions go
+///   there, as top-level keys;
+/// - the role bootstrap starts after cloud-init's last stage and the first
+///   boot resize (`rpi-resize.service`), whichever the image has.
+fn first_boot_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
+    let n = cx.node;
+    let mut ops = Vec::new();
+    let stamped_key = n.ssh_host_keys && cx.state.host_key(&n.hostname).is_some();
+    if stamped_key && shipped_unit(image, "regenerate_ssh_host_keys.service")? {
+        ops.push(Op::Mask {
+            unit: "regenerate_ssh_host_keys.service".into(),
+        });
+    }
+    if let Some(user) = &n.user {
+        let in_shadow = n.password.is_some() && image.user(user)?.is_some();
+        if in_shadow && shipped_unit(image, "userconfig.service")? {
+            ops.push(Op::Mask {
+                unit: "userconfig.service".into(),
+            });
+        }
+    }
+    for seed in ["/boot/firmware/user-data", "/boot/user-data"] {
+        let Some(text) = image.read(seed)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut keys = vec![
+            ("hostname", n.hostname.clone()),
+            ("preserve_hostname", "true".to_string()),
+            ("manage_etc_hosts", "false".to_string()),
+        ];
+        if stamped_key {
+            keys.push(("ssh_deletekeys", "false".into()));
+            keys.push(("ssh_genkeytypes", "[]".into()));
+        }
+        if let Some(user) = &n.user {
+            if image.user(user)?.is_some() {
+                // cloud-init's users module updates users that exist: it
+                // sets `plain_text_passwd`/`hashed_passwd` and locks the
+                // password unless `lock_passwd: false` (cloudinit/distros
+                // Distro.create_user). This list replaces the image's
+                // (pi-gen's 99_default.cfg), so the stamped password stays.
+                keys.push(("users", format!("[{{name: {user}, lock_passwd: false}}]")));
+            }
+        }
+        for (key, value) in keys {
+            let prefix = format!("{key}:");
+            // A key set by a block (the value on the lines below) cannot
+            // be replaced line by line.
+            let mut lines = text.lines();
+            while let Some(l) = lines.next() {
+                if l.starts_with(&prefix)
+                    && l[prefix.len()..].trim().is_empty()
+                    && lines.next().is_some_and(|nx| nx.starts_with([' ', '-']))
+                {
+                    return Err(Error::refused(
+                        seed,
+                        format!("sets {key} as a block; nodeimg stamp sets it on one line (write it as `{key}: …` in the base)"),
+                    ));
+                }
+            }
+            ops.push(Op::Edit {
+                path: seed.into(),
+                edit: LineEdit::Set {
+                    prefix,
+                    line: format!("{key}: {value}"),
+                },
+            });
+        }
+    }
+    if cx.cluster.flavour != Flavour::None {
+        let mut after = Vec::new();
+        for u in ["cloud-final.service", "rpi-resize.service"] {
+            if shipped_unit(image, u)? {
+                after.push(u);
+            }
+        }
+        if !after.is_empty() {
+            ops.push(file(
+                BOOTSTRAP_ORDER_DROPIN,
+                format!(
+                    "# Written by nodeimg stamp: the role bootstrap starts after the OS's own\n# first boot (cloud-init, the root partition resize).\n[Unit]\nAfter={}\n",
+                    after.join(" ")
+                ),
+                0o644,
+            ));
+        }
     }
     Ok(ops)
 }
@@ -307,9 +501,17 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
     match network {
         Network::NetworkManager => {
             let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\n[connection]\nid=nodeimg\nuuid={}\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n\n[ethernet]\n\n",
+                "# Written by nodeimg stamp: {}'s static address.\n[connection]\nid=nodeimg\nuuid={}\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n{}\n[ethernet]\n{}\n",
                 n.hostname,
-                connection_uuid(&c.name, &n.hostname)
+                connection_uuid(&c.name, &n.hostname),
+                match &n.interface {
+                    Some(Interface::Name(i)) => format!("interface-name={i}\n"),
+                    _ => String::new(),
+                },
+                match &n.interface {
+                    Some(Interface::Mac(m)) => format!("mac-address={}\n", m.to_ascii_uppercase()),
+                    _ => String::new(),
+                },
             );
             let (fam, other) = if v6 {
                 ("ipv6", "ipv4")
@@ -339,24 +541,20 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
                 secret: false,
             }
         }
-        Network::Networkd => {
-            let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\n[Match]\nType=ether\n\n[Network]\nAddress={addr}\n",
-                n.hostname
-            );
-            if let Some(g) = n.gateway {
-                s.push_str(&format!("Gateway={g}\n"));
-            }
-            for d in &dns {
-                s.push_str(&format!("DNS={d}\n"));
-            }
-            file("/etc/systemd/network/10-nodeimg.network", s, 0o644)
-        }
+        Network::Networkd => file(
+            "/etc/systemd/network/10-nodeimg.network",
+            networkd_file(n, addr),
+            0o644,
+        ),
         Network::Ifupdown => {
             let mut s = format!(
-                "# Written by nodeimg stamp: {}'s static address.\nauto eth0\niface eth0 {} static\n    address {addr}\n",
+                "# Written by nodeimg stamp: {}'s static address.\nauto {iface}\niface {iface} {} static\n    address {addr}\n",
                 n.hostname,
-                if v6 { "inet6" } else { "inet" }
+                if v6 { "inet6" } else { "inet" },
+                iface = match &n.interface {
+                    Some(Interface::Name(i)) => i.as_str(),
+                    _ => "eth0",
+                }
             );
             if let Some(g) = n.gateway {
                 s.push_str(&format!("    gateway {g}\n"));
@@ -367,6 +565,43 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
             file("/etc/network/interfaces.d/nodeimg", s, 0o644)
         }
     }
+}
+
+/// A systemd-networkd unit giving the node's interface (by name or MAC,
+/// else every wired one) its static address, gateway and DNS.
+fn networkd_file(n: &Node, addr: IpNet) -> String {
+    let m = match &n.interface {
+        Some(Interface::Name(i)) => format!("Name={i}"),
+        Some(Interface::Mac(mac)) => format!("MACAddress={mac}"),
+        None => "Type=ether".to_string(),
+    };
+    let mut s = format!(
+        "# Written by nodeimg stamp: {}'s static address.\n[Match]\n{m}\n\n[Network]\nAddress={addr}\n",
+        n.hostname
+    );
+    if let Some(g) = n.gateway {
+        s.push_str(&format!("Gateway={g}\n"));
+    }
+    for d in &n.dns {
+        s.push_str(&format!("DNS={d}\n"));
+    }
+    s
+}
+
+/// `/etc/hosts` lines for every node with an address (`[cluster] hosts`).
+pub fn cluster_hosts(c: &Cluster) -> String {
+    let mut s = String::new();
+    for n in &c.nodes {
+        if let Some(a) = n.address {
+            s.push_str(&format!(
+                "{}\t{} {}.local\n",
+                a.addr(),
+                n.hostname,
+                n.hostname
+            ));
+        }
+    }
+    s
 }
 
 /// NixOS: only paths NixOS leaves alone; the base's `nodeimg.nix` reads
@@ -439,7 +674,63 @@ fn nixos_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
     if let Some(key) = age_key_bytes(cx) {
         ops.push(secret("/var/lib/sops-nix/key.txt", key));
     }
+    ops.extend(nixos_identity_ops(c, n));
     Ok(ops)
+}
+
+/// NixOS: what `nodeimg.nix` applies at boot from the stamped files — the
+/// host name, the static address (systemd-networkd), /etc/hosts lines, the
+/// time zone — and k3s's cluster settings, which k3s reads from its
+/// config.yaml.d beside the module's flags (NixOS declares nothing under
+/// /etc/rancher unless services.k3s is on, which the module forbids).
+fn nixos_identity_ops(c: &Cluster, n: &Node) -> Vec<Op> {
+    let s = NIXOS_STATE;
+    let mut ops = vec![file(
+        &format!("{s}/hostname"),
+        format!("{}\n", n.hostname),
+        0o644,
+    )];
+    if let Some(addr) = n.address {
+        ops.push(file(
+            &format!("{s}/network/10-nodeimg.network"),
+            networkd_file(n, addr),
+            0o644,
+        ));
+    }
+    if c.hosts {
+        ops.push(file(&format!("{s}/hosts"), cluster_hosts(c), 0o644));
+    }
+    if let Some(tz) = &n.timezone {
+        // NixOS's zoneinfo is /etc/zoneinfo (environment.etc.zoneinfo);
+        // /etc/localtime is left alone while time.timeZone is null.
+        ops.push(Op::Symlink {
+            path: "/etc/localtime".into(),
+            target: format!("/etc/zoneinfo/{tz}"),
+        });
+    }
+    if matches!(c.flavour, Flavour::K3s) && n.role != Role::Agent {
+        let mut y = format!(
+            "# Written by nodeimg stamp: {}'s k3s cluster settings.\n",
+            n.hostname
+        );
+        if let Some(p) = c.pod_subnet {
+            y.push_str(&format!("cluster-cidr: \"{p}\"\n"));
+        }
+        if let Some(p) = c.service_subnet {
+            y.push_str(&format!("service-cidr: \"{p}\"\n"));
+        }
+        if let Some(e) = &c.api_endpoint {
+            if !e.host.is_empty() {
+                y.push_str(&format!("tls-san:\n  - \"{}\"\n", e.host));
+            }
+        }
+        ops.push(file(
+            "/etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml",
+            y,
+            0o644,
+        ));
+    }
+    ops
 }
 
 /// `cluster.nix` for the cluster: control planes (init, control-plane,

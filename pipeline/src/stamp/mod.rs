@@ -16,6 +16,7 @@
 //! time written comes from the one `now` of the run.
 
 pub mod files;
+pub mod tools;
 pub mod vars;
 
 pub use files::{cluster_nix, node_ops, NodeContext, NIXOS_STATE};
@@ -108,6 +109,13 @@ impl Stamper {
             None => BaseId::of_device(&*self.base)?,
         };
         Ok(*self.base_id.get_or_init(|| id))
+    }
+
+    /// Refuses a base that lacks what the bootstraps of `nodes` run (see
+    /// [`tools`]).
+    pub fn check_tools(&self, cluster: &Cluster, nodes: &[&Node]) -> Result<()> {
+        let image = OsImage::open(self.base.clone(), OpenOptions::read_only())?;
+        tools::check_tools(&image, cluster, nodes, &self.path.display().to_string())
     }
 
     /// Every operation for `node`, in execution order: its own files, then
