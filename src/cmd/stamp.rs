@@ -148,6 +148,8 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         }
     }
 
+    // The state first: a missing --state is refused before any work.
+    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let now = Timestamp::now()?;
     // A compressed base (`dist/base.img.zst`) is read through a raw copy
     // in a temporary directory, removed at exit or on an interrupt.
@@ -160,7 +162,6 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
     if let Some(d) = &args.out_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let shared = Shared::new(&cluster, &state)?;
 
     let mut done = Vec::new();

@@ -316,7 +316,12 @@ mod tests {
         let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
         chmod(&f, 0o644).unwrap();
         chmod(&tree, 0o755).unwrap();
-        let hash = || InputRecord::path("overlay", &tree).unwrap().sha256;
+        let hash = || {
+            let mut cache = crate::build::hash_cache::HashCache::open(None, true);
+            InputRecord::path("overlay", &tree, &mut cache)
+                .unwrap()
+                .sha256
+        };
         let first = hash();
         // The same tree copied under `umask 077`.
         chmod(&f, 0o600).unwrap();
