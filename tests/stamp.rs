@@ -909,6 +909,7 @@ fn rpios_first_boot_keeps_the_stamped_identity() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     let state = State::open(&state_path, "pi5-lab").unwrap();
     let hk = state.host_key("node0").unwrap();
@@ -1053,6 +1054,7 @@ fn mdns_endpoint_needs_a_base_that_resolves_it() {
         t.join("refused").to_str().unwrap(),
         "--state",
         state.to_str().unwrap(),
+        "--init-state",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
@@ -1123,6 +1125,7 @@ fn rpios_bookworm_first_boot_keeps_the_stamped_identity() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     let p = split(&img, t, "node0");
     fsck(&p);
@@ -1215,6 +1218,7 @@ fn stamp_checked(cluster: &Path, base: &Path, t: &Path, extra: &[&str]) -> Outpu
         base.to_str().unwrap(),
         "--state",
         t.join("state").to_str().unwrap().to_string().leak(),
+        "--init-state",
     ];
     args.extend_from_slice(extra);
     nodeimg_checked(&args)
