@@ -475,7 +475,7 @@ fn kubeadm_cluster_on_rpios() {
         let docs = yaml_docs(&cat(r, "/etc/nodeimg/kubeadm.yaml"));
         if role == "init" {
             assert_eq!(docs[0]["bootstrapTokens"][0]["token"], token.as_str());
-            assert_eq!(docs[0]["bootstrapTokens"][0]["ttl"], "0s");
+            assert_eq!(docs[0]["bootstrapTokens"][0]["ttl"], "8760h");
             assert_eq!(docs[1]["controlPlaneEndpoint"], "192.168.1.10:6443");
             assert_eq!(docs[1]["networking"]["podSubnet"], "10.244.64.0/18");
             assert_eq!(docs[1]["networking"]["serviceSubnet"], "10.244.0.0/20");
@@ -498,7 +498,8 @@ fn kubeadm_cluster_on_rpios() {
             let ok = paths
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
-                || (d.starts_with("/etc/systemd/system/") && d.contains("nodeimg-bootstrap"))
+                || (d.starts_with("/etc/systemd/system/")
+                    && (d.contains("nodeimg-bootstrap") || d.contains("nodeimg-csr-approver")))
                 // Masks are recorded by unit name.
                 || d
                     .strip_prefix("/etc/systemd/system/")
@@ -686,16 +687,31 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
         if role == "agent" {
             assert_eq!(
                 token,
-                format!("{}\n", k3s.agent_token),
+                format!("{}\n", k3s.agent_join_token()),
                 "agents never hold the server token"
             );
         } else {
-            assert_eq!(token, format!("{}\n", k3s.token));
+            assert_eq!(token, format!("{}\n", k3s.server_token()));
         }
+        assert!(token.starts_with("K10"), "a secure token pins the CA");
         assert_eq!(
             cat(r, &format!("{s}/k3s-agent-token")),
-            format!("{}\n", k3s.agent_token)
+            format!("{}\n", k3s.agent_join_token())
         );
+        // The init server holds the k3s CA the tokens pin; the others get
+        // it from the cluster.
+        let tls = "/var/lib/rancher/k3s/server/tls";
+        let ca = k3s.server_ca.as_ref().unwrap();
+        if role == "init" {
+            assert_eq!(cat(r, &format!("{tls}/server-ca.crt")), ca.cert);
+            assert_eq!(
+                stat(r, &format!("{tls}/server-ca.key")),
+                Some((0o600, 0, 0))
+            );
+            assert!(stat(r, &format!("{tls}/client-ca.key")).is_some());
+        } else {
+            assert_eq!(stat(r, &format!("{tls}/server-ca.key")), None);
+        }
         assert!(cat(r, &format!("{s}/authorized_keys/admin")).starts_with("ssh-ed25519 "));
         assert_eq!(
             cat(r, "/var/lib/sops-nix/key.txt"),
@@ -765,6 +781,8 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
             .contains(&d.as_str())
                 || d.starts_with("/var/lib/nodeimg")
                 || d.starts_with("/var/lib/sops-nix")
+                // The k3s CAs of the init server, which k3s itself reads.
+                || (node == "odroid1" && d.starts_with("/var/lib/rancher"))
                 || d.starts_with("/etc/rancher")
                 || ["/etc", "/etc/ssh", "/var", "/var/lib"].contains(&d.as_str());
             assert!(allowed, "{node}: {d} changed");

@@ -26,7 +26,6 @@ const KUBEADM_TOOLS: &[&str] = &[
     "timedatectl",
     "ip",
 ];
-const K3S_TOOLS: &[&str] = &["k3s", "systemctl", "timedatectl", "ip"];
 
 /// Every flavour and role with the variables of its seed cluster.
 fn all_roles() -> Vec<(Flavour, Role, Vec<Op>)> {
@@ -117,12 +116,22 @@ fn rendered_scripts_pass_bash_n_and_shellcheck() {
             file(&ops, "/usr/local/lib/nodeimg/bootstrap-lib.sh"),
         )
         .expect("write");
-        for cmd in [
+        let mut cmds = vec![
             vec!["bash", "-n", "bootstrap.sh"],
             vec!["bash", "-n", "bootstrap-lib.sh"],
             vec!["shellcheck", "--external-sources", "bootstrap.sh"],
             vec!["shellcheck", "bootstrap-lib.sh"],
-        ] {
+        ];
+        if role == Role::Init && flavour == Flavour::Kubeadm {
+            fs::write(
+                dir.path().join("csr-approver.sh"),
+                file(&ops, "/usr/local/lib/nodeimg/csr-approver.sh"),
+            )
+            .expect("write");
+            cmds.push(vec!["bash", "-n", "csr-approver.sh"]);
+            cmds.push(vec!["shellcheck", "--external-sources", "csr-approver.sh"]);
+        }
+        for cmd in cmds {
             let out = Command::new(cmd[0])
                 .args(&cmd[1..])
                 .current_dir(dir.path())
@@ -219,12 +228,19 @@ fn run_twice(s: &Scratch) -> Vec<String> {
     calls
 }
 
-/// The calls without the probes the waits make.
+/// The calls without the probes the waits and the done checks make.
 fn actions(calls: &[String]) -> Vec<&str> {
     calls
         .iter()
         .map(String::as_str)
-        .filter(|c| !c.starts_with("ip ") && !c.starts_with("timedatectl "))
+        .filter(|c| {
+            !c.starts_with("ip ")
+                && !c.starts_with("timedatectl ")
+                && !c.starts_with("kubectl --kubeconfig ")
+                && !c.starts_with("k3s kubectl get node")
+                && !c.starts_with("k3s kubectl --kubeconfig ")
+                && !c.starts_with("systemctl is-active ")
+        })
         .collect()
 }
 
@@ -249,11 +265,13 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
         &hash,
     );
     let ops = render(Flavour::Kubeadm, Role::Init, &vars);
-    let s = Scratch::new(&ops, KUBEADM_TOOLS);
+    let mut s = Scratch::with_model(&ops, "controlplane");
+    s.cluster_on_node("/var/lib/etcd/model");
     s.install_pki(&dir.path().join("pki"));
     fs::create_dir_all(s.path("/root")).expect("mkdir");
     fs::write(s.path("/root/keys.txt"), AGE_KEY).expect("age key");
 
+    let config = fs::read_to_string(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config");
     let calls = run_twice(&s);
     assert_eq!(
         actions(&calls),
@@ -261,28 +279,31 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
             "systemctl enable --now crio.service",
             "systemctl enable kubelet.service",
             "kubeadm init --config /etc/nodeimg/kubeadm.yaml --skip-token-print",
-            "kubectl get --raw=/readyz",
+            "kubectl apply --server-side --force-conflicts --filename=https://github.com/\
+             kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml",
             "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.0 \
              --namespace kube-system --values /etc/nodeimg/cilium-values.yaml",
             "kubectl --namespace kube-system rollout status daemonset/cilium --timeout=15m",
             "kubectl wait --for=condition=Ready node/controlplane --timeout=10m",
             "kubectl create namespace flux-system --dry-run=client --output=yaml",
             "kubectl apply --filename=-",
-            "kubectl --namespace flux-system create secret generic sops-age \
+            "kubectl --namespace flux-system create secret generic flux-sops \
              --from-file=age.agekey=/root/keys.txt --dry-run=client --output=yaml",
             "kubectl apply --filename=-",
             "helm upgrade --install flux-operator \
              oci://ghcr.io/controlplaneio-fluxcd/charts/flux-operator --namespace flux-system \
-             --create-namespace --wait --timeout 10m",
+             --create-namespace",
+            "kubectl get crd fluxinstances.fluxcd.controlplane.io",
             "kubectl apply --filename=/etc/nodeimg/flux-instance.yaml",
             "kubectl --namespace flux-system wait fluxinstance/flux --for=condition=Ready \
              --timeout=10m",
         ]
     );
-    // The configuration kubeadm was given carries the cluster's token, CA
-    // pin is checked against ca.crt, and the user got a kubeconfig.
-    let config = fs::read_to_string(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config");
+    // The configuration kubeadm was given carries the cluster's token (and
+    // is gone once the token exists), CA pin is checked against ca.crt, and
+    // the user got a kubeconfig.
     assert!(config.contains(TOKEN));
+    assert!(!s.path("/etc/nodeimg/kubeadm.yaml").exists());
     let kubeconfig = s.path("/home/pi/.kube/config");
     let meta = fs::metadata(&kubeconfig).expect("kubeconfig");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -338,6 +359,7 @@ fn a_missing_tool_fails_with_a_clear_line_and_no_flag() {
 /// Runs a joining node's bootstrap twice and checks what it called and the
 /// configuration kubeadm got; returns that JoinConfiguration.
 fn assert_joins(s: &Scratch, endpoint: &str, hash: &str) -> serde_json::Value {
+    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
     let calls = run_twice(s);
     assert_eq!(
         actions(&calls),
@@ -347,7 +369,8 @@ fn assert_joins(s: &Scratch, endpoint: &str, hash: &str) -> serde_json::Value {
             "kubeadm join --config /etc/nodeimg/kubeadm.yaml",
         ]
     );
-    let config = yaml(&fs::read(s.path("/etc/nodeimg/kubeadm.yaml")).expect("config"));
+    // The join token is gone from the node once it has joined.
+    assert!(!s.path("/etc/nodeimg/kubeadm.yaml").exists());
     let bt = &config[0]["discovery"]["bootstrapToken"];
     assert_eq!(bt["apiServerEndpoint"], endpoint);
     assert_eq!(bt["token"], TOKEN);
@@ -369,11 +392,12 @@ fn kubeadm_control_plane_joins_with_the_distributed_ca() {
         &endpoint,
         &hash,
     );
-    let s = Scratch::new(
+    let s = Scratch::with_model(
         &render(Flavour::Kubeadm, Role::ControlPlane, &vars),
-        KUBEADM_TOOLS,
+        "controlplane1",
     );
     s.install_pki(&dir.path().join("pki"));
+    s.seed_kubeadm_cluster(&hash);
     let join = assert_joins(&s, &endpoint, &hash);
     assert_eq!(join["kind"], "JoinConfiguration");
     assert_eq!(
@@ -390,10 +414,8 @@ fn kubeadm_worker_joins() {
     let endpoint = format!("127.0.0.1:{}", api.local_addr().expect("addr").port());
     let hash = format!("sha256:{}", "ab".repeat(32));
     let vars = kubeadm_vars("node0", Role::Worker, "", &endpoint, &hash);
-    let s = Scratch::new(
-        &render(Flavour::Kubeadm, Role::Worker, &vars),
-        KUBEADM_TOOLS,
-    );
+    let s = Scratch::with_model(&render(Flavour::Kubeadm, Role::Worker, &vars), "node0");
+    s.seed_kubeadm_cluster(&hash);
     let join = assert_joins(&s, &endpoint, &hash);
     assert!(join.get("controlPlane").is_none());
     assert!(!s.path("/home/pi/.kube/config").exists());
@@ -412,7 +434,12 @@ fn k3s_scratch(flavour: Flavour, role: Role, hostname: &str, server: &str) -> Sc
         },
         server,
     );
-    let s = Scratch::new(&render(flavour, role, &vars), K3S_TOOLS);
+    let mut s = Scratch::with_model(&render(flavour, role, &vars), hostname);
+    if role == Role::Init {
+        s.cluster_on_node("/var/lib/rancher/k3s/server/db/model");
+    } else {
+        s.seed_k3s_cluster();
+    }
     fs::create_dir_all(s.path("/etc/k3s")).expect("mkdir");
     fs::write(s.path("/etc/k3s/token"), K3S_TOKEN).expect("token");
     if flavour == Flavour::K3s {
@@ -437,12 +464,12 @@ fn k3s_init_server_starts_with_cluster_init() {
     assert_eq!(
         actions(&calls),
         [
-            "systemctl enable --now k3s.service",
-            "k3s kubectl get node node000",
+            "systemctl enable k3s.service",
+            "systemctl restart k3s.service",
             "k3s kubectl wait --for=condition=Ready node/node000 --timeout=10m",
             "k3s kubectl create namespace flux-system --dry-run=client --output=yaml",
             "k3s kubectl apply --filename=-",
-            "k3s kubectl --namespace flux-system create secret generic sops-age \
+            "k3s kubectl --namespace flux-system create secret generic flux-sops \
              --from-file=age.agekey=/root/keys.txt --dry-run=client --output=yaml",
             "k3s kubectl apply --filename=-",
         ]
@@ -477,8 +504,8 @@ fn k3s_server_joins_the_init_server() {
     assert_eq!(
         actions(&calls),
         [
-            "systemctl enable --now k3s.service",
-            "k3s kubectl get node node001",
+            "systemctl enable k3s.service",
+            "systemctl restart k3s.service",
             "k3s kubectl wait --for=condition=Ready node/node001 --timeout=10m",
         ]
     );
@@ -501,8 +528,8 @@ fn k3s_agents_join_with_their_token_file() {
         assert_eq!(
             actions(&calls),
             [
-                "systemctl enable --now k3s-agent.service",
-                "systemctl is-active --quiet k3s-agent.service",
+                "systemctl enable k3s-agent.service",
+                "systemctl restart k3s-agent.service",
             ],
             "{flavour}"
         );
@@ -545,6 +572,10 @@ fn nixos_start_script(state: &std::path::Path, bin: &std::path::Path) -> String 
     let body = &body[..body.find("\n  '';").expect("end of the script")];
     let script = body
         .replace("${state}", &state.display().to_string())
+        .replace(
+            "${k3sData}",
+            &state.join("rancher-k3s").display().to_string(),
+        )
         .replace(
             "${cfg.k3s.package}/bin/k3s",
             &bin.join("k3s").display().to_string(),
@@ -644,6 +675,28 @@ fn the_nixos_module_starts_k3s_in_the_stamped_role() {
         ["k3s agent --server https://192.168.1.50:6443 --token-file \
           /var/lib/nodeimg/k3s-token --disable=traefik"]
     );
+    // A joining server whose last start never became ready loses the etcd
+    // data that start left; one that became ready keeps it.
+    let db = state.join("rancher-k3s/server/db");
+    for (ready, kept) in [(false, false), (true, true)] {
+        fs::create_dir_all(&db).expect("db");
+        if ready {
+            fs::write(state.join("k3s-ready"), "").expect("mark");
+        }
+        let (out, _) = run(&[
+            ("role", "server\n"),
+            ("server-url", url),
+            ("k3s-token", K3S_TOKEN),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("unit=nodeimg-k3s status=start step=k3s"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(db.exists(), kept, "ready: {ready}");
+    }
+    let _ = fs::remove_file(state.join("k3s-ready"));
     let (out, calls) = run(&[("role", "agent\n"), ("k3s-token", K3S_TOKEN)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server-url is missing for role agent"));

@@ -36,12 +36,12 @@ fn init_vars() -> Vars {
 fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
     let ops = render(Flavour::Kubeadm, Role::Init, &init_vars());
     let docs = yaml(file(&ops, "/etc/nodeimg/kubeadm.yaml"));
-    assert_eq!(docs.len(), 2);
+    assert_eq!(docs.len(), 3);
     let init = &docs[0];
     assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
     assert_eq!(init["kind"], "InitConfiguration");
     assert_eq!(init["bootstrapTokens"][0]["token"], TOKEN);
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "0s");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
     assert_eq!(init["localAPIEndpoint"]["advertiseAddress"], "192.168.1.10");
     assert_eq!(init["localAPIEndpoint"]["bindPort"], 6443);
     assert_eq!(init["nodeRegistration"]["name"], "controlplane");
@@ -52,9 +52,14 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
     assert_eq!(cluster["networking"]["podSubnet"], "10.244.64.0/18");
     assert_eq!(cluster["networking"]["serviceSubnet"], "10.244.0.0/20");
     assert_eq!(cluster["certificatesDir"], "/etc/kubernetes/pki");
+    let kubelet = &docs[2];
+    assert_eq!(kubelet["kind"], "KubeletConfiguration");
+    assert_eq!(kubelet["serverTLSBootstrap"], true);
 
     let cilium = &yaml(file(&ops, "/etc/nodeimg/cilium-values.yaml"))[0];
     assert_eq!(cilium["kubeProxyReplacement"], true);
+    assert_eq!(cilium["gatewayAPI"]["enabled"], true);
+    assert_eq!(cilium["l2announcements"]["enabled"], true);
     assert_eq!(cilium["k8sServiceHost"], "192.168.1.10");
     assert_eq!(cilium["k8sServicePort"], 6443);
     assert_eq!(
@@ -75,18 +80,18 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
         .expect("patch");
     assert_eq!(
         yaml(patch.as_bytes())[0][0]["value"]["secretRef"]["name"],
-        "sops-age"
+        "flux-sops"
     );
 }
 
 #[test]
 fn a_configured_token_ttl_and_no_gitops_url() {
     let mut v = init_vars();
-    v.insert("KUBEADM_TOKEN_TTL".into(), "8760h".into());
+    v.insert("KUBEADM_TOKEN_TTL".into(), "720h".into());
     v.insert("GITOPS_URL".into(), String::new());
     let ops = render(Flavour::Kubeadm, Role::Init, &v);
     let init = &yaml(file(&ops, "/etc/nodeimg/kubeadm.yaml"))[0];
-    assert_eq!(init["bootstrapTokens"][0]["ttl"], "8760h");
+    assert_eq!(init["bootstrapTokens"][0]["ttl"], "720h");
     assert!(!ops.iter().any(
         |op| matches!(op, Op::File { path, .. } if path == "/etc/nodeimg/flux-instance.yaml")
     ));
@@ -143,6 +148,12 @@ fn files_modes_and_secrets() {
             ("/usr/local/lib/nodeimg/bootstrap.sh", 0o755, false),
             ("/etc/nodeimg/kubeadm.yaml", 0o600, true),
             ("/etc/nodeimg/cilium-values.yaml", 0o600, false),
+            ("/usr/local/lib/nodeimg/csr-approver.sh", 0o755, false),
+            (
+                "/etc/systemd/system/nodeimg-csr-approver.service",
+                0o644,
+                false
+            ),
             ("/etc/nodeimg/flux-instance.yaml", 0o600, false),
             ("/usr/local/lib/nodeimg/bootstrap-lib.sh", 0o644, false),
             (
@@ -233,6 +244,16 @@ fn templates_use_only_declared_upper_case_names() {
         "PKI",
         "HOME",
         "PIPESTATUS",
+        "SLEEP",
+        "STEP_TIMEOUT",
+        "STATE_DIR",
+        "ATTEMPT_FILE",
+        "FAIL_FILE",
+        "KUBE",
+        "NODEIMG_SLEEP",
+        "NODEIMG_STEP_TIMEOUT",
+        "NODEIMG_MAX_ATTEMPTS",
+        "NODEIMG_CSR_WINDOW",
     ];
     for (name, text) in embedded_templates() {
         for n in upper_case_references(text) {
@@ -280,7 +301,9 @@ fn every_template_file_is_embedded() {
             .to_string();
         for f in fs::read_dir(&flavour).expect("flavour dir") {
             let f = f.expect("entry").file_name().to_string_lossy().to_string();
-            if f != "README.md" && fname != "nixos" {
+            // provision/ holds the shipped provisioning recipes, embedded by
+            // pipeline::provision::recipes, not role templates.
+            if f != "README.md" && fname != "nixos" && fname != "provision" {
                 on_disk.insert(format!("{fname}/{f}"));
             }
         }

@@ -42,9 +42,15 @@ report() {
 	fi
 }
 
+# fail MESSAGE...: ends this attempt; bootstrap reports MESSAGE in the
+# attempt's fail line and tries again.
 fail() {
 	log "error: $*"
-	report fail "${current_step:--}" "$*"
+	if [ -d "${FAIL_FILE%/*}" ]; then
+		printf '%s\n' "$*" >"$FAIL_FILE"
+	else
+		report fail "${current_step:--}" "$*"
+	fi
 	exit 1
 }
 
@@ -52,26 +58,83 @@ fail() {
 step() {
 	current_step=$1
 	shift
+	if [ -d "$STATE_DIR" ]; then
+		printf '%s\n' "$current_step" >"$STATE_DIR/bootstrap.step"
+	fi
 	log "$*"
 	report step "$current_step" "$*"
 }
 
-# bootstrap MAIN: runs MAIN once, logged to the journal (stdout) and to
-# LOG_FILE; does nothing when the done-flag exists; sets the flag when MAIN
-# succeeds.
+# Waits and retries sleep through NODEIMG_SLEEP (unset on a real node; the
+# tests set it to `true` so that backoff costs nothing), and the long
+# kubeadm commands are bounded by NODEIMG_STEP_TIMEOUT (default 30m), so a
+# hung step is ended and retried like a failed one.
+SLEEP=${NODEIMG_SLEEP:-sleep}
+STEP_TIMEOUT=${NODEIMG_STEP_TIMEOUT:-30m}
+STATE_DIR=$ROOT/var/lib/nodeimg
+ATTEMPT_FILE=$STATE_DIR/bootstrap.attempt
+FAIL_FILE=$STATE_DIR/bootstrap.failure
+
+# backoff N FIRST CAP: the delay before try N+1, FIRST*2^(N-1) seconds,
+# at most CAP.
+backoff() {
+	local n=$1 delay=$2 cap=$3
+	while [ "$n" -gt 1 ] && [ "$delay" -lt "$cap" ]; do
+		delay=$((delay * 2))
+		n=$((n - 1))
+	done
+	[ "$delay" -le "$cap" ] || delay=$cap
+	printf '%s\n' "$delay"
+}
+
+# bootstrap MAIN: runs MAIN, logged to the journal (stdout) and LOG_FILE,
+# until it succeeds: a failed attempt is reported (status=fail) and run
+# again after a capped exponential backoff (10 s doubling to 10 min), for
+# as long as the node is up. MAIN runs in a subshell with errexit, so any
+# failing command ends the attempt, never the loop. Only when MAIN
+# succeeds is the done-flag written; with the flag present nothing runs.
+# The attempt count survives restarts of the unit.
 bootstrap() {
+	local rc delay n
 	if [ -e "$DONE_FLAG" ]; then
 		log "already bootstrapped ($DONE_FLAG exists); nothing to do"
 		return 0
 	fi
-	mkdir -p "${LOG_FILE%/*}"
-	report start - "bootstrap started" | tee -a "$LOG_FILE"
-	# The caller runs with errexit and pipefail: a failing MAIN ends the
-	# script with its status here, before the flag is set (MAIN's own fail
-	# has reported why).
-	"$@" 2>&1 | tee -a "$LOG_FILE"
-	mkdir -p "${DONE_FLAG%/*}"
+	mkdir -p "${LOG_FILE%/*}" "$STATE_DIR"
+	n=0
+	while :; do
+		report_attempt=$(($(cat "$ATTEMPT_FILE" 2>/dev/null || echo 0) + 1))
+		echo "$report_attempt" >"$ATTEMPT_FILE"
+		n=$((n + 1))
+		rm -f "$FAIL_FILE"
+		report start - "bootstrap started" | tee -a "$LOG_FILE"
+		set +e
+		(
+			set -e
+			"$@"
+		) 2>&1 | tee -a "$LOG_FILE"
+		rc=${PIPESTATUS[0]}
+		set -e
+		if [ "$rc" -eq 0 ]; then
+			break
+		fi
+		report fail "$(cat "$STATE_DIR/bootstrap.step" 2>/dev/null || echo -)" \
+			"$(cat "$FAIL_FILE" 2>/dev/null || echo "a command failed (status $rc)")" |
+			tee -a "$LOG_FILE"
+		# Only the tests set NODEIMG_MAX_ATTEMPTS (one run of the script
+		# then stands for one start of the unit); a node never gives up.
+		if [ -n "${NODEIMG_MAX_ATTEMPTS:-}" ] && [ "$n" -ge "$NODEIMG_MAX_ATTEMPTS" ]; then
+			return 1
+		fi
+		delay=$(backoff "$n" 10 600)
+		{
+			log "attempt $report_attempt failed; next attempt in ${delay}s"
+			report wait - "next attempt in ${delay}s"
+		} | tee -a "$LOG_FILE"
+		$SLEEP "$delay"
+	done
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$DONE_FLAG"
+	rm -f "$FAIL_FILE" "$STATE_DIR/bootstrap.step"
 	log "done" | tee -a "$LOG_FILE"
 	report ok - "bootstrap finished" | tee -a "$LOG_FILE"
 }
@@ -97,20 +160,50 @@ retry() {
 			return 0
 		fi
 		if [ "$i" -lt "$attempts" ]; then
-			sleep "$delay"
+			$SLEEP "$delay"
 		fi
 	done
 	return 1
 }
 
-# wait_for WHAT ATTEMPTS DELAY CMD...: retry, failing with a clear line.
+# wait_for WHAT CMD...: runs CMD until it succeeds, for as long as it
+# takes, reporting each wait (status=wait) with a capped backoff (5 s
+# doubling to 1 min). For what only the outside world can change: the
+# network, the first control plane, the API server.
 wait_for() {
-	local what=$1 attempts=$2 delay=$3
-	shift 3
-	log "waiting for $what"
-	report wait "${current_step:--}" "waiting for $what"
-	retry "$attempts" "$delay" "$@" ||
-		fail "gave up waiting for $what after $((attempts * delay))s"
+	local what=$1 n=0 delay
+	shift
+	until "$@"; do
+		n=$((n + 1))
+		delay=$(backoff "$n" 5 60)
+		log "waiting for $what (next check in ${delay}s)"
+		report wait "${current_step:--}" "waiting for $what"
+		$SLEEP "$delay"
+	done
+}
+
+# wait_up_to SECONDS WHAT CMD...: wait_for, but gives up (status 1) once
+# the waits add up to SECONDS: for what this node itself should bring
+# about, where a long wait means the step has to be cleaned up and run
+# again.
+wait_up_to() {
+	local limit=$1 what=$2 n=0 waited=0 delay
+	shift 2
+	until "$@"; do
+		[ "$waited" -lt "$limit" ] || return 1
+		n=$((n + 1))
+		delay=$(backoff "$n" 5 60)
+		log "waiting for $what (next check in ${delay}s)"
+		report wait "${current_step:--}" "waiting for $what"
+		$SLEEP "$delay"
+		waited=$((waited + delay))
+	done
+}
+
+# bounded CMD...: CMD, ended (and failing) when it runs longer than
+# STEP_TIMEOUT; kubeadm's own waits can hang on a slow card.
+bounded() {
+	timeout --kill-after=60 "$STEP_TIMEOUT" "$@"
 }
 
 # tcp_open HOST PORT: a TCP connection can be made.
@@ -119,10 +212,10 @@ tcp_open() {
 	timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
-# wait_for_endpoint HOST PORT: waits up to an hour for a TCP connection to a
+# wait_for_endpoint HOST PORT: waits (forever) for a TCP connection to a
 # server that may still be booting (the first control plane, the k3s server).
 wait_for_endpoint() {
-	wait_for "the server at $1:$2" 360 10 tcp_open "$1" "$2"
+	wait_for "the server at $1:$2" tcp_open "$1" "$2"
 }
 
 # wait_for_url URL: wait_for_endpoint for the host and port of https://HOST:PORT.
@@ -177,17 +270,130 @@ start_runtime() {
 	systemctl enable kubelet.service
 }
 
-# kubeadm_join HOST PORT CONFIG: waits for the API server at HOST:PORT
-# (the first control plane may still be booting) and the clock, then
-# kubeadm join, unless a finished join left /etc/kubernetes/kubelet.conf.
-kubeadm_join() {
-	wait_for_endpoint "$1" "$2"
-	wait_for_clock
-	if [ -e "$ROOT/etc/kubernetes/kubelet.conf" ]; then
-		log "kubeadm join already done (/etc/kubernetes/kubelet.conf exists)"
-	else
-		log "kubeadm join"
-		kubeadm join --config "$3"
+# What kubeadm writes, phase by phase (kubernetes/kubernetes,
+# cmd/kubeadm/app/cmd/init.go and phases/init/: preflight, certs,
+# kubeconfig — admin.conf and kubelet.conf already here —, etcd,
+# control-plane, kubelet-start, wait-control-plane, upload-config,
+# upload-certs, mark-control-plane, bootstrap-token — the join token and
+# kube-public/cluster-info —, kubelet-finalize, addon; join.go and
+# phases/join/: preflight, control-plane-prepare, kubelet-start —
+# kubelet.conf —, control-plane-join — the etcd member, then the
+# control-plane label). So no single file says a step is finished: the
+# *_done checks below ask the API server, with this node's credentials.
+KUBE=$ROOT/etc/kubernetes
+
+# kc KUBECONFIG ARGS...: kubectl with those credentials, quiet.
+kc() {
+	local config=$1
+	shift
+	[ -s "$config" ] && kubectl --kubeconfig "$config" "$@" >/dev/null 2>&1
+}
+
+# api_ready KUBECONFIG: the API server answers /readyz to these credentials.
+api_ready() {
+	kc "$1" get --raw=/readyz
+}
+
+# node_registered KUBECONFIG NODE: the Node object exists.
+node_registered() {
+	kc "$1" get node "$2"
+}
+
+# labelled KUBECONFIG NODE LABEL: the node carries LABEL.
+labelled() {
+	[ -s "$1" ] && kubectl --kubeconfig "$1" get nodes --selector="$3" --output=name 2>/dev/null |
+		grep -qxF "node/$2"
+}
+
+# token_id CONFIG: the public half (id) of the bootstrap token in a kubeadm
+# configuration; the secret half is never printed.
+token_id() {
+	sed -n 's/^[ -]*token: "\([a-z0-9]\{6\}\)\..*/\1/p' "$1" 2>/dev/null | head -n 1
+}
+
+# kubeadm_leftovers: files a previous, unfinished kubeadm init or join left,
+# which make its preflight fail (static pod manifests, kubelet.conf, the
+# etcd data directory, the kubelet's configuration).
+kubeadm_leftovers() {
+	[ -n "$(ls -A "$KUBE/manifests" 2>/dev/null)" ] ||
+		[ -e "$KUBE/kubelet.conf" ] || [ -e "$KUBE/bootstrap-kubelet.conf" ] ||
+		[ -e "$KUBE/admin.conf" ] ||
+		[ -n "$(ls -A "$ROOT/var/lib/etcd" 2>/dev/null)" ] ||
+		[ -e "$ROOT/var/lib/kubelet/config.yaml" ]
+}
+
+# kubeadm_reset USER: undoes a half-done kubeadm init or join so that the
+# next one passes preflight: `kubeadm reset -f`, then what reset leaves
+# behind by design (kubeadm reset reference, "kubeadm reset" page of
+# kubernetes.io: the CNI configuration in /etc/cni/net.d, iptables and
+# IPVS rules, the kubeconfig files in $HOME/.kube). Reset also deletes the
+# certificate directory, CAs included; the cluster CA material nodeimg
+# stamped is kept aside and put back, or the next init would make a CA
+# that no node pins.
+kubeadm_reset() {
+	local user=$1 keep=$STATE_DIR/pki-keep f home
+	step reset "cleaning up an unfinished kubeadm run (kubeadm reset)"
+	rm -rf "$keep"
+	(umask 077 && mkdir -p "$keep/etcd")
+	for f in ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key; do
+		[ -e "$PKI/$f" ] && cp -p "$PKI/$f" "$keep/$f"
+	done
+	bounded kubeadm reset -f
+	rm -rf "$ROOT/etc/cni/net.d"
+	mkdir -p "$ROOT/etc/cni/net.d"
+	if command -v iptables >/dev/null 2>&1; then
+		if ! { iptables -F && iptables -t nat -F && iptables -t mangle -F && iptables -X; }; then
+			log "warning: iptables rules not flushed"
+		fi
+	fi
+	if command -v ipvsadm >/dev/null 2>&1; then
+		ipvsadm --clear || log "warning: IPVS tables not cleared"
+	fi
+	rm -f "$ROOT/root/.kube/config"
+	if [ -n "$user" ]; then
+		home=$(awk -F: -v u="$user" '$1 == u { print $6 }' "$ROOT/etc/passwd")
+		[ -z "$home" ] || rm -f "$ROOT$home/.kube/config"
+	fi
+	mkdir -p "$PKI/etcd"
+	for f in ca.crt ca.key sa.key sa.pub front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key; do
+		[ -e "$keep/$f" ] && cp -p "$keep/$f" "$PKI/$f"
+	done
+	rm -rf "$keep"
+	log "kubeadm reset done; cluster CA material kept"
+}
+
+# kubeadm_run STEP DONE USER CMD...: unless DONE says the step is
+# finished, cleans up what an unfinished run left (kubeadm_reset) and runs
+# CMD (bounded); then DONE must hold, or this attempt fails.
+kubeadm_run() {
+	local name=$1 done=$2 user=$3
+	shift 3
+	if "$done"; then
+		log "$1 $2 already complete"
+		return 0
+	fi
+	if kubeadm_leftovers; then
+		# The check may have failed only because the API server was out of
+		# reach for a moment (a control plane restarting): give a finished
+		# node five minutes to show it before resetting it.
+		if wait_up_to 300 "an earlier $1 $2 to show as complete" "$done"; then
+			log "$1 $2 already complete"
+			return 0
+		fi
+		kubeadm_reset "$user"
+	fi
+	step "$name" "$1 $2"
+	bounded "$@" || fail "$1 $2 failed or timed out (status $?)"
+	"$done" || fail "$1 $2 returned, but the node is not complete yet"
+}
+
+# forget_join_secret FILE: once this node has joined (or, on the init node,
+# created the token), its copy of the join token goes, so a lost card does
+# not carry a way into the cluster.
+forget_join_secret() {
+	if [ -e "$1" ]; then
+		rm -f "$1"
+		log "join token removed from this node (${1#"$ROOT"})"
 	fi
 }
 
@@ -230,22 +436,24 @@ user_kubeconfig() {
 	log "kubeconfig for $user in $home/.kube/config"
 }
 
-# sops_age_secret KUBECTL...: the cluster's age key (/root/keys.txt), which
-# SOPS-encrypted manifests are decrypted with, as secret flux-system/sops-age
-# (key age.agekey), where Flux looks for it. The key goes through a pipe,
-# never a command line or the log.
+# sops_age_secret NAME KUBECTL...: the cluster's age key (/root/keys.txt),
+# which SOPS-encrypted manifests are decrypted with, as secret
+# flux-system/NAME (key age.agekey), where the GitOps repository's
+# Kustomizations look for it ([cluster] sops_secret). The key goes through
+# a pipe, never a command line or the log.
 sops_age_secret() {
-	local key=$ROOT/root/keys.txt
+	local key=$ROOT/root/keys.txt name=$1
+	shift
 	if [ ! -s "$key" ]; then
-		log "no age key in /root/keys.txt: secret sops-age not created"
+		log "no age key in /root/keys.txt: secret $name not created"
 		return 0
 	fi
 	"$@" create namespace flux-system --dry-run=client --output=yaml |
 		"$@" apply --filename=-
-	"$@" --namespace flux-system create secret generic sops-age \
+	"$@" --namespace flux-system create secret generic "$name" \
 		--from-file=age.agekey="$key" --dry-run=client --output=yaml |
 		"$@" apply --filename=-
-	log "secret flux-system/sops-age holds the age key"
+	log "secret flux-system/$name holds the age key"
 }
 
 # k3s_config KEY: the value of a one-line `KEY: value` of

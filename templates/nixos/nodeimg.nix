@@ -52,12 +52,29 @@
 let
   cfg = config.services.nodeimg;
   state = "/var/lib/nodeimg";
+  k3sData = "/var/lib/rancher/k3s";
 
   # Reads the stamped role at boot and becomes the matching k3s process
-  # (exec, so systemd's notify protocol reaches k3s itself).
+  # (exec, so systemd's notify protocol reaches k3s itself). The unit
+  # restarts it forever; each start is reported (docs/firstboot.md). A
+  # joining server whose last start never became ready (no k3s-ready mark,
+  # written by ExecStartPost once k3s notified READY) may have left a
+  # half-joined etcd datastore that makes every later start fail: it is
+  # removed before the next try (TLS material and tokens stay).
   k3sStart = pkgs.writeShellScript "nodeimg-k3s" ''
     set -euo pipefail
     role=$(cat ${state}/role)
+    attempt=$(( $(cat ${state}/k3s-attempt 2>/dev/null || echo 0) + 1 ))
+    echo "$attempt" >${state}/k3s-attempt
+    node=$(cat /etc/hostname 2>/dev/null || echo -)
+    line="nodeimg-report: v1 node=''${node:--} unit=nodeimg-k3s status=start step=k3s attempt=$attempt msg=starting k3s as $role"
+    echo "$line"
+    if [ -w /dev/console ]; then echo "$line" >/dev/console 2>/dev/null || true; fi
+    if [ "$role" = server ] && [ ! -e ${state}/k3s-ready ] && [ "$attempt" -gt 1 ] \
+      && [ -d ${k3sData}/server/db ]; then
+      echo "nodeimg: the last k3s start did not join; removing its etcd data" >&2
+      rm -rf ${k3sData}/server/db
+    fi
     address=$(cat ${state}/address 2>/dev/null || true)
     address=''${address%%/*}
     flags=()
@@ -255,10 +272,13 @@ in
         after = [ "network-online.target" ];
         unitConfig = {
           ConditionPathExists = [ "${state}/role" "${state}/k3s-token" ];
+          # Never give up: no start limit stops the restarts.
+          StartLimitIntervalSec = 0;
         };
         serviceConfig = {
           Type = "notify";
           ExecStart = k3sStart;
+          ExecStartPost = "${pkgs.coreutils}/bin/touch ${state}/k3s-ready";
           KillMode = "process";
           Delegate = "yes";
           Restart = "always";

@@ -189,7 +189,27 @@ pub struct Scratch {
     pub root: PathBuf,
     pub bin: PathBuf,
     pub record: PathBuf,
+    /// The API server's objects (NODEIMG_CLUSTER of `model.sh`).
+    pub cluster: PathBuf,
 }
+
+/// The model of the real tools (see `model.sh`), installed under each of
+/// these names by [`Scratch::with_model`].
+pub const MODEL: &str = include_str!("model.sh");
+pub const MODEL_TOOLS: &[&str] = &[
+    "kubeadm",
+    "kubelet",
+    "kubectl",
+    "crictl",
+    "helm",
+    "k3s",
+    "systemctl",
+    "crio",
+    "timedatectl",
+    "ip",
+    "iptables",
+    "ipvsadm",
+];
 
 const RECORDER: &str = r#"#!/bin/bash
 # Recording stand-in: one line per call, the scratch root written as /.
@@ -253,27 +273,131 @@ impl Scratch {
         }
         let record = dir.path().join("record");
         fs::write(&record, "").expect("record");
+        let cluster = dir.path().join("cluster");
         Scratch {
             dir,
             root,
             bin,
             record,
+            cluster,
         }
     }
 
-    /// Runs the real bootstrap script of the scratch root.
+    /// A scratch root whose tools are the model of `model.sh`, and whose
+    /// `/etc/hostname` is `hostname`. `sleep` is a no-op there too, so
+    /// that scripts which sleep without NODEIMG_SLEEP (older ones) run fast.
+    pub fn with_model(ops: &[Op], hostname: &str) -> Scratch {
+        let s = Scratch::new(ops, &[]);
+        for t in MODEL_TOOLS {
+            let path = s.bin.join(t);
+            fs::write(&path, MODEL).expect("model");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let sleep = s.bin.join("sleep");
+        fs::write(&sleep, "#!/bin/sh\nexit 0\n").expect("sleep");
+        fs::set_permissions(&sleep, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(s.path("/etc/hostname"), format!("{hostname}\n")).expect("hostname");
+        s
+    }
+
+    /// The API server's objects live on this node (the first control plane's
+    /// etcd, the k3s init server's datastore) at `path`.
+    pub fn cluster_on_node(&mut self, path: &str) {
+        self.cluster = self.path(path);
+    }
+
+    /// The cluster as its first control plane leaves it (kubeadm), for
+    /// joining nodes: API server up, cluster-info, the bootstrap token
+    /// [`TOKEN`], Cilium, the first control plane as etcd member and node.
+    pub fn seed_kubeadm_cluster(&self, ca_hash: &str) {
+        let (id, secret) = TOKEN.split_once('.').expect("token");
+        let token = format!("bootstrap-token-{id}");
+        for (ns, kind, name, body) in [
+            ("kube-public", "configmap", "cluster-info", String::new()),
+            (
+                "kube-system",
+                "secret",
+                token.as_str(),
+                format!("secret={secret}\n"),
+            ),
+            ("kube-system", "daemonset", "cilium", String::new()),
+            (
+                "_",
+                "node",
+                "controlplane",
+                "ready=true\nlabel:node-role.kubernetes.io/control-plane=\n".to_string(),
+            ),
+        ] {
+            let d = self.cluster.join("res").join(ns).join(kind);
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(d.join(name), body).expect("object");
+        }
+        fs::write(self.cluster.join("apiserver-up"), "").expect("api");
+        fs::write(self.cluster.join("ca-hash"), ca_hash).expect("hash");
+        fs::create_dir_all(self.cluster.join("etcd-members")).expect("mkdir");
+        fs::write(self.cluster.join("etcd-members/controlplane"), "").expect("member");
+    }
+
+    /// The k3s cluster as its init server (node000) leaves it, with the
+    /// tokens [`K3S_TOKEN`] and [`K3S_AGENT_TOKEN`].
+    pub fn seed_k3s_cluster(&self) {
+        let c = &self.cluster;
+        fs::create_dir_all(c.join("etcd-members")).expect("mkdir");
+        fs::write(c.join("etcd-members/node000"), "").expect("member");
+        fs::write(c.join("apiserver-up"), "").expect("api");
+        fs::write(c.join("k3s-token"), K3S_TOKEN).expect("token");
+        fs::write(c.join("k3s-agent-token"), K3S_AGENT_TOKEN).expect("token");
+    }
+
+    /// An object of the model's API server exists.
+    pub fn has_object(&self, namespace: &str, kind: &str, name: &str) -> bool {
+        self.cluster
+            .join("res")
+            .join(namespace)
+            .join(kind)
+            .join(name)
+            .exists()
+    }
+
+    /// The lines of an object of the model's API server.
+    pub fn object(&self, namespace: &str, kind: &str, name: &str) -> String {
+        fs::read_to_string(
+            self.cluster
+                .join("res")
+                .join(namespace)
+                .join(kind)
+                .join(name),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Runs the real bootstrap script of the scratch root once, as one
+    /// start of its unit: one attempt (NODEIMG_MAX_ATTEMPTS=1), no sleeping.
     pub fn run(&self) -> Output {
+        self.run_env(&[])
+    }
+
+    /// [`Scratch::run`] with further environment variables (the model's
+    /// knobs, or NODEIMG_MAX_ATTEMPTS).
+    pub fn run_env(&self, extra: &[(&str, &str)]) -> Output {
         // A wait that never ends would hang the suite: bound the run.
-        Command::new("timeout")
-            .args(["120", "bash"])
+        let mut cmd = Command::new("timeout");
+        cmd.args(["120", "bash"])
             .arg(self.root.join("usr/local/lib/nodeimg/bootstrap.sh"))
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", self.bin.display()))
             .env("NODEIMG_ROOT", &self.root)
             .env("NODEIMG_RECORD", &self.record)
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("running the bootstrap")
+            .env("NODEIMG_CLUSTER", &self.cluster)
+            .env("NODEIMG_MODEL", self.dir.path().join("model"))
+            .env("NODEIMG_SLEEP", "true")
+            .env("NODEIMG_STEP_TIMEOUT", "2")
+            .env("NODEIMG_MAX_ATTEMPTS", "1")
+            .env("HOME", self.dir.path());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running the bootstrap")
     }
 
     /// The recorded calls, one per line.

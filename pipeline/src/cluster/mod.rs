@@ -44,6 +44,12 @@ pub struct Cluster {
     /// k3s-agent: a file holding the existing server's join token.
     pub token_file: Option<PathBuf>,
     pub gitops: Option<Gitops>,
+    /// `[cluster] kubeadm_token_ttl`: lifetime of the kubeadm bootstrap
+    /// token, a Go duration (`8760h` by default; `0s`: never expires).
+    pub kubeadm_token_ttl: String,
+    /// `[cluster] sops_secret`: the secret in flux-system that holds the age
+    /// key Flux decrypts with (`flux-sops` by default).
+    pub sops_secret: String,
     pub base: BaseSpec,
     pub firmware: FirmwareSpec,
     /// Hostname patterns in the order they are tried.

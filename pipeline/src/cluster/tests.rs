@@ -300,6 +300,38 @@ fn damaged_files_give_problems_with_lines_never_panics() {
 }
 
 #[test]
+fn token_ttl_and_sops_secret_have_defaults_and_are_checked() {
+    let c = parse(&kubeadm()).expect("parses");
+    assert_eq!(c.kubeadm_token_ttl, "8760h");
+    assert_eq!(c.sops_secret, "flux-sops");
+    let text = kubeadm().replace(
+        "service_subnet = \"10.244.0.0/20\"\n",
+        "service_subnet = \"10.244.0.0/20\"\nkubeadm_token_ttl = \"720h30m\"\nsops_secret = \"sops-age\"\n",
+    );
+    let c = parse(&text).expect("parses");
+    assert_eq!(c.kubeadm_token_ttl, "720h30m");
+    assert_eq!(c.sops_secret, "sops-age");
+    for (key, bad) in [
+        ("kubeadm_token_ttl", "\"a year\""),
+        ("kubeadm_token_ttl", "\"24\""),
+        ("kubeadm_token_ttl", "\"\""),
+        ("sops_secret", "\"Sops_Age\""),
+        ("sops_secret", "\"-x\""),
+    ] {
+        let text = kubeadm().replace(
+            "service_subnet = \"10.244.0.0/20\"\n",
+            &format!("service_subnet = \"10.244.0.0/20\"\n{key} = {bad}\n"),
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.key == format!("cluster.{key}") && p.line == Some(9)),
+            "{key} = {bad}: {p:?}"
+        );
+    }
+}
+
+#[test]
 fn k3s_join_endpoint_must_be_derivable() {
     // The seeds' layout: every node on DHCP, no api_endpoint.
     let dhcp = "[cluster]\nname = \"o\"\nboard = \"odroid-c4\"\nflavour = \"k3s\"\n\

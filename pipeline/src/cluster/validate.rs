@@ -374,6 +374,31 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
         }
     };
 
+    let kubeadm_token_ttl = match &c.kubeadm_token_ttl {
+        Some(v) if is_go_duration(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            r.spanned(
+                v,
+                "cluster.kubeadm_token_ttl",
+                "must be a duration such as 8760h, 720h30m or 0s (never expires)",
+            );
+            String::new()
+        }
+        None => DEFAULT_KUBEADM_TOKEN_TTL.to_string(),
+    };
+    let sops_secret = match &c.sops_secret {
+        Some(v) if is_dns_label(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            r.spanned(
+                v,
+                "cluster.sops_secret",
+                "must be a Kubernetes object name (lower-case letters, digits and -)",
+            );
+            String::new()
+        }
+        None => DEFAULT_SOPS_SECRET.to_string(),
+    };
+
     let roles = read_roles(r, flavour, s.roles);
     let defaults = s.defaults.unwrap_or_default();
     let mut nodes = Vec::new();
@@ -445,6 +470,8 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
         server,
         token_file,
         gitops,
+        kubeadm_token_ttl,
+        sops_secret,
         base: s.base.unwrap_or_default(),
         firmware: s.firmware.unwrap_or_default(),
         roles,
@@ -900,6 +927,43 @@ fn is_user_name(s: &str) -> bool {
         && !s.starts_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
+/// Default of `[cluster] kubeadm_token_ttl`: a year, long enough to add a
+/// node late, short enough that a lost card's token stops working.
+pub const DEFAULT_KUBEADM_TOKEN_TTL: &str = "8760h";
+/// Default of `[cluster] sops_secret`, the name seed 002's repository uses.
+pub const DEFAULT_SOPS_SECRET: &str = "flux-sops";
+
+/// A Go duration as kubeadm's `ttl` takes it: number-unit pairs (h, m, s),
+/// e.g. `8760h`, `1h30m`, `0s`.
+fn is_go_duration(v: &str) -> bool {
+    let mut rest = v;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 || digits > 9 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["h", "m", "s"].iter().find(|u| rest.starts_with(**u)) else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    true
+}
+
+/// A Kubernetes object name (RFC 1123 label).
+fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
 }
 
 /// An interface name (as the kernel allows: 1–15 bytes, no `/`, `:` or

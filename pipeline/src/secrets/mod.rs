@@ -28,6 +28,9 @@
 //! [k3s]                               # flavour k3s
 //! token = "<64 hex>"                  # server token (--token-file)
 //! agent_token = "<64 hex>"            # agent token (--agent-token-file)
+//! [k3s.server_ca]                     # CN k3s-server-ca; clusters made since
+//! cert = "…"  key = "…"               #   nodeimg pins the k3s CA (absent in
+//! [k3s.client_ca]                     #   older states: plain tokens stay)
 //!
 //! [age]                               # age_key = "generate"
 //! identity = "# created: …\n# public key: age1…\nAGE-SECRET-KEY-1…\n"
@@ -106,6 +109,41 @@ pub struct Pki {
 pub struct K3sSecrets {
     pub token: String,
     pub agent_token: String,
+    /// The k3s server CA (`server/tls/server-ca.*` of the init server):
+    /// its certificate's hash makes the tokens secure (`K10…`) ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ca: Option<CertAndKey>,
+    /// The k3s client CA (`server/tls/client-ca.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<CertAndKey>,
+}
+
+impl K3sSecrets {
+    /// The token given to servers: `K10<CA hash>::server:<secret>` when the
+    /// state has the server CA, else the plain secret. k3s-io/k3s
+    /// pkg/clientaccess/token.go: prefix `K10`, the hex SHA-256 of the CA
+    /// bundle the server serves at /cacerts (here server-ca.crt, byte for
+    /// byte), `::`, then `user:password`; a joining node refuses a server
+    /// whose CA does not hash to it.
+    pub fn server_token(&self) -> String {
+        self.secure(&self.token, "server")
+    }
+
+    /// The token given to agents (`…::node:<secret>`, k3s's agent user).
+    pub fn agent_join_token(&self) -> String {
+        self.secure(&self.agent_token, "node")
+    }
+
+    fn secure(&self, secret: &str, user: &str) -> String {
+        match &self.server_ca {
+            Some(ca) => {
+                let hash = Sha256::digest(ca.cert.as_bytes());
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                format!("K10{hex}::{user}:{secret}")
+            }
+            None => secret.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +264,8 @@ impl State {
                     d.k3s = Some(K3sSecrets {
                         token: generate::k3s_token()?,
                         agent_token: generate::k3s_token()?,
+                        server_ca: Some(generate::ca("k3s-server-ca")?),
+                        client_ca: Some(generate::ca("k3s-client-ca")?),
                     });
                 }
             }
@@ -388,6 +428,15 @@ impl State {
         if let Some(k) = &d.k3s {
             field("k3s.token", &k.token);
             field("k3s.agent_token", &k.agent_token);
+            for (n, c) in [
+                ("k3s.server_ca", &k.server_ca),
+                ("k3s.client_ca", &k.client_ca),
+            ] {
+                if let Some(c) = c {
+                    field(n, &c.cert);
+                    field(n, &c.key);
+                }
+            }
         }
         if let Some(a) = &d.age {
             field("age", &a.identity);

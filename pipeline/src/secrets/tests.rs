@@ -124,3 +124,33 @@ fn debug_output_holds_no_secret() {
     assert!(!format!("{s:?}").contains(&token));
     assert!(!format!("{c:?}").contains("s3cret"));
 }
+
+#[test]
+fn k3s_tokens_pin_the_server_ca_with_k3s_secure_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.state");
+    let c = cluster(dir.path(), "k3s", &["controlplane", "node0"]);
+    let s = State::for_cluster(&state, &c).unwrap();
+    let k = s.k3s().unwrap();
+    let ca = k.server_ca.as_ref().expect("a k3s server CA");
+    assert!(k.client_ca.is_some());
+    // The oracle: sha256sum over the certificate file as k3s serves it.
+    let cert = dir.path().join("server-ca.crt");
+    std::fs::write(&cert, &ca.cert).unwrap();
+    let out = Command::new("sha256sum").arg(&cert).output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash.split_whitespace().next().unwrap();
+    assert_eq!(k.server_token(), format!("K10{hash}::server:{}", k.token));
+    assert_eq!(
+        k.agent_join_token(),
+        format!("K10{hash}::node:{}", k.agent_token)
+    );
+    // A state from before nodeimg kept a k3s CA keeps plain tokens.
+    let old = K3sSecrets {
+        server_ca: None,
+        client_ca: None,
+        ..k.clone()
+    };
+    assert_eq!(old.server_token(), k.token);
+    assert_eq!(old.agent_join_token(), k.agent_token);
+}

@@ -229,6 +229,7 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
         ops.push(secret(&format!("{d}/sa.key"), pki.sa.key.clone()));
         ops.push(file(&format!("{d}/sa.pub"), pki.sa.public.clone(), 0o644));
     }
+    ops.extend(k3s_ca_ops(cx));
     if let Some(addr) = n.address {
         ops.push(address_op(c, n, addr, network));
     }
@@ -425,6 +426,29 @@ fn first_boot_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
 /// The password hash: in `/etc/shadow` when the user exists (the whole
 /// file, marked secret, owner kept, group and other bits cleared), else RPi OS's
 /// `userconf.txt`, which creates the user at first boot.
+/// The k3s CAs on the init server, where k3s uses CA files it finds
+/// instead of making its own (docs.k3s.io, "Custom CA certificates"): the
+/// server CA is the one the `K10…` tokens pin. Joining servers get the CAs
+/// from the cluster's datastore. States made before nodeimg kept a k3s CA
+/// have none: their nodes keep plain tokens.
+fn k3s_ca_ops(cx: &NodeContext<'_>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if cx.cluster.flavour != Flavour::K3s || cx.node.role != Role::Init {
+        return ops;
+    }
+    let Some(k) = cx.state.k3s() else {
+        return ops;
+    };
+    let d = "/var/lib/rancher/k3s/server/tls";
+    for (name, ca) in [("server-ca", &k.server_ca), ("client-ca", &k.client_ca)] {
+        if let Some(ca) = ca {
+            ops.push(file(&format!("{d}/{name}.crt"), ca.cert.clone(), 0o644));
+            ops.push(secret(&format!("{d}/{name}.key"), ca.key.clone()));
+        }
+    }
+    ops
+}
+
 fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool) -> Result<Op> {
     if !exists {
         if rpi {
@@ -651,6 +675,7 @@ fn nixos_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
     if let Some(a) = &agent_token {
         ops.push(secret(&format!("{s}/k3s-agent-token"), format!("{a}\n")));
     }
+    ops.extend(k3s_ca_ops(cx));
     if let Some(user) = &n.user {
         if !n.ssh_keys.is_empty() {
             ops.push(file(

@@ -140,6 +140,8 @@ pub fn node_vars(cluster: &Cluster, node: &Node, state: &State, shared: &Shared)
         state.kubeadm_token().unwrap_or_default().to_string(),
     );
     set("CA_CERT_HASH", shared.ca_cert_hash.clone());
+    set("KUBEADM_TOKEN_TTL", cluster.kubeadm_token_ttl.clone());
+    set("SOPS_SECRET", cluster.sops_secret.clone());
     let (token, agent_token) = k3s_tokens(cluster, node, state, shared);
     set("K3S_TOKEN", token.unwrap_or_default());
     set("K3S_AGENT_TOKEN", agent_token.unwrap_or_default());
@@ -165,9 +167,9 @@ pub fn k3s_tokens(
     match cluster.flavour {
         Flavour::K3s => {
             let k = state.k3s();
-            let agent = k.map(|k| k.agent_token.clone());
+            let agent = k.map(|k| k.agent_join_token());
             match node.role {
-                Role::Init | Role::Server => (k.map(|k| k.token.clone()), agent),
+                Role::Init | Role::Server => (k.map(|k| k.server_token()), agent),
                 _ => (None, agent),
             }
         }

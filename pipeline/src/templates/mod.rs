@@ -64,6 +64,10 @@ pub struct RenderRequest<'a> {
 pub const BOOTSTRAP_PATH: &str = "/usr/local/lib/nodeimg/bootstrap.sh";
 /// Shell functions the bootstrap scripts share.
 pub const BOOTSTRAP_LIB_PATH: &str = "/usr/local/lib/nodeimg/bootstrap-lib.sh";
+/// The kubeadm init node's kubelet serving-certificate approver (24 h).
+pub const CSR_APPROVER_PATH: &str = "/usr/local/lib/nodeimg/csr-approver.sh";
+pub const CSR_APPROVER_UNIT: &str = "nodeimg-csr-approver.service";
+pub const CSR_APPROVER_UNIT_PATH: &str = "/etc/systemd/system/nodeimg-csr-approver.service";
 /// The one-shot unit that runs the bootstrap at first boot.
 pub const BOOTSTRAP_UNIT: &str = "nodeimg-bootstrap.service";
 /// Where the unit file goes.
@@ -114,6 +118,8 @@ fn plan(flavour: Flavour, role: Role, vars: &Vars) -> Result<Vec<Output>> {
                     "/etc/nodeimg/cilium-values.yaml",
                     0o600,
                 ));
+                files.push(out("csr-approver.sh", CSR_APPROVER_PATH, 0o755));
+                files.push(out(CSR_APPROVER_UNIT, CSR_APPROVER_UNIT_PATH, 0o644));
                 if vars.get("GITOPS_URL").is_some_and(|u| !u.is_empty()) {
                     files.push(out(
                         "flux-instance.yaml",
@@ -200,6 +206,11 @@ pub fn render_node(req: &RenderRequest) -> Result<Vec<Op>> {
             uid: 0,
             gid: 0,
             secret: rendered.secret,
+        });
+    }
+    if files.iter().any(|f| f.path == CSR_APPROVER_UNIT_PATH) {
+        ops.push(Op::Enable {
+            unit: CSR_APPROVER_UNIT.to_string(),
         });
     }
     if !files.is_empty() {
@@ -304,7 +315,7 @@ mod tests {
             &v,
         )
         .expect("renders");
-        assert_eq!(r.text, "ttl: 0s abcdef.0123456789abcdef $HOME");
+        assert_eq!(r.text, "ttl: 8760h abcdef.0123456789abcdef $HOME");
         assert!(r.secret);
         let r = render(
             "x.sh",

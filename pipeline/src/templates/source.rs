@@ -35,6 +35,8 @@ pub(crate) const EMBEDDED: &[(&str, &str)] = &[
     embed!("kubeadm/worker.yaml"),
     embed!("kubeadm/cilium-values.yaml"),
     embed!("kubeadm/flux-instance.yaml"),
+    embed!("kubeadm/csr-approver.sh"),
+    embed!("kubeadm/nodeimg-csr-approver.service"),
     embed!("k3s/server.sh"),
     embed!("k3s/agent.sh"),
     embed!("k3s/init.yaml"),

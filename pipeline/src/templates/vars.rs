@@ -99,8 +99,13 @@ pub const VARIABLES: &[Variable] = &[
     ),
     defaulted(
         "KUBEADM_TOKEN_TTL",
-        "0s",
-        "lifetime of the bootstrap token; 0s: never expires",
+        "8760h",
+        "[cluster] kubeadm_token_ttl: lifetime of the bootstrap token; 0s: never expires",
+    ),
+    defaulted(
+        "SOPS_SECRET",
+        "flux-sops",
+        "[cluster] sops_secret: secret in flux-system holding the age key Flux decrypts with",
     ),
     defaulted(
         "KUBERNETES_VERSION",
