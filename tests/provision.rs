@@ -1,15 +1,15 @@
 //! `[base] provision`: scripts run as root inside a real Debian arm64 root
 //! (mmdebstrap minbase, apt's lists kept) through the kernel's aarch64
-//! binfmt_misc handler. The mechanism tests SKIP, saying why, when they
-//! cannot run here (not root, no aarch64 handler, no route to Debian's
-//! archive); the tests of the shipped recipes (templates/provision) fail
-//! instead, naming what is missing, so CI never passes them silently. Those
-//! run the recipes against a local mirror the test builds and serves on
-//! 127.0.0.1: stand-in .debs (dpkg-deb) in flat apt repositories laid out
-//! like pkgs.k8s.io, indexed by apt-ftparchive and signed (InRelease,
-//! Release.gpg) with a throwaway gpg key whose public half is the served
-//! Release.key, so the recipes' signed-by keyrings are really checked; a
-//! k3s and a helm release with their checksum files beside them.
+//! binfmt_misc handler. The mechanism tests that cannot run here (not root,
+//! no aarch64 handler, no route to Debian's archive) fail under `CI` and
+//! elsewhere skip, saying why (`os_support::skip`); the tests of the shipped
+//! recipes (templates/provision) always fail instead, naming what is
+//! missing. Those run the recipes against a local mirror the test builds
+//! and serves on 127.0.0.1: stand-in .debs (dpkg-deb) in flat apt
+//! repositories laid out like pkgs.k8s.io, indexed by apt-ftparchive and
+//! signed (InRelease, Release.gpg) with a throwaway gpg key whose public half
+//! is the served Release.key, so the recipes' signed-by keyrings are really
+//! checked; a k3s and a helm release with their checksum files beside them.
 //!
 //! The Debian tree and a plain base made from it are built once and cached
 //! under the target directory; each test builds a provisioned base from the
@@ -124,12 +124,12 @@ fn cached_base(dir: &Path, packages: &str) -> Result<PathBuf, String> {
             .arg(&tmp)
             .output()
             .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(format!(
-                "nodeimg base (plain): {}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
+        // Our own tool failing is a failure, never a reason to skip.
+        assert!(
+            o.status.success(),
+            "nodeimg base (plain): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         fs::rename(&tmp, &img).map_err(|e| e.to_string())?;
     }
     Ok(img)
@@ -144,7 +144,7 @@ macro_rules! setup {
         match skip_reason().map(Err).unwrap_or_else(plain_base) {
             Ok(p) => p,
             Err(why) => {
-                eprintln!("SKIPPED {}: {why}", $name);
+                os_support::skip($name, &why);
                 return;
             }
         }

@@ -46,8 +46,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print the man page (roff) to stdout, or write every subcommand's page with --dir.
+    Man(completions::ManArgs),
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
@@ -65,6 +65,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Completions(a) => completions::run(a),
-        Command::Man => completions::man(),
+        Command::Man(a) => completions::man(a),
     }
 }

@@ -2,10 +2,10 @@
 //! join its cluster, rendered from templates into [`Op`]s for `stamp`.
 //!
 //! Templates live in the repository's `templates/<flavour>/` (embedded in
-//! the binary, see [`source`]) and can be overridden file by file from a
+//! the binary, see `source`) and can be overridden file by file from a
 //! directory. They are rendered like `envsubst` with the list of declared
 //! variables ([`VARIABLES`]): `$NAME`/`${NAME}` of a declared name is
-//! replaced, every other `$` is left for the shell (see [`envsubst`]).
+//! replaced, every other `$` is left for the shell (see `envsubst`).
 //!
 //! On the Debian profile a node of a bootstrapping flavour gets
 //! - `/usr/local/lib/nodeimg/bootstrap.sh` (0755), the role's script, and
