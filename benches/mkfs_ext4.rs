@@ -62,7 +62,7 @@ fn measure_child(cmd: &[String]) {
 
 /// Our build, as the library is called by the CLI.
 fn ours(src: &str, out: &str, size: u64) {
-    let mut opts = Ext4Options::new(size, UUID).expect("options");
+    let mut opts = Ext4Options::new(size, UUID, 1_700_000_000, Some(1_700_000_000));
     opts.epoch = EPOCH;
     build_file(
         &mut DirSource::new(src).expect("source"),
@@ -152,7 +152,7 @@ fn synthetic(out: &str, entries: u64, bare: bool) {
         }
         w.finish().unwrap();
     } else {
-        let mut opts = Ext4Options::new(size, UUID).unwrap();
+        let mut opts = Ext4Options::new(size, UUID, 1_700_000_000, Some(1_700_000_000));
         opts.epoch = EPOCH;
         opts.inodes = InodePolicy::Count(inodes);
         build_file(&mut Synthetic { entries }, &opts, Path::new(out)).unwrap();

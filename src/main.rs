@@ -3,8 +3,13 @@
 //! Each subcommand lives in its own module under `cmd/`; this file only parses
 //! the command line and reports errors as one line on stderr.
 
+#![forbid(unsafe_code)]
+
+#[macro_use]
+mod out;
 mod cmd;
 mod exit;
+mod progress;
 mod signals;
 
 use clap::Parser;
@@ -43,10 +48,16 @@ fn main() -> ExitCode {
         (_, 2) => tracing_subscriber::filter::LevelFilter::DEBUG,
         _ => tracing_subscriber::filter::LevelFilter::TRACE,
     };
+    out::set_quiet(cli.quiet);
+    out::set_verbose(cli.verbose > 0);
     tracing_subscriber::fmt()
+        // A stage's span (`base`, `build`, `stamp`, `flash`) logs its total
+        // time when it closes.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .without_time()
+        // Seconds since start, and (for spans) busy/idle times.
+        .with_timer(tracing_subscriber::fmt::time::Uptime::default())
         .init();
     if let Err(err) = signals::install() {
         eprintln!("nodeimg: error: cannot handle signals: {err}");
@@ -56,11 +67,21 @@ fn main() -> ExitCode {
     signals::exit_if_interrupted();
     match result {
         Ok(code) => code,
+        Err(err) if closed_pipe(&err) => signals::exit_on_closed_pipe(),
         Err(err) => {
             eprintln!("nodeimg: error: {}", one_line(&err));
             exit::classify(&err).into()
         }
     }
+}
+
+/// Whether the error is stdout's reader going away (`| head`): a quiet end,
+/// not a failure to report.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The context chain joined with ": ", skipping causes whose text the line

@@ -9,6 +9,16 @@
 //! writing outputs through `PendingFile` (or `ImageWriter`, `DeltaWriter`,
 //! `mkfs::ext4::build_file`…) is enough.
 //!
+//! Each long command says what it is doing with [`doing`] ("building
+//! dist/"), and the line names it: `nodeimg: interrupted by SIGINT while
+//! building dist/; the unfinished output was removed`. Staging directories
+//! and spools are `imagegen::sink::PendingDir`s, in the same registry as the
+//! partial files, so they go the same way.
+//!
+//! A closed stdout (`nodeimg cluster info --json | head -1`) ends the
+//! program through [`exit_on_closed_pipe`]: the same removal, no message,
+//! status 141 (128 + SIGPIPE), as a C program killed by SIGPIPE.
+//!
 //! A command that must stop at a safe point rather than at once — `flash`
 //! never writes a partition table after an interruption — calls
 //! [`cooperate`] with the flag its workers poll: the first signal then only
@@ -18,7 +28,16 @@
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+/// What the running command is doing, for the interrupt message.
+static DOING: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records what the command is doing now ("flashing dist/: unpacking the
+/// base"); the interrupt message names it.
+pub fn doing(what: impl Into<String>) {
+    *DOING.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
+}
 
 /// The first signal received, or 0.
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
@@ -68,10 +87,28 @@ pub fn exit_if_interrupted() {
     }
 }
 
+/// Ends the program quietly because stdout's reader went away: removes
+/// the unfinished outputs and exits 141.
+pub fn exit_on_closed_pipe() -> ! {
+    imagegen::sink::discard_all_pending();
+    std::process::exit(128 + libc::SIGPIPE);
+}
+
+/// Removes the unfinished outputs and exits with `code`.
+pub fn exit_with(code: i32) -> ! {
+    imagegen::sink::discard_all_pending();
+    std::process::exit(code);
+}
+
 fn exit_now(sig: i32) -> ! {
     let removed = imagegen::sink::discard_all_pending();
     let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
     let mut line = format!("nodeimg: interrupted by {name}");
+    // A poisoned lock still holds the text (the handler must not panic).
+    if let Some(what) = DOING.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        line.push_str(" while ");
+        line.push_str(what);
+    }
     match removed {
         0 => {}
         1 => line.push_str("; the unfinished output was removed"),

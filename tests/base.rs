@@ -1232,7 +1232,7 @@ fn debian_arm64_tree_boots_layout_on_odroid_c4() {
     let tar = match debian_rootfs() {
         Ok(t) => t,
         Err(why) => {
-            eprintln!("SKIPPED debian_arm64_tree_boots_layout_on_odroid_c4: {why}");
+            os_support::skip("debian_arm64_tree_boots_layout_on_odroid_c4", &why);
             return;
         }
     };
@@ -1284,9 +1284,9 @@ fn debian_arm64_tree_boots_layout_on_odroid_c4() {
         .output()
         .unwrap();
     if !o.status.success() {
-        eprintln!(
-            "SKIPPED kernel mount: losetup: {}",
-            String::from_utf8_lossy(&o.stderr)
+        os_support::skip(
+            "debian_arm64_tree_boots_layout_on_odroid_c4 (kernel mount)",
+            &format!("losetup: {}", String::from_utf8_lossy(&o.stderr)),
         );
         return;
     }

@@ -680,3 +680,35 @@ fn incremental_build_trusts_only_unchanged_file_status() {
     );
     sha256sum_c(&a);
 }
+
+/// `build` reads the base it made and refuses the demo's kubeadm cluster
+/// over an image without kubeadm, naming the recipes; nothing reaches the
+/// output directory.
+#[test]
+fn build_refuses_a_base_without_the_flavours_tools() {
+    let t = tempfile::tempdir().unwrap();
+    let cluster = demo(t.path());
+    let dist = t.path().join("dist");
+    let o = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["build", s(&cluster), "--out", s(&dist)])
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("has no kubeadm"), "{err}");
+    assert!(
+        err.contains(r#"build the base with [base] provision = ["kubeadm", "helm"]"#),
+        "{err}"
+    );
+    assert!(!dist.exists());
+    let left: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // The hash cache and raw base kept for the next build may stay.
+        .filter(|n| n.contains("dist") && n != ".dist.cache")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -26,15 +26,15 @@ fn a_locked_image_is_refused() {
         unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
         0
     );
-    fails(
+    refused(
         &["fs", "mkdir", s(&img), "/x"],
         &["another process", "lock"],
     );
-    fails(
+    refused(
         &["fs", "ls", s(&img), "/"],
         &["another process is changing"],
     );
-    fails(
+    refused(
         &["fs", "mkfs", "fat", s(&img), "--part", "1"],
         &["another process"],
     );
@@ -50,7 +50,7 @@ fn a_locked_image_is_refused() {
         0
     );
     ok(&["fs", "ls", s(&img), "/"]);
-    fails(&["fs", "rm", s(&img), "/x"], &["another process is using"]);
+    refused(&["fs", "rm", s(&img), "/x"], &["another process is using"]);
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn a_read_only_image_is_refused_even_to_root() {
     let img = ext4(tmp.path());
     std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o444)).unwrap();
     let before = std::fs::read(&img).unwrap();
-    fails(
+    refused(
         &["fs", "mkdir", s(&img), "/x"],
         &["read-only (mode 0444)", "even as root"],
     );
@@ -99,7 +99,7 @@ fn mkfs_from_a_disk_image_names_from_part() {
     let out = tmp.path().join("out.img");
     let o = s(&out);
     // Was: `tarball disk.img: numeric field was not a number`.
-    let err = fails(
+    let err = refused(
         &["fs", "mkfs", "ext4", o, "--size", "32M", "--from", s(&img)],
         &["MBR partition table", "--from-part N"],
     );
@@ -113,7 +113,7 @@ fn mkfs_from_a_disk_image_names_from_part() {
     assert!(zstd.success());
     let mut args = vec!["fs", "mkfs", "ext4", o, "--size", "32M", "--from", s(&zst)];
     for extra in [&[][..], &["--from-part", "1"][..]] {
-        let err = fails(
+        let err = refused(
             &[&args[..], extra].concat(),
             &["zstd-compressed, a disk image", "decompress it first"],
         );
@@ -122,7 +122,7 @@ fn mkfs_from_a_disk_image_names_from_part() {
     let text = tmp.path().join("notes.txt");
     std::fs::write(&text, "hello\n").unwrap();
     args[7] = s(&text);
-    fails(&args, &["notes.txt: not a directory, a tarball"]);
+    refused(&args, &["notes.txt: not a directory, a tarball"]);
     ok(&[&args[..7], &[s(&img), "--from-part", "1"]].concat());
 }
 
@@ -131,15 +131,15 @@ fn inspect_of_nothing_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("six.txt");
     std::fs::write(&text, "hello\n").unwrap();
-    fails(
+    refused(
         &["inspect", s(&text)],
         &["six.txt: not a disk or filesystem image"],
     );
-    fails(
+    refused(
         &["inspect", "/dev/null"],
         &["/dev/null: not a disk or filesystem image"],
     );
-    fails(
+    refused(
         &["inspect", "--json", s(&text)],
         &["not a disk or filesystem image"],
     );
@@ -152,13 +152,13 @@ fn flash_and_verify_refuse_what_cannot_be_right() {
     let text = tmp.path().join("text.img");
     std::fs::write(&text, "hello\n").unwrap();
     // Was: "every check passed" (with a card) or a device complaint.
-    fails(
+    refused(
         &["flash", s(&text), "--device", "/dev/null", "--dry-run"],
         &["text.img: not a disk image", "refusing to write it"],
     );
     // Was: "failed to fill whole buffer".
     let img = disk(tmp.path());
-    fails(
+    refused(
         &["verify", s(&img), "--device", "/dev/null"],
         &["/dev/null: device shorter than the image"],
     );
@@ -185,7 +185,7 @@ fn a_mounted_ext4_is_said_to_be_mounted() {
     }
     let guard = Unmount(&mnt);
     // Was: "mount it once or run e2fsck", which is wrong for a mounted one.
-    let err = fails(
+    let err = refused(
         &["fs", "mkdir", s(&img), "/x"],
         &["it is mounted now", "unmount it"],
     );
@@ -198,13 +198,15 @@ fn fat_limits_come_before_the_file_and_paths_are_said_once() {
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.img");
     // Was: "big.img: big.img: File too large", after trying the file.
-    let err = fails(
+    let err = refused(
         &["fs", "mkfs", "fat", s(&big), "--size", "16T"],
         &["too large for FAT32", "at most"],
     );
     assert_eq!(err.matches("big.img").count(), 1, "{err}");
     let missing = tmp.path().join("no-such-dir").join("x.img");
-    let err = fails(
+    // A directory that does not exist: an I/O error (5).
+    let err = fails_with(
+        5,
         &["fs", "mkfs", "fat", s(&missing), "--size", "64M"],
         &["No such file or directory"],
     );
@@ -258,5 +260,5 @@ fn argument_errors_exit_2_in_every_verb() {
     }
     assert!(!o.exists());
     // An operation that fails on good arguments exits 1.
-    fails_with(1, &["fs", "cat", s(&img), "/missing"], &["no such file"]);
+    fails_with(3, &["fs", "cat", s(&img), "/missing"], &["no such file"]);
 }

@@ -56,15 +56,15 @@ fn an_input_is_never_an_output_even_with_force() {
             if force {
                 args.push("--force");
             }
-            fails(&args, &["refusing to write"]);
+            refused(&args, &["refusing to write"]);
             let mut args = vec!["delta", "apply", s(&base), s(&delta), "-o", s(out)];
             if force {
                 args.push("--force");
             }
-            fails(&args, &["refusing to write"]);
+            refused(&args, &["refusing to write"]);
         }
     }
-    fails(
+    refused(
         &[
             "delta",
             "apply",
@@ -92,8 +92,8 @@ fn an_input_is_never_an_output_even_with_force() {
         "--from",
         s(&fs),
     ];
-    fails(&[&mkfs[..], &["--force"]].concat(), &["refusing to write"]);
-    fails(
+    refused(&[&mkfs[..], &["--force"]].concat(), &["refusing to write"]);
+    refused(
         &[
             "fs",
             "mkfs",
@@ -132,13 +132,13 @@ fn an_existing_output_needs_force() {
     ];
     for args in &cases {
         std::fs::write(&out, b"precious").unwrap();
-        fails(args, &["already exists; use --force to replace it"]);
+        refused(args, &["already exists; use --force to replace it"]);
         assert_eq!(std::fs::read(&out).unwrap(), b"precious", "{args:?}");
         ok(&[&args[..], &["--force"]].concat());
         assert_ne!(std::fs::read(&out).unwrap(), b"precious", "{args:?}");
     }
     // A directory or a device node is never replaced.
-    fails(
+    refused(
         &[
             "delta",
             "create",
@@ -150,7 +150,7 @@ fn an_existing_output_needs_force() {
         ],
         &["is a directory"],
     );
-    fails(
+    refused(
         &["fs", "mkfs", "fat", "/dev/null", "--size", "34M", "--force"],
         &["not a regular file"],
     );

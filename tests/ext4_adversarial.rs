@@ -504,16 +504,29 @@ fn attribute_values_in_inodes_without_the_feature_are_not_dropped() {
     let fs = common::engine::open(&img, false).unwrap();
     assert_eq!(fs.get_xattr("/f", "user.big").unwrap(), Some(expected));
     drop(fs);
-    // Without the feature, the reference is refused, never dropped.
-    debugfs_w(&img, &["feature -ea_inode".into()]);
+    // Without the feature, the reference is refused, never dropped. With
+    // i_blocks charged for the value's inode, as e2fsck counts it, the
+    // filesystem is clean (f_ea_inode_no_feature's situation).
+    debugfs_w(
+        &img,
+        &["feature -ea_inode".into(), "sif /f blocks 8".into()],
+    );
+    oracle::fsck_clean(&img).unwrap();
     let snap = Snapshot::take(&img);
     let mut fs = open_rw(&img).unwrap();
+    // Rewriting the file would leave i_blocks without that charge.
+    let err = fs
+        .write_file("/f", &mut &b"hello\n"[..], 6, &NewAttrs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lacks ea_inode"), "{err}");
     assert!(fs.set_xattr("/f", "user.other", b"x").is_err());
     assert!(fs.remove_xattr("/f", "user.big").is_err());
     assert!(fs.remove("/f", false).is_err());
     assert!(fs.stat("/f").is_err());
     drop(fs);
     assert_eq!(snap.differences(&img), None);
+    oracle::fsck_clean(&img).unwrap();
 }
 
 #[test]

@@ -14,54 +14,68 @@ fn a_card_mounted_under_a_work_directory_is_not_the_system_disk() {
     let img = fixture_image(dir.path());
     let img = img.to_str().unwrap();
     let card = Loop::over_new_file(dir.path(), "card", 48 << 20, 0x11, 1 << 20);
-    let mountinfo = dir.path().join("mountinfo");
-    std::fs::write(
-        &mountinfo,
-        format!(
-            "1 0 {} / /home/pi/work/card rw - ext4 {} rw\n",
-            card.devnum(),
-            card.dev
-        ),
-    )
-    .unwrap();
     let swaps = dir.path().join("swaps");
     std::fs::write(&swaps, "Filename Type Size Used Priority\n").unwrap();
-    let env = [
-        ("NODEIMG_MOUNTINFO", mountinfo.to_str().unwrap()),
-        ("NODEIMG_SWAPS", swaps.to_str().unwrap()),
+    let mounted_at = |mountpoint: &str| {
+        let mountinfo = dir.path().join("mountinfo");
+        std::fs::write(
+            &mountinfo,
+            format!(
+                "1 0 {} / {mountpoint} rw - ext4 {} rw\n",
+                card.devnum(),
+                card.dev
+            ),
+        )
+        .unwrap();
+        let swaps = swaps.clone();
+        move |args: &[&str]| {
+            nodeimg_env(
+                args,
+                &[
+                    ("NODEIMG_MOUNTINFO", mountinfo.to_str().unwrap()),
+                    ("NODEIMG_SWAPS", swaps.to_str().unwrap()),
+                ],
+            )
+        }
+    };
+    let dry = [
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--dry-run",
     ];
-    let out = nodeimg_env(
-        &[
-            "flash",
-            img,
-            "--device",
-            &card.dev,
-            "--allow-fixed",
-            "--dry-run",
-        ],
-        &env,
-    );
+    // Under /media: unmounted after confirmation (docs/flash.md).
+    let out = mounted_at("/media/pi/card")(&dry);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("after unmounting /home/pi/work/card"),
+        stdout(&out).contains("after unmounting /media/pi/card"),
         "{}",
         stdout(&out)
     );
-    // The same device twice is a wrong command line.
-    let out = nodeimg_env(
-        &[
-            "flash",
-            img,
-            "--device",
-            &card.dev,
-            "--device",
-            &card.dev,
-            "--allow-fixed",
-            "--dry-run",
-        ],
-        &env,
+    // Under a work directory: not the system disk, but not ours to
+    // unmount either (docs/flash.md names the directories flash unmounts).
+    let run = mounted_at("/home/pi/work/card");
+    let out = run(&dry);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("mounted at /home/pi/work/card, outside /media") && !err.contains("system"),
+        "{err}"
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // The same device twice: refused (3), like every other device check.
+    let out = run(&[
+        "flash",
+        img,
+        "--device",
+        &card.dev,
+        "--device",
+        &card.dev,
+        "--allow-fixed",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("given twice"), "{}", stderr(&out));
 }
 

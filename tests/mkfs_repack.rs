@@ -25,9 +25,9 @@ fn shrink_big_xattr(src: &Path) {
 
 fn repack(from: &Path, to: &Path, size: u64) {
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(from).unwrap());
-    let fs = Ext4Fs::open(dev.clone()).unwrap();
+    let fs = Ext4Fs::open(dev.clone(), imagegen::fs::Timestamp::default()).unwrap();
     let block_size = fs.details().block_size;
-    let devices = Ext4Fs::open(dev).unwrap();
+    let devices = Ext4Fs::open(dev, imagegen::fs::Timestamp::default()).unwrap();
     let mut source = FsSource::new(Box::new(fs), from.display().to_string(), Some(block_size))
         .with_device_numbers(Box::new(move |path| {
             devices

@@ -1,7 +1,15 @@
 //! `[base] provision`: scripts run as root inside a real Debian arm64 root
 //! (mmdebstrap minbase, apt's lists kept) through the kernel's aarch64
-//! binfmt_misc handler. Each test SKIPs, saying why, when it cannot run here
-//! (not root, no aarch64 handler, no route to Debian's archive).
+//! binfmt_misc handler. The mechanism tests that cannot run here (not root,
+//! no aarch64 handler, no route to Debian's archive) fail under `CI` and
+//! elsewhere skip, saying why (`os_support::skip`); the tests of the shipped
+//! recipes (templates/provision) always fail instead, naming what is
+//! missing. Those run the recipes against a local mirror the test builds
+//! and serves on 127.0.0.1: stand-in .debs (dpkg-deb) in flat apt
+//! repositories laid out like pkgs.k8s.io, indexed by apt-ftparchive and
+//! signed (InRelease, Release.gpg) with a throwaway gpg key whose public half
+//! is the served Release.key, so the recipes' signed-by keyrings are really
+//! checked; a k3s and a helm release with their checksum files beside them.
 //!
 //! The Debian tree and a plain base made from it are built once and cached
 //! under the target directory; each test builds a provisioned base from the
@@ -116,12 +124,12 @@ fn cached_base(dir: &Path, packages: &str) -> Result<PathBuf, String> {
             .arg(&tmp)
             .output()
             .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(format!(
-                "nodeimg base (plain): {}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
+        // Our own tool failing is a failure, never a reason to skip.
+        assert!(
+            o.status.success(),
+            "nodeimg base (plain): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         fs::rename(&tmp, &img).map_err(|e| e.to_string())?;
     }
     Ok(img)
@@ -136,7 +144,7 @@ macro_rules! setup {
         match skip_reason().map(Err).unwrap_or_else(plain_base) {
             Ok(p) => p,
             Err(why) => {
-                eprintln!("SKIPPED {}: {why}", $name);
+                os_support::skip($name, &why);
                 return;
             }
         }
@@ -912,4 +920,44 @@ fn an_unknown_recipe_name_is_refused_naming_the_recipes() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// The kubeadm recipe trusts only the repository's own key: a mirror whose
+/// Release files are signed by another key is refused by apt, and no base
+/// is written.
+#[test]
+fn kubeadm_recipe_refuses_a_repository_signed_by_another_key() {
+    let plain = match skip_reason().map(Err).unwrap_or_else(recipe_base) {
+        Ok(p) => p,
+        Err(why) => panic!("cannot run the recipe test: {why}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::new(dir.path());
+    let www = dir.path().join("www");
+    mirror(&www, &signer, true);
+    // Release.key of another signer: the keyring the recipe imports does
+    // not verify InRelease.
+    let other = Signer::new(&dir.path().join("other"));
+    let key = run(other.gpg().args(["--armor", "--export"]));
+    fs::write(www.join("core:/stable:/v1.34/deb/Release.key"), key).unwrap();
+    let server = Server::start(&www);
+    let config = dir.path().join("cluster.toml");
+    fs::write(
+        &config,
+        "[cluster]\nname = \"recipes\"\nboard = \"odroid-c4\"\n\n[base]\nprovision = [\"kubeadm\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("base.img");
+    let o = base_with_recipes(&plain, &out, &config, &server)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("NO_PUBKEY") || err.contains("not signed") || err.contains("signature"),
+        "{err}"
+    );
+    assert!(err.contains("exited with status"), "{err}");
+    assert!(!out.exists());
+    assert_nothing_left(dir.path());
 }

@@ -61,6 +61,7 @@ fn stamp_all(cluster: &Path, base: &Path, state: &Path, out: &Path) -> (String, 
         out.to_str().unwrap(),
         "--state",
         state.to_str().unwrap(),
+        "--init-state",
         "--json",
     ]);
     let stdout = ok(&o);
@@ -498,7 +499,9 @@ fn kubeadm_cluster_on_rpios() {
                 .iter()
                 .any(|p| p == d || p.starts_with(&format!("{d}/")))
                 || (d.starts_with("/etc/systemd/system/")
-                    && (d.contains("nodeimg-bootstrap") || d.contains("nodeimg-csr-approver")))
+                    && (d.contains("nodeimg-bootstrap")
+                        || d.contains("nodeimg-csr-approver")
+                        || d.contains("nodeimg-firstboot")))
                 // Masks are recorded by unit name.
                 || d
                     .strip_prefix("/etc/systemd/system/")
@@ -553,6 +556,7 @@ fn kubeadm_cluster_on_rpios() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     assert!(fs::read(&img).unwrap() == fs::read(t.join("node0.img")).unwrap());
     assert_eq!(
@@ -572,6 +576,7 @@ fn kubeadm_cluster_on_rpios() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
@@ -924,6 +929,7 @@ fn rpios_first_boot_keeps_the_stamped_identity() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     let state = State::open(&state_path, "pi5-lab").unwrap();
     let hk = state.host_key("node0").unwrap();
@@ -1068,6 +1074,7 @@ fn mdns_endpoint_needs_a_base_that_resolves_it() {
         t.join("refused").to_str().unwrap(),
         "--state",
         state.to_str().unwrap(),
+        "--init-state",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
@@ -1138,6 +1145,7 @@ fn rpios_bookworm_first_boot_keeps_the_stamped_identity() {
         img.to_str().unwrap(),
         "--state",
         state_path.to_str().unwrap(),
+        "--init-state",
     ]));
     let p = split(&img, t, "node0");
     fsck(&p);
@@ -1230,6 +1238,7 @@ fn stamp_checked(cluster: &Path, base: &Path, t: &Path, extra: &[&str]) -> Outpu
         base.to_str().unwrap(),
         "--state",
         t.join("state").to_str().unwrap().to_string().leak(),
+        "--init-state",
     ];
     args.extend_from_slice(extra);
     nodeimg_checked(&args)

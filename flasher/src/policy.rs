@@ -31,8 +31,10 @@ pub fn refusals(disk: &Disk, image_size: Option<u64>, opts: Options) -> Vec<Stri
         .into_iter()
         .map(|r| format!("it is the system disk: {r}"))
         .collect();
+    let system = !why.is_empty();
     why.extend(disk.unsuitable.iter().cloned());
-    if !disk.removable && !opts.allow_fixed {
+    // A system disk is refused whatever the flags: no hint at --allow-fixed.
+    if !disk.removable && !opts.allow_fixed && !system {
         why.push(format!(
             "it is a fixed {} disk, not removable (pass --allow-fixed if you mean it)",
             disk.transport
@@ -50,6 +52,20 @@ pub fn refusals(disk: &Disk, image_size: Option<u64>, opts: Options) -> Vec<Stri
             ));
         }
     }
+    // Mounted elsewhere than the media directories (a work directory under
+    // /tmp or /home): someone is using it; flash does not unmount it.
+    for m in disk
+        .mounts
+        .iter()
+        .filter(|m| !m.system && !crate::devices::in_media_dir(&m.mountpoint))
+    {
+        why.push(format!(
+            "{} is mounted at {}, outside {}; unmount it first",
+            m.device,
+            m.mountpoint,
+            crate::devices::MEDIA_DIRS.join(", ")
+        ));
+    }
     let mounted = media_mounts(disk);
     if opts.no_unmount && !mounted.is_empty() {
         let list: Vec<&str> = mounted.iter().map(|m| m.mountpoint.as_str()).collect();
@@ -63,7 +79,10 @@ pub fn refusals(disk: &Disk, image_size: Option<u64>, opts: Options) -> Vec<Stri
 
 /// Mounts on `disk` that would be unmounted before writing.
 pub fn media_mounts(disk: &Disk) -> Vec<&Mount> {
-    disk.mounts.iter().filter(|m| !m.system).collect()
+    disk.mounts
+        .iter()
+        .filter(|m| !m.system && crate::devices::in_media_dir(&m.mountpoint))
+        .collect()
 }
 
 /// Fails with the first refusal, naming the device.

@@ -51,10 +51,10 @@ fn walk(fs: &dyn Filesystem) {
 
 fuzz_target!(|data: &[u8]| {
     let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(data.to_vec()));
-    if let Ok(fs) = Ext4Fs::open(Arc::clone(&dev)) {
+    if let Ok(fs) = Ext4Fs::open(Arc::clone(&dev), imagegen::fs::Timestamp::default()) {
         walk(&fs);
     }
-    if let Ok(mut fs) = Ext4Fs::open(dev) {
+    if let Ok(mut fs) = Ext4Fs::open(dev, imagegen::fs::Timestamp::default()) {
         let attrs = NewAttrs::default();
         let _ = fs.write_file("/new", &mut &b"data"[..], 4, &attrs);
         let _ = fs.mkdir("/a/b", true, &attrs);

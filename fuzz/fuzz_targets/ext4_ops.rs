@@ -17,7 +17,7 @@ fn base() -> &'static Arc<MemDevice> {
     static BASE: OnceLock<Arc<MemDevice>> = OnceLock::new();
     BASE.get_or_init(|| {
         let dev = MemDevice::zeroed(MIN_SIZE as usize);
-        let mut opts = Ext4Options::new(MIN_SIZE, [7; 16]).expect("options");
+        let mut opts = Ext4Options::new(MIN_SIZE, [7; 16], 1_700_000_000, Some(1_700_000_000));
         opts.epoch = 1_700_000_000;
         build(&mut EmptyTree, &opts, &dev, true).expect("mkfs");
         Arc::new(dev)

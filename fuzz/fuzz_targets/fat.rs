@@ -23,7 +23,7 @@ fn base() -> &'static (Vec<u8>, usize) {
         };
         let geo = fat::format(&*dev, &opts).expect("format");
         {
-            let mut fs = FatFs::open(dev.clone(), true).expect("open");
+            let mut fs = FatFs::open(dev.clone(), true, imagegen::fs::Timestamp::default()).expect("open");
             let a = NewAttrs::default();
             fs.mkdir("/dir/A longer sub directory", true, &a).unwrap();
             for (i, len) in [0usize, 3, 2000, 9000].iter().enumerate() {
@@ -62,10 +62,10 @@ fuzz_target!(|data: &[u8]| {
         bytes[at] = patch[2];
     }
     let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_vec(bytes));
-    if let Ok(fs) = FatFs::open(dev.clone(), false) {
+    if let Ok(fs) = FatFs::open(dev.clone(), false, imagegen::fs::Timestamp::default()) {
         walk(&fs, "/", 0);
     }
-    if let Ok(mut fs) = FatFs::open(dev.clone(), true) {
+    if let Ok(mut fs) = FatFs::open(dev.clone(), true, imagegen::fs::Timestamp::default()) {
         let a = NewAttrs::default();
         let _ = fs.write_file("/dir/new", &mut &[1u8; 3000][..], 3000, &a);
         let _ = fs.write_file("/f2", &mut &[2u8; 5000][..], 5000, &a);

@@ -45,6 +45,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Something that is no fault of the input failed: the system's random
+    /// source, encoding a value we built. Exit status 1, not a refusal.
+    #[error("{what}: {why}")]
+    Internal { what: String, why: String },
     /// A configuration file with problems, all of them listed, one
     /// `file:line: key: why` line each (the cluster file is checked whole
     /// before anything is written).
@@ -83,6 +87,14 @@ impl Error {
     /// Shorthand for [`Error::Refused`].
     pub fn refused(what: impl Into<String>, why: impl Into<String>) -> Self {
         Error::Refused {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Internal {
             what: what.into(),
             why: why.into(),
         }

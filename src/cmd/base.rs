@@ -5,20 +5,17 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use imagegen::fs::Timestamp;
-use indicatif::{ProgressBar, ProgressStyle};
 use pipeline::base::spec::{BaseSpec, FirmwareSpec};
-use pipeline::base::{build_base, BaseRequest, Progress, ProvisionHook};
+use pipeline::base::{build_base, BaseRequest, ProvisionHook};
 use pipeline::board::Board;
-use pipeline::cluster::Versions;
+use pipeline::cluster::{Cluster, Versions};
 use pipeline::provision::{self, Provision};
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Build a base image for a board, once, from an upstream OS image or a root tree.
 ///
-/// Flags override the [base] and [firmware] tables of --config. Runs without
+/// Flags override the `[base]` and `[firmware]` tables of --config. Runs without
 /// root and without mounts, except --provision (Linux, root, aarch64 binfmt).
 #[derive(Debug, Args)]
 pub struct BaseArgs {
@@ -97,8 +94,8 @@ pub struct BaseArgs {
     pub locale: Option<String>,
     /// Run SCRIPT as root inside the image's root filesystem (a chroot; aarch64
     /// programs through binfmt_misc) after the customisations; repeatable, in
-    /// order; added after [base] provision. A shipped recipe's name (kubeadm,
-    /// helm, k3s) runs that recipe with the [versions] of --config (see
+    /// order; added after `[base]` provision. A shipped recipe's name (kubeadm,
+    /// helm, k3s) runs that recipe with the `[versions]` of --config (see
     /// docs/base.md). Linux and root only. Output goes to OUT.provision.log.
     #[arg(long, value_name = "SCRIPT|RECIPE")]
     pub provision: Vec<PathBuf>,
@@ -129,6 +126,7 @@ pub struct BaseArgs {
 }
 
 pub fn run(args: BaseArgs) -> Result<ExitCode> {
+    crate::signals::doing(format!("building the base image {}", args.output.display()));
     let (board_name, mut spec, mut fw) = match &args.config {
         Some(c) => cluster_base(c)?,
         None => (None, BaseSpec::default(), FirmwareSpec::default()),
@@ -147,7 +145,8 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         .context("no board: give --board rpi5|odroid-c4|PATH or [cluster] board in --config")?;
     let board = Board::resolve(&board_name)?;
     let now = Timestamp::now().context("reading the time")?;
-    let bar = Bars::new(!args.json && std::io::stderr().is_terminal());
+    let _stage = tracing::info_span!("base").entered();
+    let bar = crate::progress::Steps::new(args.json);
     let req = BaseRequest {
         board,
         spec,
@@ -177,10 +176,10 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
     let outcome = build_base(&req, &bar)?;
     bar.done();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         for n in &outcome.notes {
-            eprintln!("nodeimg: note: {n}");
+            notice!("nodeimg: note: {n}");
         }
         let m = &outcome.manifest;
         let os = match &m.os {
@@ -189,7 +188,7 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
                 format!("NixOS {}", version.as_deref().unwrap_or(""))
             }
         };
-        println!(
+        sayln!(
             "{}: {} base for {} ({} bytes, sha256 {})",
             outcome.image.display(),
             os,
@@ -197,9 +196,9 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
             m.image.size,
             m.image.sha256
         );
-        println!("  manifest {}", outcome.manifest_path.display());
+        sayln!("  manifest {}", outcome.manifest_path.display());
         for p in [&outcome.bmap, &outcome.zstd].into_iter().flatten() {
-            println!("  {}", p.display());
+            sayln!("  {}", p.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -283,131 +282,11 @@ fn merge_flags(a: &BaseArgs, s: &mut BaseSpec, f: &mut FirmwareSpec) -> Result<(
     Ok(())
 }
 
-/// Reads `[cluster] board`, `[base]` and `[firmware]` of a cluster file,
-/// resolving relative paths against the file's directory. Kept on its own:
-/// the full cluster-file parser (`pipeline::cluster`) replaces it.
+/// `[cluster] board`, `[base]` and `[firmware]` of a cluster file, read by
+/// the one cluster-file parser (`pipeline::cluster`), paths resolved there.
 pub(crate) fn cluster_base(path: &Path) -> Result<(Option<String>, BaseSpec, FirmwareSpec)> {
-    #[derive(serde::Deserialize)]
-    struct Cluster {
-        board: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct File {
-        cluster: Option<Cluster>,
-        #[serde(default)]
-        base: BaseSpec,
-        #[serde(default)]
-        firmware: FirmwareSpec,
-        #[serde(flatten)]
-        _rest: BTreeMap<String, toml::Value>,
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let f: File = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(0);
-        pipeline::Error::config(path, line, "cluster file", e.message())
-    })?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let rel = |p: &str| -> String {
-        if pipeline::base::fetch::is_url(p) || Path::new(p).is_absolute() {
-            p.to_string()
-        } else {
-            dir.join(p).display().to_string()
-        }
-    };
-    let mut base = f.base;
-    let mut fw = f.firmware;
-    base.source = base.source.as_deref().map(rel);
-    if let Some(s) = &base.sha256 {
-        if s.len() != 64 {
-            base.sha256 = Some(rel(s));
-        }
-    }
-    let relp = |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
-    base.overlay = relp(&base.overlay);
-    base.provision_files = relp(&base.provision_files);
-    // A shipped recipe's name stays a name; a script is relative to the file.
-    for p in &mut base.provision {
-        if pipeline::provision::recipes::find(p).is_none() {
-            *p = PathBuf::from(rel(&p.to_string_lossy()));
-        }
-    }
-    base.owner_map = relp(&base.owner_map);
-    fw.boot_files = relp(&fw.boot_files);
-    fw.towboot = fw.towboot.as_deref().map(rel);
-    let board = f.cluster.and_then(|c| c.board).map(|b| {
-        if b.contains('/') || b.ends_with(".toml") {
-            rel(&b)
-        } else {
-            b
-        }
-    });
-    Ok((board, base, fw))
-}
-
-/// Progress bars on stderr when it is a terminal.
-struct Bars {
-    bar: Option<ProgressBar>,
-}
-
-impl Bars {
-    fn new(show: bool) -> Bars {
-        Bars {
-            bar: show.then(|| {
-                let b = ProgressBar::new_spinner();
-                b.enable_steady_tick(std::time::Duration::from_millis(120));
-                b
-            }),
-        }
-    }
-    fn done(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Bars {
-    fn step_total(&self, what: &str, total: Option<u64>) {
-        let Some(b) = &self.bar else { return };
-        b.set_position(0);
-        b.set_message(what.to_string());
-        match total {
-            Some(t) => {
-                b.set_length(t);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-            }
-            None => {
-                b.unset_length();
-                b.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-            }
-        }
-    }
-    fn advance(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-    fn position(&self, done: u64, total: Option<u64>) {
-        if let Some(b) = &self.bar {
-            if let Some(t) = total {
-                if b.length() != Some(t) {
-                    b.set_length(t);
-                }
-            }
-            b.set_position(done);
-        }
-    }
+    // Nodes are not the base's business: a file without [[node]] will do.
+    let cluster = super::stamp::report_problems(path, Cluster::load_base(path))?;
+    let (base, fw) = cluster.base_specs();
+    Ok((Some(cluster.board_ref()), base, fw))
 }

@@ -4,10 +4,8 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use imagegen::fs::Timestamp;
-use pipeline::base::Quiet;
 use pipeline::board::Board;
 use pipeline::build::{build, BuildRequest, SecretsMode};
-use pipeline::secrets::State;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +16,17 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The cluster file (docs/cluster.md).
-    pub config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "config_positional",
+        conflicts_with = "config_positional"
+    )]
+    pub config: Option<PathBuf>,
+    /// The cluster file, given without `--config` (the older form).
+    #[arg(value_name = "CONFIG", hide = true)]
+    pub config_positional: Option<PathBuf>,
     /// Output directory. Written beside it under a temporary name and
     /// swapped into place at the end; an earlier build there is reused for
     /// what did not change.
@@ -34,9 +42,16 @@ pub struct BuildArgs {
     #[arg(long)]
     pub full_images: bool,
     /// The state file with the cluster's generated secrets (default:
-    /// cluster.state beside the cluster file; created 0600 when missing).
+    /// cluster.state beside the cluster file, created 0600 when missing). A
+    /// path given here must exist unless --init-state. Written only after
+    /// the build succeeded.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Create the --state file when it does not exist (new CA, tokens and
+    /// keys). Without it a missing --state is refused, so a mistyped path in
+    /// CI never starts a new cluster identity.
+    #[arg(long)]
+    pub init_state: bool,
     /// Rebuild everything, and replace an output directory that does not
     /// hold an earlier build.
     #[arg(long)]
@@ -67,16 +82,23 @@ pub enum Secrets {
 }
 
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
-    let cluster = super::stamp::load_cluster(&args.config)?;
-    let (board_name, base, firmware) = super::base::cluster_base(&args.config)?;
-    let board_name = board_name.unwrap_or_else(|| cluster.board.clone());
-    let board = Board::resolve(&board_name)?;
-    let state_path = args
-        .state
+    let config = args
+        .config
         .clone()
-        .unwrap_or_else(|| cluster.default_state_path());
-    let state = State::for_cluster(&state_path, &cluster)
-        .with_context(|| format!("cluster state {}", state_path.display()))?;
+        .or_else(|| args.config_positional.clone())
+        .context("no cluster file: give --config FILE")?;
+    crate::signals::doing(format!(
+        "building {} into {}",
+        config.display(),
+        args.out.display()
+    ));
+    let _stage = tracing::info_span!("build").entered();
+    let steps = crate::progress::Steps::new(args.json);
+    let cluster = super::stamp::load_cluster(&config)?;
+    let (base, firmware) = cluster.base_specs();
+    let board = Board::resolve(&cluster.board_ref())?;
+    let mut state = super::stamp::open_state(args.state.as_deref(), args.init_state, &cluster)?;
+    let state_path = state.path().to_path_buf();
     // [base] provision runs when the base is built (Linux, root); refused
     // here, before anything is written, when this machine cannot run it.
     // Its log goes beside the output directory (DIR.provision.log).
@@ -105,15 +127,25 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             provision: provision.as_ref(),
             tool_check: !args.no_tool_check,
         },
-        &Quiet,
+        &steps,
     )
-    .with_context(|| format!("building {}", args.config.display()))?;
+    .with_context(|| format!("building {}", config.display()))?;
+    steps.done();
+    // Only a build that succeeded keeps the secrets it generated.
+    state
+        .save()
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let out = args.out.display();
-    println!(
+    // `--out dist/` is shown as `dist`, so the paths below read `dist/…`.
+    let out = args.out.display().to_string();
+    let out = match out.trim_end_matches('/') {
+        "" => "/",
+        t => t,
+    };
+    sayln!(
         "built {} ({} nodes) in {out}/: base {}, {} stamped, {} unchanged",
         cluster.name,
         cluster.nodes.len(),
@@ -125,7 +157,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         outcome.stamped.len(),
         outcome.reused.len()
     );
-    println!("  {out}/base.img.zst, {out}/base.img.bmap, {out}/nodes/, {out}/manifest.json, {out}/SHA256SUMS");
+    sayln!("  {out}/base.img.zst, {out}/base.img.bmap, {out}/nodes/, {out}/manifest.json, {out}/SHA256SUMS");
     let first = cluster
         .nodes
         .first()
@@ -135,7 +167,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
-    println!("check:  (cd {out} && sha256sum -c SHA256SUMS)");
-    println!("flash:  sudo nodeimg flash {out} --device /dev/sdX={first}{state_hint}   (repeat --device DEV=NODE for more cards)");
+    sayln!("check:  (cd {out} && sha256sum -c SHA256SUMS)");
+    sayln!("flash:  sudo nodeimg flash {out} --device /dev/sdX={first}{state_hint}   (repeat --device DEV=NODE for more cards)");
     Ok(ExitCode::SUCCESS)
 }

@@ -114,18 +114,20 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
                     .map(|k| k.public.clone()),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                outln!("{}", serde_json::to_string_pretty(&info)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "cluster {} ({}, board {})",
-                info.cluster, info.flavour, info.board
+                info.cluster,
+                info.flavour,
+                info.board
             );
             if let Some(e) = &info.api_endpoint {
-                println!("api endpoint: {e}");
+                outln!("api endpoint: {e}");
             }
             for n in &info.nodes {
-                println!(
+                outln!(
                     "  {:<20} {:<14} {}",
                     n.hostname,
                     n.role,
@@ -133,21 +135,21 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
                 );
             }
             match &info.state {
-                Some(p) => println!(
+                Some(p) => outln!(
                     "state: {} ({})",
                     p.display(),
                     info.state_fingerprint.as_deref().unwrap_or("")
                 ),
-                None => println!(
+                None => outln!(
                     "state: {} does not exist yet (nodeimg stamp creates it)",
                     state_path.display()
                 ),
             }
             if let Some(k) = &info.age_public_key {
-                println!("age public key: {k}");
+                outln!("age public key: {k}");
             }
             if let Some(h) = &info.ca_cert_hash {
-                println!("CA cert hash: {h}");
+                outln!("CA cert hash: {h}");
             }
             if let Some(k) = &info.gitops_deploy_key {
                 println!("GitOps deploy key (add it to the repository, read-only): {k}");
@@ -159,7 +161,7 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
             let state_path = state.unwrap_or_else(|| c.default_state_path());
             let st = State::open(&state_path, &c.name)
                 .with_context(|| format!("cluster state {}", state_path.display()))?;
-            print!("{}", st.known_hosts(&c));
+            out!("{}", st.known_hosts(&c));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -67,7 +67,7 @@ pub fn run(args: DeltaArgs) -> Result<ExitCode> {
             let d = Delta::open(&delta)?;
             let size = delta::apply_file(&base, &d, &output, OutputFormat::from_path(&output))
                 .with_context(|| format!("applying {}", delta.display()))?;
-            eprintln!(
+            notice!(
                 "wrote {} ({size} bytes, {} changed ranges)",
                 output.display(),
                 d.ranges().len()
@@ -82,7 +82,7 @@ pub fn run(args: DeltaArgs) -> Result<ExitCode> {
             check_output(&output, force, &[&base, &modified])?;
             let info = delta::create_from_images(&base, &modified, &output, delta::DEFAULT_BLOCK)
                 .with_context(|| format!("creating delta {}", output.display()))?;
-            eprintln!(
+            notice!(
                 "wrote {}: {} changed bytes in {} ranges",
                 output.display(),
                 info.changed_bytes(),
@@ -95,7 +95,7 @@ pub fn run(args: DeltaArgs) -> Result<ExitCode> {
                 .with_context(|| delta.display().to_string())?
                 .len();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&info_json(d.info(), file_size))?
                 );
@@ -119,17 +119,17 @@ fn info_json(info: &DeltaInfo, file_size: u64) -> serde_json::Value {
 }
 
 fn print_info(info: &DeltaInfo, file_size: u64) {
-    println!("format version: {}", info.version);
-    println!("block size:     {}", info.block_size);
-    println!("base size:      {}", info.base.size);
-    println!("base sha256:    {}", to_hex(&info.base.sha256));
-    println!("delta size:     {file_size}");
-    println!(
+    outln!("format version: {}", info.version);
+    outln!("block size:     {}", info.block_size);
+    outln!("base size:      {}", info.base.size);
+    outln!("base sha256:    {}", to_hex(&info.base.sha256));
+    outln!("delta size:     {file_size}");
+    outln!(
         "changed:        {} bytes in {} ranges",
         info.changed_bytes(),
         info.ranges.len()
     );
     for r in &info.ranges {
-        println!("  {:>14} +{}", r.offset, r.len);
+        outln!("  {:>14} +{}", r.offset, r.len);
     }
 }

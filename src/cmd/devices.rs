@@ -35,11 +35,11 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                 o
             })
             .collect();
-        println!("{}", serde_json::Value::Array(v));
+        outln!("{}", serde_json::Value::Array(v));
         return Ok(ExitCode::SUCCESS);
     }
     if shown.is_empty() {
-        eprintln!(
+        notice!(
             "no removable disk found{}",
             if args.all {
                 ""
@@ -49,9 +49,14 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<14} {:>10} {:<9} {:<9} {:<24} {:<28} STATUS",
-        "DEVICE", "SIZE", "TRANSPORT", "REMOVABLE", "MODEL", "MOUNTED"
+        "DEVICE",
+        "SIZE",
+        "TRANSPORT",
+        "REMOVABLE",
+        "MODEL",
+        "MOUNTED"
     );
     for (d, why) in shown {
         let size = human(d.size);
@@ -62,7 +67,7 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(" ");
         let mounted: Vec<&str> = d.mounts.iter().map(|m| m.mountpoint.as_str()).collect();
-        println!(
+        outln!(
             "{:<14} {:>10} {:<9} {:<9} {:<24} {:<28} {}",
             d.path,
             size,

@@ -220,7 +220,9 @@ pub(super) fn check_devices(
                             dev.display()
                         )
                     };
-                    return Err(crate::cmd::usage::usage(why));
+                    // Refused (3), like the other device checks: the
+                    // command line parsed, the devices it names do not fit.
+                    bail!("{why}; give each card once");
                 }
                 for reason in policy::refusals(&d, Some(image_size), opts) {
                     refused.push(format!("refusing {}: {reason}", d.path));
@@ -257,7 +259,7 @@ pub(super) fn open_target(d: &Disk) -> anyhow::Result<DeviceTarget> {
     if !policy::media_mounts(d).is_empty() {
         let gone = flasher::devices::unmount(d)?;
         if !gone.is_empty() {
-            eprintln!("{}: unmounted {}", d.path, gone.join(", "));
+            notice!("{}: unmounted {}", d.path, gone.join(", "));
         }
     }
     let t = DeviceTarget::open_sized(Path::new(&d.write_path), d.size).map_err(|e| {
@@ -282,12 +284,17 @@ struct Outcome {
     verify_seconds: f64,
     verification: &'static str,
     error: Option<String>,
+    /// The exit code this card's error means.
+    code: Option<crate::exit::Code>,
 }
 
 pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     if super::flash_dist::is_dist(&args.source) {
         return super::flash_dist::run(args);
     }
+    crate::signals::doing(format!("flashing {}", args.source.display()));
+    let _stage = tracing::info_span!("flash").entered();
+    let t0 = std::time::Instant::now();
     if args.node.is_some() || args.secrets.is_some() {
         bail!("--node and --secrets go with a `nodeimg build` output directory as SOURCE");
     }
@@ -300,7 +307,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         exact: false,
     })?;
     if let (Some((p, true)), false) = (&prepared.bmap, args.json) {
-        eprintln!("using the bmap beside the image: {}", p.display());
+        notice!("using the bmap beside the image: {}", p.display());
     }
     let disks = check_devices(&args, &args.devices, prepared.plan.image_size)?;
     if args.dry_run {
@@ -332,13 +339,13 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                 "devices": disks,
             }));
         } else {
-            print!("{}", describe_plan(plan));
+            out!("{}", describe_plan(plan));
             for d in &disks {
                 let mounted: Vec<&str> = policy::media_mounts(d)
                     .iter()
                     .map(|m| m.mountpoint.as_str())
                     .collect();
-                println!(
+                outln!(
                     "would write {} ({}, {}){}{}: every check passed",
                     d.path,
                     human(d.size),
@@ -359,7 +366,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            println!("dry run: nothing was opened for writing");
+            sayln!("dry run: nothing was opened for writing");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -371,6 +378,8 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(names.clone()))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(Silent)
     } else {
         Box::new(Bars::new(names.clone()))
     };
@@ -378,6 +387,10 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     crate::signals::cooperate(
         cancel,
         "the cards hold part of the image; the partition table was not written",
+    );
+    tracing::info!(
+        secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+        "planned; writing"
     );
     let (reports, read) = flasher::writer::write_all(
         prepared.source,
@@ -392,6 +405,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
         cancel,
     );
     drop(observer);
+    let source_code = read.as_ref().err().map(crate::exit::flasher);
     let (plan, source_error) = match read {
         Ok(w) => {
             if w.checked > 0 && !args.json {
@@ -419,6 +433,7 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
                 (Err(flasher::Error::Mismatch { .. }), false) => "failed",
                 (Err(_), false) => "not run",
             },
+            code: r.result.as_ref().err().map(crate::exit::flasher),
             error: r.result.err().map(|e| e.to_string()),
         })
         .collect();
@@ -429,13 +444,21 @@ pub fn run(args: FlashArgs) -> anyhow::Result<ExitCode> {
     if interrupted && !args.json {
         return Ok(ExitCode::FAILURE);
     }
-    let code = summarise(
+    let failed = summarise(
         &args,
         &plan,
         &outcomes,
         source_error.as_deref(),
         !interrupted,
     );
+    // The image's own failure first (it stopped every card), then the first
+    // failed card's: 4 for a read-back difference, 5 for a device error.
+    let code = match source_code.or_else(|| outcomes.iter().find_map(|o| o.code)) {
+        _ if interrupted => ExitCode::FAILURE,
+        Some(c) => c.into(),
+        None if failed => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
+    };
     if source_error.is_none() && !interrupted {
         let ok: Vec<bool> = outcomes.iter().map(|o| o.error.is_none()).collect();
         eject_flashed(&args, &disks, &ok);
@@ -450,7 +473,7 @@ pub(super) fn eject_flashed(args: &FlashArgs, disks: &[Disk], ok: &[bool]) {
             continue;
         }
         match flasher::devices::eject(d) {
-            Ok(true) => eprintln!("{}: ejected; the card can be removed", d.path),
+            Ok(true) => notice!("{}: ejected; the card can be removed", d.path),
             Ok(false) => {}
             Err(e) => eprintln!("nodeimg: warning: {}: not ejected: {e}", d.path),
         }
@@ -463,7 +486,7 @@ fn summarise(
     outcomes: &[Outcome],
     source_error: Option<&str>,
     to_stderr: bool,
-) -> ExitCode {
+) -> bool {
     let failed = source_error.is_some() || outcomes.iter().any(|o| o.error.is_some());
     let mbps = |o: &Outcome| {
         if o.write_seconds > 0.0 {
@@ -500,7 +523,7 @@ fn summarise(
         }));
     }
     if !to_stderr {
-        return ExitCode::FAILURE;
+        return failed;
     }
     if let Some(e) = &source_error {
         eprintln!("nodeimg: error: reading {}: {e}", args.source.display());
@@ -524,9 +547,5 @@ fn summarise(
             None => {}
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    failed
 }

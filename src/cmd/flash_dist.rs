@@ -71,7 +71,7 @@ fn cards(args: &FlashArgs, manifest: &BuildManifest) -> Result<Vec<Card>> {
 }
 
 /// Checks the files the flash reads against SHA256SUMS.
-fn check_sums(dist: &Path, files: &[&str]) -> Result<()> {
+pub(super) fn check_sums(dist: &Path, files: &[&str]) -> Result<()> {
     let text = std::fs::read_to_string(dist.join(SUMS))
         .with_context(|| format!("reading {}", dist.join(SUMS).display()))?;
     let sums = parse_sums(&text)?;
@@ -91,11 +91,15 @@ fn check_sums(dist: &Path, files: &[&str]) -> Result<()> {
 }
 
 /// Loads the state for a deferred build, refusing another cluster's.
-fn load_state(args: &FlashArgs, m: &BuildManifest, dist: &Path) -> Result<Option<State>> {
+pub(super) fn load_state(
+    secrets: Option<&Path>,
+    m: &BuildManifest,
+    dist: &Path,
+) -> Result<Option<State>> {
     if m.secrets != SecretsMode::Defer || m.nodes.iter().all(|n| n.secrets.is_none()) {
         return Ok(None);
     }
-    let Some(path) = &args.secrets else {
+    let Some(path) = secrets else {
         bail!(
             "{} was built with --secrets defer: give --secrets PATH, the state file `nodeimg build` used (cluster.state beside the cluster file; in CI, from the secret store)",
             dist.display()
@@ -104,7 +108,8 @@ fn load_state(args: &FlashArgs, m: &BuildManifest, dist: &Path) -> Result<Option
     if !path.is_file() {
         bail!("--secrets {}: no such state file", path.display());
     }
-    let state = State::open(path, &m.cluster)?;
+    let state =
+        State::open(path, &m.cluster).with_context(|| format!("--secrets {}", path.display()))?;
     if state.fingerprint() != m.state_fingerprint {
         bail!(
             "--secrets {}: not the state this build was made with (fingerprint differs); refusing",
@@ -118,7 +123,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let dist = args.source.clone();
     let m = BuildManifest::load(&dist.join(MANIFEST))?;
     let cards = cards(&args, &m)?;
-    let state = load_state(&args, &m, &dist)?;
+    let state = load_state(args.secrets.as_deref(), &m, &dist)?;
     let mut files = vec![MANIFEST, m.base.image.as_str(), m.base.bmap.as_str()];
     for c in &cards {
         let n = m.node(&c.node).context("node not in manifest")?;
@@ -135,64 +140,66 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let paths: Vec<PathBuf> = cards.iter().map(|c| c.device.clone()).collect();
     let disks = super::flash::check_devices(&args, &paths, size)?;
     if args.dry_run {
+        if args.json {
+            let plan: Vec<_> = cards
+                .iter()
+                .zip(&disks)
+                .map(|(c, d)| {
+                    let n = m.node(&c.node);
+                    json!({
+                        "device": d.path,
+                        "size": d.size,
+                        "node": c.node,
+                        "artefact": n.map(|n| n.artefact.as_str()),
+                        "secrets": n.and_then(|n| n.secrets.as_deref()).filter(|_| state.is_some()),
+                    })
+                })
+                .collect();
+            JsonLines::emit(&json!({
+                "event": "dry_run",
+                "source": dist,
+                "image_size": size,
+                "base": m.base.image,
+                "bmap": m.base.bmap,
+                "cards": plan,
+            }));
+            return Ok(ExitCode::SUCCESS);
+        }
         for (c, d) in cards.iter().zip(&disks) {
-            println!(
-                "would write {} ({}) as node {}",
+            let n = m.node(&c.node);
+            outln!(
+                "would write {} ({}) as node {}: {} + {}{}, ranges from {}",
                 d.path,
                 human(d.size),
-                c.node
+                c.node,
+                m.base.image,
+                n.map_or("?", |n| n.artefact.as_str()),
+                match (n.and_then(|n| n.secrets.as_deref()), &state) {
+                    (Some(s), Some(_)) => format!(" + {s} (opened with --secrets)"),
+                    _ => String::new(),
+                },
+                m.base.bmap
             );
         }
-        println!("dry run: nothing was opened for writing");
+        sayln!("dry run: nothing was opened for writing");
         return Ok(ExitCode::SUCCESS);
     }
     super::flash::confirm(&disks, args.yes)?;
 
-    // The base, read once: every card's source reads this one file, which
-    // the page cache then serves to the other cards' writers.
-    let tmp = tempfile::tempdir().context("making a temporary directory")?;
-    let base_path = tmp.path().join("base.img");
-    write_image(
-        ImageSource::open(dist.join(&m.base.image))?,
-        &base_path,
-        OutputFormat::Raw,
-        Some(size),
-    )
-    .context("decompressing the base")?;
-    let base_dev = FileDevice::open(&base_path)?;
-    let base_file = base_dev.file().try_clone().context("base file")?;
-    let base: Arc<dyn BlockDevice> = Arc::new(base_dev);
-    let now = Timestamp::now()?;
-
-    // Each card's source and plan, one after another (stamping secrets
-    // works on an image that stays on this thread); a node that cannot be
-    // prepared stops the flash before any card is opened.
-    let mut sources = Vec::new();
-    for (i, c) in cards.iter().enumerate() {
-        let n = m.node(&c.node).context("node not in manifest")?;
-        let (dev, changed) = card_source(
-            &dist,
-            n.artefact.as_str(),
-            n.secrets.as_deref().zip(state.as_ref()),
-            &c.node,
-            &base,
-            &tmp.path().join(format!("node{i}.img")),
-            now,
-        )?;
-        let source = Source::Random(dev);
-        let plan = plan::build(
-            &source,
-            &Hints {
-                bmap: Some(&bmap),
-                sparse_file: Some(&base_file),
-                changed: Some(&changed),
-                exact: false,
-            },
-        )?;
-        sources.push((source, plan, changed));
-    }
+    crate::signals::doing(format!(
+        "flashing {}: unpacking the base before any card was opened",
+        dist.display()
+    ));
+    let _stage = tracing::info_span!("flash").entered();
+    let t0 = std::time::Instant::now();
+    let nodes: Vec<&str> = cards.iter().map(|c| c.node.as_str()).collect();
+    let spool = unpack(&dist, &m, &nodes, state.as_ref(), &bmap)?;
+    tracing::info!(
+        secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+        "unpacked the base and planned every card; writing"
+    );
     let mut writes = Vec::new();
-    for ((source, plan, changed), d) in sources.into_iter().zip(&disks) {
+    for ((source, plan, changed), d) in spool.cards.into_iter().zip(&disks) {
         let target: Arc<dyn Target> = Arc::new(super::flash::open_target(d)?);
         // The base's bmap vouches for the base's bytes; what the node
         // changes is vouched for by the delta's own checksums.
@@ -210,6 +217,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     let skipped: Vec<u64> = writes.iter().map(|w| w.plan.skipped()).collect();
 
+    crate::signals::doing(format!("flashing {}", dist.display()));
     // Every card at once, each from its own source over the one base.
     let cancel = flasher::interrupt::flag();
     crate::signals::cooperate(
@@ -219,6 +227,8 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     let names: Vec<String> = disks.iter().map(|d| d.path.clone()).collect();
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(names))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(flasher::progress::Silent)
     } else {
         Box::new(Bars::new(names))
     };
@@ -232,6 +242,7 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     let mut devices = Vec::new();
     let mut ok = Vec::new();
+    let mut code = None;
     for (((report, read), c), (d, skipped)) in results
         .into_iter()
         .zip(&cards)
@@ -244,13 +255,20 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
             (Err(flasher::Error::Mismatch { .. }), _, false) => "failed",
             _ => "not run",
         };
+        if code.is_none() {
+            code = match (&report.result, &read) {
+                (Err(e), _) => Some(crate::exit::flasher(e)),
+                (Ok(()), Err(e)) => Some(crate::exit::flasher(e)),
+                _ => None,
+            };
+        }
         let result = report
             .result
             .map_err(anyhow::Error::from)
             .and_then(|()| read.map(|_| ()).map_err(anyhow::Error::from));
         ok.push(result.is_ok());
         match &result {
-            Ok(()) if !args.json => eprintln!(
+            Ok(()) if !args.json => notice!(
                 "{}: node {} — wrote {} ({} skipped); verification {verification}",
                 d.path,
                 c.node,
@@ -286,11 +304,88 @@ pub fn run(args: FlashArgs) -> Result<ExitCode> {
     }
     // Where the platform ejects a flashed card (macOS), as `flash` does.
     super::flash::eject_flashed(&args, &disks, &ok);
-    Ok(if ok.contains(&false) {
-        crate::exit::Code::Verify.into()
-    } else {
-        ExitCode::SUCCESS
+    // The first failed card's code: 4 for a read-back difference, 5 for a
+    // device error, 3 for a source that does not decode.
+    Ok(match code {
+        Some(c) => c.into(),
+        None if ok.contains(&false) => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
     })
+}
+
+/// Every card's source, prepared before any card is opened: the base
+/// unpacked once into a registered temporary directory (an interrupt
+/// removes it), and per node base ⊕ its artefact (⊕ its opened secrets),
+/// with the plan a flash writes and the ranges the node changes.
+pub(super) struct Spool {
+    /// Keeps the temporary directory until the cards are written.
+    _dir: imagegen::sink::PendingDir,
+    pub cards: Vec<(Source, flasher::plan::Plan, RangeSet)>,
+}
+
+pub(super) fn unpack(
+    dist: &Path,
+    m: &BuildManifest,
+    nodes: &[&str],
+    state: Option<&State>,
+    bmap: &Bmap,
+) -> Result<Spool> {
+    // The base, read once: every card's source reads this one file, which
+    // the page cache then serves to the other cards' writers.
+    let dir = imagegen::sink::PendingDir::temp("nodeimg-flash-")
+        .context("making a temporary directory")?;
+    let base_path = dir.path().join("base.img");
+    write_image(
+        ImageSource::open(dist.join(&m.base.image))?,
+        &base_path,
+        OutputFormat::Raw,
+        Some(m.base.manifest.image.size),
+    )
+    .context("decompressing the base")?;
+    let base_dev = FileDevice::open(&base_path)?;
+    let base_file = base_dev.file().try_clone().context("base file")?;
+    let base: Arc<dyn BlockDevice> = Arc::new(base_dev);
+    let now = secrets_time(m)?;
+
+    // Each card's source and plan, one after another (stamping secrets
+    // works on an image that stays on this thread); a node that cannot be
+    // prepared stops before any card is opened.
+    let mut cards = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let n = m.node(node).context("node not in manifest")?;
+        let (dev, changed) = card_source(
+            dist,
+            n.artefact.as_str(),
+            n.secrets.as_deref().zip(state),
+            node,
+            &base,
+            &dir.path().join(format!("node{i}.img")),
+            now,
+        )?;
+        let source = Source::Random(dev);
+        let plan = plan::build(
+            &source,
+            &Hints {
+                bmap: Some(bmap),
+                sparse_file: Some(&base_file),
+                changed: Some(&changed),
+                exact: false,
+            },
+        )?;
+        cards.push((source, plan, changed));
+    }
+    Ok(Spool { _dir: dir, cards })
+}
+
+/// The time given to the secret files written at flash time: the build's
+/// `SOURCE_DATE_EPOCH`, else the time the build stamped its nodes, so
+/// `nodeimg verify DIST --secrets` recomputes the very bytes a flash wrote.
+fn secrets_time(m: &BuildManifest) -> Result<Timestamp> {
+    match m.source_date_epoch.or(m.stamped_at) {
+        Some(secs) => Ok(Timestamp { secs, nanos: 0 }),
+        // A manifest of an older nodeimg: the clock, as it used.
+        None => Ok(Timestamp::now()?),
+    }
 }
 
 /// A card's source as a random-access device, and the ranges it changes

@@ -31,9 +31,9 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         );
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", text(&report));
+        out!("{}", text(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The subcommands. Each module owns its clap arguments and its `run`.
 
 mod base;
+mod boot;
 mod build;
 mod cluster;
 mod completions;
@@ -39,12 +40,14 @@ pub enum Command {
     Stamp(stamp::StampArgs),
     /// Check a cluster file and show its public facts (roles, age public key, CA pin).
     Cluster(cluster::ClusterArgs),
+    /// Boot nodes under QEMU and check their first boot, before any card is written.
+    Boot(boot::BootArgs),
     /// Build a whole cluster's artefacts: base, every node, manifest, SHA256SUMS.
     Build(build::BuildArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print the man page (roff) to stdout, or write every subcommand's page with --dir.
+    Man(completions::ManArgs),
 }
 
 /// Runs one subcommand; the returned code is the process exit status.
@@ -60,7 +63,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stamp(a) => stamp::run(a),
         Command::Cluster(a) => cluster::run(a),
         Command::Build(a) => build::run(a),
+        Command::Boot(a) => boot::run(a),
         Command::Completions(a) => completions::run(a),
-        Command::Man => completions::man(),
+        Command::Man(a) => completions::man(a),
     }
 }

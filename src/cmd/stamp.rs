@@ -43,10 +43,15 @@ pub struct StampArgs {
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     /// The state file holding the cluster's generated secrets (default:
-    /// cluster.state beside the cluster file). Created 0600 when missing;
-    /// never printed.
+    /// cluster.state beside the cluster file, created 0600 when missing). A
+    /// path given here must exist unless --init-state; never printed.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Create the --state file when it does not exist (new CA, tokens and
+    /// keys). Without it a missing --state is refused, so a mistyped path
+    /// never starts a new cluster identity.
+    #[arg(long)]
+    pub init_state: bool,
     /// Replace outputs that exist.
     #[arg(long)]
     pub force: bool,
@@ -76,7 +81,13 @@ struct Summary<'a> {
 /// Loads and validates a cluster file; every problem goes to stderr on its
 /// own line before the one-line error.
 pub fn load_cluster(path: &Path) -> Result<Cluster> {
-    match Cluster::load(path) {
+    report_problems(path, Cluster::load(path))
+}
+
+/// Prints each problem of an invalid cluster file on its own line and
+/// returns the one-line summary error.
+pub fn report_problems(path: &Path, loaded: pipeline::Result<Cluster>) -> Result<Cluster> {
+    match loaded {
         Ok(c) => Ok(c),
         Err(pipeline::Error::Invalid { file, problems }) => {
             for line in pipeline::error::problem_lines(&file, &problems) {
@@ -94,6 +105,8 @@ pub fn load_cluster(path: &Path) -> Result<Cluster> {
 }
 
 pub fn run(args: StampArgs) -> Result<ExitCode> {
+    crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
+    let _stage = tracing::info_span!("stamp").entered();
     let cluster = load_cluster(&args.config)?;
     let nodes: Vec<&pipeline::cluster::Node> = match &args.node {
         Some(name) => {
@@ -135,8 +148,13 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         }
     }
 
+    // The state first: a missing --state is refused before any work.
+    let mut state = open_state(args.state.as_deref(), args.init_state, &cluster)?;
     let now = Timestamp::now()?;
-    let stamper = Stamper::open(&args.base, now)
+    // A compressed base (`dist/base.img.zst`) is read through a raw copy
+    // in a temporary directory, removed at exit or on an interrupt.
+    let (base_path, _spool) = raw_base(&args.base)?;
+    let stamper = Stamper::open(&base_path, now)
         .with_context(|| format!("opening base {}", args.base.display()))?;
     if !args.no_tool_check {
         stamper.check_tools(&cluster, &nodes)?;
@@ -144,21 +162,21 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
     if let Some(d) = &args.out_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| cluster.default_state_path());
-    let state = State::for_cluster(&state_path, &cluster)
-        .with_context(|| format!("cluster state {}", state_path.display()))?;
     let shared = Shared::new(&cluster, &state)?;
 
     let mut done = Vec::new();
     for (node, out) in nodes.iter().zip(&outputs) {
+        let t0 = std::time::Instant::now();
         let s = stamper
             .stamp(&cluster, node, &state, &shared, out, args.force)
             .with_context(|| format!("stamping {}", node.hostname))?;
+        tracing::info!(
+            node = %s.node,
+            secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+            "stamped"
+        );
         if !args.json {
-            println!(
+            sayln!(
                 "{} ({}): {} {} — {} changed, {} operations",
                 s.node,
                 s.role,
@@ -170,6 +188,11 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
         }
         done.push(s);
     }
+    // Every node is written: now the secrets they hold are kept.
+    drop(shared);
+    state
+        .save()
+        .with_context(|| format!("cluster state {}", state.path().display()))?;
     if let Some(d) = &args.out_dir {
         let known = state.known_hosts(&cluster);
         if !known.is_empty() {
@@ -185,17 +208,64 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             state_fingerprint: state.fingerprint(),
             nodes: &done,
         };
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `base` itself when it is a raw image; else its decompressed bytes in a
+/// sparse file of a registered temporary directory (kept alive by the
+/// returned guard).
+fn raw_base(base: &Path) -> Result<(PathBuf, Option<imagegen::sink::PendingDir>)> {
+    use imagegen::source::{Compression, ImageSource};
+    let c = Compression::of_file(base).with_context(|| format!("base {}", base.display()))?;
+    if !c.is_compressed() {
+        return Ok((base.to_path_buf(), None));
+    }
+    notice!(
+        "{}: {c}-compressed; decompressing it to a temporary file (give the raw base to skip this)",
+        base.display()
+    );
+    let spool = imagegen::sink::PendingDir::temp("nodeimg-stamp-")?;
+    let raw = spool.path().join("base.img");
+    imagegen::sink::write_image(
+        ImageSource::open(base)?,
+        &raw,
+        imagegen::sink::OutputFormat::Raw,
+        None,
+    )
+    .with_context(|| format!("decompressing {}", base.display()))?;
+    Ok((raw, Some(spool)))
+}
+
+/// The cluster's state with whatever `cluster` needs generated, in memory:
+/// the caller saves it (`State::save`) only once its outputs are written.
+/// An explicit `path` must exist unless `init`; the default path (beside
+/// the cluster file) is created when missing.
+pub fn open_state(path: Option<&Path>, init: bool, cluster: &Cluster) -> Result<State> {
+    let state_path = match path {
+        Some(p) => {
+            if !init && std::fs::symlink_metadata(p).is_err() {
+                bail!(
+                    "--state {}: no such state file; check the path, or give --init-state to start a new one (new CA, tokens and keys)",
+                    p.display()
+                );
+            }
+            p.to_path_buf()
+        }
+        None => cluster.default_state_path(),
+    };
+    let mut state = State::open(&state_path, &cluster.name)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    state
+        .ensure(cluster)
+        .with_context(|| format!("cluster state {}", state_path.display()))?;
+    Ok(state)
+}
+
 /// Writes a file that holds nothing secret (0644), replacing it atomically.
 fn write_public(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    Ok(imagegen::sink::write_atomic(path, text.as_bytes(), 0o644)?)
 }
 
 fn human(n: u64) -> String {

@@ -11,10 +11,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// Check that a card holds the image: every range a flash would write is read
-/// back past the page cache and its SHA-256 compared with the image's.
+/// back past the page cache and its SHA-256 compared with the image's. A
+/// card flashed from a build: `verify DIST --device DEV=NODE [--secrets STATE]`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Image the card was written from: raw, or compressed with xz, zstd or gzip.
+    /// Image the card was written from: raw, or compressed with xz, zstd or
+    /// gzip; or a `nodeimg build` output directory (then --device DEV=NODE).
     pub source: PathBuf,
     /// Node delta the card was written with (SOURCE is then its base image).
     #[arg(long, value_name = "NODE.delta")]
@@ -26,15 +28,26 @@ pub struct VerifyArgs {
     /// Do not look for a bmap beside the image.
     #[arg(long)]
     pub no_bmap: bool,
-    /// Device (or image file) to check.
+    /// Device (or image file) to check; `DEV=NODE` for a card flashed from
+    /// a build directory as node NODE.
     #[arg(long, value_name = "DEV")]
     pub device: PathBuf,
+    /// With a build directory made with `--secrets defer`: the state file the
+    /// card was flashed with, so its secret files are compared too.
+    #[arg(long, value_name = "STATE")]
+    pub secrets: Option<PathBuf>,
     /// Print progress and the result as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if super::flash_dist::is_dist(&args.source) {
+        return run_dist(&args);
+    }
+    if args.secrets.is_some() {
+        anyhow::bail!("--secrets goes with a `nodeimg build` output directory as SOURCE");
+    }
     let prepared = prepare(&Inputs {
         source: &args.source,
         delta: args.delta.as_deref(),
@@ -43,28 +56,91 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         sha256: None,
         exact: true,
     })?;
-    let target = DeviceTarget::open_read_only(&args.device)
-        .with_context(|| format!("opening {}", args.device.display()))?;
-    let name = args.device.display().to_string();
-    let device_size = flasher::target::Target::size(&target);
-    if device_size < prepared.plan.image_size {
+    compare(
+        &args,
+        &args.device,
+        prepared.source,
+        &prepared.plan,
+        prepared.checks,
+    )
+}
+
+/// `verify DIST --device DEV=NODE`: the card against what `flash DIST`
+/// wrote for NODE (base ⊕ its artefact ⊕ its secrets, when given).
+fn run_dist(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    use pipeline::build::manifest::BuildManifest;
+    let dist = &args.source;
+    if args.delta.is_some() || args.bmap.is_some() {
         anyhow::bail!(
-            "{name}: device shorter than the image ({device_size} bytes, the image has {}); it cannot hold it",
-            prepared.plan.image_size
+            "--delta and --bmap go with an image as SOURCE; a build directory names its own"
         );
     }
+    let m = BuildManifest::load(&dist.join(pipeline::build::MANIFEST))?;
+    let text = args.device.to_string_lossy();
+    let Some((dev, node)) = text.split_once('=') else {
+        anyhow::bail!(
+            "--device {text}: say which node the card was flashed as (--device DEV=NODE)"
+        );
+    };
+    let Some(n) = m.node(node) else {
+        let names: Vec<&str> = m.nodes.iter().map(|n| n.hostname.as_str()).collect();
+        anyhow::bail!(
+            "node {node}: not in this build's manifest (nodes: {})",
+            names.join(", ")
+        );
+    };
+    let state = super::flash_dist::load_state(args.secrets.as_deref(), &m, dist)?;
+    let mut files = vec![
+        pipeline::build::MANIFEST,
+        m.base.image.as_str(),
+        m.base.bmap.as_str(),
+        n.artefact.as_str(),
+    ];
+    if let (Some(s), Some(_)) = (&n.secrets, &state) {
+        files.push(s);
+    }
+    super::flash_dist::check_sums(dist, &files)?;
+    let bmap = flasher::bmap::Bmap::load(&dist.join(&m.base.bmap))?;
+    crate::signals::doing(format!(
+        "verifying {dev} as node {node}: unpacking the base"
+    ));
+    let mut spool = super::flash_dist::unpack(dist, &m, &[node], state.as_ref(), &bmap)?;
+    let (source, plan, changed) = spool.cards.remove(0);
+    let checks = flasher::bmap::RangeVerifier::new(&bmap, &changed);
+    compare(args, std::path::Path::new(dev), source, &plan, checks)
+}
+
+/// Reads `device` back over `plan`'s ranges and compares it with `source`.
+fn compare(
+    args: &VerifyArgs,
+    device: &std::path::Path,
+    source: flasher::source::Source,
+    plan: &flasher::plan::Plan,
+    checks: Option<flasher::bmap::RangeVerifier>,
+) -> anyhow::Result<ExitCode> {
+    let target = DeviceTarget::open_read_only(device)
+        .with_context(|| format!("opening {}", device.display()))?;
+    let name = device.display().to_string();
+    let device_size = flasher::target::Target::size(&target);
+    if device_size < plan.image_size {
+        anyhow::bail!(
+            "{name}: device shorter than the image ({device_size} bytes, the image has {}); it cannot hold it",
+            plan.image_size
+        );
+    }
+    crate::signals::doing(format!("verifying {name}"));
     let cancel = flasher::interrupt::flag();
     crate::signals::cooperate(cancel, "the card was not fully compared");
     let t0 = Instant::now();
-    let random = prepared.source.random_access();
+    let random = source.random_access();
     let (_, read) = flasher::writer::write_all(
-        prepared.source,
-        &prepared.plan,
+        source,
+        plan,
         &[],
         flasher::writer::Options {
             verify: false,
             hash: true,
-            checks: prepared.checks,
+            checks,
         },
         &Silent,
         cancel,
@@ -73,6 +149,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let hashes = read.hashes;
     let observer: Box<dyn Observer> = if args.json {
         Box::new(JsonLines::new(vec![name.clone()]))
+    } else if crate::out::quiet() || crate::out::verbose() {
+        Box::new(flasher::progress::Silent)
     } else {
         Box::new(Bars::new(vec![name.clone()]))
     };
@@ -98,7 +176,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(()) => {
             if !args.json {
-                eprintln!(
+                notice!(
                     "{name}: verification ok: {} bytes compared in {secs:.1} s",
                     bytes
                 );

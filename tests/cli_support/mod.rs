@@ -33,11 +33,8 @@ pub fn ok(args: &[&str]) -> String {
 pub fn fails_with(code: i32, args: &[&str], want: &[&str]) -> String {
     let out = nodeimg(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    // `1` stands for any failure exit (1, 3, 4, 5: src/exit.rs); `2` is a usage error.
-    let ok = match code {
-        1 => matches!(out.status.code(), Some(1 | 3 | 4 | 5)),
-        c => out.status.code() == Some(c),
-    };
+    // The exact documented code (src/exit.rs, README "Exit codes").
+    let ok = out.status.code() == Some(code);
     assert!(
         ok,
         "nodeimg {args:?}: exit {:?}, wanted {code}: {err}",
@@ -50,9 +47,9 @@ pub fn fails_with(code: i32, args: &[&str], want: &[&str]) -> String {
     err
 }
 
-/// [`fails_with`] exit code 1: the operation failed.
-pub fn fails(args: &[&str], want: &[&str]) -> String {
-    fails_with(1, args, want)
+/// [`fails_with`] exit code 3: refused (bad input, a check before writing).
+pub fn refused(args: &[&str], want: &[&str]) -> String {
+    fails_with(3, args, want)
 }
 
 pub fn s(p: &Path) -> &str {

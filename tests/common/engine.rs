@@ -12,7 +12,14 @@ pub fn open_dev(
     dev: Arc<dyn BlockDevice>,
     writable: bool,
 ) -> imagegen::Result<Box<dyn Filesystem>> {
-    imagegen::fs::open(dev, imagegen::fs::OpenOptions::from_env(writable)?)
+    // The test's time source, as the command line's: SOURCE_DATE_EPOCH or
+    // the clock.
+    let opts = if writable {
+        imagegen::fs::OpenOptions::writable(imagegen::fs::Timestamp::now()?)
+    } else {
+        imagegen::fs::OpenOptions::read_only()
+    };
+    imagegen::fs::open(dev, opts)
 }
 
 /// Opens a bare filesystem image, read-only or writable.

@@ -125,3 +125,21 @@ pub fn copy_to(image: &Path, dir: &Path, name: &str) -> PathBuf {
     assert!(status.success(), "copying {}", image.display());
     dst
 }
+
+/// A test that cannot run its oracle here: with `CI` set this is a failure
+/// (CI installs everything, so a skip there hides breakage); elsewhere it
+/// prints `SKIPPED name: why` and appends the same line to the file named by
+/// `NODEIMG_SKIP_LOG`, which `.ci/test` counts and prints after the run.
+pub fn skip(name: &str, why: &str) {
+    let line = format!("SKIPPED {name}: {why}");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{line} (CI is set: a skipped test is a failure)");
+    }
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("NODEIMG_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub struct Listing {
     /// (whole-disk identifier, mounts on it).
     pub disks: Vec<(String, Vec<Mount>)>,
     /// APFS containers (synthesized disks) and the partitions they live on:
-    /// (`disk3`, [`disk0s2`]). Never targets themselves.
+    /// (`disk3`, `disk0s2`). Never targets themselves.
     pub containers: Vec<(String, Vec<String>)>,
 }
 
@@ -294,8 +294,8 @@ mod tests {
                 .any(|r| r.contains("system disk") && r.contains("holds /")),
             "{why:?}"
         );
-        // Internal and fixed: refused without --allow-fixed, even were it not the boot disk.
-        assert!(why.iter().any(|r| r.contains("--allow-fixed")), "{why:?}");
+        // A system disk is refused whatever the flags: no hint at --allow-fixed.
+        assert!(!why.iter().any(|r| r.contains("--allow-fixed")), "{why:?}");
         // The synthesized container and its physical store are never targets.
         let e = find("/dev/disk3").unwrap_err().to_string();
         assert!(

@@ -126,13 +126,21 @@ const SYSTEM_TREES: [&str; 9] = [
 pub fn is_media_mount(mountpoint: &str) -> bool {
     let mp = mountpoint.trim_end_matches('/');
     let mp = if mp.is_empty() { "/" } else { mp };
-    if ["/media", "/run/media", "/mnt", "/Volumes"]
-        .iter()
-        .any(|p| mp.starts_with(&format!("{p}/")))
-    {
+    if in_media_dir(mp) {
         return true;
     }
     !(SYSTEM_DIRS.contains(&mp) || SYSTEM_TREES.iter().any(|t| mp.starts_with(t)))
+}
+
+/// Where a removable card's filesystems are mounted by desktops and users
+/// (docs/flash.md): the only mounts `flash` unmounts itself.
+pub const MEDIA_DIRS: [&str; 4] = ["/media", "/run/media", "/mnt", "/Volumes"];
+
+/// Whether `mountpoint` lies under one of [`MEDIA_DIRS`].
+pub fn in_media_dir(mountpoint: &str) -> bool {
+    MEDIA_DIRS
+        .iter()
+        .any(|p| mountpoint.starts_with(&format!("{p}/")))
 }
 
 /// Every whole disk of this machine.

@@ -7,7 +7,7 @@
 //! - Linux ([`linux`]): `/sys/block`, `/proc/self/mountinfo`, `/proc/swaps`;
 //!   `O_EXCL|O_DIRECT`, `BLKSSZGET`, `BLKGETSIZE64`, `BLKFLSBUF`,
 //!   `BLKRRPART`, `umount2`.
-//! - macOS ([`macos`]): `diskutil list|info -plist`, `diskutil unmountDisk`
+//! - macOS (`macos`): `diskutil list|info -plist`, `diskutil unmountDisk`
 //!   and `eject`; the raw node `/dev/rdiskN` with `F_NOCACHE`,
 //!   `DKIOCGETBLOCKSIZE` and `DKIOCGETBLOCKCOUNT`.
 //!

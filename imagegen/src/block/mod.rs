@@ -7,7 +7,7 @@
 //! Adapters: [`Window`] exposes one partition's byte range as a device of its
 //! own, and [`DeviceCursor`] turns any device into `Read + Write + Seek` for
 //! crates that want std streams (`fatfs`, `mbrman`, `gpt`). For crash tests
-//! (feature `testing`), [`FaultyDevice`] models a write cache and loses power
+//! (feature `testing`), `FaultyDevice` models a write cache and loses power
 //! at a chosen write.
 
 mod cursor;

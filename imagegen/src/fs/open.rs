@@ -28,16 +28,6 @@ impl OpenOptions {
         }
     }
 
-    /// For the command line: writable or not, stamped with
-    /// `SOURCE_DATE_EPOCH` when set, else the clock, read once here.
-    pub fn from_env(writable: bool) -> Result<OpenOptions> {
-        Ok(if writable {
-            OpenOptions::writable(Timestamp::now()?)
-        } else {
-            OpenOptions::read_only()
-        })
-    }
-
     /// For changes stamped with the time `now`.
     pub fn writable(now: Timestamp) -> OpenOptions {
         OpenOptions {

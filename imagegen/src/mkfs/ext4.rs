@@ -22,7 +22,6 @@
 //! short pass over the finished image, recomputing each inode's checksum.
 
 use crate::block::BlockDevice;
-use crate::fs::timestamp::source_date_epoch;
 use crate::fs::Timestamp;
 use crate::tree::{clamp_time, DataMap, Entry, EntryKind, OwnerMap, TreeSource};
 use crate::{Error, Result};
@@ -73,16 +72,12 @@ pub struct Ext4Options {
 }
 
 impl Ext4Options {
-    /// Options for a filesystem of `size` bytes with the given UUID; the
-    /// epoch and clamp come from `SOURCE_DATE_EPOCH` when it is set (an
-    /// unparsable value is an error), else the epoch is now.
-    pub fn new(size: u64, uuid: [u8; 16]) -> Result<Ext4Options> {
-        let clamp = source_date_epoch()?;
-        let epoch = match clamp {
-            Some(t) => t,
-            None => Timestamp::system_now().secs,
-        };
-        Ok(Ext4Options {
+    /// Options for a filesystem of `size` bytes with the given UUID, made at
+    /// `epoch` (seconds), entries later than `clamp` clamped to it. The
+    /// caller passes its one time source: nothing below the command line
+    /// reads the clock or `SOURCE_DATE_EPOCH`.
+    pub fn new(size: u64, uuid: [u8; 16], epoch: i64, clamp: Option<i64>) -> Ext4Options {
+        Ext4Options {
             size,
             label: None,
             uuid,
@@ -91,7 +86,7 @@ impl Ext4Options {
             epoch,
             clamp,
             owner_map: None,
-        })
+        }
     }
 
     fn check(&self) -> Result<()> {

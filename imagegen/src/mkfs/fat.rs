@@ -84,7 +84,7 @@ fn default_cluster_size(bits: FatBits, bytes: u64) -> u32 {
 
 /// Checks that a volume of `size` bytes can be formatted with `opts` (the
 /// variant's cluster-count limits), before anything is created; returns the
-/// variant and cluster size [`format`] will use.
+/// variant and cluster size [`format()`] will use.
 pub fn check_size(size: u64, opts: &FormatOptions) -> Result<(fatfs::FatType, u32)> {
     let cluster_size = opts
         .cluster_size

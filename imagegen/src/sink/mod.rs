@@ -6,7 +6,8 @@
 mod pending;
 
 pub use pending::{
-    check_distinct, check_output, discard_all_pending, pending_paths, same_file, PendingFile,
+    check_distinct, check_output, discard_all_pending, pending_paths, same_file, write_atomic,
+    PendingDir, PendingFile,
 };
 
 use crate::{Error, Result};

@@ -19,9 +19,11 @@
 //!
 //! # Interrupted runs
 //!
-//! Every live temporary file is listed in a process-wide registry, so a
-//! signal handler (in the binary: imagegen installs none) can remove them
-//! all with [`discard_all_pending`] before it exits.
+//! Every live temporary file ([`PendingFile`], [`write_atomic`]) and every
+//! staging directory ([`PendingDir`]) is listed in a process-wide registry,
+//! so a signal handler (in the binary: imagegen installs none) can remove
+//! them all with [`discard_all_pending`] before it exits. This is the one
+//! way nodeimg writes an output atomically.
 
 use crate::block::FileDevice;
 use crate::{Error, Result};
@@ -30,7 +32,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-/// Temporary paths of the [`PendingFile`]s alive in this process.
+/// Temporary paths of the [`PendingFile`]s and [`PendingDir`]s alive in
+/// this process.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 fn live() -> MutexGuard<'static, Vec<PathBuf>> {
@@ -46,7 +49,11 @@ pub fn discard_all_pending() -> usize {
     let mut list = live();
     let removed = list
         .drain(..)
-        .filter(|p| std::fs::remove_file(p).is_ok())
+        .filter(|p| match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).is_ok(),
+            Ok(_) => std::fs::remove_file(p).is_ok(),
+            Err(_) => false,
+        })
         .count();
     // Keep the lock until the process exits: nothing can rename a
     // temporary file into place after its removal was promised.
@@ -249,6 +256,85 @@ impl Drop for PendingFile {
             list.retain(|p| *p != tmp_path);
             // Removes the file while the registry still agrees.
             drop(tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a [`PendingFile`]: a complete file with
+/// `mode` under the final name, or nothing (also when interrupted).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let pending = PendingFile::create(path)?;
+    (&pending.file)
+        .write_all(bytes)
+        .map_err(|e| Error::io(path, e))?;
+    pending.commit(mode)
+}
+
+/// A directory that this process is filling (a build's staging directory,
+/// an unpacked spool), listed in the registry so an interrupted run removes
+/// it. Dropped without [`commit`](Self::commit), it is removed.
+#[derive(Debug)]
+pub struct PendingDir {
+    path: PathBuf,
+    /// Cleared by commit.
+    live: bool,
+}
+
+impl PendingDir {
+    /// Creates `path` (which must not exist) and registers it.
+    pub fn create(path: &Path) -> Result<Self> {
+        let mut list = live();
+        std::fs::create_dir(path).map_err(|e| Error::io(path, e))?;
+        list.push(path.to_path_buf());
+        Ok(PendingDir {
+            path: path.to_path_buf(),
+            live: true,
+        })
+    }
+
+    /// A new, registered directory under the system's temporary directory,
+    /// named `.PREFIXXXXXXX`.
+    pub fn temp(prefix: &str) -> Result<Self> {
+        let mut list = live();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{prefix}"))
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?
+            .keep();
+        list.push(dir.clone());
+        Ok(PendingDir {
+            path: dir,
+            live: true,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `publish` (which moves the directory into place) with the
+    /// registry held, so an interrupting handler either removes the directory
+    /// first or finds it published; afterwards it is no longer removed.
+    pub fn commit<T, E>(
+        mut self,
+        publish: impl FnOnce(&Path) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut list = live();
+        let out = publish(&self.path)?;
+        list.retain(|p| *p != self.path);
+        self.live = false;
+        Ok(out)
+    }
+}
+
+impl Drop for PendingDir {
+    fn drop(&mut self) {
+        if self.live {
+            let mut list = live();
+            list.retain(|p| *p != self.path);
+            let _ = std::fs::remove_dir_all(&self.path);
         }
     }
 }

@@ -143,6 +143,7 @@ pub fn resize_root(
     new_size: u64,
     scratch: &Path,
     progress: &dyn Progress,
+    now: imagegen::fs::Timestamp,
 ) -> Result<()> {
     let old_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::from_file(dup(file, path)?, path, true)?);
@@ -178,7 +179,9 @@ pub fn resize_root(
     let ids = ext4_ids(&*win)?;
     let old = imagegen::fs::open(win.clone(), imagegen::fs::OpenOptions::read_only())?;
     let mut src = FsSource::new(old, format!("partition {slot}"), Some(ids.block_size));
-    let mut opts = Ext4Options::new(fs_size, ids.uuid)?;
+    // The request's time (the command line's one time source): the
+    // superblock's and new objects' time; nothing later survives.
+    let mut opts = Ext4Options::new(fs_size, ids.uuid, now.secs, Some(now.secs));
     opts.hash_seed = Some(ids.hash_seed);
     opts.label = (!ids.label.is_empty()).then(|| ids.label.clone());
     let tmp = tempfile::NamedTempFile::new_in(scratch).map_err(|e| Error::io(scratch, e))?;

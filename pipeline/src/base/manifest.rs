@@ -185,15 +185,13 @@ impl BaseManifest {
         crate::json_file::load(path, "base manifest", |m: &BaseManifest| m.format, FORMAT)
     }
 
-    /// Writes the manifest (pretty JSON, trailing newline) under a temporary
-    /// name and renames it into place.
+    /// Writes the manifest (pretty JSON, trailing newline) atomically
+    /// (`imagegen::sink::write_atomic`).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::refused("manifest", e.to_string()))?;
+            .map_err(|e| Error::internal("encoding the manifest", e.to_string()))?;
         text.push('\n');
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        Ok(imagegen::sink::write_atomic(path, text.as_bytes(), 0o644)?)
     }
 
     /// The base's SHA-256 when `image` still matches the recorded size and

@@ -294,6 +294,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
                         target,
                         &dir,
                         progress,
+                        req.now,
                     )?;
                 }
             }

@@ -156,17 +156,17 @@ pub fn build(
     let partuuid = |n: u32| format!("{disk_id}-{n:02}");
 
     // Check that the root fits before anything is written.
-    let uuid = if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
-        let h = Sha256::digest(format!("nodeimg root {disk_id}").as_bytes());
+    // From the disk id and the request's time, never the environment: the
+    // same under one SOURCE_DATE_EPOCH, another for a build at another time.
+    let uuid = {
+        let h = Sha256::digest(format!("nodeimg root {disk_id} {}", now.secs).as_bytes());
         let mut u = [0u8; 16];
         u.copy_from_slice(&h[..16]);
         u[6] = (u[6] & 0x0f) | 0x40;
         u[8] = (u[8] & 0x3f) | 0x80;
         u
-    } else {
-        mkext4::random_uuid()?
     };
-    let mut opts = Ext4Options::new(root_fs_size, uuid)?;
+    let mut opts = Ext4Options::new(root_fs_size, uuid, now.secs, Some(now.secs));
     opts.label = Some(board.root_label.clone());
 
     let dev = open_out(total)?;

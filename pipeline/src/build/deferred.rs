@@ -118,7 +118,7 @@ pub fn seal(state: &State, node: &str, secret: &[Op]) -> Result<Vec<u8>> {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
     let sealed = cipher
         .encrypt(nonce, plain.as_slice())
-        .map_err(|_| Error::refused(format!("node {node}"), "sealing its secret files failed"))?;
+        .map_err(|_| Error::internal(format!("node {node}"), "sealing its secret files failed"))?;
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&digest[..12]);
     out.extend(sealed);

@@ -64,6 +64,11 @@ pub struct BuildManifest {
     pub flavour: String,
     pub board: String,
     pub source_date_epoch: Option<i64>,
+    /// Without `source_date_epoch`, in a deferred build: the time (seconds)
+    /// the build stamped its nodes, which `flash` also gives the secret
+    /// files it writes, so a card can be verified against the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamped_at: Option<i64>,
     pub secrets: SecretsMode,
     pub full_images: bool,
     pub state_fingerprint: String,
@@ -114,12 +119,25 @@ impl InputRecord {
     }
 }
 
+/// Hashes names, kinds, contents and the executable bit: what a version
+/// control checkout reproduces. The other mode bits follow the umask of
+/// whoever copied the tree (a copy under `umask 077` must not change
+/// `manifest.json`).
 fn hash_path(p: &Path, rel: &Path, h: &mut Sha256, cache: &mut HashCache) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
     let md = p.symlink_metadata().map_err(|e| Error::io(p, e))?;
     h.update(rel.to_string_lossy().as_bytes());
     h.update([0]);
-    h.update(md.mode().to_le_bytes());
+    let kind = if md.is_dir() {
+        b'd'
+    } else if md.file_type().is_symlink() {
+        b'l'
+    } else if md.permissions().mode() & 0o100 != 0 {
+        b'x'
+    } else {
+        b'f'
+    };
+    h.update([kind]);
     if md.is_dir() {
         let mut names: Vec<_> = std::fs::read_dir(p)
             .map_err(|e| Error::io(p, e))?
@@ -281,4 +299,38 @@ pub fn parse_sums(text: &str) -> Result<std::collections::BTreeMap<String, Strin
         m.insert(path.to_string(), hex.to_ascii_lowercase());
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn input_hashes_follow_content_and_the_executable_bit_not_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("overlay");
+        std::fs::create_dir(&tree).unwrap();
+        let f = tree.join("motd");
+        std::fs::write(&f, "hello\n").unwrap();
+        let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        chmod(&f, 0o644).unwrap();
+        chmod(&tree, 0o755).unwrap();
+        let hash = || {
+            let mut cache = crate::build::hash_cache::HashCache::open(None, true);
+            InputRecord::path("overlay", &tree, &mut cache)
+                .unwrap()
+                .sha256
+        };
+        let first = hash();
+        // The same tree copied under `umask 077`.
+        chmod(&f, 0o600).unwrap();
+        chmod(&tree, 0o700).unwrap();
+        assert_eq!(hash(), first);
+        chmod(&f, 0o700).unwrap();
+        assert_ne!(hash(), first, "the executable bit counts");
+        chmod(&f, 0o600).unwrap();
+        std::fs::write(&f, "hello!\n").unwrap();
+        assert_ne!(hash(), first, "the content counts");
+    }
 }

@@ -347,6 +347,8 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
         flavour: cluster.flavour.to_string(),
         board: req.board.name.clone(),
         source_date_epoch: req.epoch,
+        stamped_at: (matches!(req.secrets, SecretsMode::Defer) && req.epoch.is_none())
+            .then_some(req.now.secs),
         secrets: req.secrets,
         full_images: req.full_images,
         state_fingerprint: state.fingerprint(),
@@ -363,7 +365,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
     // The local image record (mtime) means nothing in an artefact.
     manifest.base.manifest.image.mtime_ns = 0;
     let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::refused("manifest.json", e.to_string()))?;
+        .map_err(|e| Error::internal("manifest.json", e.to_string()))?;
     write_file(&staging.path.join(MANIFEST), &json, 0o644)?;
     progress.step("hashing the artefacts");
     let sums = manifest::sha256sums(&staging.path, &known_sums)?;
@@ -409,11 +411,13 @@ fn previous_build(out: &Path, force: bool) -> Result<Option<Previous>> {
     }
 }
 
-/// A temporary directory beside the output, swapped into place at the end.
+/// A temporary directory beside the output, swapped into place at the end;
+/// registered with `imagegen::sink`'s pending outputs, so an interrupted
+/// build leaves no `.NAME.build-PID` behind.
 struct Staging {
     path: PathBuf,
     out: PathBuf,
-    done: bool,
+    dir: imagegen::sink::PendingDir,
 }
 
 impl Staging {
@@ -434,10 +438,7 @@ impl Staging {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) {
-                    // SAFETY: signal 0 only asks whether the process exists.
-                    let alive =
-                        unsafe { libc::kill(pid, 0) } == 0 && pid != std::process::id() as i32;
-                    if !alive {
+                    if pid != std::process::id() as i32 && !process_alive(pid) {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
                 }
@@ -445,43 +446,51 @@ impl Staging {
         }
         let path = parent.join(format!("{prefix}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        let dir = imagegen::sink::PendingDir::create(&path)?;
         Ok(Staging {
             path,
             out: out.to_path_buf(),
-            done: false,
+            dir,
         })
     }
 
     /// Puts the staged build where the output was, in one step: a rename
     /// when there was none, an atomic exchange (Linux) when there was.
-    fn commit(mut self) -> Result<()> {
+    fn commit(self) -> Result<()> {
         sync_dir(&self.path)?;
-        if self.out.symlink_metadata().is_err() {
-            std::fs::rename(&self.path, &self.out).map_err(|e| Error::io(&self.out, e))?;
-        } else {
-            exchange(&self.path, &self.out)?;
+        let out = self.out;
+        let exchanged = self.dir.commit(|path| -> Result<bool> {
+            if out.symlink_metadata().is_err() {
+                std::fs::rename(path, &out).map_err(|e| Error::io(&out, e))?;
+                Ok(false)
+            } else {
+                exchange(path, &out)?;
+                Ok(true)
+            }
+        })?;
+        if exchanged {
             // `path` now holds the earlier build.
             let _ = std::fs::remove_dir_all(&self.path);
         }
-        if let Some(p) = self.out.parent() {
+        if let Some(p) = out.parent() {
             let _ = sync_dir(if p.as_os_str().is_empty() {
                 Path::new(".")
             } else {
                 p
             });
         }
-        self.done = true;
         Ok(())
     }
 }
 
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
+/// Whether process `pid` exists. EPERM (another user's process) is alive:
+/// only ESRCH says it is gone.
+fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
 }
 
 #[cfg(target_os = "linux")]
@@ -585,7 +594,7 @@ fn base_key(req: &BuildRequest, cache: &mut HashCache) -> Result<(String, Vec<In
     }
     let mut h = Sha256::new();
     let spec = serde_json::to_string(&(&req.base, &req.firmware))
-        .map_err(|e| Error::refused("[base]", e.to_string()))?;
+        .map_err(|e| Error::internal("[base]", e.to_string()))?;
     for part in [
         env!("CARGO_PKG_VERSION"),
         &req.board.name,

@@ -188,6 +188,13 @@ impl Cluster {
         Cluster::parse(path, &text)
     }
 
+    /// Loads a cluster file for the base stage alone: like [`Cluster::load`],
+    /// but a file without `[[node]]` is accepted.
+    pub fn load_base(path: &Path) -> Result<Cluster> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        validate::validate_with(path, &text, false)
+    }
+
     /// Validates `text` as the cluster file `path` (relative paths inside
     /// it are resolved against `path`'s directory).
     pub fn parse(path: &Path, text: &str) -> Result<Cluster> {
@@ -206,6 +213,46 @@ impl Cluster {
         match self.file.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
+        }
+    }
+
+    /// `[base]` and `[firmware]` as the base stage takes them: relative
+    /// paths resolved against the file's directory, URLs, absolute paths and
+    /// literal SHA-256 values as written.
+    pub fn base_specs(&self) -> (BaseSpec, FirmwareSpec) {
+        let dir = self.dir();
+        let rel = |p: &str| -> String {
+            if crate::base::fetch::is_url(p) || Path::new(p).is_absolute() {
+                p.to_string()
+            } else {
+                dir.join(p).display().to_string()
+            }
+        };
+        let relp =
+            |p: &Option<PathBuf>| p.as_ref().map(|p| PathBuf::from(rel(&p.to_string_lossy())));
+        let mut base = self.base.clone();
+        let mut fw = self.firmware.clone();
+        base.source = base.source.as_deref().map(rel);
+        // `sha256` is a digest, or a file of digests beside the source.
+        if let Some(s) = &base.sha256 {
+            if s.len() != 64 {
+                base.sha256 = Some(rel(s));
+            }
+        }
+        base.overlay = relp(&base.overlay);
+        base.owner_map = relp(&base.owner_map);
+        fw.boot_files = relp(&fw.boot_files);
+        fw.towboot = fw.towboot.as_deref().map(rel);
+        (base, fw)
+    }
+
+    /// `[cluster] board`: a built-in board name, or a board file's path
+    /// resolved against the cluster file's directory.
+    pub fn board_ref(&self) -> String {
+        if self.board.contains('/') || self.board.ends_with(".toml") {
+            self.dir().join(&self.board).display().to_string()
+        } else {
+            self.board.clone()
         }
     }
 

@@ -134,6 +134,12 @@ struct RawNode {
 }
 
 pub fn validate(path: &Path, text: &str) -> Result<Cluster> {
+    validate_with(path, text, true)
+}
+
+/// [`validate`]; `need_nodes` false accepts a file without `[[node]]` (what
+/// `nodeimg base --config` reads: board, `[base]`, `[firmware]`).
+pub fn validate_with(path: &Path, text: &str, need_nodes: bool) -> Result<Cluster> {
     let mut r = Report {
         text,
         problems: Vec::new(),
@@ -141,7 +147,7 @@ pub fn validate(path: &Path, text: &str) -> Result<Cluster> {
     let cluster = match DeTable::parse(text) {
         Ok(doc) => {
             let sections = read_sections(&mut r, doc.into_inner());
-            build(&mut r, path, sections)
+            build(&mut r, path, sections, need_nodes)
         }
         Err(e) => {
             r.serde("toml", e);
@@ -234,7 +240,7 @@ fn read_nodes(r: &mut Report<'_>, value: Spanned<DeValue<'_>>, out: &mut Vec<Raw
 }
 
 /// Checks the sections against each other and builds the cluster.
-fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
+fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> Option<Cluster> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => Path::new(".").to_path_buf(),
@@ -444,7 +450,7 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>) -> Option<Cluster> {
         pod_subnet.as_ref(),
         service_subnet.as_ref(),
     );
-    if s.nodes.is_empty() {
+    if need_nodes && s.nodes.is_empty() {
         r.spanned(&c.name, "node", "the cluster has no [[node]]");
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b)
-        .map_err(|e| Error::refused("the OS random generator", e.to_string()))?;
+        .map_err(|e| Error::internal("the OS random generator", e.to_string()))?;
     Ok(b)
 }
 
@@ -147,14 +147,14 @@ pub fn ssh_ed25519(comment: &str) -> Result<(String, String)> {
     let seed = random_bytes::<32>()?;
     let pair = Ed25519Keypair::from_seed(&seed);
     let key = PrivateKey::new(KeypairData::Ed25519(pair), comment)
-        .map_err(|e| Error::refused("making an SSH key", e.to_string()))?;
+        .map_err(|e| Error::internal("making an SSH key", e.to_string()))?;
     let private = key
         .to_openssh(ssh_key::LineEnding::LF)
-        .map_err(|e| Error::refused("encoding an SSH key", e.to_string()))?;
+        .map_err(|e| Error::internal("encoding an SSH key", e.to_string()))?;
     let public = key
         .public_key()
         .to_openssh()
-        .map_err(|e| Error::refused("encoding an SSH key", e.to_string()))?;
+        .map_err(|e| Error::internal("encoding an SSH key", e.to_string()))?;
     Ok((private.to_string(), public))
 }
 
@@ -172,14 +172,14 @@ pub fn age_identity(created: &str) -> String {
 /// SHA-512 crypt of `password` with `salt` (`$6$salt$hash`).
 pub fn sha512_crypt(password: &str, salt: &str) -> Result<String> {
     let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
-        .map_err(|e| Error::refused("password hashing parameters", format!("{e:?}")))?;
+        .map_err(|e| Error::internal("password hashing parameters", format!("{e:?}")))?;
     let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
-        .map_err(|e| Error::refused("hashing the password", format!("{e:?}")))?;
+        .map_err(|e| Error::internal("hashing the password", format!("{e:?}")))?;
     Ok(format!("$6${salt}${hash}"))
 }
 
 fn rcgen_err(e: rcgen::Error) -> Error {
-    Error::refused("making cluster certificates", e.to_string())
+    Error::internal("making cluster certificates", e.to_string())
 }
 
 #[cfg(test)]

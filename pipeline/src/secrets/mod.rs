@@ -67,8 +67,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The state file's format version.
@@ -219,7 +217,7 @@ impl State {
                     return Err(Error::refused(
                         path.display().to_string(),
                         format!(
-                            "the state of cluster `{}`, not of `{cluster_name}`; give --state for this cluster's",
+                            "the state of cluster `{}`, not of `{cluster_name}`; give this cluster's state file",
                             data.cluster
                         ),
                     ));
@@ -323,36 +321,13 @@ impl State {
             return Ok(());
         }
         let text = toml::to_string(&self.data)
-            .map_err(|e| Error::refused("encoding the state", e.to_string()))?;
+            .map_err(|e| Error::internal("encoding the state", e.to_string()))?;
         let text = format!(
             "# nodeimg state of cluster `{}`: generated secrets. Keep it private\n# (mode 0600); never commit it unencrypted.\n{text}",
             self.data.cluster
         );
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&self.path, e));
-        }
+        // 0600 from creation on (PendingFile's temporary files are).
+        imagegen::sink::write_atomic(&self.path, text.as_bytes(), 0o600)?;
         self.dirty = false;
         Ok(())
     }

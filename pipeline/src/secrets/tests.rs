@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 fn cluster(dir: &Path, flavour: &str, nodes: &[&str]) -> Cluster {

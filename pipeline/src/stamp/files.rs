@@ -9,7 +9,7 @@ use crate::flavour::{Flavour, Role};
 use crate::os::{Network, OsProfile};
 use crate::osimage::OsImage;
 use crate::secrets::State;
-use crate::templates::Vars;
+use crate::templates::{firstboot_ops, Vars};
 use crate::{Error, Result};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -248,7 +248,38 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
             target: zone,
         });
     }
+    let list = firstboot_list(cx, &ops);
+    ops.extend(firstboot_ops(&list, cx.vars, c.templates_dir.as_deref())?);
     Ok(ops)
+}
+
+/// What the first-boot check verifies on this node (the format is in
+/// `templates/common/nodeimg-firstboot.sh`): the hostname, every stamped
+/// file that only its owner may read (SSH keys, host key, age key, tokens),
+/// and the static addresses of the other nodes, which it pings.
+fn firstboot_list(cx: &NodeContext<'_>, ops: &[Op]) -> String {
+    let mut s = format!("hostname {}\n", cx.node.hostname);
+    for op in ops {
+        if let Op::File {
+            path,
+            mode,
+            uid,
+            gid,
+            secret,
+            ..
+        } = op
+        {
+            if (*secret || mode & 0o077 == 0) && !path.contains(char::is_whitespace) {
+                s.push_str(&format!("file {mode:o} {uid} {gid} {path}\n"));
+            }
+        }
+    }
+    for peer in &cx.cluster.nodes {
+        if let (Some(a), true) = (peer.address, peer.hostname != cx.node.hostname) {
+            s.push_str(&format!("peer {}\n", a.addr()));
+        }
+    }
+    s
 }
 
 /// An `api_endpoint` in `.local` is resolved by mDNS: on Debian that takes

@@ -148,6 +148,7 @@ impl Stamper {
             vars: &vars,
             overrides: cluster.templates_dir.as_deref(),
         })?);
+        drop_rewritten_files(&mut ops);
         Ok(ops)
     }
 
@@ -211,13 +212,7 @@ impl Stamper {
         let src = self.base.file();
         let size = self.base.size();
         out.set_len(size).map_err(|e| Error::io(path, e))?;
-        let data = imagegen::ranges::data_map(src, size).map_err(|e| Error::io(&self.path, e))?;
-        for ext in data.extents() {
-            if kernel_copy(src, out, ext.start, ext.end - ext.start) {
-                continue;
-            }
-            sparse_copy(src, out, ext.start, ext.end).map_err(|e| Error::io(path, e))?;
-        }
+        clone_sparse(src, out, size).map_err(|e| Error::io(path, e))?;
         let mut changed = 0;
         let mut buf = vec![0u8; 1 << 20];
         for (off, len) in overlay.changed_ranges()? {
@@ -234,6 +229,38 @@ impl Stamper {
         pending.commit(0o600)?;
         Ok(changed)
     }
+}
+
+/// Copies the first `size` bytes of `src` into `dst` (already `size` long)
+/// sparsely: only the data extents, through `copy_file_range` where the
+/// kernel can (sharing extents on btrfs and XFS); holes stay holes.
+pub fn clone_sparse(src: &std::fs::File, dst: &std::fs::File, size: u64) -> std::io::Result<()> {
+    let data = imagegen::ranges::data_map(src, size)?;
+    for ext in data.extents() {
+        if kernel_copy(src, dst, ext.start, ext.end - ext.start) {
+            continue;
+        }
+        sparse_copy(src, dst, ext.start, ext.end)?;
+    }
+    Ok(())
+}
+
+/// Drops a file op whose path a later file op writes again: the first-boot
+/// check and the role bootstrap both bring the library they share.
+fn drop_rewritten_files(ops: &mut Vec<Op>) {
+    let path_of = |op: &Op| match op {
+        Op::File { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let mut later = std::collections::HashSet::new();
+    let mut keep = vec![true; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        if let Some(p) = path_of(op) {
+            keep[i] = later.insert(p);
+        }
+    }
+    let mut k = keep.into_iter();
+    ops.retain(|_| k.next().unwrap_or(true));
 }
 
 /// Copies `[start, end)` of `src` to the same place in `dst`, leaving

@@ -2,10 +2,10 @@
 //! join its cluster, rendered from templates into [`Op`]s for `stamp`.
 //!
 //! Templates live in the repository's `templates/<flavour>/` (embedded in
-//! the binary, see [`source`]) and can be overridden file by file from a
+//! the binary, see `source`) and can be overridden file by file from a
 //! directory. They are rendered like `envsubst` with the list of declared
 //! variables ([`VARIABLES`]): `$NAME`/`${NAME}` of a declared name is
-//! replaced, every other `$` is left for the shell (see [`envsubst`]).
+//! replaced, every other `$` is left for the shell (see `envsubst`).
 //!
 //! On the Debian profile a node of a bootstrapping flavour gets
 //! - `/usr/local/lib/nodeimg/bootstrap.sh` (0755), the role's script, and
@@ -78,6 +78,55 @@ pub const PRESET_PATH: &str = "/etc/systemd/system-preset/10-nodeimg.preset";
 pub const DONE_FLAG: &str = "/var/lib/nodeimg/bootstrap.done";
 /// The bootstrap's log (also in the journal).
 pub const LOG_PATH: &str = "/var/log/nodeimg-bootstrap.log";
+
+/// The first-boot check every Debian-profile node gets (docs/firstboot.md).
+pub const FIRSTBOOT_PATH: &str = "/usr/local/lib/nodeimg/firstboot.sh";
+/// Its unit.
+pub const FIRSTBOOT_UNIT: &str = "nodeimg-firstboot.service";
+/// Where its unit file goes.
+pub const FIRSTBOOT_UNIT_PATH: &str = "/etc/systemd/system/nodeimg-firstboot.service";
+/// What it checks, one item a line (`hostname`, `file`, `peer`).
+pub const FIRSTBOOT_LIST_PATH: &str = "/etc/nodeimg/firstboot.list";
+/// Keeps it enabled when a first boot applies presets.
+pub const FIRSTBOOT_PRESET_PATH: &str = "/etc/systemd/system-preset/10-nodeimg-firstboot.preset";
+
+/// The first-boot check as ops: the script, the library it shares with
+/// the bootstraps, its unit, enabling and preset, and `list` (what to check,
+/// made by `stamp` from the node's own files) at [`FIRSTBOOT_LIST_PATH`].
+/// Rendered like the role files, so `[templates] dir` can replace them.
+pub fn firstboot_ops(list: &str, vars: &Vars, overrides: Option<&Path>) -> Result<Vec<Op>> {
+    let files = [
+        out("nodeimg-firstboot.sh", FIRSTBOOT_PATH, 0o755),
+        out("bootstrap-lib.sh", BOOTSTRAP_LIB_PATH, 0o644),
+        out(FIRSTBOOT_UNIT, FIRSTBOOT_UNIT_PATH, 0o644),
+        out("nodeimg-firstboot.preset", FIRSTBOOT_PRESET_PATH, 0o644),
+    ];
+    let mut ops = Vec::with_capacity(files.len() + 2);
+    for f in &files {
+        let template = source::find(Flavour::None, &f.template, overrides)?;
+        let rendered = render(&template.name, &template.text, vars)?;
+        ops.push(Op::File {
+            path: f.path.to_string(),
+            data: rendered.text.into_bytes(),
+            mode: f.mode,
+            uid: 0,
+            gid: 0,
+            secret: false,
+        });
+    }
+    ops.push(Op::File {
+        path: FIRSTBOOT_LIST_PATH.to_string(),
+        data: list.as_bytes().to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        secret: false,
+    });
+    ops.push(Op::Enable {
+        unit: FIRSTBOOT_UNIT.to_string(),
+    });
+    Ok(ops)
+}
 
 /// One rendered file of a role: template, destination, mode.
 struct Output {

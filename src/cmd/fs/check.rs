@@ -59,10 +59,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         );
     };
     for line in &report.problems {
-        println!("{line}");
+        outln!("{line}");
     }
     if report.more > 0 {
-        println!("… and {} more", report.more);
+        outln!("… and {} more", report.more);
     }
     let total = report.problems.len() + report.more;
     if total > 0 {
@@ -71,7 +71,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    println!(
+    sayln!(
         "{}: maps agree with {} inodes and {} claimed blocks",
         path.display(),
         report.inodes,

@@ -6,9 +6,9 @@ use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::Filesystem;
 use imagegen::layout::select;
 use imagegen::source::Compression;
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub fn in_image(err: imagegen::Error, image: &Path) -> anyhow::Error {
 /// nobody reads an image while another process changes it. The lock lasts
 /// as long as the returned file is open. An image file without write
 /// permission is refused for writing, even to root.
-pub fn lock_image(path: &Path, writable: bool) -> anyhow::Result<File> {
+pub fn lock_image(path: &Path, writable: bool) -> anyhow::Result<Flock<File>> {
     let file = File::open(path).with_context(|| path.display().to_string())?;
     if writable {
         let meta = file
@@ -54,29 +54,26 @@ pub fn lock_image(path: &Path, writable: bool) -> anyhow::Result<File> {
         }
     }
     let op = if writable {
-        libc::LOCK_EX
+        FlockArg::LockExclusiveNonblock
     } else {
-        libc::LOCK_SH
+        FlockArg::LockSharedNonblock
     };
-    // SAFETY: flock(2) on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            bail!(
-                "{}: another process is {} this image (it holds the image's lock); try again when it has finished",
-                path.display(),
-                if writable { "using" } else { "changing" }
-            );
-        }
-        return Err(err).with_context(|| format!("{}: locking", path.display()));
+    match Flock::lock(file, op) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+            "{}: another process is {} this image (it holds the image's lock); try again when it has finished",
+            path.display(),
+            if writable { "using" } else { "changing" }
+        ),
+        Err((_, e)) => Err(std::io::Error::from(e))
+            .with_context(|| format!("{}: locking", path.display())),
     }
-    Ok(file)
 }
 
 /// An open filesystem and the image lock held while it is open.
 pub struct OpenFs {
     fs: Box<dyn Filesystem>,
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl Deref for OpenFs {
@@ -113,8 +110,12 @@ pub fn open_fs(args: &ImageArgs, writable: bool) -> anyhow::Result<OpenFs> {
     }?;
     let disk: Arc<dyn BlockDevice> = Arc::new(file);
     let dev = select(disk, args.part).map_err(|e| in_image(e, path))?;
-    let fs = imagegen::fs::OpenOptions::from_env(writable)
-        .and_then(|opts| imagegen::fs::open(dev, opts))
-        .map_err(|e| in_image(e, path))?;
+    // The command line's one time source: SOURCE_DATE_EPOCH or the clock.
+    let opts = if writable {
+        imagegen::fs::OpenOptions::writable(imagegen::fs::Timestamp::now()?)
+    } else {
+        imagegen::fs::OpenOptions::read_only()
+    };
+    let fs = imagegen::fs::open(dev, opts).map_err(|e| in_image(e, path))?;
     Ok(OpenFs { fs, _lock: lock })
 }

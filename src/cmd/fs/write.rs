@@ -161,7 +161,7 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
         fs.write_file(&args.path, &mut file, meta.len(), &attrs)
     })?;
     if !kept {
-        eprintln!("nodeimg: note: this filesystem keeps no owners or permission bits; --mode/--uid/--gid were not stored");
+        notice!("nodeimg: note: this filesystem keeps no owners or permission bits; --mode/--uid/--gid were not stored");
     }
     Ok(())
 }

@@ -24,15 +24,21 @@ const BLKFLSBUF: libc::c_ulong = 0x1261;
 const BLKSSZGET: libc::c_ulong = 0x1268;
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 
-/// sysfs and the mount tables, replaceable through `NODEIMG_MOUNTINFO` and
-/// `NODEIMG_SWAPS` (the integration tests inject a system disk that way).
+/// sysfs and the mount tables. In debug builds only (what the integration
+/// tests run), `NODEIMG_MOUNTINFO` and `NODEIMG_SWAPS` replace the tables so
+/// the tests can inject a system disk; a release binary always reads the
+/// kernel's, so no environment can hide a system disk from the safety rules.
 fn roots() -> sysfs::Roots {
+    #[allow(unused_mut)]
     let mut r = sysfs::Roots::default();
-    if let Some(p) = std::env::var_os("NODEIMG_MOUNTINFO") {
-        r.mountinfo = p.into();
-    }
-    if let Some(p) = std::env::var_os("NODEIMG_SWAPS") {
-        r.swaps = p.into();
+    #[cfg(debug_assertions)]
+    {
+        if let Some(p) = std::env::var_os("NODEIMG_MOUNTINFO") {
+            r.mountinfo = p.into();
+        }
+        if let Some(p) = std::env::var_os("NODEIMG_SWAPS") {
+            r.swaps = p.into();
+        }
     }
     r
 }
@@ -52,7 +58,7 @@ pub fn find_disk(path: &Path) -> Result<Disk> {
 /// mountpoints it unmounted.
 pub fn unmount(disk: &Disk) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for m in disk.mounts.iter().filter(|m| !m.system) {
+    for m in crate::policy::media_mounts(disk) {
         if m.mountpoint == "[swap]" {
             continue;
         }

@@ -105,18 +105,13 @@ impl<D: BlockDevice> Ext4Fs<D> {
     /// Opens the filesystem on `dev`, checking the superblock and group
     /// descriptors. Refuses unknown incompatible features, `encrypt`,
     /// `casefold`, `bigalloc`, `meta_bg` and block sizes other than 1/2/4 KiB.
-    pub fn open(dev: D) -> Result<Self> {
-        Self::open_mode(dev, true)
+    /// Changes are stamped with `now` (the caller's one time source).
+    pub fn open(dev: D, now: Timestamp) -> Result<Self> {
+        Self::open_mode(dev, true, now)
     }
 
     /// Like [`open`](Self::open); with `writable` false every change is refused.
-    /// Changes are stamped with `SOURCE_DATE_EPOCH` or the clock, read once here.
-    pub fn open_mode(dev: D, writable: bool) -> Result<Self> {
-        let now = if writable {
-            Timestamp::now()?
-        } else {
-            Timestamp::default()
-        };
+    pub fn open_mode(dev: D, writable: bool, now: Timestamp) -> Result<Self> {
         Self::open_with(
             dev,
             crate::fs::OpenOptions {

@@ -327,6 +327,22 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 ),
             ));
         }
+        // An attribute whose value sits in another inode, without ea_inode
+        // (the case of e2fsprogs' f_ea_inode_no_feature test image): e2fsck
+        // charges that inode's blocks to this one's i_blocks, which a
+        // rewrite here would not keep. Refused before a byte changes.
+        if !self.sb.has_incompat(super::superblock::incompat::EA_INODE) {
+            if let Some(a) = self.raw_xattrs(inode)?.iter().find(|a| a.value_inum != 0) {
+                return Err(Error::unsupported(
+                    "ext4 change",
+                    format!(
+                        "{path} (inode {ino}) keeps the value of its attribute {} in inode {} although the filesystem lacks ea_inode; changing it is not handled",
+                        a.full_name(),
+                        a.value_inum
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -76,7 +76,11 @@ pub(crate) fn debugfs(path: &Path, req: &str) -> String {
 }
 
 fn open(path: &Path) -> Ext4Fs<FileDevice> {
-    Ext4Fs::open(FileDevice::open_rw(path).unwrap()).unwrap()
+    Ext4Fs::open(
+        FileDevice::open_rw(path).unwrap(),
+        crate::fs::Timestamp::system_now(),
+    )
+    .unwrap()
 }
 
 fn put(fs: &mut Ext4Fs<FileDevice>, path: &str, data: &[u8]) {
@@ -456,7 +460,7 @@ fn garbage_never_panics() {
             bytes.truncate(bytes.len() / 2);
         }
         let dev = crate::block::MemDevice::from_vec(bytes);
-        if let Ok(mut fs) = Ext4Fs::open(dev) {
+        if let Ok(mut fs) = Ext4Fs::open(dev, crate::fs::Timestamp::system_now()) {
             walk_all(&fs, "/", 0);
             let _ = used_ranges_of(&fs);
             let _ = fs.mkdir("/x/y", true, &NewAttrs::default());

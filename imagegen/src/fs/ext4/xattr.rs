@@ -188,7 +188,7 @@ impl<D: BlockDevice> Ext4Fs<D> {
 
     /// Every attribute of an inode, body first, as stored: values kept
     /// in an inode (`ea_inode`) are not read.
-    fn raw_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+    pub(super) fn raw_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
         let mut v = self.ibody_xattrs(inode)?;
         v.extend(self.block_xattrs(inode)?.0);
         Ok(v)

@@ -4,7 +4,7 @@
 //! entries). It trusts what it reads, so everything it will follow is
 //! checked by our own code first: the boot sector ([`bpb`]), and on every
 //! operation the cluster chains of the directories along the path and of
-//! the file or tree being read, replaced or removed ([`dir`], [`table`]).
+//! the file or tree being read, replaced or removed (`dir`, `table`).
 //! With those checks a hostile image yields [`Error::Corrupt`], not a
 //! panic or an endless loop inside `fatfs`.
 //!
@@ -141,10 +141,17 @@ fn join(parts: &[&str]) -> String {
 
 impl FatFs {
     /// Opens the FAT volume that fills `dev`; changes are stamped with
-    /// `SOURCE_DATE_EPOCH` or the clock, read once here
-    /// ([`OpenOptions::from_env`](crate::fs::OpenOptions::from_env)).
-    pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<FatFs> {
-        Self::open_with(dev, crate::fs::OpenOptions::from_env(writable)?)
+    /// `now` (the caller's one time source: nothing below the command line
+    /// reads a clock).
+    pub fn open(dev: Arc<dyn BlockDevice>, writable: bool, now: Timestamp) -> Result<FatFs> {
+        Self::open_with(
+            dev,
+            crate::fs::OpenOptions {
+                writable,
+                now,
+                scrub: false,
+            },
+        )
     }
 
     /// Opens with explicit options: whether changes are allowed and the

@@ -24,7 +24,7 @@ fn read(fs: &FatFs, path: &str) -> Vec<u8> {
 fn write_read_replace_remove() {
     for (bits, size) in [(FatBits::Fat16, 16 << 20), (FatBits::Fat32, 40 << 20)] {
         let dev = fresh(bits, size);
-        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let mut fs = FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()).unwrap();
         let free0 = fs.free_clusters().unwrap();
         let attrs = NewAttrs::default();
         fs.mkdir("/a/b/Long Directory Name", true, &attrs).unwrap();
@@ -62,7 +62,7 @@ fn write_read_replace_remove() {
 #[test]
 fn refusals_change_nothing() {
     let dev = fresh(FatBits::Fat16, 16 << 20);
-    let mut fs = FatFs::open(dev.clone(), true).unwrap();
+    let mut fs = FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()).unwrap();
     let attrs = NewAttrs::default();
     assert!(matches!(
         fs.write_file("/missing/x", &mut &b"x"[..], 1, &attrs),
@@ -84,7 +84,7 @@ fn refusals_change_nothing() {
         "failed writes leave nothing"
     );
     assert!(fs.symlink("/x", "/y", &attrs).is_err());
-    let mut ro = FatFs::open(dev, false).unwrap();
+    let mut ro = FatFs::open(dev, false, crate::fs::Timestamp::system_now()).unwrap();
     assert!(matches!(
         ro.mkdir("/d", false, &attrs),
         Err(Error::ReadOnly(_))
@@ -95,7 +95,7 @@ fn refusals_change_nothing() {
 fn hostile_chains_are_corrupt_not_panics() {
     let dev = fresh(FatBits::Fat16, 16 << 20);
     {
-        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let mut fs = FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()).unwrap();
         let data = vec![1u8; 10_000];
         fs.mkdir("/d", false, &NewAttrs::default()).unwrap();
         fs.write_file("/d/f", &mut &data[..], 10_000, &NewAttrs::default())
@@ -104,7 +104,7 @@ fn hostile_chains_are_corrupt_not_panics() {
     }
     let geo = Geometry::read(&*dev).unwrap();
     // Make the directory's cluster point to itself: a loop.
-    let fs = FatFs::open(dev.clone(), false).unwrap();
+    let fs = FatFs::open(dev.clone(), false, crate::fs::Timestamp::system_now()).unwrap();
     let d = fs.stat("/d").unwrap().ino.unwrap() as u32;
     drop(fs);
     dev.write_at(
@@ -112,7 +112,7 @@ fn hostile_chains_are_corrupt_not_panics() {
         &(d as u16).to_le_bytes(),
     )
     .unwrap();
-    let fs = FatFs::open(dev.clone(), false).unwrap();
+    let fs = FatFs::open(dev.clone(), false, crate::fs::Timestamp::system_now()).unwrap();
     assert!(matches!(fs.list("/d"), Err(Error::Corrupt { .. })));
     assert!(matches!(
         fs.read_file("/d/f", &mut io::sink()),
@@ -125,7 +125,7 @@ fn used_ranges_cover_metadata_and_data() {
     let dev = fresh(FatBits::Fat32, 40 << 20);
     let before = used_ranges(&*dev).unwrap();
     {
-        let mut fs = FatFs::open(dev.clone(), true).unwrap();
+        let mut fs = FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()).unwrap();
         let data = vec![7u8; 100_000];
         fs.write_file("/f", &mut &data[..], 100_000, &NewAttrs::default())
             .unwrap();
@@ -172,7 +172,8 @@ fn random_corruption_never_panics_or_hangs() {
         };
         let dev = fresh(bits, size);
         {
-            let mut fs = FatFs::open(dev.clone(), true).unwrap();
+            let mut fs =
+                FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()).unwrap();
             let a = NewAttrs::default();
             fs.mkdir("/d/e/A longer directory", true, &a).unwrap();
             for (i, len) in [0usize, 1, 5000, 70_000].iter().enumerate() {
@@ -210,10 +211,10 @@ fn random_corruption_never_panics_or_hangs() {
                 bytes[at] = next() as u8;
             }
             dev.write_at(0, &bytes).unwrap();
-            if let Ok(fs) = FatFs::open(dev.clone(), false) {
+            if let Ok(fs) = FatFs::open(dev.clone(), false, crate::fs::Timestamp::system_now()) {
                 read_all(&fs, "/", 0);
             }
-            if let Ok(mut fs) = FatFs::open(dev.clone(), true) {
+            if let Ok(mut fs) = FatFs::open(dev.clone(), true, crate::fs::Timestamp::system_now()) {
                 let a = NewAttrs::default();
                 let _ = fs.write_file("/d/e/new", &mut &[1u8; 3000][..], 3000, &a);
                 let _ = fs.write_file("/f2", &mut &[2u8; 9000][..], 9000, &a);
@@ -230,7 +231,7 @@ fn random_corruption_never_panics_or_hangs() {
 #[test]
 fn replaces_in_place_when_there_is_no_room_for_two_copies() {
     let dev = fresh(FatBits::Fat16, 8 << 20);
-    let mut fs = FatFs::open(dev, true).unwrap();
+    let mut fs = FatFs::open(dev, true, crate::fs::Timestamp::system_now()).unwrap();
     let a = NewAttrs::default();
     let cs = fs.geometry().cluster_size;
     // Leave room for the file once, not twice.

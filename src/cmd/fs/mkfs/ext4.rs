@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use imagegen::block::{BlockDevice, FileDevice};
 use imagegen::fs::ext4::Ext4Fs;
+use imagegen::fs::Timestamp;
 use imagegen::mkfs::ext4::{
     build_file, build_in_partition, parse_uuid, partition_size, random_uuid, Ext4Options,
     InodePolicy, Summary,
@@ -114,10 +115,11 @@ fn open_source(from: &Path, part: Option<u32>) -> anyhow::Result<Box<dyn TreeSou
     let file: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(from)?);
     let dev = imagegen::layout::select_as(file.clone(), part, "--from-part")?;
     if imagegen::fs::ext4::probe(&*dev)? {
-        let fs =
-            Ext4Fs::open(dev.clone()).with_context(|| format!("repacking {}", from.display()))?;
+        // Read only: the source is never changed.
+        let fs = Ext4Fs::open_mode(dev.clone(), false, Timestamp::default())
+            .with_context(|| format!("repacking {}", from.display()))?;
         let block_size = fs.details().block_size;
-        let devices = Ext4Fs::open(dev)?;
+        let devices = Ext4Fs::open_mode(dev, false, Timestamp::default())?;
         let name = match part {
             Some(n) => format!("{} partition {n}", from.display()),
             None => from.display().to_string(),
@@ -209,7 +211,14 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
             ))
         }
     };
-    let mut opts = Ext4Options::new(size, [0; 16])?;
+    // The command line's one time source: SOURCE_DATE_EPOCH (the epoch and
+    // the clamp) or the clock.
+    let clamp = imagegen::fs::timestamp::source_date_epoch()?;
+    let epoch = match clamp {
+        Some(t) => t,
+        None => Timestamp::now()?.secs,
+    };
+    let mut opts = Ext4Options::new(size, [0; 16], epoch, clamp);
     opts.uuid = match args.uuid {
         Some(uuid) => uuid,
         None if opts.clamp.is_some() => derived_uuid(args.label.as_deref(), size, opts.epoch),
@@ -242,7 +251,7 @@ pub fn run(args: Ext4Args) -> anyhow::Result<()> {
         None => out.display().to_string(),
     })?;
     let uuid = uuid::Uuid::from_bytes(opts.uuid);
-    println!(
+    sayln!(
         "{}{}: ext4, {} MiB, uuid {uuid}, {} inodes used, {} MiB of file data",
         out.display(),
         args.part

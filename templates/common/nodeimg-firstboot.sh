@@ -1,0 +1,68 @@
+#!/bin/bash
+# nodeimg first-boot check, written by nodeimg stamp on every node: at each
+# boot it checks that the identity nodeimg stamped is the one the node runs
+# with — the hostname, and the owner and mode of every key file stamped —
+# and reports the result on the console in the first-boot report format
+# (docs/firstboot.md), which `nodeimg boot` reads. What to check is listed
+# in /etc/nodeimg/firstboot.list, one item a line:
+#   hostname NAME          the kernel's hostname must be NAME
+#   file MODE UID GID PATH PATH must exist with that octal mode and owner
+#   peer ADDRESS           another node of the cluster: ping it (not fatal)
+set -u
+# shellcheck disable=SC2034 # read by report in bootstrap-lib.sh
+report_unit=nodeimg-firstboot
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=bootstrap-lib.sh
+. "${NODEIMG_ROOT:-}/usr/local/lib/nodeimg/bootstrap-lib.sh"
+
+list=$ROOT/etc/nodeimg/firstboot.list
+report start - "first-boot check started"
+if [ ! -r "$list" ]; then
+	report fail list "cannot read /etc/nodeimg/firstboot.list"
+	exit 1
+fi
+
+problems=()
+peers=()
+while read -r kind a b c d; do
+	case $kind in
+	hostname)
+		got=$(cat /proc/sys/kernel/hostname 2>/dev/null || hostname)
+		[ "$got" = "$a" ] || problems+=("hostname is $got, stamped $a")
+		;;
+	file)
+		# a=MODE b=UID c=GID d=PATH
+		if [ ! -e "$ROOT$d" ]; then
+			problems+=("$d is missing")
+		else
+			read -r gm gu gg < <(stat -c '%a %u %g' "$ROOT$d")
+			[ "$((8#$gm)) $gu $gg" = "$((8#$a)) $b $c" ] ||
+				problems+=("$d is mode $gm owner $gu:$gg, stamped $a $b:$c")
+		fi
+		;;
+	peer)
+		peers+=("$a")
+		;;
+	esac
+done <"$list"
+
+if [ "${#problems[@]}" -ne 0 ]; then
+	report fail identity "${problems[*]}"
+	exit 1
+fi
+report step identity "hostname and key files as stamped"
+
+if [ "${#peers[@]}" -ne 0 ]; then
+	# Peers may still be booting: try each for a minute; an unreachable
+	# peer is reported, not a failure of this node.
+	reached=() missed=()
+	for p in "${peers[@]}"; do
+		if retry 30 2 ping -c 1 -W 2 "$p" >/dev/null 2>&1; then
+			reached+=("$p")
+		else
+			missed+=("$p")
+		fi
+	done
+	report step peers "reached: ${reached[*]:--}; not reached: ${missed[*]:--}"
+fi
+report ok - "first boot as stamped"
