@@ -1435,3 +1435,79 @@ fn every_example_validates_and_names_its_recipes() {
     }
     assert_eq!(seen, 4);
 }
+
+/// A private GitOps repository over SSH: the deploy key is generated into
+/// the state, stamped on the kubeadm init node only (0600 root, with its
+/// public half and the Git host's known_hosts), named as the FluxInstance's
+/// pullSecret, and `cluster info` shows its public half, never the private.
+#[test]
+fn gitops_deploy_key_on_the_init_node_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios();
+    let host = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    fs::write(t.join("known_hosts"), format!("{host}\n")).unwrap();
+    let text = fs::read_to_string(example("pi5-kubeadm")).unwrap().replace(
+        "gitops_url = \"https://github.com/example/pi5-lab-fleet.git\"\n",
+        "gitops_url = \"git@github.com:example/pi5-lab-fleet.git\"\ngitops_known_hosts = \"known_hosts\"\n",
+    );
+    let cluster = t.join("cluster.toml");
+    fs::write(&cluster, text).unwrap();
+    let state_path = t.join("cluster.state");
+    let (json, stderr) = stamp_all(&cluster, &base, &state_path, &t.join("out"));
+    let state = State::open(&state_path, "pi5-lab").unwrap();
+    let key = state.gitops_deploy_key().expect("a deploy key").clone();
+    let private_line = key.private.lines().nth(2).unwrap().to_string();
+    assert!(!json.contains(&private_line) && !stderr.contains(&private_line));
+
+    for node in ["controlplane", "controlplane1", "node0", "node1"] {
+        let img = t.join(format!("{node}.img"));
+        apply(&base, &t.join("out").join(format!("{node}.delta")), &img);
+        let p = split(&img, t, node);
+        let r = &p.root;
+        if node == "controlplane" {
+            assert_eq!(stat(r, "/etc/nodeimg/flux-deploy-key"), Some((0o600, 0, 0)));
+            assert_eq!(cat(r, "/etc/nodeimg/flux-deploy-key"), key.private);
+            assert_eq!(
+                cat(r, "/etc/nodeimg/flux-deploy-key.pub"),
+                format!("{}\n", key.public)
+            );
+            assert_eq!(cat(r, "/etc/nodeimg/flux-known-hosts"), format!("{host}\n"));
+            let flux = yaml_docs(&cat(r, "/etc/nodeimg/flux-instance.yaml"));
+            assert_eq!(flux[0]["spec"]["sync"]["pullSecret"], "flux-system");
+            assert_eq!(
+                flux[0]["spec"]["sync"]["url"],
+                "git@github.com:example/pi5-lab-fleet.git"
+            );
+        } else {
+            for f in ["flux-deploy-key", "flux-deploy-key.pub", "flux-known-hosts"] {
+                assert_eq!(stat(r, &format!("/etc/nodeimg/{f}")), None, "{node}: {f}");
+            }
+            // Not hidden in another file either.
+            let env = cat(r, "/etc/nodeimg/cluster.env");
+            assert!(!env.contains(&private_line), "{node}");
+        }
+        fs::remove_file(&img).unwrap();
+    }
+
+    // cluster info: the public half, in text and --json; no private key.
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec![
+            "cluster",
+            "info",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--state",
+            state_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = nodeimg(&args);
+        let out = ok(&o);
+        assert!(out.contains(&key.public), "{out}");
+        assert!(!out.contains(&private_line) && !out.contains("PRIVATE KEY"));
+        if !extra.is_empty() {
+            let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(j["gitops_deploy_key"], key.public.as_str());
+        }
+    }
+}

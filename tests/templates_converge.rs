@@ -227,6 +227,66 @@ fn kubeadm_init_converges_after_a_failure_at_every_phase() {
     }
 }
 
+/// A private GitOps repository: the stamped deploy key becomes Flux's
+/// pull secret (identity, identity.pub, known_hosts) on every path to done,
+/// and the key file stays on the node for a later retry.
+#[test]
+fn kubeadm_init_creates_the_flux_deploy_key_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let hash = make_pki(&pki);
+    for knob in [
+        None,
+        Some(("NODEIMG_FAIL", "helm:flux-operator")),
+        Some(("NODEIMG_FAIL", "helm:cilium")),
+    ] {
+        let mut vars = kubeadm_vars(
+            "controlplane",
+            Role::Init,
+            "192.168.1.10",
+            "192.168.1.10:6443",
+            &hash,
+        );
+        vars.insert(
+            "GITOPS_URL".into(),
+            "git@github.com:example/pi5-lab.git".into(),
+        );
+        vars.insert("GITOPS_PULL_SECRET".into(), "flux-system".into());
+        let mut s =
+            Scratch::with_model(&render(Flavour::Kubeadm, Role::Init, &vars), "controlplane");
+        s.install_pki(&pki);
+        s.cluster_on_node("/var/lib/etcd/model");
+        fs::create_dir_all(s.path("/root")).expect("mkdir");
+        fs::write(s.path("/root/keys.txt"), AGE_KEY).expect("age key");
+        for (f, text) in [
+            (
+                "flux-deploy-key",
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nmodel\n-----END OPENSSH PRIVATE KEY-----\n",
+            ),
+            (
+                "flux-deploy-key.pub",
+                "ssh-ed25519 AAAAmodel flux@pi5-lab\n",
+            ),
+            ("flux-known-hosts", "github.com ssh-ed25519 AAAAmodel\n"),
+        ] {
+            fs::write(s.path(&format!("/etc/nodeimg/{f}")), text).expect("deploy key");
+        }
+        converge(&s, knob);
+        assert_init_complete(&s, &pki, &format!("{knob:?}"));
+        let secret = s.object("flux-system", "secret", "flux-system");
+        for key in ["identity", "identity.pub", "known_hosts"] {
+            assert!(
+                secret.lines().any(|l| l == format!("key:{key}")),
+                "{knob:?}: no {key} in the pull secret: {secret}"
+            );
+        }
+        assert!(!secret.contains("model"), "the model stored a value");
+        // The private key never reached a command line.
+        assert!(!s.calls().iter().any(|c| c.contains("PRIVATE KEY")));
+        assert!(s.path("/etc/nodeimg/flux-deploy-key").exists());
+    }
+}
+
 #[test]
 fn kubeadm_init_converges_after_a_hang() {
     let dir = tempfile::tempdir().expect("tempdir");

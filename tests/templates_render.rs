@@ -85,6 +85,29 @@ fn kubeadm_init_config_carries_token_endpoint_and_subnets() {
 }
 
 #[test]
+fn the_flux_instance_names_the_deploy_key_secret_only_with_a_deploy_key() {
+    let pull_secret = |value: &str| {
+        let mut v = init_vars();
+        v.insert(
+            "GITOPS_URL".into(),
+            "git@github.com:example/pi5-lab.git".into(),
+        );
+        v.insert("GITOPS_PULL_SECRET".into(), value.into());
+        let ops = render(Flavour::Kubeadm, Role::Init, &v);
+        let flux = &yaml(file(&ops, "/etc/nodeimg/flux-instance.yaml"))[0];
+        assert_eq!(
+            flux["spec"]["sync"]["url"],
+            "git@github.com:example/pi5-lab.git"
+        );
+        flux["spec"]["sync"]["pullSecret"].clone()
+    };
+    assert_eq!(pull_secret("flux-system"), "flux-system");
+    // Without a deploy key the field is empty, which the operator reads as
+    // absent (a Go string field; no secret is looked up).
+    assert_eq!(pull_secret(""), "");
+}
+
+#[test]
 fn a_configured_token_ttl_and_no_gitops_url() {
     let mut v = init_vars();
     v.insert("KUBEADM_TOKEN_TTL".into(), "720h".into());

@@ -65,6 +65,8 @@ struct Info {
     state_fingerprint: Option<String>,
     age_public_key: Option<String>,
     ca_cert_hash: Option<String>,
+    /// The public half of the GitOps deploy key (never the private one).
+    gitops_deploy_key: Option<String>,
 }
 
 pub fn run(args: ClusterArgs) -> Result<ExitCode> {
@@ -106,6 +108,10 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
                     Some(s) => s.ca_cert_hash()?,
                     None => None,
                 },
+                gitops_deploy_key: st
+                    .as_ref()
+                    .and_then(|s| s.gitops_deploy_key())
+                    .map(|k| k.public.clone()),
             };
             if json {
                 outln!("{}", serde_json::to_string_pretty(&info)?);
@@ -144,6 +150,9 @@ pub fn run(args: ClusterArgs) -> Result<ExitCode> {
             }
             if let Some(h) = &info.ca_cert_hash {
                 outln!("CA cert hash: {h}");
+            }
+            if let Some(k) = &info.gitops_deploy_key {
+                println!("GitOps deploy key (add it to the repository, read-only): {k}");
             }
             Ok(ExitCode::SUCCESS)
         }

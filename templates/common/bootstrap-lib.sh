@@ -456,6 +456,31 @@ sops_age_secret() {
 	log "secret flux-system/$name holds the age key"
 }
 
+# flux_git_secret NAME KUBECTL...: the GitOps deploy key stamped in
+# /etc/nodeimg as secret flux-system/NAME with the keys Flux's SSH
+# authentication reads: identity (private key), identity.pub and
+# known_hosts (fluxcd.io/flux/components/source/gitrepositories, "SSH
+# authentication"). The FluxInstance names it in sync.pullSecret. The
+# private key goes through a pipe, never a command line or the log. The
+# key file stays on the node (0600 root): the secret is what Flux uses,
+# and a retry or a rebuilt flux-system namespace needs the file again.
+flux_git_secret() {
+	local dir=$ROOT/etc/nodeimg name=$1 f
+	shift
+	for f in flux-deploy-key flux-deploy-key.pub flux-known-hosts; do
+		[ -s "$dir/$f" ] || fail "the GitOps deploy key needs /etc/nodeimg/$f, which is missing"
+	done
+	"$@" create namespace flux-system --dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	"$@" --namespace flux-system create secret generic "$name" \
+		--from-file=identity="$dir/flux-deploy-key" \
+		--from-file=identity.pub="$dir/flux-deploy-key.pub" \
+		--from-file=known_hosts="$dir/flux-known-hosts" \
+		--dry-run=client --output=yaml |
+		"$@" apply --filename=-
+	log "secret flux-system/$name holds the GitOps deploy key"
+}
+
 # k3s_config KEY: the value of a one-line `KEY: value` of
 # /etc/rancher/k3s/config.yaml, as nodeimg renders it (quotes removed).
 k3s_config() {

@@ -19,6 +19,7 @@ cilium_version='${CILIUM_VERSION}'
 gateway_api_version='${GATEWAY_API_VERSION}'
 gitops_url='${GITOPS_URL}'
 sops_secret='${SOPS_SECRET}'
+pull_secret='${GITOPS_PULL_SECRET}'
 config=$ROOT/etc/nodeimg/kubeadm.yaml
 admin=$ROOT/etc/kubernetes/admin.conf
 token=
@@ -55,6 +56,10 @@ main() {
 
 	step secrets "storing the age key"
 	sops_age_secret "$sops_secret" kubectl
+	if [ -n "$pull_secret" ]; then
+		step secrets "storing the GitOps deploy key"
+		flux_git_secret "$pull_secret" kubectl
+	fi
 	if [ -n "$gitops_url" ]; then
 		flux
 	else

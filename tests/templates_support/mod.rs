@@ -34,6 +34,7 @@ pub fn kubeadm_vars(hostname: &str, role: Role, address: &str, api: &str, ca_has
         ("GITOPS_URL", "https://github.com/example/pi5-lab.git"),
         ("GITOPS_BRANCH", "main"),
         ("GITOPS_PATH", "clusters/pi5-lab"),
+        ("GITOPS_PULL_SECRET", ""),
         ("KUBEADM_TOKEN", TOKEN),
         ("CA_CERT_HASH", ca_hash),
     ] {

@@ -103,8 +103,8 @@ api_up() {
 
 # --- kubectl -------------------------------------------------------------
 kubectl_main() {
-	local kubeconfig=${KUBECONFIG:-} ns=default selector='' raw='' filename='' dryrun='' fromfile=''
-	local args=()
+	local kubeconfig=${KUBECONFIG:-} ns=default selector='' raw='' filename='' dryrun=''
+	local args=() fromfiles=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--kubeconfig) kubeconfig=$2 && shift ;;
@@ -116,7 +116,7 @@ kubectl_main() {
 		--raw=*) raw=${1#*=} ;;
 		--filename=*) filename=${1#*=} ;;
 		--dry-run=*) dryrun=1 ;;
-		--from-file=*) fromfile=${1#*=} ;;
+		--from-file=*) fromfiles+=("${1#*=}") ;;
 		-*) ;;
 		*) args+=("$1") ;;
 		esac
@@ -127,9 +127,14 @@ kubectl_main() {
 		case ${args[1]} in
 		namespace) printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "${args[2]}" ;;
 		secret)
-			[ -r "${fromfile#*=}" ] || die "error: cannot read ${fromfile#*=}"
-			printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  %s: (data)\n' \
-				"${args[3]}" "$ns" "${fromfile%%=*}"
+			# kubectl create secret generic: --from-file=[KEY=]SOURCE, repeatable.
+			local ff
+			printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n' \
+				"${args[3]}" "$ns"
+			for ff in "${fromfiles[@]}"; do
+				[ -r "${ff#*=}" ] || die "error: cannot read ${ff#*=}"
+				printf '  %s: (data)\n' "${ff%%=*}"
+			done
 			;;
 		esac
 		return 0
@@ -185,7 +190,11 @@ kubectl_main() {
 			die 'error: resource mapping not found for kind "FluxInstance": ensure CRDs are installed first'
 		[ "$(scope "$kind" x)" = _ ] || [ -z "$namespace" ] || has namespace _ "$namespace" ||
 			die "Error from server (NotFound): namespaces \"$namespace\" not found"
-		put "$kind" "${namespace:-$ns}" "$name"
+		# A secret keeps the names of its data keys (never the values).
+		local keys=()
+		[ "$kind" = secret ] &&
+			mapfile -t keys < <(printf '%s\n' "$text" | sed -n 's/^  \([^ :]*\): (data)$/key:\1/p')
+		put "$kind" "${namespace:-$ns}" "$name" "${keys[@]}"
 		echo "$kind/$name configured"
 		;;
 	rollout)

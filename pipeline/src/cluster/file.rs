@@ -21,6 +21,8 @@ pub struct RawCluster {
     pub gitops_url: Option<Spanned<String>>,
     pub gitops_branch: Option<Spanned<String>>,
     pub gitops_path: Option<Spanned<String>>,
+    pub gitops_deploy_key: Option<Spanned<bool>>,
+    pub gitops_known_hosts: Option<Spanned<String>>,
     pub kubeadm_token_ttl: Option<Spanned<String>>,
     pub sops_secret: Option<Spanned<String>>,
     pub hosts: Option<Spanned<bool>>,

@@ -107,6 +107,28 @@ pub struct Gitops {
     pub url: String,
     pub branch: String,
     pub path: String,
+    /// Flux reads the repository with an SSH deploy key generated into the
+    /// state (`gitops_deploy_key`; on by default for an SSH URL).
+    pub deploy_key: bool,
+    /// `known_hosts` lines of the Git host (`gitops_known_hosts`), present
+    /// whenever `deploy_key` is.
+    pub known_hosts: Option<String>,
+}
+
+/// Whether a Git URL is reached over SSH: `ssh://…` or scp-like
+/// `[user@]host:path` (git-clone(1), GIT URLS: the scp-like syntax is
+/// recognised only when there is no slash before the first colon).
+pub fn is_ssh_git_url(url: &str) -> bool {
+    if url.starts_with("ssh://") {
+        return true;
+    }
+    if url.contains("://") {
+        return false;
+    }
+    match url.find(':') {
+        Some(colon) => colon > 0 && !url[..colon].contains('/'),
+        None => false,
+    }
 }
 
 /// One `[[node]]`, with `[defaults]` applied.

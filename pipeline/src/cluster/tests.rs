@@ -367,3 +367,115 @@ fn interface_is_a_name_or_a_mac() {
     let p = problems(&format!("{base}interface = \"eth0/../x\"\n"));
     assert!(p.iter().any(|x| x.key.ends_with("interface")), "{p:#?}");
 }
+
+#[test]
+fn ssh_git_urls_are_recognised() {
+    for url in [
+        "ssh://git@github.com/me/fleet.git",
+        "git@github.com:me/fleet.git",
+        "forgejo@git.lan:infra/fleet",
+        "git.lan:fleet",
+    ] {
+        assert!(is_ssh_git_url(url), "{url}");
+    }
+    for url in [
+        "https://github.com/me/fleet.git",
+        "http://git.lan/fleet",
+        "/srv/git/fleet",
+        "./fleet:old",
+        "file:///srv/fleet",
+    ] {
+        assert!(!is_ssh_git_url(url), "{url}");
+    }
+}
+
+#[test]
+fn a_deploy_key_follows_the_url_or_the_key_and_needs_known_hosts() {
+    const HOST: &str = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    let with = |extra: &str| {
+        kubeadm().replace(
+            "service_subnet = \"10.244.0.0/20\"\n",
+            &format!("service_subnet = \"10.244.0.0/20\"\n{extra}"),
+        )
+    };
+    // HTTPS: no deploy key unless asked for.
+    let c = parse(&with("gitops_url = \"https://github.com/me/fleet.git\"\n")).unwrap();
+    let g = c.gitops.unwrap();
+    assert!(!g.deploy_key && g.known_hosts.is_none());
+
+    // SSH with known_hosts lines: a deploy key.
+    let c = parse(&with(&format!(
+        "gitops_url = \"git@github.com:me/fleet.git\"\ngitops_known_hosts = \"{HOST}\"\n"
+    )))
+    .unwrap();
+    let g = c.gitops.unwrap();
+    assert!(g.deploy_key);
+    assert_eq!(g.known_hosts.as_deref(), Some(format!("{HOST}\n").as_str()));
+
+    // Asked for explicitly, or turned off for an SSH URL.
+    let c = parse(&with(&format!(
+        "gitops_url = \"https://git.lan/fleet\"\ngitops_deploy_key = true\ngitops_known_hosts = \"{HOST}\"\n"
+    )))
+    .unwrap();
+    assert!(c.gitops.unwrap().deploy_key);
+    let c = parse(&with(
+        "gitops_url = \"ssh://git@git.lan/fleet\"\ngitops_deploy_key = false\n",
+    ))
+    .unwrap();
+    assert!(!c.gitops.unwrap().deploy_key);
+
+    // k3s installs no Flux: no deploy key, and asking for one is refused.
+    let k3s = with("gitops_url = \"ssh://git@git.lan/fleet\"\n")
+        .replace("flavour = \"kubeadm\"", "flavour = \"k3s\"")
+        .replace("role = \"worker\"", "role = \"agent\"");
+    assert!(!parse(&k3s).unwrap().gitops.unwrap().deploy_key);
+    let p = problems(&k3s.replace("gitops_url = ", "gitops_deploy_key = true\ngitops_url = "));
+    assert!(
+        p.iter()
+            .any(|p| p.key == "cluster.gitops_deploy_key" && p.why.contains("kubeadm")),
+        "{p:?}"
+    );
+
+    // SSH without known_hosts: one clear problem.
+    let p = problems(&with("gitops_url = \"ssh://git@git.lan/fleet\"\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "cluster.gitops_known_hosts");
+    assert!(p[0].why.contains("ssh-keyscan"), "{p:?}");
+
+    // Unreadable file, lines that are not known_hosts lines, keys without a URL.
+    for (extra, key) in [
+        (
+            "gitops_url = \"ssh://git@git.lan/fleet\"\ngitops_known_hosts = \"no-such-file\"\n",
+            "cluster.gitops_known_hosts",
+        ),
+        (
+            "gitops_url = \"ssh://git@git.lan/fleet\"\ngitops_known_hosts = \"git.lan only\"\n",
+            "cluster.gitops_known_hosts",
+        ),
+        ("gitops_deploy_key = true\n", "cluster.gitops_deploy_key"),
+        (
+            &format!("gitops_known_hosts = \"{HOST}\"\n"),
+            "cluster.gitops_known_hosts",
+        ),
+    ] {
+        let p = problems(&with(extra));
+        assert!(p.iter().any(|p| p.key == key), "{extra}: {p:?}");
+    }
+}
+
+#[test]
+fn known_hosts_may_be_a_file_beside_the_cluster_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        "# git.lan\ngit.lan ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n\n",
+    )
+    .unwrap();
+    let text = kubeadm().replace(
+        "service_subnet = \"10.244.0.0/20\"\n",
+        "service_subnet = \"10.244.0.0/20\"\ngitops_url = \"ssh://git@git.lan/fleet\"\ngitops_known_hosts = \"known_hosts\"\n",
+    );
+    let c = Cluster::parse(&dir.path().join("cluster.toml"), &text).unwrap();
+    let kh = c.gitops.unwrap().known_hosts.unwrap();
+    assert!(kh.starts_with("git.lan ssh-ed25519 ") && kh.lines().count() == 1);
+}

@@ -349,7 +349,38 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
             if url.get_ref().trim().is_empty() || url.get_ref().contains(char::is_whitespace) {
                 r.spanned(url, "cluster.gitops_url", "must be a repository URL");
             }
+            let ssh = super::is_ssh_git_url(url.get_ref());
+            // Only the kubeadm init node installs Flux, so only there is a
+            // deploy key of use.
+            let kubeadm = flavour == Flavour::Kubeadm;
+            let deploy_key = match &c.gitops_deploy_key {
+                Some(d) if *d.get_ref() && !kubeadm => {
+                    r.spanned(
+                        d,
+                        "cluster.gitops_deploy_key",
+                        format!("only flavour kubeadm installs Flux (this cluster is {flavour})"),
+                    );
+                    false
+                }
+                Some(d) => *d.get_ref(),
+                None => ssh && kubeadm,
+            };
+            let known_hosts = match &c.gitops_known_hosts {
+                Some(v) => read_known_hosts(r, &dir, v),
+                None => {
+                    if deploy_key {
+                        r.spanned(
+                            url,
+                            "cluster.gitops_known_hosts",
+                            "a deploy key needs the Git host's known_hosts lines (or a file of them): Flux checks the host key; `ssh-keyscan HOST` prints them",
+                        );
+                    }
+                    None
+                }
+            };
             Some(Gitops {
+                deploy_key,
+                known_hosts,
                 url: url.get_ref().clone(),
                 branch: c
                     .gitops_branch
@@ -365,10 +396,14 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
             for (v, key) in [
                 (&c.gitops_branch, "cluster.gitops_branch"),
                 (&c.gitops_path, "cluster.gitops_path"),
+                (&c.gitops_known_hosts, "cluster.gitops_known_hosts"),
             ] {
                 if let Some(v) = v {
                     r.spanned(v, key, "needs cluster.gitops_url");
                 }
+            }
+            if let Some(v) = &c.gitops_deploy_key {
+                r.spanned(v, "cluster.gitops_deploy_key", "needs cluster.gitops_url");
             }
             None
         }
@@ -480,6 +515,38 @@ fn build(r: &mut Report<'_>, path: &Path, s: Sections<'_>, need_nodes: bool) -> 
         versions,
         hosts,
     })
+}
+
+/// `gitops_known_hosts`: lines when the value holds a space (a host and
+/// its key), else a file of them, relative to the cluster file.
+fn read_known_hosts(r: &mut Report<'_>, dir: &Path, v: &Spanned<String>) -> Option<String> {
+    let key = "cluster.gitops_known_hosts";
+    let text = if v.get_ref().contains(' ') {
+        v.get_ref().clone()
+    } else {
+        let p = resolve_path(dir, v.get_ref());
+        match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) => {
+                r.spanned(v, key, format!("reading {}: {e}", p.display()));
+                return None;
+            }
+        }
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if lines.is_empty() || lines.iter().any(|l| l.split_whitespace().count() < 3) {
+        r.spanned(
+            v,
+            key,
+            "must be known_hosts lines `HOST KEYTYPE KEY` (as ssh-keyscan prints them)",
+        );
+        return None;
+    }
+    Some(lines.join("\n") + "\n")
 }
 
 /// Only the `[versions]` table of a cluster file (defaults filled in), for

@@ -134,20 +134,27 @@ pub fn spki_pin(key_pem: &str) -> Result<String> {
     ))
 }
 
-/// An OpenSSH ed25519 key pair: (private key file, public key line).
+/// A node's OpenSSH ed25519 host key pair: (private key file, public key
+/// line).
 pub fn ssh_host_key(hostname: &str) -> Result<(String, String)> {
+    ssh_ed25519(&format!("root@{hostname}"))
+}
+
+/// An unencrypted OpenSSH ed25519 key pair with `comment`: (private key
+/// file, public key line).
+pub fn ssh_ed25519(comment: &str) -> Result<(String, String)> {
     use ssh_key::private::{Ed25519Keypair, KeypairData, PrivateKey};
     let seed = random_bytes::<32>()?;
     let pair = Ed25519Keypair::from_seed(&seed);
-    let key = PrivateKey::new(KeypairData::Ed25519(pair), format!("root@{hostname}"))
-        .map_err(|e| Error::internal("making an SSH host key", e.to_string()))?;
+    let key = PrivateKey::new(KeypairData::Ed25519(pair), comment)
+        .map_err(|e| Error::internal("making an SSH key", e.to_string()))?;
     let private = key
         .to_openssh(ssh_key::LineEnding::LF)
-        .map_err(|e| Error::internal("encoding an SSH host key", e.to_string()))?;
+        .map_err(|e| Error::internal("encoding an SSH key", e.to_string()))?;
     let public = key
         .public_key()
         .to_openssh()
-        .map_err(|e| Error::internal("encoding an SSH host key", e.to_string()))?;
+        .map_err(|e| Error::internal("encoding an SSH key", e.to_string()))?;
     Ok((private.to_string(), public))
 }
 

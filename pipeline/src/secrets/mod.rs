@@ -35,6 +35,10 @@
 //! [age]                               # age_key = "generate"
 //! identity = "# created: …\n# public key: age1…\nAGE-SECRET-KEY-1…\n"
 //!
+//! [gitops_deploy_key]                # gitops_deploy_key (or an SSH URL)
+//! private = "-----BEGIN OPENSSH PRIVATE KEY-----…"
+//! public = "ssh-ed25519 AAAA… flux@pi5-lab"
+//!
 //! [password_salts]                    # SHA-512 crypt salt per user, for `password`
 //! pi = "<16 characters>"
 //!
@@ -82,6 +86,9 @@ pub struct StateData {
     pub k3s: Option<K3sSecrets>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age: Option<AgeSecret>,
+    /// The GitOps repository's deploy key (Flux's `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops_deploy_key: Option<HostKey>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub password_salts: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -153,7 +160,8 @@ pub struct AgeSecret {
     pub identity: String,
 }
 
-/// One node's SSH host key pair (OpenSSH formats).
+/// An SSH key pair (OpenSSH formats): a node's host key, or the GitOps
+/// deploy key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostKey {
@@ -271,6 +279,10 @@ impl State {
             }
             Flavour::K3sAgent | Flavour::None => {}
         }
+        if cluster.gitops.as_ref().is_some_and(|g| g.deploy_key) && d.gitops_deploy_key.is_none() {
+            let (private, public) = generate::ssh_ed25519(&format!("flux@{}", cluster.name))?;
+            d.gitops_deploy_key = Some(HostKey { private, public });
+        }
         for n in &cluster.nodes {
             if n.age_key == Some(AgeKeySource::Generate) && d.age.is_none() {
                 let t = time::OffsetDateTime::now_utc();
@@ -369,6 +381,11 @@ impl State {
             .transpose()
     }
 
+    /// The GitOps deploy key pair (the private half is secret).
+    pub fn gitops_deploy_key(&self) -> Option<&HostKey> {
+        self.data.gitops_deploy_key.as_ref()
+    }
+
     /// A node's SSH host key pair (the private half is secret).
     pub fn host_key(&self, hostname: &str) -> Option<&HostKey> {
         self.data.host_keys.get(hostname)
@@ -440,6 +457,9 @@ impl State {
         }
         if let Some(a) = &d.age {
             field("age", &a.identity);
+        }
+        if let Some(k) = &d.gitops_deploy_key {
+            field("gitops_deploy_key", &k.private);
         }
         let digest = h.finalize();
         format!(

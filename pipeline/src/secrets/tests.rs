@@ -154,3 +154,34 @@ fn k3s_tokens_pin_the_server_ca_with_k3s_secure_format() {
     assert_eq!(old.server_token(), k.token);
     assert_eq!(old.agent_join_token(), k.agent_token);
 }
+
+#[test]
+fn the_deploy_key_is_generated_once_and_counted_in_the_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.state");
+    let plain = cluster(dir.path(), "kubeadm", &["controlplane", "node0"]);
+    let s0 = State::for_cluster(&state, &plain).unwrap();
+    assert!(s0.gitops_deploy_key().is_none());
+
+    let path = dir.path().join("cluster.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "api_endpoint = \"10.0.0.10:6443\"\n",
+        "api_endpoint = \"10.0.0.10:6443\"\ngitops_url = \"git@git.lan:infra/fleet.git\"\ngitops_known_hosts = \"git.lan ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let c = Cluster::load(&path).unwrap();
+    let s1 = State::for_cluster(&state, &c).unwrap();
+    let k = s1.gitops_deploy_key().unwrap().clone();
+    assert!(k.public.starts_with("ssh-ed25519 ") && k.public.ends_with(" flux@lab"));
+    let parsed = ssh_key::PrivateKey::from_openssh(&k.private).unwrap();
+    assert_eq!(parsed.public_key().to_openssh().unwrap(), k.public);
+    assert_ne!(s1.fingerprint(), s0.fingerprint());
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Never regenerated; never in debug output.
+    let s2 = State::for_cluster(&state, &c).unwrap();
+    assert!(s2.gitops_deploy_key() == Some(&k));
+    assert_eq!(s2.fingerprint(), s1.fingerprint());
+    assert!(!format!("{s2:?}").contains("PRIVATE"));
+}

@@ -230,6 +230,7 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
         ops.push(file(&format!("{d}/sa.pub"), pki.sa.public.clone(), 0o644));
     }
     ops.extend(k3s_ca_ops(cx));
+    ops.extend(deploy_key_ops(cx)?);
     if let Some(addr) = n.address {
         ops.push(address_op(c, n, addr, network));
     }
@@ -478,6 +479,37 @@ fn k3s_ca_ops(cx: &NodeContext<'_>) -> Vec<Op> {
         }
     }
     ops
+}
+
+/// Where the kubeadm init node finds the GitOps deploy key, its public
+/// half and the Git host's known_hosts, from which its bootstrap makes
+/// Flux's pull secret.
+pub const DEPLOY_KEY_PATH: &str = "/etc/nodeimg/flux-deploy-key";
+pub const DEPLOY_KEY_PUB_PATH: &str = "/etc/nodeimg/flux-deploy-key.pub";
+pub const KNOWN_HOSTS_PATH: &str = "/etc/nodeimg/flux-known-hosts";
+
+/// The GitOps deploy key on the kubeadm init node only: it alone installs
+/// Flux, so no other card carries the key.
+fn deploy_key_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
+    let c = cx.cluster;
+    let Some(g) = c.gitops.as_ref().filter(|g| g.deploy_key) else {
+        return Ok(Vec::new());
+    };
+    if c.flavour != Flavour::Kubeadm || cx.node.role != Role::Init {
+        return Ok(Vec::new());
+    }
+    let k = cx
+        .state
+        .gitops_deploy_key()
+        .ok_or_else(|| Error::refused("cluster state", "has no GitOps deploy key"))?;
+    let known_hosts = g.known_hosts.clone().ok_or_else(|| {
+        Error::refused("cluster.gitops_known_hosts", "missing for the deploy key")
+    })?;
+    Ok(vec![
+        secret(DEPLOY_KEY_PATH, k.private.clone()),
+        file(DEPLOY_KEY_PUB_PATH, format!("{}\n", k.public), 0o644),
+        file(KNOWN_HOSTS_PATH, known_hosts, 0o644),
+    ])
 }
 
 fn password_op(image: &OsImage, user: &str, hash: &str, exists: bool, rpi: bool) -> Result<Op> {

@@ -9,6 +9,11 @@ use crate::Result;
 /// Where the node's secrets env file goes.
 pub const CLUSTER_ENV: &str = "/etc/nodeimg/cluster.env";
 
+/// The secret in flux-system holding the GitOps deploy key: the name
+/// `flux bootstrap` gives its own Git credentials, so a cluster can move
+/// between the two.
+pub const GITOPS_PULL_SECRET: &str = "flux-system";
+
 /// The cluster-wide values every node shares, computed once per run.
 #[derive(Clone)]
 pub struct Shared {
@@ -134,6 +139,13 @@ pub fn node_vars(cluster: &Cluster, node: &Node, state: &State, shared: &Shared)
     set("GITOPS_URL", url);
     set("GITOPS_BRANCH", branch);
     set("GITOPS_PATH", path);
+    set(
+        "GITOPS_PULL_SECRET",
+        match &cluster.gitops {
+            Some(g) if g.deploy_key => GITOPS_PULL_SECRET.to_string(),
+            _ => String::new(),
+        },
+    );
     set("CLUSTER_ENV", CLUSTER_ENV.to_string());
     set(
         "KUBEADM_TOKEN",

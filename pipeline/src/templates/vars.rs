@@ -80,6 +80,10 @@ pub const VARIABLES: &[Variable] = &[
     var("GITOPS_BRANCH", "branch of GITOPS_URL"),
     var("GITOPS_PATH", "path in GITOPS_URL Flux applies"),
     var(
+        "GITOPS_PULL_SECRET",
+        "secret in flux-system with the deploy key Flux reads GITOPS_URL with (flux-system); empty: none",
+    ),
+    var(
         "CLUSTER_ENV",
         "path of the node's secrets env file (/etc/nodeimg/cluster.env)",
     ),
