@@ -294,7 +294,7 @@ fn kubeadm_init_runs_init_cilium_sops_and_flux_once() {
              oci://ghcr.io/controlplaneio-fluxcd/charts/flux-operator --namespace flux-system \
              --create-namespace",
             "kubectl get crd fluxinstances.fluxcd.controlplane.io",
-            "kubectl apply --filename=/etc/nodeimg/flux-instance.yaml",
+            "kubectl apply --filename=-",
             "kubectl --namespace flux-system wait fluxinstance/flux --for=condition=Ready \
              --timeout=10m",
         ]
