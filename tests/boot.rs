@@ -170,6 +170,7 @@ fn stamp_with(dir: &Path, cluster: &Path, base: &Path, extra: &[&str]) -> PathBu
         .arg(&out)
         .arg("--state")
         .arg(dir.join("cluster.state"))
+        .arg("--init-state")
         .output()
         .expect("nodeimg stamp"));
     out
