@@ -430,7 +430,14 @@ fn outcome(g: &Guest) -> NodeResult {
             }
             .into(),
             seconds: u.result.map(|(_, d)| round(d)),
-            msg: u.reports.back().map(|r| r.msg.clone()).unwrap_or_default(),
+            // The line that decided the result (a bootstrap goes on
+            // reporting its retries after a failure), else the latest.
+            msg: u
+                .result
+                .and_then(|(st, _)| u.reports.iter().rev().find(|r| r.status == st))
+                .or(u.reports.back())
+                .map(|r| r.msg.clone())
+                .unwrap_or_default(),
             reports: u.reports.iter().cloned().collect(),
         })
         .collect();
