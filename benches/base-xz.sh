@@ -3,7 +3,7 @@
 # method on the same file, in the same run, alternately (RUNS rounds; each
 # round runs every method once, in this order):
 #
-#   ours:      nodeimg base --from IMG.xz --enable ssh.service -o out.img
+#   ours:      nodeimg base --from IMG.xz --enable UNIT -o out.img
 #              (one pass: decode, customise, the manifest's SHA-256; a raw
 #              image, as the seed makes, made durable with fsync)
 #   seed:      xz -dc IMG.xz > img (as issue 22 names it: `xz -d`, which in
@@ -28,6 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 xz=${XZ:?XZ=path to an .img.xz}
 runs=${RUNS:-2}
+# A unit the image has (a bare Debian root has no ssh.service).
+unit=${UNIT:-systemd-networkd.service}
 work=${WORK:-/var/tmp/nodeimg-base-bench}
 nodeimg=$(realpath "${NODEIMG:-target/release/nodeimg}")
 export SOURCE_DATE_EPOCH=1767225600
@@ -47,7 +49,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 ours() {
 	rm -f "$work"/out.img*
 	local t; t=$(now)
-	"$nodeimg" base --board rpi5 --from "$xz" --enable ssh.service "$@" \
+	"$nodeimg" base --board rpi5 --from "$xz" --enable "$unit" "$@" \
 		-o "$work/out.img" >/dev/null
 	since "$t"
 }
@@ -59,7 +61,7 @@ seed() {
 	loop=$(losetup -f --show -o "$p2" "$work/seed.img")
 	mount "$loop" "$work/mnt"
 	mkdir -p "$work/mnt/etc/systemd/system/multi-user.target.wants"
-	ln -sf /lib/systemd/system/ssh.service "$work/mnt/etc/systemd/system/multi-user.target.wants/ssh.service"
+	ln -sf "/lib/systemd/system/$unit" "$work/mnt/etc/systemd/system/multi-user.target.wants/$unit"
 	rm -f "$work"/mnt/etc/ssh/ssh_host_*
 	umount "$work/mnt"
 	losetup -d "$loop"

@@ -124,7 +124,12 @@ impl<D: BlockDevice> FillingDevice<D> {
 
     fn wait(&self, offset: u64, len: usize) -> Result<()> {
         super::check_bounds(offset, len, self.inner.size())?;
-        self.mark.wait_for(offset + len as u64)
+        let end = offset + len as u64;
+        if self.mark.filled() < end {
+            // Which access held a stage up (`-vvv`): what to move earlier.
+            tracing::trace!("{}: waiting for byte {end}", self.inner.describe());
+        }
+        self.mark.wait_for(end)
     }
 }
 
