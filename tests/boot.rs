@@ -430,3 +430,57 @@ fn sigterm_mid_boot_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+fn report_msg(node: &serde_json::Value, step: &str) -> String {
+    let fb = unit(node, "nodeimg-firstboot");
+    fb["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == step)
+        .unwrap_or_else(|| panic!("no {step} step: {fb:#}"))["msg"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A static node and a DHCP node (no `address`) of one build on one LAN:
+/// the DHCP node configures itself from what stamp wrote, takes the lease
+/// nodeimg's server on the LAN holds for its MAC, and the two ping each
+/// other by address (the static node learns the lease from `nodeimg boot`).
+#[test]
+fn dhcp_node_takes_its_lease_and_reaches_the_static_node() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(
+        t.path(),
+        "odroid-c4",
+        "none",
+        &[("alpha", Some("10.77.0.1/24")), ("beta", None)],
+    );
+    let out = stamp(t.path(), &c, &base);
+    let deltas = [out.join("alpha.delta"), out.join("beta.delta")];
+    let before = sha256(&deltas[1]);
+    let (code, v, stderr, _) = boot(t.path(), &base, &deltas, &[]);
+    assert_eq!(code, 0, "{v:#}\n{stderr}");
+    assert!(
+        stderr
+            .contains("LAN: DHCP server at 10.77.0.254 on 10.77.0.0/24; leases: beta 10.77.0.100"),
+        "{stderr}"
+    );
+    // The table's (here JSON's) address: the static one, and the lease
+    // the guest took.
+    assert_eq!(v[0]["address"], "10.77.0.1/24", "{v:#}");
+    assert_eq!(v[0]["address_from"], "static");
+    assert_eq!(v[1]["address"], "10.77.0.100/24", "{v:#}");
+    assert_eq!(v[1]["address_from"], "dhcp");
+    // The guests' own view.
+    assert_eq!(report_msg(&v[1], "address"), "10.77.0.100/24 (dhcp)");
+    assert_eq!(report_msg(&v[0], "address"), "10.77.0.1/24 (static)");
+    let peers = report_msg(&v[1], "peers");
+    assert!(peers.starts_with("reached: 10.77.0.1;"), "{peers}");
+    let peers = report_msg(&v[0], "peers");
+    assert!(peers.starts_with("reached: 10.77.0.100;"), "{peers}");
+    // The peer line went into the throw-away disk only.
+    assert_eq!(sha256(&deltas[1]), before);
+}

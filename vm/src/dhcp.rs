@@ -107,7 +107,8 @@ impl Server {
     }
 
     fn dhcp(&mut self, src_mac: Mac, payload: &[u8]) -> Option<Vec<u8>> {
-        let msg = Message::decode(&mut Decoder::new(payload)).ok()?;
+        let payload = only_read_options(payload)?;
+        let msg = Message::decode(&mut Decoder::new(&payload)).ok()?;
         // dhcproto's chaddr() slices by hlen, which a guest sets: check it
         // first (Ethernet: htype 1, hlen 6; RFC 1700 via RFC 2131 §2).
         if msg.opcode() != Opcode::BootRequest || msg.htype() != HType::Eth || msg.hlen() != 6 {
@@ -251,6 +252,50 @@ impl Server {
         o.insert(DhcpOption::Hostname(lease.name.clone()));
         m
     }
+}
+
+/// The BOOTP fixed fields (RFC 2131 §2: op to file, 236 octets), the
+/// magic cookie (RFC 2131 §3), and only the options the server reads, with
+/// the lengths RFC 2132 gives them: message type (§9.6, 1), requested
+/// address (§9.1, 4), server identifier (§9.7, 4), client identifier
+/// (§9.14, at least 2). dhcproto 0.15 panics on some options whose length
+/// a guest sets (a debug assertion on code 151's, an `unwrap` on a
+/// classless route's prefix, code 121), so nothing else reaches it.
+fn only_read_options(payload: &[u8]) -> Option<Vec<u8>> {
+    const FIXED: usize = 236;
+    const COOKIE: [u8; 4] = [99, 130, 83, 99];
+    if payload.get(FIXED..FIXED + 4)? != COOKIE {
+        return None;
+    }
+    let mut out = payload[..FIXED + 4].to_vec();
+    let opts = &payload[FIXED + 4..];
+    let mut i = 0;
+    while let Some(&code) = opts.get(i) {
+        // RFC 2132 §3.1 pad and §3.2 end have no length octet.
+        match code {
+            0 => {
+                i += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let len = usize::from(*opts.get(i + 1)?);
+        opts.get(i + 2..i + 2 + len)?;
+        let keep = match code {
+            53 => len == 1,
+            50 | 54 => len == 4,
+            61 => len >= 2,
+            _ => false,
+        };
+        if keep {
+            out.push(code);
+            out.extend_from_slice(&opts[i + 1..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    out.push(255);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -564,6 +609,29 @@ mod tests {
     }
 
     #[test]
+    fn options_that_panic_dhcproto_never_reach_it() {
+        // Code 151 (bulk leasequery status) with length 0, code 121 (a
+        // classless route) with prefix 200, code 152 with length 1.
+        for bad in [&[151u8, 0][..], &[121, 5, 200, 10, 0, 0, 1], &[152, 1, 0]] {
+            let mut p = payload(&req(MessageType::Discover));
+            assert_eq!(p.pop(), Some(255), "ends with End");
+            p.extend_from_slice(bad);
+            p.push(255);
+            let f = udp_from_client(
+                GUEST,
+                Ipv4Addr::UNSPECIFIED,
+                BROADCAST_MAC,
+                Ipv4Addr::BROADCAST,
+                (68, 67),
+                &p,
+            )
+            .unwrap();
+            // Still a good DISCOVER once the option is dropped.
+            assert_eq!(server().handle(&f).len(), 1, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_bootp_header_with_a_long_hlen_does_not_panic() {
         // hlen 255 would make dhcproto's chaddr() slice past its 16 bytes.
         let mut p = payload(&req(MessageType::Discover));
@@ -591,5 +659,39 @@ mod tests {
         )
         .unwrap();
         assert!(server().handle(&f).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The fuzz target's property (fuzz/fuzz_targets/lan_frame.rs):
+        /// any frame, and any DHCP payload in a good frame from a guest with
+        /// a lease, gets answers from the server's MAC or nothing.
+        #[test]
+        fn random_frames_and_payloads_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..700),
+            kind in 0u8..20,
+        ) {
+            let mut s = server();
+            for reply in s.handle(&bytes) {
+                proptest::prop_assert_eq!(&reply[6..12], &SERVER_MAC);
+            }
+            // A real message with its tail replaced by random option bytes.
+            let mut p = payload(&req(MessageType::from(kind)));
+            p.truncate(240);
+            p.extend_from_slice(&bytes);
+            for body in [&bytes[..], &p[..]] {
+                let f = udp_from_client(
+                    GUEST,
+                    Ipv4Addr::UNSPECIFIED,
+                    BROADCAST_MAC,
+                    Ipv4Addr::BROADCAST,
+                    (CLIENT_PORT, SERVER_PORT),
+                    body,
+                )
+                .unwrap();
+                for reply in s.handle(&f) {
+                    proptest::prop_assert_eq!(&reply[6..12], &SERVER_MAC);
+                }
+            }
+        }
     }
 }
