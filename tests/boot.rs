@@ -479,3 +479,89 @@ fn dhcp_node_takes_its_lease_and_reaches_the_static_node() {
     // The peer line went into the throw-away disk only.
     assert_eq!(sha256(&deltas[1]), before);
 }
+
+fn fs_cat(img: &Path, path: &str) -> Option<String> {
+    let o = nodeimg()
+        .args(["fs", "cat", "--part", "1"])
+        .arg(img)
+        .arg(path)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn node_image(dir: &Path, base: &Path, out: &Path, name: &str) -> PathBuf {
+    let img = dir.join(format!("{name}.img"));
+    ok(&nodeimg()
+        .args(["delta", "apply"])
+        .arg(base)
+        .arg(out.join(format!("{name}.delta")))
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap());
+    img
+}
+
+/// What stamp writes for a DHCP node over the boot root (systemd-networkd
+/// enabled, no `.network` file): a networkd unit asking DHCP, and its
+/// network in the first-boot list; over a base with a `.network` file of
+/// its own, no unit (the base's configuration wins).
+#[test]
+fn dhcp_node_gets_a_networkd_dhcp_unit_unless_the_base_has_one() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(
+        t.path(),
+        "odroid-c4",
+        "none",
+        &[("alpha", Some("10.77.0.1/24")), ("beta", None)],
+    );
+    let out = stamp(t.path(), &c, &base);
+    let beta = node_image(t.path(), &base, &out, "beta");
+    let unit = "/etc/systemd/network/10-nodeimg.network";
+    let net = fs_cat(&beta, unit).expect("a networkd unit");
+    assert!(
+        net.contains("[Match]\nType=ether\n\n[Network]\nDHCP=yes\n") && !net.contains("Address="),
+        "{net}"
+    );
+    let list = fs_cat(&beta, "/etc/nodeimg/firstboot.list").unwrap();
+    assert!(list.lines().any(|l| l == "address dhcp"), "{list}");
+    assert!(list.lines().any(|l| l == "peer 10.77.0.1"), "{list}");
+    let alpha = node_image(t.path(), &base, &out, "alpha");
+    let list = fs_cat(&alpha, "/etc/nodeimg/firstboot.list").unwrap();
+    assert!(list.lines().any(|l| l == "address 10.77.0.1/24"), "{list}");
+    assert!(fs_cat(&alpha, unit)
+        .unwrap()
+        .contains("Address=10.77.0.1/24\n"));
+
+    // The same base with a .network file of its own.
+    let own = t.path().join("own.img");
+    let o = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&base)
+        .arg(&own)
+        .output()
+        .unwrap();
+    ok(&o);
+    let mut manifest = base.as_os_str().to_owned();
+    manifest.push(".json");
+    fs::copy(&manifest, t.path().join("own.img.json")).unwrap();
+    let local = t.path().join("50-lan.network");
+    fs::write(&local, "[Match]\nName=end0\n\n[Network]\nDHCP=ipv4\n").unwrap();
+    ok(&nodeimg()
+        .args(["fs", "put", "--part", "1"])
+        .arg(&own)
+        .arg(&local)
+        .arg("/etc/systemd/network/50-lan.network")
+        .output()
+        .unwrap());
+    let t2 = tempfile::tempdir().unwrap();
+    let c2 = cluster(t2.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out2 = stamp(t2.path(), &c2, &own);
+    let beta = node_image(t2.path(), &own, &out2, "beta");
+    assert_eq!(fs_cat(&beta, unit), None, "the base's own .network wins");
+    assert!(fs_cat(&beta, "/etc/systemd/network/50-lan.network").is_some());
+}
