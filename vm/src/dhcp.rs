@@ -29,6 +29,9 @@ pub struct LeaseReport {
     pub acked: bool,
     /// The guest released it (RFC 2131 §4.4.6) and did not take it again.
     pub released: bool,
+    /// The guest declined it (RFC 2131 §4.4.1: it found the address in
+    /// use) and did not take it again.
+    pub declined: bool,
 }
 
 struct State {
@@ -75,6 +78,7 @@ impl Server {
                 address: format!("{}/{}", s.lease.addr, self.plan.subnet.prefix_len()),
                 acked: s.acked,
                 released: s.released && !s.bound,
+                declined: s.declined,
             })
             .collect()
     }
@@ -477,7 +481,8 @@ mod tests {
                 node: "beta".into(),
                 address: "10.77.0.100/24".into(),
                 acked: true,
-                released: false
+                released: false,
+                declined: false,
             }]
         );
         // INIT-REBOOT with an address from another network: NAK, broadcast.
@@ -540,6 +545,21 @@ mod tests {
         assert!(s.handle(&frame_of(&rel)).is_empty());
         let rep = &s.report()[0];
         assert!(rep.acked && rep.released);
+    }
+
+    #[test]
+    fn decline_is_reported_until_the_address_is_taken_again() {
+        let mut s = server();
+        let mut r = req(MessageType::Request);
+        r.requested = Some(LEASED);
+        one(&mut s, &r);
+        let mut d = req(MessageType::Decline);
+        d.requested = Some(LEASED);
+        d.server_id = Some(SERVER_IP);
+        assert!(s.handle(&frame_of(&d)).is_empty());
+        assert!(s.report()[0].declined);
+        one(&mut s, &r);
+        assert!(!s.report()[0].declined);
     }
 
     #[test]
