@@ -92,6 +92,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// With `--uplink` the way out is QEMU's user-mode NIC: the cluster's
+    /// gateway is not on the virtual LAN, and a DHCP router option there
+    /// would compete with the uplink's default route.
+    pub fn without_routers(mut self) -> Plan {
+        for l in &mut self.leases {
+            l.router = None;
+        }
+        self
+    }
+
     /// Lines for a node's first-boot list in its throw-away disk: the other
     /// nodes' leases as peers to ping, as stamp lists static nodes (stamp
     /// cannot: the addresses are known only here).
@@ -219,6 +229,13 @@ mod tests {
         assert_eq!(p.leases[0].router, Some(Ipv4Addr::new(10, 77, 0, 254)));
         assert_eq!(p.leases[0].dns, [Ipv4Addr::new(10, 77, 0, 254)]);
         assert_eq!(p.leases[1].router, None);
+        let p = p.without_routers();
+        assert!(p.leases.iter().all(|l| l.router.is_none()));
+        assert_eq!(
+            p.leases[0].dns,
+            [Ipv4Addr::new(10, 77, 0, 254)],
+            "DNS stays"
+        );
     }
 
     #[test]

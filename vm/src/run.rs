@@ -170,7 +170,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
     let lan_dir = tmp.path().join("lan");
     std::fs::create_dir(&lan_dir).with_context(|| format!("creating {}", lan_dir.display()))?;
     let leases = if nodes.len() > 1 {
-        dhcp_plan::plan(&nets)?
+        dhcp_plan::plan(&nets)?.map(|p| if opts.uplink { p.without_routers() } else { p })
     } else {
         None
     };
