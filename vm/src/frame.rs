@@ -76,6 +76,10 @@ pub fn parse(frame: &[u8]) -> Option<Incoming<'_>> {
     }
 }
 
+/// The shortest Ethernet frame without its FCS (IEEE 802.3: 64 octets
+/// with it); a NIC pads shorter ones, and so does this server.
+const MIN_FRAME: usize = 60;
+
 /// An ARP reply: `ip` is at `mac`, told to the asker.
 pub fn arp_reply(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> Option<Vec<u8>> {
     let arp: ArpPacket = ArpEthIpv4Packet {
@@ -91,6 +95,9 @@ pub fn arp_reply(mac: Mac, ip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> Option
         .arp(arp)
         .write(&mut out)
         .ok()?;
+    if out.len() < MIN_FRAME {
+        out.resize(MIN_FRAME, 0);
+    }
     Some(out)
 }
 
@@ -217,6 +224,7 @@ mod tests {
         );
         let server = [2, 0, 0, 0, 0, 1];
         let r = arp_reply(server, me, A, asker).unwrap();
+        assert_eq!(r.len(), MIN_FRAME, "padded");
         // A reply is not a request: the server never answers itself.
         assert_eq!(parse(&r), None);
         let p = SlicedPacket::from_ethernet(&r).unwrap();
