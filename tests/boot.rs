@@ -492,6 +492,43 @@ fn fs_cat(img: &Path, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// A sparse copy of `base` (with its manifest) to change.
+fn base_copy(dir: &Path, base: &Path) -> PathBuf {
+    let own = dir.join("own.img");
+    ok(&Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(base)
+        .arg(&own)
+        .output()
+        .unwrap());
+    let mut manifest = base.as_os_str().to_owned();
+    manifest.push(".json");
+    fs::copy(&manifest, dir.join("own.img.json")).unwrap();
+    own
+}
+
+fn fs_put(dir: &Path, img: &Path, path: &str, text: &str) {
+    let local = dir.join("put.tmp");
+    fs::write(&local, text).unwrap();
+    ok(&nodeimg()
+        .args(["fs", "put", "--part", "1"])
+        .arg(img)
+        .arg(&local)
+        .arg(path)
+        .output()
+        .unwrap());
+}
+
+fn fs_do(img: &Path, args: &[&str]) {
+    let (cmd, rest) = args.split_first().unwrap();
+    ok(&nodeimg()
+        .args(["fs", cmd, "--part", "1"])
+        .arg(img)
+        .args(rest)
+        .output()
+        .unwrap());
+}
+
 fn node_image(dir: &Path, base: &Path, out: &Path, name: &str) -> PathBuf {
     let img = dir.join(format!("{name}.img"));
     ok(&nodeimg()
@@ -538,30 +575,70 @@ fn dhcp_node_gets_a_networkd_dhcp_unit_unless_the_base_has_one() {
         .contains("Address=10.77.0.1/24\n"));
 
     // The same base with a .network file of its own.
-    let own = t.path().join("own.img");
-    let o = Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(&base)
-        .arg(&own)
-        .output()
-        .unwrap();
-    ok(&o);
-    let mut manifest = base.as_os_str().to_owned();
-    manifest.push(".json");
-    fs::copy(&manifest, t.path().join("own.img.json")).unwrap();
-    let local = t.path().join("50-lan.network");
-    fs::write(&local, "[Match]\nName=end0\n\n[Network]\nDHCP=ipv4\n").unwrap();
-    ok(&nodeimg()
-        .args(["fs", "put", "--part", "1"])
-        .arg(&own)
-        .arg(&local)
-        .arg("/etc/systemd/network/50-lan.network")
-        .output()
-        .unwrap());
+    let own = base_copy(t.path(), &base);
+    fs_put(
+        t.path(),
+        &own,
+        "/etc/systemd/network/50-lan.network",
+        "[Match]\nName=end0\n\n[Network]\nDHCP=ipv4\n",
+    );
     let t2 = tempfile::tempdir().unwrap();
     let c2 = cluster(t2.path(), "odroid-c4", "none", &[("beta", None)]);
     let out2 = stamp(t2.path(), &c2, &own);
     let beta = node_image(t2.path(), &own, &out2, "beta");
     assert_eq!(fs_cat(&beta, unit), None, "the base's own .network wins");
     assert!(fs_cat(&beta, "/etc/systemd/network/50-lan.network").is_some());
+}
+
+/// An ifupdown base (networkd not enabled, /etc/network/interfaces with
+/// only `lo`): a DHCP node gets an `inet dhcp` stanza for eth0; a base
+/// whose interfaces file configures an interface gets none.
+#[test]
+fn dhcp_node_on_ifupdown_gets_an_inet_dhcp_stanza() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let own = base_copy(t.path(), &base);
+    for wants in [
+        "multi-user.target.wants/systemd-networkd.service",
+        "network-online.target.wants/systemd-networkd-wait-online.service",
+    ] {
+        fs_do(&own, &["rm", &format!("/etc/systemd/system/{wants}")]);
+    }
+    let _ = nodeimg()
+        .args(["fs", "mkdir", "--part", "1"])
+        .arg(&own)
+        .arg("/etc/network")
+        .output();
+    let lo = "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n";
+    fs_put(t.path(), &own, "/etc/network/interfaces", lo);
+    let _ = nodeimg()
+        .args(["fs", "mkdir", "--part", "1"])
+        .arg(&own)
+        .arg("/etc/network/interfaces.d")
+        .output();
+    let c = cluster(t.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out = stamp(t.path(), &c, &own);
+    let beta = node_image(t.path(), &own, &out, "beta");
+    let stanza = fs_cat(&beta, "/etc/network/interfaces.d/nodeimg").expect("a stanza");
+    assert!(
+        stanza.ends_with("allow-hotplug eth0\niface eth0 inet dhcp\n"),
+        "{stanza}"
+    );
+    assert_eq!(
+        fs_cat(&beta, "/etc/systemd/network/10-nodeimg.network"),
+        None
+    );
+
+    // The base configures eth0 itself: nothing is added.
+    fs_put(
+        t.path(),
+        &own,
+        "/etc/network/interfaces",
+        &format!("{lo}\nallow-hotplug eth0\niface eth0 inet dhcp\n"),
+    );
+    let t2 = tempfile::tempdir().unwrap();
+    let c2 = cluster(t2.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out2 = stamp(t2.path(), &c2, &own);
+    let beta = node_image(t2.path(), &own, &out2, "beta");
+    assert_eq!(fs_cat(&beta, "/etc/network/interfaces.d/nodeimg"), None);
 }
