@@ -275,7 +275,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // With the image's size known from its container (the xz index, the
+    // With the image's size known (a raw file's length, the xz index, the
     // zstd frame header), it is decoded in one pass while the steps below
     // already work on it ([`stream`]); otherwise (a resize, a bmap beside
     // the source, a size not recorded) it is decoded first.

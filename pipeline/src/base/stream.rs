@@ -1,10 +1,11 @@
 //! One pass over a disk-image source: the bytes are decoded into the
 //! output file by a [`Filler`] on threads of its own while the firmware and
 //! customisation steps already work on the part decoded so far (through a
-//! [`FillingDevice`], whose accesses wait for the decoder), and the outputs
-//! (the manifest's SHA-256, the zstd copy) follow the decoder as soon as the
-//! customisation is done ([`output_pass`]), reading back only what the
-//! decoder wrote in the last moments (from the page cache).
+//! [`FillingDevice`](imagegen::block::FillingDevice), whose accesses wait for the decoder). The zstd copy is
+//! made while decoding, one frame per chunk ([`Precompressed`]; a chunk
+//! changed later gets a new frame), and the manifest's SHA-256 follows the
+//! decoder as soon as the customisation is done ([`output_pass`]), reading
+//! back what the decoder wrote (from the page cache; holes are not read).
 //!
 //! Why this order and not "hash as it is decoded": customisation edits
 //! filesystem metadata (superblock, bitmaps, group descriptors, inode
