@@ -133,3 +133,55 @@ fn repeat(
 pub fn mac(i: usize, nic: u8) -> [u8; 6] {
     [0x52, 0x54, 0x00, 0x4e, nic, (i % 256) as u8]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp_plan::{Lease, Plan};
+    use crate::frame;
+    use std::net::Ipv4Addr;
+
+    /// Two guests' sockets on a hub with a DHCP server: a frame from one
+    /// reaches the other, and the ARP request for the server's address is
+    /// answered to both (a hub), not to the host.
+    #[test]
+    fn the_hub_repeats_frames_and_its_server_answers() {
+        let d = tempfile::tempdir().unwrap();
+        let server_ip = Ipv4Addr::new(10, 77, 0, 254);
+        let plan = Plan {
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            server: server_ip,
+            lease_secs: 3600,
+            leases: vec![Lease {
+                mac: mac(1, 0),
+                name: "beta".into(),
+                addr: Ipv4Addr::new(10, 77, 0, 100),
+                router: None,
+                dns: vec![],
+            }],
+        };
+        let (hub, ports) = Hub::start(d.path(), 2, Some(Server::new(plan))).unwrap();
+        let guests: Vec<UnixDatagram> = ports
+            .iter()
+            .map(|p| {
+                let s = UnixDatagram::bind(&p.guest).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            })
+            .collect();
+        let ask = frame::arp_request(mac(1, 0), Ipv4Addr::new(10, 77, 0, 100), server_ip).unwrap();
+        guests[1].send_to(&ask, &ports[1].hub).unwrap();
+        let mut buf = [0u8; 2048];
+        // Guest 0 hears the request (repeated) and the reply (the server's).
+        let n = guests[0].recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &ask[..]);
+        let n = guests[0].recv(&mut buf).unwrap();
+        assert_eq!(&buf[6..12], &crate::dhcp::SERVER_MAC, "{:?}", &buf[..n]);
+        // The asker hears the reply, never its own frame.
+        let n = guests[1].recv(&mut buf).unwrap();
+        assert_eq!(&buf[6..12], &crate::dhcp::SERVER_MAC, "{:?}", &buf[..n]);
+        assert_eq!(&buf[..6], &mac(1, 0));
+        let server = hub.finish().expect("the server comes back");
+        assert_eq!(server.address(), server_ip);
+    }
+}
