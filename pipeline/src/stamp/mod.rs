@@ -31,7 +31,7 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::templates::{render_node, ProfileKind, RenderRequest};
 use crate::{Error, Result};
-use imagegen::block::{BlockDevice, FileDevice, Overlay};
+use imagegen::block::{BlockDevice, CachedDevice, FileDevice, Overlay};
 use imagegen::delta::{save_overlay, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
 use imagegen::sink::PendingFile;
@@ -74,10 +74,17 @@ pub struct NodeStamp {
     pub files: Vec<Applied>,
 }
 
+/// Memory the base's block cache may hold: far more than the metadata a
+/// node reads (a few MiB on a Debian base), far less than an image.
+const BASE_CACHE_BYTES: usize = 64 << 20;
+
+/// The base as every node reads it: through one block cache for the run.
+type Base = Arc<CachedDevice<FileDevice>>;
+
 /// A base image opened once for stamping many nodes.
 pub struct Stamper {
     path: PathBuf,
-    base: Arc<FileDevice>,
+    base: Base,
     base_id: OnceLock<BaseId>,
     now: Timestamp,
 }
@@ -88,7 +95,7 @@ impl Stamper {
         let dev = FileDevice::open(base)?;
         Ok(Stamper {
             path: base.to_path_buf(),
-            base: Arc::new(dev),
+            base: Arc::new(CachedDevice::new(dev, BASE_CACHE_BYTES)),
             base_id: OnceLock::new(),
             now,
         })
@@ -206,10 +213,10 @@ impl Stamper {
     /// `copy_file_range`, which shares the extents — a reflink — on
     /// filesystems that can, btrfs and XFS), then the changed blocks.
     /// Returns the changed bytes.
-    fn write_image(&self, overlay: &Overlay<Arc<FileDevice>>, path: &Path) -> Result<u64> {
+    fn write_image(&self, overlay: &Overlay<Base>, path: &Path) -> Result<u64> {
         let pending = PendingFile::create(path)?;
         let out = pending.file();
-        let src = self.base.file();
+        let src = self.base.inner().file();
         let size = self.base.size();
         out.set_len(size).map_err(|e| Error::io(path, e))?;
         clone_sparse(src, out, size).map_err(|e| Error::io(path, e))?;
