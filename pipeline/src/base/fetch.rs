@@ -105,6 +105,49 @@ impl Default for FetchOptions {
     }
 }
 
+/// A SHA-256 being computed on a thread of its own.
+pub struct HashLater(std::thread::JoinHandle<Result<[u8; 32]>>);
+
+impl HashLater {
+    /// Waits for the hash.
+    pub fn wait(self) -> Result<[u8; 32]> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err(Error::refused("source", "hashing thread panicked")))
+    }
+}
+
+/// [`fetch`], except that a local file given without an expected hash
+/// (so its hash is only recorded, never checked) is hashed on its own
+/// thread: reading a multi-GB source twice in a row — once to hash, once
+/// to copy — cost `base --provision` seconds the seed's `cp` does not
+/// spend; on a thread it overlaps the copy, the customisation and the
+/// provisioning scripts. A file with an expected hash is still checked
+/// before anything uses it.
+pub fn fetch_overlapped(
+    what: &str,
+    sha256: Option<&str>,
+    opts: &FetchOptions,
+    progress: OnProgress<'_>,
+) -> Result<(Fetched, Option<HashLater>)> {
+    let path = PathBuf::from(what);
+    if sha256.is_some() || is_url(what) || !path.is_file() {
+        return fetch(what, sha256, opts, progress).map(|f| (f, None));
+    }
+    let p = path.clone();
+    let handle = std::thread::Builder::new()
+        .name("source-sha256".into())
+        .spawn(move || Ok(sha256_file(&p)?.0))
+        .map_err(|e| Error::io("spawning the source hash thread", e))?;
+    let fetched = Fetched {
+        path,
+        what: what.into(),
+        sha256: None,
+        cached: false,
+    };
+    Ok((fetched, Some(HashLater(handle))))
+}
+
 /// Makes `what` (a path or URL) a local file. URLs need `sha256` (hex or a
 /// SHUMS file, see [`expected_sha256`]); local files are checked against it
 /// when given.

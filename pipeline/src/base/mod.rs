@@ -221,7 +221,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         cache_dir: req.cache_dir.clone(),
         ..req.fetch.clone()
     };
-    let src = fetch::fetch(
+    let (mut src, source_hash) = fetch::fetch_overlapped(
         &what,
         req.spec.sha256.as_deref(),
         &fetch_opts,
@@ -448,6 +448,11 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
     } else {
         None
     };
+    // The source's hash (on its own thread since fetching) is in before
+    // anything is committed.
+    if let Some(h) = source_hash {
+        src.sha256 = Some(h.wait()?);
+    }
     drop(dev);
     pending.commit(0o644)?;
     let bmap_out = match bmap_path {
