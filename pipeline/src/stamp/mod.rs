@@ -86,6 +86,8 @@ pub struct Stamper {
     path: PathBuf,
     base: Base,
     base_id: OnceLock<BaseId>,
+    /// The base's OS, detected for the first node and reused for the rest.
+    profile: OnceLock<OsProfile>,
     now: Timestamp,
 }
 
@@ -97,6 +99,7 @@ impl Stamper {
             path: base.to_path_buf(),
             base: Arc::new(CachedDevice::new(dev, BASE_CACHE_BYTES)),
             base_id: OnceLock::new(),
+            profile: OnceLock::new(),
             now,
         })
     }
@@ -182,7 +185,14 @@ impl Stamper {
             now: self.now,
             scrub: true,
         };
-        let mut image = OsImage::open(overlay.clone(), opts)?;
+        let mut image = match self.profile.get() {
+            Some(p) => OsImage::open_as(overlay.clone(), opts, p.clone())?,
+            None => {
+                let image = OsImage::open(overlay.clone(), opts)?;
+                let _ = self.profile.set(image.profile().clone());
+                image
+            }
+        };
         let ops = self.ops(cluster, node, state, shared, &image)?;
         let files = image.apply(&ops)?;
         image.flush()?;

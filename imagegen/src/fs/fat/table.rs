@@ -217,19 +217,17 @@ pub(crate) fn count_zero_entries(
         // Entries of this window that are data clusters (2..entries).
         let skip = 2u64.saturating_sub(first) as usize;
         let count = (n as u64 * 8 / bits).min(entries - first) as usize;
+        let word = (bits / 8) as usize;
+        let data = &chunk[skip * word..count.max(skip) * word];
         free += match bits {
-            32 => chunk
+            32 => data
                 .chunks_exact(4)
-                .take(count)
-                .skip(skip)
-                .filter(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]) & 0x0FFF_FFFF == 0)
-                .count() as u64,
-            16 => chunk
+                .map(|e| u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]) & 0x0FFF_FFFF == 0))
+                .sum::<u64>(),
+            16 => data
                 .chunks_exact(2)
-                .take(count)
-                .skip(skip)
-                .filter(|e| e[0] == 0 && e[1] == 0)
-                .count() as u64,
+                .map(|e| u64::from(e[0] | e[1] == 0))
+                .sum::<u64>(),
             _ => (skip..count)
                 .filter(|&i| decode(FatType::Fat12, chunk, i as u64) == 0)
                 .count() as u64,
