@@ -1559,7 +1559,9 @@ fn a_run_of_many_nodes_matches_one_run_per_node() {
         let hosts = cat(&p.root, "/etc/hosts");
         for other in nodes.iter().filter(|&&o| o != node) {
             assert!(
-                !hosts.lines().any(|l| l.split_whitespace().any(|w| w == *other)),
+                !hosts
+                    .lines()
+                    .any(|l| l.split_whitespace().any(|w| w == *other)),
                 "{node}: /etc/hosts names {other}:\n{hosts}"
             );
         }

@@ -53,7 +53,12 @@ pub struct CacheStats {
 
 impl<D: BlockDevice> std::fmt::Debug for CachedDevice<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CachedDevice({}, {:?})", self.inner.describe(), self.stats())
+        write!(
+            f,
+            "CachedDevice({}, {:?})",
+            self.inner.describe(),
+            self.stats()
+        )
     }
 }
 

@@ -171,7 +171,6 @@ fn probe_fat(dev: &dyn BlockDevice, boot: &[u8], what: &str) -> Result<FatInfo> 
     })
 }
 
-
 fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {
     let ctx = || format!("ext filesystem in {what}");
     let s =

@@ -373,6 +373,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_local_source_hashed_later_has_the_same_hash_and_a_given_one_is_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("plain.img");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        let what = f.to_str().unwrap();
+        let opts = FetchOptions::default();
+        let now = fetch(what, None, &opts, &mut |_, _| {}).unwrap();
+        let (later, h) = fetch_overlapped(what, None, &opts, &mut |_, _| {}).unwrap();
+        assert_eq!(later.sha256, None);
+        assert_eq!(
+            Some(h.expect("a hash on its thread").wait().unwrap()),
+            now.sha256
+        );
+        // With an expected hash: checked before anything uses the file.
+        let wrong = "ab".repeat(32);
+        assert!(fetch_overlapped(what, Some(&wrong), &opts, &mut |_, _| {}).is_err());
+        let right = to_hex(&now.sha256.unwrap());
+        let (checked, h) = fetch_overlapped(what, Some(&right), &opts, &mut |_, _| {}).unwrap();
+        assert!(h.is_none());
+        assert_eq!(checked.sha256, now.sha256);
+    }
+
+    #[test]
     fn names_and_sums() {
         assert_eq!(
             file_name_of("https://h/x/raspios.img.xz?x=1"),
