@@ -104,6 +104,9 @@ pub fn report_problems(path: &Path, loaded: pipeline::Result<Cluster>) -> Result
     }
 }
 
+/// Deltas committed together (see `PendingFile::commit_all`).
+const COMMIT_BATCH: usize = 64;
+
 pub fn run(args: StampArgs) -> Result<ExitCode> {
     crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
     let _stage = tracing::info_span!("stamp").entered();
@@ -190,7 +193,7 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
                 }
                 let t0 = std::time::Instant::now();
                 let r = stamper
-                    .stamp(cluster, nodes[i], state, shared, &outputs[i], args.force)
+                    .stamp_pending(cluster, nodes[i], state, shared, &outputs[i], args.force)
                     .with_context(|| format!("stamping {}", nodes[i].hostname));
                 if r.is_err() {
                     failed.store(true, Ordering::SeqCst);
@@ -201,13 +204,29 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
             });
         }
         drop(tx);
-        let mut pending: Vec<Option<(Result<NodeStamp>, std::time::Duration)>> =
+        type Stamped = (NodeStamp, Option<imagegen::sink::PendingFile>);
+        let mut pending: Vec<Option<(Result<Stamped>, std::time::Duration)>> =
             (0..nodes.len()).map(|_| None).collect();
         let mut reported = 0;
+        // Deltas are committed in batches (their fsyncs grouped); a batch
+        // stays well under the open-file limit.
+        let mut batch = Vec::new();
         for (i, r, took) in rx {
             pending[i] = Some((r, took));
             while let Some(Some((r, took))) = pending.get_mut(reported).map(Option::take) {
-                let s = r?;
+                let (s, file) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // The nodes before it are done, as when they were
+                        // stamped one by one.
+                        imagegen::sink::PendingFile::commit_all(std::mem::take(&mut batch), 0o600)?;
+                        return Err(e);
+                    }
+                };
+                batch.extend(file);
+                if batch.len() >= COMMIT_BATCH {
+                    imagegen::sink::PendingFile::commit_all(std::mem::take(&mut batch), 0o600)?;
+                }
                 tracing::info!(
                     node = %s.node,
                     secs = format_args!("{:.3}", took.as_secs_f64()),
@@ -228,6 +247,7 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
                 reported += 1;
             }
         }
+        imagegen::sink::PendingFile::commit_all(batch, 0o600)?;
         Ok(())
     })?;
     // Every node is written: now the secrets they hold are kept.

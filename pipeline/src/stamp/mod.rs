@@ -32,7 +32,7 @@ use crate::secrets::State;
 use crate::templates::{render_node, ProfileKind, RenderRequest};
 use crate::{Error, Result};
 use imagegen::block::{BlockDevice, CachedDevice, FileDevice, Overlay};
-use imagegen::delta::{save_overlay, BaseId};
+use imagegen::delta::{save_overlay_pending, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
 use imagegen::sink::PendingFile;
 use serde::Serialize;
@@ -173,6 +173,26 @@ impl Stamper {
         out: &Output,
         force: bool,
     ) -> Result<NodeStamp> {
+        let (stamp, pending) = self.stamp_pending(cluster, node, state, shared, out, force)?;
+        if let Some(p) = pending {
+            p.commit(0o600)?;
+        }
+        Ok(stamp)
+    }
+
+    /// [`stamp`](Self::stamp), except that a delta is left under its
+    /// temporary name for the caller to commit — with the other nodes' in
+    /// one batch ([`PendingFile::commit_all`]), so a run of many nodes does
+    /// not wait for two fsyncs per node. A full image is committed here.
+    pub fn stamp_pending(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        state: &State,
+        shared: &Shared,
+        out: &Output,
+        force: bool,
+    ) -> Result<(NodeStamp, Option<PendingFile>)> {
         if !force && out.path().exists() {
             return Err(Error::refused(
                 out.path().display().to_string(),
@@ -197,17 +217,20 @@ impl Stamper {
         let files = image.apply(&ops)?;
         image.flush()?;
         drop(image);
-        let (kind, changed_bytes) = match out {
+        let (kind, changed_bytes, pending) = match out {
             Output::Delta(p) => {
-                let info = save_overlay(&overlay, self.base_id()?, p)?;
-                ("delta", info.changed_bytes())
+                let (info, pending) = save_overlay_pending(&overlay, self.base_id()?, p)?;
+                ("delta", info.changed_bytes(), Some(pending))
             }
-            Output::Image(p) => ("image", self.write_image(&overlay, p)?),
+            Output::Image(p) => ("image", self.write_image(&overlay, p)?, None),
         };
-        let size = std::fs::metadata(out.path())
-            .map_err(|e| Error::io(out.path(), e))?
-            .len();
-        Ok(NodeStamp {
+        let size = match &pending {
+            Some(f) => f.file().metadata(),
+            None => std::fs::metadata(out.path()),
+        }
+        .map_err(|e| Error::io(out.path(), e))?
+        .len();
+        let stamp = NodeStamp {
             node: node.hostname.clone(),
             role: node.role,
             kind,
@@ -215,7 +238,8 @@ impl Stamper {
             size,
             changed_bytes,
             files,
-        })
+        };
+        Ok((stamp, pending))
     }
 
     /// Base ⊕ overlay as a full image at `path` (0600: it holds secrets):
