@@ -126,7 +126,7 @@ cluster=$work/cluster.toml
 state=$work/cluster.state
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared)"
-echo "base: $(du -h --apparent-size "$base" | cut -f1) ($(du -h "$base" | cut -f1) allocated), root tree from $rootfs"
+echo "base: $(du -h --apparent-size "$base" | cut -f1) ($(du -h "$base" | cut -f1) allocated), ${BASE:+given}${BASE:-root tree from $rootfs}"
 
 # --- nodeimg stamp ----------------------------------------------------------
 rm -rf "$work/out" "$work/out1"
@@ -151,7 +151,9 @@ stamp_round() {
 seed_write() { # NODE ROOT_DIR BOOT_IMG_OFFSET_IMAGE
 	local n=$1 r=$2 img=$3 i
 	echo "$n" >"$r/etc/hostname"
+	touch "$r/etc/hosts"
 	sed -i "s/^127\.0\.1\.1.*/127.0.1.1\t$n/" "$r/etc/hosts"
+	grep -q '^127\.0\.1\.1' "$r/etc/hosts" || printf '127.0.1.1\t%s\n' "$n" >>"$r/etc/hosts"
 	install -d -m 0700 -o "$login_uid" -g "$login_gid" "$r$login_home/.ssh"
 	install -m 0600 -o "$login_uid" -g "$login_gid" "$work/id.pub" "$r$login_home/.ssh/authorized_keys"
 	mkdir -p "$r/etc/ssh" "$r/etc/NetworkManager/system-connections"
