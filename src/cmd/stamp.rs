@@ -104,8 +104,10 @@ pub fn report_problems(path: &Path, loaded: pipeline::Result<Cluster>) -> Result
     }
 }
 
-/// Deltas committed together (see `PendingFile::commit_all`).
-const COMMIT_BATCH: usize = 64;
+/// Deltas committed together (see `PendingFile::commit_all`): enough for
+/// the journal to group their fsyncs, few enough that a batch is committed
+/// while the workers stamp the next nodes.
+const COMMIT_BATCH: usize = 16;
 
 pub fn run(args: StampArgs) -> Result<ExitCode> {
     crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
