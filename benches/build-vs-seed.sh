@@ -72,6 +72,10 @@ home=$(awk -F: -v u="$login" '$1 == u { print $6 }' <<<"$passwd")
 tz_edit=()
 debugfs -R "stat /usr/share/zoneinfo/Europe/Berlin" "$base?offset=$p2" 2>&1 | grep -q '^Inode:' ||
 	tz_edit=(-e '/^timezone = /d')
+# The demo's `ssh = true`, where the base has an SSH server (a bare Debian
+# root tree has none).
+debugfs -R "stat /usr/lib/systemd/system/ssh.service" "$base?offset=$p2" 2>&1 | grep -q '^Inode:' ||
+	tz_edit+=(-e '/^ssh = /d')
 
 # The cluster: the demo's settings, NODES workers, the base as its source.
 cluster=$work/cluster/cluster.toml

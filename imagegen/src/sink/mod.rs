@@ -3,8 +3,10 @@
 //! temporary file next to the final path and is renamed into place only when
 //! complete, so nothing half-written ever carries the final name.
 
+mod frames;
 mod pending;
 
+pub use frames::FrameCompressor;
 pub use pending::{
     check_distinct, check_output, discard_all_pending, pending_paths, same_file, write_atomic,
     PendingDir, PendingFile,

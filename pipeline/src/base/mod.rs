@@ -275,11 +275,13 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // With the image's size known from its container (the xz index, the
+    // With the image's size known (a raw file's length, the xz index, the
     // zstd frame header), it is decoded in one pass while the steps below
     // already work on it ([`stream`]); otherwise (a resize, a bmap beside
     // the source, a size not recorded) it is decoded first.
     let mut filler: Option<stream::Filler> = None;
+    let mut filling: Option<Arc<imagegen::block::FillingDevice<FileDevice>>> = None;
+    let mut precompressed = None;
     let (source_kind, disk): (&str, Arc<dyn BlockDevice>) = match kind {
         SourceKind::Image(s, head) => {
             let bmap = image::bmap_beside(&src.path)
@@ -304,10 +306,16 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
                         .file()
                         .try_clone()
                         .map_err(|e| Error::io(pending.path(), e))?;
-                    let f = stream::Filler::start(head, s, file, len)?;
-                    let dev = imagegen::block::FillingDevice::new(dev, f.mark());
+                    // zstd frames made while decoding, unless provisioning
+                    // will change anything anywhere.
+                    if req.zstd && req.provision.is_none() {
+                        precompressed = Some(stream::Precompressed::new(&dir, 3)?);
+                    }
+                    let f = stream::Filler::start(head, s, file, len, precompressed.clone())?;
+                    let dev = Arc::new(imagegen::block::FillingDevice::new(dev, f.mark()));
                     filler = Some(f);
-                    ("image", Arc::new(dev))
+                    filling = Some(dev.clone());
+                    ("image", dev)
                 }
                 None => {
                     drop(s);
@@ -368,6 +376,9 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         (Err(e), None) => return Err(e),
     };
     drop(disk);
+    // What the steps above changed after the decoder wrote it: those chunks'
+    // zstd frames are made again.
+    let frames = precompressed.zip(filling.take().map(|f| f.written()));
 
     if let Some(hook) = req.provision {
         // Provisioning works on the whole file: the decoder finishes first.
@@ -391,7 +402,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
             Arc::new(m)
         }
     };
-    let outputs = write_outputs(req, &pending, done, progress);
+    let outputs = write_outputs(req, &pending, done, frames, progress);
     let (layout, sha, bmap_path, zst) = match (outputs, filler.take()) {
         (Ok(v), Some(f)) => {
             f.finish()?;
@@ -533,7 +544,7 @@ type Outputs = (
     LayoutRecord,
     [u8; 32],
     Option<(PathBuf, PendingFile)>,
-    Option<imagegen::sink::ImageWriter>,
+    Option<stream::ZstOut>,
 );
 
 /// The outputs' pass over the finished (or still decoding, up to `done`)
@@ -545,6 +556,7 @@ fn write_outputs(
     req: &BaseRequest,
     pending: &PendingFile,
     done: Arc<imagegen::block::Watermark>,
+    frames: Option<(Arc<stream::Precompressed>, imagegen::ranges::RangeSet)>,
     progress: &dyn Progress,
 ) -> Result<Outputs> {
     let len = pending
@@ -569,13 +581,22 @@ fn write_outputs(
         },
         Some(len),
     );
-    let mut zst = match req.zstd {
-        true => Some(imagegen::sink::ImageWriter::create(
-            &with_suffix(&req.out, ".zst"),
+    let zst_path = with_suffix(&req.out, ".zst");
+    let mut zst = match (req.zstd, frames) {
+        (false, _) => None,
+        (true, Some((pre, changed))) => Some(stream::ZstOut::Frames {
+            out: PendingFile::create(&zst_path)?,
+            pos: 0,
+            pre,
+            changed,
+            cx: imagegen::sink::FrameCompressor::new(3)
+                .map_err(|e| imagegen::Error::io_context("compressing the base", e))?,
+        }),
+        (true, None) => Some(stream::ZstOut::Stream(imagegen::sink::ImageWriter::create(
+            &zst_path,
             imagegen::sink::OutputFormat::Zstd { level: 3 },
             Some(len),
-        )?),
-        false => None,
+        )?)),
     };
     let (sha, bmap) = std::thread::scope(|s| {
         let out = &req.out;

@@ -1,10 +1,11 @@
 //! One pass over a disk-image source: the bytes are decoded into the
 //! output file by a [`Filler`] on threads of its own while the firmware and
 //! customisation steps already work on the part decoded so far (through a
-//! [`FillingDevice`], whose accesses wait for the decoder), and the outputs
-//! (the manifest's SHA-256, the zstd copy) follow the decoder as soon as the
-//! customisation is done ([`output_pass`]), reading back only what the
-//! decoder wrote in the last moments (from the page cache).
+//! [`FillingDevice`](imagegen::block::FillingDevice), whose accesses wait for the decoder). The zstd copy is
+//! made while decoding, one frame per chunk ([`Precompressed`]; a chunk
+//! changed later gets a new frame), and the manifest's SHA-256 follows the
+//! decoder as soon as the customisation is done ([`output_pass`]), reading
+//! back what the decoder wrote (from the page cache; holes are not read).
 //!
 //! Why this order and not "hash as it is decoded": customisation edits
 //! filesystem metadata (superblock, bitmaps, group descriptors, inode
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -48,13 +50,22 @@ pub struct Filler {
     stop: Arc<AtomicBool>,
     decoder: Option<JoinHandle<Result<u64>>>,
     writer: Option<JoinHandle<Result<()>>>,
+    compressor: Option<JoinHandle<Result<()>>>,
     size: u64,
 }
 
 impl Filler {
     /// Starts decoding `src`, whose first bytes `head` were already read,
     /// into `file` (already `size` bytes long, all holes).
-    pub fn start(head: Vec<u8>, mut src: ImageSource, file: File, size: u64) -> Result<Filler> {
+    /// With `pre`, every chunk is also compressed into a zstd frame on a
+    /// thread of its own as soon as it is written ([`Precompressed`]).
+    pub fn start(
+        head: Vec<u8>,
+        mut src: ImageSource,
+        file: File,
+        size: u64,
+        pre: Option<Arc<Precompressed>>,
+    ) -> Result<Filler> {
         let mark = Arc::new(Watermark::new());
         let stop = Arc::new(AtomicBool::new(false));
         let (full_tx, full_rx) = sync_channel::<(u64, Vec<u8>)>(QUEUE);
@@ -77,12 +88,32 @@ impl Filler {
                 })
                 .map_err(|e| Error::internal("starting the decoder", e.to_string()))?
         };
+        // With frames to make, the writer hands each chunk on to the
+        // compressor, which gives it back to the decoder.
+        let (next_tx, compressor) = match pre {
+            Some(pre) => {
+                let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(QUEUE);
+                let empties = empty_tx.clone();
+                let h = std::thread::Builder::new()
+                    .name("base-frames".into())
+                    .spawn(move || {
+                        let r = pre.make(rx, empties);
+                        if let Err(e) = &r {
+                            pre.mark.fail(e.to_string());
+                        }
+                        r
+                    })
+                    .map_err(|e| Error::internal("starting the compressor", e.to_string()))?;
+                (Some(tx), Some(h))
+            }
+            None => (None, None),
+        };
         let writer = {
             let mark = mark.clone();
             std::thread::Builder::new()
                 .name("base-write".into())
                 .spawn(move || {
-                    let r = write_sparse(&file, &what, &mark, full_rx, empty_tx);
+                    let r = write_sparse(&file, &what, &mark, full_rx, empty_tx, next_tx);
                     if let Err(e) = &r {
                         mark.fail(e.to_string());
                     }
@@ -95,6 +126,7 @@ impl Filler {
             stop,
             decoder: Some(decoder),
             writer: Some(writer),
+            compressor,
             size,
         })
     }
@@ -113,6 +145,8 @@ impl Filler {
     fn join(&mut self) -> Result<()> {
         let dec = self.decoder.take().map(|h| h.join());
         let wr = self.writer.take().map(|h| h.join());
+        // The frames are checked where they are used ([`ZstOut`]).
+        let _ = self.compressor.take().map(|h| h.join());
         let panicked = || Error::internal("decoding the image", "a thread panicked");
         // The decoder's error is the cause; the writer's follows from it.
         match dec {
@@ -232,6 +266,7 @@ fn write_sparse(
     mark: &Watermark,
     chunks: Receiver<(u64, Vec<u8>)>,
     empties: SyncSender<Vec<u8>>,
+    next: Option<SyncSender<(u64, Vec<u8>)>>,
 ) -> Result<()> {
     let werr = |e| imagegen::Error::io_context(format!("writing the base decoded from {what}"), e);
     for (at, buf) in chunks {
@@ -252,9 +287,133 @@ fn write_sparse(
             file.write_all_at(&buf[s..], at + s as u64).map_err(werr)?;
         }
         mark.advance(at + buf.len() as u64);
-        let _ = empties.try_send(buf);
+        match &next {
+            // A compressor that stopped has said why (its watermark).
+            Some(tx) => {
+                let _ = tx.send((at, buf));
+            }
+            None => {
+                let _ = empties.try_send(buf);
+            }
+        }
     }
     Ok(())
+}
+
+/// zstd frames of the chunks as the decoder wrote them, made while it
+/// decodes (on a core the decoder leaves, or beside it), kept in a spill
+/// file beside the output. A chunk that a later step changed gets a new
+/// frame ([`ZstOut`]); all others are copied.
+pub struct Precompressed {
+    spill: File,
+    /// Where each chunk's frame is in the spill file: (offset, length).
+    frames: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// Bytes of the image whose frames are made.
+    mark: Watermark,
+    level: i32,
+}
+
+impl Precompressed {
+    /// Frames at zstd `level`, spilled into an unnamed file in `dir`.
+    pub fn new(dir: &Path, level: i32) -> Result<Arc<Precompressed>> {
+        let spill = tempfile::tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Arc::new(Precompressed {
+            spill,
+            frames: std::sync::Mutex::new(Vec::new()),
+            mark: Watermark::new(),
+            level,
+        }))
+    }
+
+    fn make(&self, chunks: Receiver<(u64, Vec<u8>)>, empties: SyncSender<Vec<u8>>) -> Result<()> {
+        let err = |e| imagegen::Error::io_context("compressing the base", e);
+        let mut cx = imagegen::sink::FrameCompressor::new(self.level).map_err(err)?;
+        let mut pos = 0u64;
+        for (at, buf) in chunks {
+            let frame = cx.frame(&buf).map_err(err)?;
+            self.spill.write_all_at(&frame, pos).map_err(err)?;
+            self.frames
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((pos, frame.len() as u64));
+            pos += frame.len() as u64;
+            self.mark.advance(at + buf.len() as u64);
+            let _ = empties.try_send(buf);
+        }
+        Ok(())
+    }
+
+    fn frame(&self, index: usize, end: u64) -> Result<Vec<u8>> {
+        self.mark.wait_for(end)?;
+        let (off, len) = self
+            .frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index)
+            .copied()
+            .ok_or_else(|| Error::internal("compressing the base", "a frame is missing"))?;
+        let mut b = vec![0u8; len as usize];
+        self.spill
+            .read_exact_at(&mut b, off)
+            .map_err(|e| imagegen::Error::io_context("compressing the base", e))?;
+        Ok(b)
+    }
+}
+
+/// Where the zstd copy goes: one stream through the encoder's workers, or
+/// the frames made while decoding, a changed chunk's made again.
+pub enum ZstOut {
+    Stream(imagegen::sink::ImageWriter),
+    Frames {
+        out: imagegen::sink::PendingFile,
+        pos: u64,
+        pre: Arc<Precompressed>,
+        /// What changed after the decoder wrote it.
+        changed: imagegen::ranges::RangeSet,
+        cx: imagegen::sink::FrameCompressor,
+    },
+}
+
+impl ZstOut {
+    /// The next chunk, at `at`, `CHUNK` bytes (less at the end).
+    fn put(&mut self, at: u64, buf: &[u8]) -> Result<()> {
+        let err = |e| imagegen::Error::io_context("compressing the base", e);
+        match self {
+            ZstOut::Stream(w) => std::io::Write::write_all(w, buf).map_err(err)?,
+            ZstOut::Frames {
+                out,
+                pos,
+                pre,
+                changed,
+                cx,
+            } => {
+                let end = at + buf.len() as u64;
+                let span =
+                    imagegen::ranges::RangeSet::from_extents(vec![imagegen::ranges::Extent::new(
+                        at, end,
+                    )]);
+                let frame = if changed.intersect(&span).is_empty() {
+                    pre.frame((at / CHUNK as u64) as usize, end)?
+                } else {
+                    cx.frame(buf).map_err(err)?
+                };
+                out.file().write_all_at(&frame, *pos).map_err(err)?;
+                *pos += frame.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the copy and renames it into place.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            ZstOut::Stream(w) => {
+                w.finish()?;
+            }
+            ZstOut::Frames { out, .. } => out.commit(0o644)?,
+        }
+        Ok(())
+    }
 }
 
 /// Whether every byte is zero (64 bytes at a time, which vectorises).
@@ -310,7 +469,7 @@ pub fn output_pass(
     file: &File,
     size: u64,
     mark: &Watermark,
-    mut also: Option<&mut imagegen::sink::ImageWriter>,
+    mut also: Option<&mut ZstOut>,
     progress: &dyn Progress,
 ) -> Result<[u8; 32]> {
     let zeros: Arc<Vec<u8>> = Arc::new(vec![0u8; CHUNK]);
@@ -355,8 +514,7 @@ pub fn output_pass(
                     break;
                 }
                 if let Some(w) = also.as_deref_mut() {
-                    std::io::Write::write_all(w, &buf)
-                        .map_err(|e| imagegen::Error::io_context("compressing the base", e))?;
+                    w.put(at, &buf)?;
                 }
                 at = end;
                 progress.advance(n as u64);
