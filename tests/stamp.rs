@@ -1511,3 +1511,66 @@ fn gitops_deploy_key_on_the_init_node_only() {
         }
     }
 }
+
+/// The base is read through one block cache for a whole run and each
+/// node's changes live in its own overlay: a node stamped in a run of many
+/// must come out byte for byte as when it is stamped alone, and no node's
+/// writes may show in another's image.
+#[test]
+fn a_run_of_many_nodes_matches_one_run_per_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = os_support::rpios();
+    let cluster = example("pi5-kubeadm");
+    let state = t.join("cluster.state");
+    let all = t.join("all");
+    stamp_all(&cluster, &base, &state, &all);
+    let nodes = ["controlplane", "controlplane1", "node0", "node1"];
+    for node in nodes {
+        let alone = t.join(format!("{node}.alone.delta"));
+        ok(&nodeimg(&[
+            "stamp",
+            "--config",
+            cluster.to_str().unwrap(),
+            "--base",
+            base.to_str().unwrap(),
+            "--node",
+            node,
+            "-o",
+            alone.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ]));
+        let in_run = fs::read(all.join(format!("{node}.delta"))).unwrap();
+        assert!(
+            in_run == fs::read(&alone).unwrap(),
+            "{node}: the delta from the run of {} nodes differs from the one stamped alone",
+            nodes.len()
+        );
+    }
+    // The first and the last node of the run, applied: each clean, each
+    // with its own name only.
+    for node in [nodes[0], nodes[3]] {
+        let img = t.join(format!("{node}.img"));
+        apply(&base, &all.join(format!("{node}.delta")), &img);
+        let p = split(&img, t, node);
+        fsck(&p);
+        assert_eq!(cat(&p.root, "/etc/hostname"), format!("{node}\n"));
+        let hosts = cat(&p.root, "/etc/hosts");
+        for other in nodes.iter().filter(|&&o| o != node) {
+            assert!(
+                !hosts
+                    .lines()
+                    .any(|l| l.split_whitespace().any(|w| w == *other)),
+                "{node}: /etc/hosts names {other}:\n{hosts}"
+            );
+        }
+        let cmdline = mtype(&p.boot, "cmdline.txt").unwrap_or_default();
+        for word in cmdline.split_whitespace() {
+            if let Some(name) = word.strip_prefix("systemd.hostname=") {
+                assert_eq!(name, node, "{node}: cmdline.txt {cmdline}");
+            }
+        }
+        fs::remove_file(&img).unwrap();
+    }
+}

@@ -113,6 +113,28 @@ impl OsImage {
     /// Reads the partition table of `disk`, finds the root filesystem and the
     /// partitions it mounts, opens each with `opts`, and detects the OS.
     pub fn open(disk: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<OsImage> {
+        let mut image = Self::open_mounts(disk, opts)?;
+        image.profile = OsProfile::detect(&image)?;
+        Ok(image)
+    }
+
+    /// [`open`](Self::open) for a disk whose OS is already known — the same
+    /// base opened again for the next node through a fresh overlay — so the
+    /// detection (os-release, network stack, cloud-init, …) runs once per
+    /// base, not once per node.
+    pub fn open_as(
+        disk: Arc<dyn BlockDevice>,
+        opts: OpenOptions,
+        profile: OsProfile,
+    ) -> Result<OsImage> {
+        let mut image = Self::open_mounts(disk, opts)?;
+        image.profile = profile;
+        Ok(image)
+    }
+
+    /// The partition table and the mounted filesystems; the profile is a
+    /// placeholder until the caller sets it.
+    fn open_mounts(disk: Arc<dyn BlockDevice>, opts: OpenOptions) -> Result<OsImage> {
         let table = read_table(&*disk)?;
         let what = disk.describe();
         let mut candidates: Vec<(Option<u32>, Arc<dyn BlockDevice>)> = Vec::new();
@@ -200,15 +222,13 @@ impl OsImage {
                 .cmp(&a.info.point.len())
                 .then(a.info.point.cmp(&b.info.point))
         });
-        let mut image = OsImage {
+        Ok(OsImage {
             disk,
             table,
             mounts,
             profile: OsProfile::NixOs { version: None },
             now: opts.now,
-        };
-        image.profile = OsProfile::detect(&image)?;
-        Ok(image)
+        })
     }
 
     /// The OS detected at open.

@@ -104,6 +104,11 @@ pub fn report_problems(path: &Path, loaded: pipeline::Result<Cluster>) -> Result
     }
 }
 
+/// Deltas committed together (see `PendingFile::commit_all`): enough for
+/// the journal to group their fsyncs, few enough that a batch is committed
+/// while the workers stamp the next nodes.
+const COMMIT_BATCH: usize = 16;
+
 pub fn run(args: StampArgs) -> Result<ExitCode> {
     crate::signals::doing(format!("stamping nodes of {}", args.config.display()));
     let _stage = tracing::info_span!("stamp").entered();
@@ -165,29 +170,88 @@ pub fn run(args: StampArgs) -> Result<ExitCode> {
     let shared = Shared::new(&cluster, &state)?;
 
     let mut done = Vec::new();
-    for (node, out) in nodes.iter().zip(&outputs) {
-        let t0 = std::time::Instant::now();
-        let s = stamper
-            .stamp(&cluster, node, &state, &shared, out, args.force)
-            .with_context(|| format!("stamping {}", node.hostname))?;
-        tracing::info!(
-            node = %s.node,
-            secs = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
-            "stamped"
-        );
-        if !args.json {
-            sayln!(
-                "{} ({}): {} {} — {} changed, {} operations",
-                s.node,
-                s.role,
-                s.kind,
-                s.output.display(),
-                human(s.changed_bytes),
-                s.files.len()
+    // Nodes are independent (each its own overlay over the shared, cached
+    // base; the state is read-only here), so they are stamped on every core
+    // and one node's fsyncs overlap another's work. Results are reported in
+    // the cluster file's order; the first failure, in that order, stops
+    // the run (nodes not yet started are not stamped).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(nodes.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, failed, stamper, cluster, nodes, outputs, state, shared) = (
+                &next, &failed, &stamper, &cluster, &nodes, &outputs, &state, &shared,
             );
+            scope.spawn(move || loop {
+                use std::sync::atomic::Ordering;
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= nodes.len() || failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let t0 = std::time::Instant::now();
+                let r = stamper
+                    .stamp_pending(cluster, nodes[i], state, shared, &outputs[i], args.force)
+                    .with_context(|| format!("stamping {}", nodes[i].hostname));
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                if tx.send((i, r, t0.elapsed())).is_err() {
+                    return;
+                }
+            });
         }
-        done.push(s);
-    }
+        drop(tx);
+        type Stamped = (NodeStamp, Option<imagegen::sink::PendingFile>);
+        let mut pending: Vec<Option<(Result<Stamped>, std::time::Duration)>> =
+            (0..nodes.len()).map(|_| None).collect();
+        let mut reported = 0;
+        // Deltas are committed in batches (their fsyncs grouped); a batch
+        // stays well under the open-file limit.
+        let mut batch = Vec::new();
+        for (i, r, took) in rx {
+            pending[i] = Some((r, took));
+            while let Some(Some((r, took))) = pending.get_mut(reported).map(Option::take) {
+                let (s, file) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // The nodes before it are done, as when they were
+                        // stamped one by one.
+                        imagegen::sink::PendingFile::commit_all(std::mem::take(&mut batch), 0o600)?;
+                        return Err(e);
+                    }
+                };
+                batch.extend(file);
+                if batch.len() >= COMMIT_BATCH {
+                    imagegen::sink::PendingFile::commit_all(std::mem::take(&mut batch), 0o600)?;
+                }
+                tracing::info!(
+                    node = %s.node,
+                    secs = format_args!("{:.3}", took.as_secs_f64()),
+                    "stamped"
+                );
+                if !args.json {
+                    sayln!(
+                        "{} ({}): {} {} — {} changed, {} operations",
+                        s.node,
+                        s.role,
+                        s.kind,
+                        s.output.display(),
+                        human(s.changed_bytes),
+                        s.files.len()
+                    );
+                }
+                done.push(s);
+                reported += 1;
+            }
+        }
+        imagegen::sink::PendingFile::commit_all(batch, 0o600)?;
+        Ok(())
+    })?;
     // Every node is written: now the secrets they hold are kept.
     drop(shared);
     state

@@ -5,11 +5,13 @@
 //! and writes that return errors instead of panicking. Backends: [`FileDevice`]
 //! (an image file or a block device node), [`MemDevice`] (tests, fuzzing).
 //! Adapters: [`Window`] exposes one partition's byte range as a device of its
-//! own, and [`DeviceCursor`] turns any device into `Read + Write + Seek` for
+//! own, [`CachedDevice`] keeps the blocks read from a device nobody writes
+//! (the base that every stamped node reads), and [`DeviceCursor`] turns any device into `Read + Write + Seek` for
 //! crates that want std streams (`fatfs`, `mbrman`, `gpt`). For crash tests
 //! (feature `testing`), `FaultyDevice` models a write cache and loses power
 //! at a chosen write.
 
+mod cache;
 mod cursor;
 #[cfg(any(test, feature = "testing"))]
 mod faulty;
@@ -19,6 +21,7 @@ mod mem;
 mod overlay;
 mod window;
 
+pub use cache::{CacheStats, CachedDevice, CACHE_BLOCK};
 pub use cursor::DeviceCursor;
 #[cfg(any(test, feature = "testing"))]
 pub use faulty::{Event, FaultyDevice, Unflushed};

@@ -1,5 +1,6 @@
-//! Copy-on-write overlay: writes land in an anonymous spill file, reads see
-//! them over an untouched base. What it changed becomes a node's delta.
+//! Copy-on-write overlay: writes land in memory (then, past a limit, in an
+//! anonymous spill file), reads see them over an untouched base. What it
+//! changed becomes a node's delta.
 
 use super::{check_bounds, BlockDevice};
 use crate::{Error, Result};
@@ -11,21 +12,71 @@ use std::sync::{Mutex, MutexGuard};
 /// Granularity of change tracking, in bytes.
 pub const OVERLAY_BLOCK: u64 = 4096;
 
+/// Changed blocks kept in memory before the rest spill to a file: 16 MiB,
+/// far more than a stamped node changes (a few hundred KiB), so stamping
+/// makes no file and no system call for its own changes.
+const MEMORY_SLOTS: u64 = 4096;
+
 /// A writable view of a read-only `base`. Changed 4 KiB blocks are copied up
-/// into an anonymous temporary file (deleted by the OS when dropped); memory
-/// holds only the block → slot index, so it stays small however much is
-/// written. The base is never written.
+/// into memory, and past [`MEMORY_SLOTS`] into an anonymous temporary file
+/// (deleted by the OS when dropped); so memory stays bounded however much
+/// is written. The base is never written.
 pub struct Overlay<B: BlockDevice> {
     base: B,
     state: Mutex<State>,
 }
 
 struct State {
-    /// Block number → slot in the spill file.
+    /// Block number → slot: in `memory` below [`MEMORY_SLOTS`], else in
+    /// the spill file.
     index: BTreeMap<u64, u64>,
     /// The next unused slot (dropped blocks leave theirs unused).
     next_slot: u64,
-    spill: File,
+    memory: Vec<Box<[u8]>>,
+    spill: Option<File>,
+}
+
+impl State {
+    fn spill_at(&mut self, slot: u64) -> Result<(&File, u64)> {
+        if self.spill.is_none() {
+            let f = tempfile::tempfile()
+                .map_err(|e| Error::io_context("creating the overlay spill file", e))?;
+            self.spill = Some(f);
+        }
+        let f = self.spill.as_ref().ok_or_else(|| spill_err(missing()))?;
+        Ok((f, (slot - MEMORY_SLOTS) * OVERLAY_BLOCK))
+    }
+
+    fn read_slot(&mut self, slot: u64, within: usize, buf: &mut [u8]) -> Result<()> {
+        if slot < MEMORY_SLOTS {
+            let b = self
+                .memory
+                .get(slot as usize)
+                .ok_or_else(|| spill_err(missing()))?;
+            buf.copy_from_slice(&b[within..within + buf.len()]);
+            return Ok(());
+        }
+        let (f, at) = self.spill_at(slot)?;
+        f.read_exact_at(buf, at + within as u64).map_err(spill_err)
+    }
+
+    fn write_slot(&mut self, slot: u64, within: usize, data: &[u8]) -> Result<()> {
+        if slot < MEMORY_SLOTS {
+            let s = slot as usize;
+            while self.memory.len() <= s {
+                self.memory
+                    .push(vec![0u8; OVERLAY_BLOCK as usize].into_boxed_slice());
+            }
+            self.memory[s][within..within + data.len()].copy_from_slice(data);
+            return Ok(());
+        }
+        let (f, at) = self.spill_at(slot)?;
+        f.write_all_at(data, at + within as u64).map_err(spill_err)
+    }
+}
+
+fn missing() -> std::io::Error {
+    std::io::Error::other("overlay slot missing")
 }
 
 impl<B: BlockDevice> std::fmt::Debug for Overlay<B> {
@@ -42,14 +93,13 @@ impl<B: BlockDevice> std::fmt::Debug for Overlay<B> {
 impl<B: BlockDevice> Overlay<B> {
     /// An overlay with no changes yet.
     pub fn new(base: B) -> Result<Self> {
-        let spill = tempfile::tempfile()
-            .map_err(|e| Error::io_context("creating the overlay spill file", e))?;
         Ok(Overlay {
             base,
             state: Mutex::new(State {
                 index: BTreeMap::new(),
                 next_slot: 0,
-                spill,
+                memory: Vec::new(),
+                spill: None,
             }),
         })
     }
@@ -142,18 +192,15 @@ impl<B: BlockDevice> BlockDevice for Overlay<B> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_bounds(offset, buf.len(), self.size())?;
-        let state = self.lock();
+        let mut state = self.lock();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
             let block = pos / OVERLAY_BLOCK;
             let within = pos % OVERLAY_BLOCK;
             let n = ((OVERLAY_BLOCK - within) as usize).min(buf.len() - done);
-            match state.index.get(&block) {
-                Some(slot) => state
-                    .spill
-                    .read_exact_at(&mut buf[done..done + n], slot * OVERLAY_BLOCK + within)
-                    .map_err(spill_err)?,
+            match state.index.get(&block).copied() {
+                Some(slot) => state.read_slot(slot, within as usize, &mut buf[done..done + n])?,
                 None => {
                     // Extend the base read over following unchanged blocks.
                     let next_changed = state
@@ -196,26 +243,20 @@ impl<B: BlockDevice> BlockDevice for Overlay<B> {
                     }
                     block_buf[blen..].fill(0);
                     block_buf[within..within + n].copy_from_slice(&buf[done..done + n]);
-                    state
-                        .spill
-                        .write_all_at(&block_buf, slot * OVERLAY_BLOCK)
-                        .map_err(spill_err)?;
+                    state.write_slot(slot, 0, &block_buf)?;
                     state.index.insert(block, slot);
                     done += n;
                     continue;
                 }
             };
-            state
-                .spill
-                .write_all_at(&buf[done..done + n], slot * OVERLAY_BLOCK + within as u64)
-                .map_err(spill_err)?;
+            state.write_slot(slot, within, &buf[done..done + n])?;
             done += n;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        // Changes live in a temporary file by design; durability comes from
+        // Changes live in memory or a temporary file by design; durability comes from
         // saving them as a delta or an image.
         Ok(())
     }
@@ -280,6 +321,30 @@ mod tests {
             vec![(0, 3 * 4096), (5 * 4096, 1000)]
         );
         assert!(ov.write_at(model.len() as u64 - 1, &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn changes_past_the_memory_limit_spill_and_read_back() {
+        let blocks = MEMORY_SLOTS as usize + 8;
+        let base = MemDevice::from_vec(pattern(blocks * 4096));
+        let ov = Overlay::new(&base).unwrap();
+        let mut model = pattern(blocks * 4096);
+        // Every block changed (so some spill), then partial rewrites of
+        // blocks on both sides of the limit.
+        for b in 0..blocks {
+            let v = vec![(b % 200) as u8 + 1; 4096];
+            ov.write_at((b * 4096) as u64, &v).unwrap();
+            model[b * 4096..(b + 1) * 4096].copy_from_slice(&v);
+        }
+        for off in [100usize, (MEMORY_SLOTS as usize - 1) * 4096 + 4000] {
+            ov.write_at(off as u64, &[0xAB; 300]).unwrap();
+            model[off..off + 300].fill(0xAB);
+        }
+        let mut all = vec![0u8; model.len()];
+        ov.read_at(0, &mut all).unwrap();
+        assert!(all == model);
+        assert!(ov.lock().spill.is_some());
+        assert_eq!(ov.written_blocks().len(), blocks);
     }
 
     #[test]

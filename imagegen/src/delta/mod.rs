@@ -39,7 +39,7 @@ mod apply;
 mod write;
 
 pub use apply::{apply_file, Patched, PatchedReader};
-pub use write::{create_from_images, save_overlay, DeltaWriter};
+pub use write::{create_from_images, save_overlay, save_overlay_pending, DeltaWriter};
 
 use crate::block::{BlockDevice, DeviceCursor};
 use crate::source::{sha256_reader, to_hex, ImageSource};

@@ -87,6 +87,15 @@ impl DeltaWriter {
     /// Writes header and checksum for a delta over `base`, and renames the
     /// file into place.
     pub fn finish(self, base: BaseId) -> Result<DeltaInfo> {
+        let (info, file) = self.finish_pending(base)?;
+        file.commit(0o600)?;
+        Ok(info)
+    }
+
+    /// Writes header and checksum, leaving the file under its temporary
+    /// name for the caller to commit (0600: deltas may hold secrets), alone
+    /// or with others ([`PendingFile::commit_all`]).
+    pub fn finish_pending(self, base: BaseId) -> Result<(DeltaInfo, PendingFile)> {
         let ioerr = |e| Error::io(&self.path, e);
         let mut prev_end = 0;
         for (i, r) in self.ranges.iter().enumerate() {
@@ -105,7 +114,7 @@ impl DeltaWriter {
         self.out.file().write_all_at(&head, 0).map_err(ioerr)?;
         // The checksum covers what is on disk, read back in one pass.
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; self.pos.min(1 << 20) as usize];
         let mut at = 0;
         while at < self.pos {
             let n = (self.pos - at).min(buf.len() as u64) as usize;
@@ -121,13 +130,13 @@ impl DeltaWriter {
             .file()
             .write_all_at(&digest, self.pos)
             .map_err(ioerr)?;
-        self.out.commit(0o600)?;
-        Ok(DeltaInfo {
+        let info = DeltaInfo {
             version: VERSION,
             block_size: self.block_size,
             base,
             ranges: self.ranges,
-        })
+        };
+        Ok((info, self.out))
     }
 }
 
@@ -139,6 +148,18 @@ pub fn save_overlay<B: BlockDevice>(
     base: BaseId,
     path: &Path,
 ) -> Result<DeltaInfo> {
+    let (info, file) = save_overlay_pending(overlay, base, path)?;
+    file.commit(0o600)?;
+    Ok(info)
+}
+
+/// [`save_overlay`], leaving the delta under its temporary name for the
+/// caller to commit (0600), alone or with others.
+pub fn save_overlay_pending<B: BlockDevice>(
+    overlay: &Overlay<B>,
+    base: BaseId,
+    path: &Path,
+) -> Result<(DeltaInfo, PendingFile)> {
     if base.size != overlay.size() {
         return Err(Error::Invalid(format!(
             "delta {}: base identity says {} bytes but the overlay has {}",
@@ -148,7 +169,7 @@ pub fn save_overlay<B: BlockDevice>(
         )));
     }
     let mut w = DeltaWriter::create(path, crate::block::OVERLAY_BLOCK as u32)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 18];
     for (off, len) in overlay.changed_ranges()? {
         let mut done = 0;
         while done < len {
@@ -158,7 +179,7 @@ pub fn save_overlay<B: BlockDevice>(
             done += n as u64;
         }
     }
-    w.finish(base)
+    w.finish_pending(base)
 }
 
 /// Compares `modified` with `base` (either may be compressed) block by

@@ -150,7 +150,7 @@ fn probe_fat(dev: &dyn BlockDevice, boot: &[u8], what: &str) -> Result<FatInfo> 
             format!("{clusters} clusters do not fit in a FAT of {fat_sectors} sectors"),
         ));
     }
-    let free = count_free(dev, reserved * bps, clusters, entry_bits)
+    let free = crate::fs::fat::table::count_zero_entries(dev, reserved * bps, entry_bits, clusters)
         .map_err(|e| Error::corrupt(ctx(), e.to_string()))?;
     let root_label = fs
         .read_volume_label_from_root_dir()
@@ -169,49 +169,6 @@ fn probe_fat(dev: &dyn BlockDevice, boot: &[u8], what: &str) -> Result<FatInfo> 
         size: clusters * cluster_size,
         free: free * cluster_size,
     })
-}
-
-/// Counts zero entries for clusters 2..clusters+2 in the FAT at `fat_at`.
-fn count_free(dev: &dyn BlockDevice, fat_at: u64, clusters: u64, bits: u64) -> Result<u64> {
-    let entries = clusters + 2;
-    let bytes = (entries * bits).div_ceil(8);
-    let mut free = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    // Read in steps that are whole entries (FAT12 packs two in 3 bytes).
-    let step = (buf.len() as u64 / 12) * 12;
-    let mut done = 0u64;
-    while done < bytes {
-        let n = (bytes - done).min(step) as usize;
-        dev.read_at(fat_at + done, &mut buf[..n])?;
-        let first = done * 8 / bits;
-        let chunk = &buf[..n];
-        let count = n as u64 * 8 / bits;
-        for i in 0..count {
-            let e = first + i;
-            if !(2..entries).contains(&e) {
-                continue;
-            }
-            let v = match bits {
-                32 => le32(chunk, (i * 4) as usize) & 0x0fff_ffff,
-                16 => le16(chunk, (i * 2) as usize),
-                _ => {
-                    let o = (i * 3 / 2) as usize;
-                    let pair =
-                        u64::from(chunk[o]) | u64::from(*chunk.get(o + 1).unwrap_or(&0)) << 8;
-                    if i % 2 == 0 {
-                        pair & 0xfff
-                    } else {
-                        pair >> 4
-                    }
-                }
-            };
-            if v == 0 {
-                free += 1;
-            }
-        }
-        done += n as u64;
-    }
-    Ok(free)
 }
 
 fn probe_ext(sb: &[u8], size: u64, what: &str) -> Result<ExtInfo> {

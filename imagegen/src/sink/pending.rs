@@ -206,46 +206,87 @@ impl PendingFile {
 
     /// Sets `mode`, makes the contents durable, renames the file into place
     /// and makes the rename durable (fsync of the directory).
-    pub fn commit(mut self, mode: u32) -> Result<()> {
+    pub fn commit(self, mode: u32) -> Result<()> {
+        self.make_durable(mode)?;
+        let dir = parent(&self.path).to_path_buf();
+        self.rename()?;
+        sync_dir(&dir)
+    }
+
+    /// [`commit`](Self::commit) for many files at once, as `stamp --all`
+    /// writes them: every file's contents made durable, the fsyncs issued
+    /// together (the filesystem's journal commits them as a group instead of
+    /// one commit per file), then each renamed, then each directory synced
+    /// once. A file is renamed only once its contents are durable; on an
+    /// error the files not yet renamed are removed.
+    pub fn commit_all(files: Vec<PendingFile>, mode: u32) -> Result<()> {
+        std::thread::scope(|scope| -> Result<()> {
+            let syncs: Vec<_> = files
+                .iter()
+                .map(|f| scope.spawn(move || f.make_durable(mode)))
+                .collect();
+            for h in syncs {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("fsync thread panicked".into())))?;
+            }
+            Ok(())
+        })?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in files {
+            dirs.insert(parent(&f.path).to_path_buf());
+            f.rename()?;
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    /// Sets `mode` and makes the contents durable.
+    fn make_durable(&self, mode: u32) -> Result<()> {
         let err = |e| Error::io(&self.path, e);
         self.file
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(err)?;
-        self.file.sync_all().map_err(err)?;
+        self.file.sync_all().map_err(err)
+    }
+
+    /// Renames the temporary file to the final name.
+    fn rename(mut self) -> Result<()> {
         let Some(tmp) = self.tmp.take() else {
             return Err(Error::Invalid(format!(
                 "{}: committed twice",
                 self.path.display()
             )));
         };
-        {
-            // Held across the rename: a handler discarding temporary files
-            // either removes this one first or finds it already renamed.
-            let mut list = live();
-            let tmp_path = tmp.to_path_buf();
-            list.retain(|p| *p != tmp_path);
-            let persisted = if self.replace {
-                tmp.persist(&self.path)
+        // Held across the rename: a handler discarding temporary files
+        // either removes this one first or finds it already renamed.
+        let mut list = live();
+        let tmp_path = tmp.to_path_buf();
+        list.retain(|p| *p != tmp_path);
+        let persisted = if self.replace {
+            tmp.persist(&self.path)
+        } else {
+            tmp.persist_noclobber(&self.path)
+        };
+        if let Err(e) = persisted {
+            // Removed here, under the lock, as the registry says.
+            drop(e.path);
+            return Err(if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Invalid(format!(
+                    "{}: appeared while it was being written; use --force to replace it",
+                    self.path.display()
+                ))
             } else {
-                tmp.persist_noclobber(&self.path)
-            };
-            if let Err(e) = persisted {
-                // Removed here, under the lock, as the registry says.
-                drop(e.path);
-                return Err(if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::Invalid(format!(
-                        "{}: appeared while it was being written; use --force to replace it",
-                        self.path.display()
-                    ))
-                } else {
-                    Error::io(&self.path, without_temp_name(e.error))
-                });
-            }
+                Error::io(&self.path, without_temp_name(e.error))
+            });
         }
-        File::open(parent(&self.path))
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(parent(&self.path), e))
+        Ok(())
     }
+}
+
+/// Makes the renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 impl Drop for PendingFile {

@@ -223,7 +223,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         cache_dir: req.cache_dir.clone(),
         ..req.fetch.clone()
     };
-    let src = fetch::fetch(
+    let (mut src, source_hash) = fetch::fetch_overlapped(
         &what,
         req.spec.sha256.as_deref(),
         &fetch_opts,
@@ -412,6 +412,11 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         (Err(e), Some(f)) => return Err(f.abandon(e)),
         (Err(e), None) => return Err(e),
     };
+    // The source's hash (on its own thread since fetching) is in before
+    // anything is committed.
+    if let Some(h) = source_hash {
+        src.sha256 = Some(h.wait()?);
+    }
     if let Some(w) = zst {
         w.finish()?;
     }

@@ -31,8 +31,8 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::templates::{render_node, ProfileKind, RenderRequest};
 use crate::{Error, Result};
-use imagegen::block::{BlockDevice, FileDevice, Overlay};
-use imagegen::delta::{save_overlay, BaseId};
+use imagegen::block::{BlockDevice, CachedDevice, FileDevice, Overlay};
+use imagegen::delta::{save_overlay_pending, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
 use imagegen::sink::PendingFile;
 use serde::Serialize;
@@ -74,11 +74,20 @@ pub struct NodeStamp {
     pub files: Vec<Applied>,
 }
 
+/// Memory the base's block cache may hold: far more than the metadata a
+/// node reads (a few MiB on a Debian base), far less than an image.
+const BASE_CACHE_BYTES: usize = 64 << 20;
+
+/// The base as every node reads it: through one block cache for the run.
+type Base = Arc<CachedDevice<FileDevice>>;
+
 /// A base image opened once for stamping many nodes.
 pub struct Stamper {
     path: PathBuf,
-    base: Arc<FileDevice>,
+    base: Base,
     base_id: OnceLock<BaseId>,
+    /// The base's OS, detected for the first node and reused for the rest.
+    profile: OnceLock<OsProfile>,
     now: Timestamp,
 }
 
@@ -88,8 +97,9 @@ impl Stamper {
         let dev = FileDevice::open(base)?;
         Ok(Stamper {
             path: base.to_path_buf(),
-            base: Arc::new(dev),
+            base: Arc::new(CachedDevice::new(dev, BASE_CACHE_BYTES)),
             base_id: OnceLock::new(),
+            profile: OnceLock::new(),
             now,
         })
     }
@@ -163,6 +173,26 @@ impl Stamper {
         out: &Output,
         force: bool,
     ) -> Result<NodeStamp> {
+        let (stamp, pending) = self.stamp_pending(cluster, node, state, shared, out, force)?;
+        if let Some(p) = pending {
+            p.commit(0o600)?;
+        }
+        Ok(stamp)
+    }
+
+    /// [`stamp`](Self::stamp), except that a delta is left under its
+    /// temporary name for the caller to commit — with the other nodes' in
+    /// one batch ([`PendingFile::commit_all`]), so a run of many nodes does
+    /// not wait for two fsyncs per node. A full image is committed here.
+    pub fn stamp_pending(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        state: &State,
+        shared: &Shared,
+        out: &Output,
+        force: bool,
+    ) -> Result<(NodeStamp, Option<PendingFile>)> {
         if !force && out.path().exists() {
             return Err(Error::refused(
                 out.path().display().to_string(),
@@ -175,22 +205,32 @@ impl Stamper {
             now: self.now,
             scrub: true,
         };
-        let mut image = OsImage::open(overlay.clone(), opts)?;
+        let mut image = match self.profile.get() {
+            Some(p) => OsImage::open_as(overlay.clone(), opts, p.clone())?,
+            None => {
+                let image = OsImage::open(overlay.clone(), opts)?;
+                let _ = self.profile.set(image.profile().clone());
+                image
+            }
+        };
         let ops = self.ops(cluster, node, state, shared, &image)?;
         let files = image.apply(&ops)?;
         image.flush()?;
         drop(image);
-        let (kind, changed_bytes) = match out {
+        let (kind, changed_bytes, pending) = match out {
             Output::Delta(p) => {
-                let info = save_overlay(&overlay, self.base_id()?, p)?;
-                ("delta", info.changed_bytes())
+                let (info, pending) = save_overlay_pending(&overlay, self.base_id()?, p)?;
+                ("delta", info.changed_bytes(), Some(pending))
             }
-            Output::Image(p) => ("image", self.write_image(&overlay, p)?),
+            Output::Image(p) => ("image", self.write_image(&overlay, p)?, None),
         };
-        let size = std::fs::metadata(out.path())
-            .map_err(|e| Error::io(out.path(), e))?
-            .len();
-        Ok(NodeStamp {
+        let size = match &pending {
+            Some(f) => f.file().metadata(),
+            None => std::fs::metadata(out.path()),
+        }
+        .map_err(|e| Error::io(out.path(), e))?
+        .len();
+        let stamp = NodeStamp {
             node: node.hostname.clone(),
             role: node.role,
             kind,
@@ -198,7 +238,8 @@ impl Stamper {
             size,
             changed_bytes,
             files,
-        })
+        };
+        Ok((stamp, pending))
     }
 
     /// Base ⊕ overlay as a full image at `path` (0600: it holds secrets):
@@ -206,10 +247,10 @@ impl Stamper {
     /// `copy_file_range`, which shares the extents — a reflink — on
     /// filesystems that can, btrfs and XFS), then the changed blocks.
     /// Returns the changed bytes.
-    fn write_image(&self, overlay: &Overlay<Arc<FileDevice>>, path: &Path) -> Result<u64> {
+    fn write_image(&self, overlay: &Overlay<Base>, path: &Path) -> Result<u64> {
         let pending = PendingFile::create(path)?;
         let out = pending.file();
-        let src = self.base.file();
+        let src = self.base.inner().file();
         let size = self.base.size();
         out.set_len(size).map_err(|e| Error::io(path, e))?;
         clone_sparse(src, out, size).map_err(|e| Error::io(path, e))?;

@@ -16,7 +16,7 @@
 
 pub mod bpb;
 pub(crate) mod dir;
-mod table;
+pub(crate) mod table;
 pub(crate) mod time;
 
 pub use crate::mkfs::fat::{format, FatBits, FormatOptions};
