@@ -122,6 +122,16 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         .prefix("nodeimg-boot.")
         .tempdir()
         .context("creating a temporary directory")?;
+    // A kernel package is unpacked once for every node, into `tmp`.
+    let kernel_pkg = match &opts.kernel.package {
+        Some(deb) => {
+            (opts.progress)(&format!("unpacking the kernel package {}", deb.display()));
+            let p = crate::kernel_pkg::unpack(deb, &tmp.path().join("kernel-pkg"))?;
+            (opts.progress)(&format!("kernel package {}", p.describe()));
+            Some(p)
+        }
+        None => None,
+    };
     let mut prepared = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         if opts.stop.load(Ordering::SeqCst) {
@@ -133,8 +143,14 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let disk_path = dir.join("disk.img");
         disk::prepare(&n.disk, &n.ops, &disk_path).with_context(|| format!("node {}", n.name))?;
         let image = disk::open(&disk_path)?;
-        let plan = bootspec::plan(&image, &opts.kernel, &dir)
-            .with_context(|| format!("node {}", n.name))?;
+        let kernel = match &kernel_pkg {
+            Some(p) => p
+                .boot_override(&image, &opts.kernel, &dir)
+                .with_context(|| format!("node {}", n.name))?,
+            None => opts.kernel.clone(),
+        };
+        let plan =
+            bootspec::plan(&image, &kernel, &dir).with_context(|| format!("node {}", n.name))?;
         let firmware = match bootspec::uboot() {
             Some(u) if plan.extlinux && !opts.direct && bootspec::uboot_can_load(&plan.kernel) => {
                 drop(image);
