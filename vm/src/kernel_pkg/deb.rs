@@ -76,9 +76,10 @@ pub fn for_each_data_file<R: Read>(
             "" => Box::new(entry),
             other => bail!("data.tar{other}: a compression dpkg-deb does not make"),
         };
+        let broken = || format!("{name} is damaged or truncated");
         let mut tar = tar::Archive::new(decoded);
-        for e in tar.entries().with_context(|| format!("reading {name}"))? {
-            let mut e = e.with_context(|| format!("reading {name}"))?;
+        for e in tar.entries().with_context(broken)? {
+            let mut e = e.with_context(broken)?;
             if e.header().entry_type() != tar::EntryType::Regular {
                 continue;
             }
@@ -94,13 +95,12 @@ pub fn for_each_data_file<R: Read>(
                 size,
                 reader: &mut e,
             })
-            .with_context(|| format!("reading {name}"))?;
+            .with_context(broken)?;
         }
         // The archive's end blocks can come before the end of the
         // compressed stream: read it to its end, so that a package cut
         // short there is found too.
-        std::io::copy(&mut tar.into_inner(), &mut std::io::sink())
-            .with_context(|| format!("{name} ends early: a truncated package"))?;
+        std::io::copy(&mut tar.into_inner(), &mut std::io::sink()).with_context(broken)?;
         return Ok(());
     }
     bail!("no data.tar member: not a complete Debian package")

@@ -29,6 +29,14 @@ pub use deb::is_deb;
 /// modules: PCI transport and disk, the root's filesystem (with crc32c,
 /// which ext4 wants for its metadata checksums), the NIC and the RNG
 /// (entropy for a systemd boot that would otherwise wait for it).
+///
+/// The guest's root has no modules of this kernel (they stay in the
+/// initramfs), so what its first boot mounts or loads by name is loaded
+/// here too and stays loaded after `run-init`: `vfat` with the code pages
+/// its defaults use for the boot partition in `/etc/fstab`
+/// (`/boot/firmware` on Raspberry Pi OS), and `overlay` and
+/// `br_netfilter`, which the kubeadm and k3s bases load for the container
+/// runtime and bridged pod traffic.
 pub const ROOTS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -36,6 +44,12 @@ pub const ROOTS: &[&str] = &[
     "ext4",
     "virtio_net",
     "virtio_rng",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "overlay",
+    "br_netfilter",
 ];
 /// Without these the guest cannot mount its root.
 pub const REQUIRED: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
@@ -74,6 +88,16 @@ const LIKELY: &[&str] = &[
     "crc16",
     "crc32c_generic",
     "libcrc32c",
+    "fat",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "overlay",
+    "br_netfilter",
+    "bridge",
+    "stp",
+    "llc",
 ];
 
 /// Unpacks the package at `deb` into `dir` (created).
