@@ -89,6 +89,11 @@ pub struct BootArgs {
     /// Guest CPUs.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub cpus: u32,
+    /// Wait for each node's first-boot check (nodeimg-firstboot) only, not
+    /// for its role bootstrap: for CI under emulation, where a kubeadm or
+    /// k3s bootstrap takes longer than a job should wait.
+    #[arg(long)]
+    pub firstboot_only: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -119,6 +124,7 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
         direct: a.direct,
         memory_mib: a.memory,
         cpus: a.cpus,
+        firstboot_only: a.firstboot_only,
         stop: &STOP,
         progress: if a.json { &quiet } else { &progress },
     };

@@ -48,6 +48,8 @@ pub struct Options<'a> {
     pub direct: bool,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// Wait for the first-boot check only, not for role bootstraps.
+    pub firstboot_only: bool,
     /// Set by the signal path: stop at once, leaving nothing behind.
     pub stop: &'a AtomicBool,
     /// Progress lines (stderr).
@@ -161,9 +163,10 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         };
         let image = disk::open(&disk_path)?;
         let mut expected = vec![FIRSTBOOT.to_string()];
-        if image
-            .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
-            .is_some()
+        if !opts.firstboot_only
+            && image
+                .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
+                .is_some()
             && image.stat(pipeline::templates::DONE_FLAG)?.is_none()
         {
             expected.push(BOOTSTRAP.to_string());
