@@ -759,3 +759,45 @@ fn firstboot_only_does_not_wait_for_the_kernel_package_nodes_bootstrap() {
     assert_eq!(units[0]["unit"], "nodeimg-firstboot");
     assert_eq!(units[0]["result"], "ok");
 }
+
+/// An image without klibc-utils (the demo stand-in) cannot get an
+/// initramfs for a kernel package: refused with one line naming the
+/// package to install, exit 3, before any guest starts.
+#[test]
+fn kernel_package_over_an_image_without_klibc_is_refused() {
+    need("qemu-system-aarch64", "qemu-system-arm");
+    need("zstd", "zstd");
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("demo.img");
+    ok(&Command::new("zstd")
+        .args(["-dq"])
+        .arg(os_support::repo().join("fixtures/demo-rpi5.img.zst"))
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap());
+    let tmp = t.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--log-dir".as_ref(),
+            t.path().join("logs").as_os_str(),
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(code, 3, "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("nodeimg: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("klibc-utils") && lines[0].contains("--initrd"),
+        "{err}"
+    );
+    assert!(files_under(&tmp).is_empty(), "temporary files left");
+}

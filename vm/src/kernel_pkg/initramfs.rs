@@ -41,13 +41,13 @@ pub struct Userland {
 }
 
 /// The refusal when the image has no klibc-utils.
-pub const NO_KLIBC: &str = "the image has no klibc-utils (/usr/lib/klibc/bin), from which the initramfs for a --kernel package is made: install klibc-utils in the base, or give --initrd";
+pub const NO_KLIBC: &str = "not in the image (/usr/lib/klibc/bin): the initramfs for a --kernel package is made from it; install klibc-utils in the base, or give --initrd";
 
 /// klibc-utils' programs and shared library, read from `image` with
 /// nodeimg's filesystem code.
 pub fn klibc(image: &OsImage) -> Result<Userland> {
     if !image.is_dir(KLIBC_BIN)? {
-        bail!(pipeline::Error::refused("image", NO_KLIBC));
+        bail!(pipeline::Error::refused("klibc-utils", NO_KLIBC));
     }
     let mut files = Vec::new();
     for e in image.list(KLIBC_BIN)? {
@@ -60,8 +60,8 @@ pub fn klibc(image: &OsImage) -> Result<Userland> {
     for n in NEEDED {
         if !files.iter().any(|(p, _)| p.strip_prefix("bin/") == Some(n)) {
             bail!(pipeline::Error::refused(
-                "image",
-                format!("{KLIBC_BIN}/{n} is missing: klibc-utils is incomplete; reinstall it in the base, or give --initrd")
+                "klibc-utils",
+                format!("{KLIBC_BIN}/{n} is missing from the image: reinstall klibc-utils in the base, or give --initrd")
             ));
         }
     }
@@ -85,8 +85,8 @@ pub fn klibc(image: &OsImage) -> Result<Userland> {
     }
     let lib = lib.ok_or_else(|| {
         pipeline::Error::refused(
-            "image",
-            "klibc-utils is there but its library (/usr/lib/klibc-*.so, package libklibc) is not: install libklibc in the base, or give --initrd",
+            "klibc-utils",
+            "its library (/usr/lib/klibc-*.so, package libklibc) is not: install libklibc in the base, or give --initrd",
         )
     })?;
     files.push(lib);
