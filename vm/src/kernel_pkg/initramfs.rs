@@ -216,5 +216,28 @@ mod tests {
         assert!(names.contains(&("modules/virtio_blk.ko".into(), 0o100644)));
         assert!(names.contains(&("dev/console".into(), 0o020600)));
         assert!(names.contains(&("modules/order".into(), 0o100644)));
+        // An independent reader: GNU cpio lists the same archive.
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("gzip -dc \"$1\" | cpio -it --quiet")
+            .arg("sh")
+            .arg(&out)
+            .output()
+            .expect("sh");
+        assert!(
+            o.status.success(),
+            "gzip/cpio failed (apt-get install cpio gzip): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let listed = String::from_utf8_lossy(&o.stdout);
+        for n in [
+            "init",
+            "bin/sh",
+            "lib/klibc-x.so",
+            "modules/virtio_blk.ko",
+            "dev/console",
+        ] {
+            assert!(listed.lines().any(|l| l == n), "{n} not in {listed}");
+        }
     }
 }
