@@ -588,6 +588,7 @@ fn rpi5_node_boots_a_kernel_package_from_a_url() {
     let before = (sha256(&base), sha256(&delta));
     let sha = hex(&sha256(&deb));
     let server = serve_file(&deb);
+    let url = server.url.clone();
     let xdg = t.path().join("xdg");
     std::env::set_var("XDG_CACHE_HOME", &xdg);
     let (code, v, stderr, secs) = boot(
@@ -622,6 +623,24 @@ fn rpi5_node_boots_a_kernel_package_from_a_url() {
         .join(&sha)
         .join(deb.file_name().unwrap());
     assert_eq!(sha256(&cached), sha256(&deb), "not cached by its hash");
+    // A re-run (the server is gone) takes the package from the cache: it
+    // is unpacked, and only the stand-in SOURCE is refused.
+    let stub = t.path().join("stub.img");
+    fs::write(&stub, b"not an image").unwrap();
+    let (_, err) = boot_refused(
+        &[
+            stub.as_os_str(),
+            "--kernel".as_ref(),
+            url.as_ref(),
+            "--kernel-sha256".as_ref(),
+            sha.as_ref(),
+            "--log-dir".as_ref(),
+            t.path().join("logs2").as_os_str(),
+        ],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert!(err.contains("modules in the initramfs)"), "{err}");
+    assert!(err.contains("stub"), "{err}");
     eprintln!(
         "kernel package boot: first boot after {:.0}s (nodeimg boot took {secs:.0}s)",
         n["boot_seconds"].as_f64().unwrap_or(-1.0)

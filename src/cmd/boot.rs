@@ -108,6 +108,9 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
     if a.shell && nodes.len() != 1 {
         bail!("--shell boots exactly one node ({} selected)", nodes.len());
     }
+    // Before `cooperate`: Ctrl-C during a download ends it at once, its
+    // partial file kept in the cache to resume.
+    let kernel = kernel_override(&a)?;
     crate::signals::cooperate(
         &STOP,
         "every QEMU was stopped and the temporary files removed",
@@ -118,7 +121,7 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(a.timeout),
         console: a.console,
         log_dir: a.log_dir.clone(),
-        kernel: kernel_override(&a)?,
+        kernel,
         shell: a.shell,
         uplink: a.uplink,
         direct: a.direct,
