@@ -660,6 +660,16 @@ fn boot_refused(args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> (i32, Strin
     (o.status.code().unwrap_or(-1), err)
 }
 
+/// The one `nodeimg: error:` line of `stderr` (progress lines aside).
+fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("nodeimg: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    lines[0]
+}
+
 /// A package whose SHA-256 is not the one given is refused (exit 3) and
 /// nothing is left in the cache; a URL without --kernel-sha256 is a usage
 /// error (exit 2) that downloads nothing.
@@ -738,13 +748,9 @@ fn truncated_kernel_package_gets_one_clear_line() {
         &[("TMPDIR", &tmp)],
     );
     assert_eq!(code, 3, "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("nodeimg: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].contains("linux-image-cut_arm64.deb"), "{err}");
-    assert!(lines[0].contains("truncated"), "{err}");
+    let line = error_line(&err);
+    assert!(line.contains("linux-image-cut_arm64.deb"), "{err}");
+    assert!(line.contains("truncated"), "{err}");
     assert!(files_under(&tmp).is_empty(), "temporary files left");
 }
 
@@ -809,13 +815,9 @@ fn kernel_package_over_an_image_without_klibc_is_refused() {
         &[("TMPDIR", &tmp)],
     );
     assert_eq!(code, 3, "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("nodeimg: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    let line = error_line(&err);
     assert!(
-        lines[0].contains("klibc-utils") && lines[0].contains("--initrd"),
+        line.contains("klibc-utils") && line.contains("--initrd"),
         "{err}"
     );
     assert!(files_under(&tmp).is_empty(), "temporary files left");

@@ -67,34 +67,22 @@ pub struct KernelPackage {
     pub modules: Vec<(String, Vec<u8>)>,
 }
 
-/// The modules whose bytes the first pass keeps: the usual closure of
-/// [`ROOTS`] on Debian's arm64 kernels. Anything else the closure needs
-/// is fetched by a second pass over the package.
-const LIKELY: &[&str] = &[
+/// Besides [`ROOTS`], the modules whose bytes the first pass keeps: their
+/// usual dependencies on Debian's arm64 kernels. Anything else the load
+/// order needs is fetched by a second pass over the package.
+const LIKELY_DEPS: &[&str] = &[
     "virtio",
     "virtio_ring",
-    "virtio_pci",
     "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev",
-    "virtio_blk",
-    "virtio_net",
     "net_failover",
     "failover",
-    "virtio_rng",
     "rng_core",
-    "ext4",
     "jbd2",
     "mbcache",
     "crc16",
-    "crc32c_generic",
     "libcrc32c",
     "fat",
-    "vfat",
-    "nls_cp437",
-    "nls_ascii",
-    "nls_utf8",
-    "overlay",
-    "br_netfilter",
     "bridge",
     "stp",
     "llc",
@@ -147,7 +135,8 @@ fn unpack_inner(deb: &Path, dir: &Path) -> Result<KernelPackage> {
             };
             let elf = modules::decompress(&f.path, f.reader)?;
             let info = modules::modinfo(&elf, &name).with_context(|| f.path.clone())?;
-            if LIKELY.contains(&info.name.as_str()) {
+            let n = info.name.as_str();
+            if ROOTS.contains(&n) || LIKELY_DEPS.contains(&n) {
                 kept.insert(info.name.clone(), elf);
             }
             paths.insert(info.name.clone(), f.path.clone());
