@@ -212,3 +212,66 @@ impl KernelPackage {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_deb(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let p = dir.join("pkg.deb");
+        std::fs::write(&p, deb::tests::make_deb(files, "xz")).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_kernel_with_everything_built_in_needs_no_module() {
+        let t = tempfile::tempdir().unwrap();
+        let builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\nkernel/fs/ext4/ext4.ko\n";
+        let deb = write_deb(
+            t.path(),
+            &[
+                ("boot/vmlinuz-6.12.0-1-arm64", b"MZkernel"),
+                (
+                    "usr/lib/modules/6.12.0-1-arm64/modules.builtin",
+                    builtin.as_bytes(),
+                ),
+            ],
+        );
+        let p = unpack(&deb, &t.path().join("out")).unwrap();
+        assert_eq!(p.version, "6.12.0-1-arm64");
+        assert!(p.modules.is_empty());
+        assert_eq!(std::fs::read(&p.kernel).unwrap(), b"MZkernel");
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let t = tempfile::tempdir().unwrap();
+        // The metapackage: no kernel in it.
+        let deb = write_deb(
+            t.path(),
+            &[("usr/share/doc/linux-image-arm64/copyright", b"x")],
+        );
+        let e = format!("{:#}", unpack(&deb, &t.path().join("a")).unwrap_err());
+        assert!(e.contains("metapackage"), "{e}");
+        // A kernel without virtio_blk, as a module or built in.
+        let deb = write_deb(t.path(), &[("boot/vmlinuz-1", b"k")]);
+        let e = format!("{:#}", unpack(&deb, &t.path().join("b")).unwrap_err());
+        assert!(e.contains("no virtio_pci module"), "{e}");
+        // A module that is not ELF.
+        let deb = write_deb(
+            t.path(),
+            &[
+                ("boot/vmlinuz-1", b"k"),
+                ("lib/modules/1/kernel/fs/ext4/ext4.ko", b"not elf"),
+            ],
+        );
+        let e = format!("{:#}", unpack(&deb, &t.path().join("c")).unwrap_err());
+        assert!(
+            e.contains("ext4.ko") && e.contains("not an ELF module"),
+            "{e}"
+        );
+        let not_deb = t.path().join("vmlinuz");
+        std::fs::write(&not_deb, b"MZ").unwrap();
+        assert!(!is_deb(&not_deb));
+    }
+}
