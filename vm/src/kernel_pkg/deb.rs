@@ -203,3 +203,55 @@ pub(crate) mod tests {
         assert!(files(&other).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::tests::make_deb;
+    use super::*;
+    use crate::kernel_pkg::modules;
+    use proptest::prelude::*;
+
+    /// What the fuzz target `kernel_deb` does, on one input.
+    fn read_all(data: &[u8]) {
+        let _ = for_each_data_file(data, &mut |f| {
+            if let Some(name) = modules::name_of_path(&f.path) {
+                let elf = modules::decompress(&f.path, f.reader)?;
+                let _ = modules::modinfo(&elf, &name);
+            } else {
+                std::io::copy(f.reader, &mut std::io::sink())?;
+            }
+            Ok(())
+        });
+        let _ = modules::modinfo(data, "x");
+        let _ = modules::parse_modinfo(data, "x");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            read_all(&data);
+        }
+
+        #[test]
+        fn damaged_packages_never_panic(
+            comp in prop_oneof![Just("xz"), Just("zst"), Just("gz"), Just("")],
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut deb = make_deb(
+                &[
+                    ("boot/vmlinuz-1", b"kernel"),
+                    ("lib/modules/1/kernel/fs/ext4/ext4.ko.xz", b"\xfd7zXZ\0junk"),
+                    ("lib/modules/1/kernel/a.ko", b"\x7fELF\x02\x01\x01\0"),
+                ],
+                comp,
+            );
+            for (i, b) in edits {
+                let at = i.index(deb.len());
+                deb[at] = b;
+            }
+            let keep = cut.index(deb.len() + 1);
+            read_all(&deb[..keep]);
+        }
+    }
+}
