@@ -821,4 +821,26 @@ fn kernel_package_over_an_image_without_klibc_is_refused() {
         "{err}"
     );
     assert!(files_under(&tmp).is_empty(), "temporary files left");
+    // --initrd replaces the initramfs nodeimg would make: no klibc-utils
+    // needed, the guest starts (and, a stand-in, never reports: exit 7).
+    let initrd = t.path().join("initrd.img");
+    fs::write(&initrd, b"").unwrap();
+    let _l = lock("boot.lock");
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--initrd".as_ref(),
+            initrd.as_os_str(),
+            "--timeout".as_ref(),
+            "3".as_ref(),
+            "--log-dir".as_ref(),
+            t.path().join("logs").as_os_str(),
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("booting"), "{err}");
+    assert!(files_under(&tmp).is_empty(), "temporary files left");
 }
