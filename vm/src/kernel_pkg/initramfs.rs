@@ -99,10 +99,12 @@ pub const INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in $(cat /modules/order); do
-	insmod /modules/$m.ko || echo "nodeimg-initramfs: insmod $m failed"
-done
-root= fstype=ext4 mode=ro init=/sbin/init
+while read -r m; do
+	insmod "/modules/$m.ko" || echo "nodeimg-initramfs: insmod $m failed"
+done </modules/order
+root='' fstype=ext4 mode=ro init=/sbin/init
+# The command line's words, split as the kernel splits them.
+# shellcheck disable=SC2013
 for w in $(cat /proc/cmdline); do
 	case $w in
 	root=*) root=${w#root=} ;;
@@ -113,12 +115,14 @@ for w in $(cat /proc/cmdline); do
 	esac
 done
 case $root in
-PARTUUID=*-*) dev=/dev/vda$((0x${root##*-})) ;;
+# An MBR partition's PARTUUID: the disk id, then the partition number in
+# hex (the boards' cards are MBR only).
+PARTUUID=????????-??) dev=/dev/vda$((0x${root##*-})) ;;
 /dev/*) dev=$root ;;
 *) dev= ;;
 esac
 if [ -z "$dev" ]; then
-	echo "nodeimg-initramfs: cannot boot root=$root: give root=PARTUUID=ID-NN or root=/dev/vdaN"
+	echo "nodeimg-initramfs: cannot find root=$root: give root=PARTUUID=DISKID-NN (MBR) or root=/dev/vdaN"
 	sleep 5
 	poweroff -f
 fi
@@ -187,6 +191,19 @@ pub fn write(userland: &Userland, modules: &[(String, Vec<u8>)], out: &Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_is_clean_posix_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("init");
+        std::fs::write(&p, INIT).unwrap();
+        let o = std::process::Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .arg(&p)
+            .output()
+            .expect("shellcheck is missing: apt-get install shellcheck");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
 
     #[test]
     fn the_archive_is_newc_that_cpio_reads_back() {
