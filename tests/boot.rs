@@ -715,6 +715,19 @@ fn kernel_package_with_a_wrong_hash_is_refused_and_not_cached() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--kernel-sha256"), "{err}");
+    // A path is checked against --kernel-sha256 too.
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--kernel-sha256".as_ref(),
+            wrong.as_ref(),
+        ],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(error_line(&err).contains(&wrong), "{err}");
     assert_eq!(
         server.hits.load(std::sync::atomic::Ordering::SeqCst),
         hits,
