@@ -102,13 +102,17 @@ fn rootfs() -> PathBuf {
 
 /// A base of `board` from the root tree (cached).
 fn base(board: &str) -> PathBuf {
-    let tar = rootfs();
-    let img = cache().join(format!("{board}.img"));
+    base_from(board, &rootfs(), &format!("{board}.img"))
+}
+
+/// A base of `board` from `tar`, cached as `name`.
+fn base_from(board: &str, tar: &Path, name: &str) -> PathBuf {
+    let img = cache().join(name);
     let _l = lock(&format!("{board}.lock"));
     if !img.exists() {
         let mut c = nodeimg();
         c.args(["base", "--board", board, "--size", "2GiB", "--from"])
-            .arg(&tar)
+            .arg(tar)
             .args(["--enable", "systemd-networkd.service", "-o"])
             .arg(&img);
         if board == "rpi5" {
@@ -429,6 +433,429 @@ fn sigterm_mid_boot_leaves_nothing() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+// ---- --kernel as a Debian kernel package ----
+
+/// The root before the kernel was unpacked (make-debian-rootfs.sh's
+/// output, plain.tar): no kernel in /boot, Debian's linux-image .deb in
+/// its apt cache, klibc-utils installed. Made into an RPi-5 base (cached).
+fn plain_rpi5_base() -> PathBuf {
+    rootfs(); // builds plain.tar with it
+    base_from("rpi5", &cache().join("plain.tar"), "rpi5-plain.img")
+}
+
+/// Debian's linux-image-VERSION-arm64 .deb, taken from plain.tar's apt
+/// cache (cached beside it).
+fn kernel_deb() -> PathBuf {
+    rootfs();
+    let _l = lock("kernel-deb.lock");
+    let plain = cache().join("plain.tar");
+    let list = Command::new("tar").arg("-tf").arg(&plain).output().unwrap();
+    let member = String::from_utf8_lossy(&ok(&list).into_bytes())
+        .lines()
+        .filter(|l| {
+            // linux-image-6.1.0-50-arm64_…, not the metapackage
+            // linux-image-arm64_….
+            l.rsplit('/')
+                .next()
+                .and_then(|n| n.strip_prefix("linux-image-"))
+                .is_some_and(|v| {
+                    v.starts_with(|c: char| c.is_ascii_digit()) && v.ends_with("_arm64.deb")
+                })
+        })
+        .max()
+        .expect("a linux-image-*-arm64 .deb in plain.tar's apt cache")
+        .to_string();
+    let name = member.rsplit('/').next().unwrap().to_string();
+    let out = cache().join(&name);
+    if !out.exists() {
+        let tmp = cache().join("kernel-deb.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).unwrap();
+        ok(&Command::new("tar")
+            .arg("-C")
+            .arg(&tmp)
+            .arg("-xf")
+            .arg(&plain)
+            .arg(&member)
+            .output()
+            .unwrap());
+        fs::rename(tmp.join(&member), &out).unwrap();
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+    out
+}
+
+/// An HTTP server on 127.0.0.1 serving one file at `/NAME`, stopped on drop.
+struct Served {
+    url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
+}
+
+fn serve_file(path: &Path) -> Served {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let body = fs::read(path).unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, st, want) = (hits.clone(), stop.clone(), format!("/{name}"));
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            if st.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut s) = conn else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            loop {
+                let mut hl = String::new();
+                if r.read_line(&mut hl).unwrap_or(0) == 0 || hl == "\r\n" {
+                    break;
+                }
+            }
+            if path != want {
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            h.fetch_add(1, Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    Served {
+        url: format!("http://127.0.0.1:{port}/{name}"),
+        hits,
+        stop,
+        port,
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// An RPi-5 node whose /boot has no generic kernel boots Debian's kernel
+/// package downloaded by URL (from a server on 127.0.0.1), unpacked with
+/// an initramfs made from the image's klibc-utils: first boot `ok`. The
+/// package is cached under its SHA-256 in XDG_CACHE_HOME/nodeimg.
+#[test]
+fn rpi5_node_boots_a_kernel_package_from_a_url() {
+    let base = plain_rpi5_base();
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(t.path(), "rpi5", "none", &[("alpha", None)]);
+    let out = stamp(t.path(), &c, &base);
+    let delta = out.join("alpha.delta");
+    let before = (sha256(&base), sha256(&delta));
+    let sha = hex(&sha256(&deb));
+    let server = serve_file(&deb);
+    let url = server.url.clone();
+    let xdg = t.path().join("xdg");
+    std::env::set_var("XDG_CACHE_HOME", &xdg);
+    let (code, v, stderr, secs) = boot(
+        t.path(),
+        &base,
+        std::slice::from_ref(&delta),
+        &["--kernel", &server.url, "--kernel-sha256", &sha],
+    );
+    drop(server);
+    assert_eq!(code, 0, "{v:#}\n{stderr}");
+    let n = &v[0];
+    assert_eq!(n["outcome"], "ok", "{n:#}");
+    assert_eq!(unit(n, "nodeimg-firstboot")["result"], "ok");
+    let log = fs::read_to_string(t.path().join("logs/alpha.log")).unwrap();
+    assert!(log.contains("nodeimg-report: v1 node=alpha unit=nodeimg-firstboot status=ok"));
+    // The kernel that ran is the package's.
+    let version = deb
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('_')
+        .next()
+        .unwrap()
+        .trim_start_matches("linux-image-")
+        .to_string();
+    assert!(
+        log.contains(&version),
+        "kernel {version} not in the console log"
+    );
+    let cached = xdg
+        .join("nodeimg")
+        .join(&sha)
+        .join(deb.file_name().unwrap());
+    assert_eq!(sha256(&cached), sha256(&deb), "not cached by its hash");
+    // A re-run (the server is gone) takes the package from the cache: it
+    // is unpacked, and only the stand-in SOURCE is refused.
+    let stub = t.path().join("stub.img");
+    fs::write(&stub, b"not an image").unwrap();
+    let (_, err) = boot_refused(
+        &[
+            stub.as_os_str(),
+            "--kernel".as_ref(),
+            url.as_ref(),
+            "--kernel-sha256".as_ref(),
+            sha.as_ref(),
+            "--log-dir".as_ref(),
+            t.path().join("logs2").as_os_str(),
+        ],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert!(err.contains("modules in the initramfs)"), "{err}");
+    assert!(err.contains("stub"), "{err}");
+    eprintln!(
+        "kernel package boot: first boot after {:.0}s (nodeimg boot took {secs:.0}s)",
+        n["boot_seconds"].as_f64().unwrap_or(-1.0)
+    );
+    assert_eq!((sha256(&base), sha256(&delta)), before, "SOURCE changed");
+}
+
+/// `nodeimg boot` run for a refusal: (exit code, stderr).
+fn boot_refused(args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> (i32, String) {
+    let mut c = nodeimg();
+    c.arg("boot").args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o.status.code().unwrap_or(-1), err)
+}
+
+/// The one `nodeimg: error:` line of `stderr` (progress lines aside).
+fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("nodeimg: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    lines[0]
+}
+
+/// A package whose SHA-256 is not the one given is refused (exit 3) and
+/// nothing is left in the cache; a URL without --kernel-sha256 is a usage
+/// error (exit 2) that downloads nothing.
+#[test]
+fn kernel_package_with_a_wrong_hash_is_refused_and_not_cached() {
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("node.img");
+    fs::write(&img, b"never booted").unwrap();
+    let server = serve_file(&deb);
+    let xdg = t.path().join("xdg");
+    let wrong = "0".repeat(64);
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            server.url.as_ref(),
+            "--kernel-sha256".as_ref(),
+            wrong.as_ref(),
+            "--json".as_ref(),
+        ],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("SHA-256") && err.contains(&wrong), "{err}");
+    assert!(
+        files_under(&xdg).is_empty(),
+        "kept: {:?}",
+        files_under(&xdg)
+    );
+    assert!(
+        fs::read_dir(xdg.join("nodeimg"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "a directory was left in the cache"
+    );
+    let hits = server.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (code, err) = boot_refused(
+        &[img.as_os_str(), "--kernel".as_ref(), server.url.as_ref()],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--kernel-sha256"), "{err}");
+    // A path is checked against --kernel-sha256 too.
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--kernel-sha256".as_ref(),
+            wrong.as_ref(),
+        ],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(error_line(&err).contains(&wrong), "{err}");
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits,
+        "downloaded without a hash"
+    );
+}
+
+/// A truncated package (a download cut short, given by path) gets one
+/// clear line and exit 3 before any guest starts, and leaves no
+/// temporary file.
+#[test]
+fn truncated_kernel_package_gets_one_clear_line() {
+    need("qemu-system-aarch64", "qemu-system-arm");
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("node.img");
+    fs::write(&img, b"never booted").unwrap();
+    let bytes = fs::read(&deb).unwrap();
+    let cut = t.path().join("linux-image-cut_arm64.deb");
+    fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let tmp = t.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            cut.as_os_str(),
+            "--log-dir".as_ref(),
+            t.path().join("logs").as_os_str(),
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(code, 3, "{err}");
+    let line = error_line(&err);
+    assert!(line.contains("linux-image-cut_arm64.deb"), "{err}");
+    assert!(line.contains("truncated"), "{err}");
+    assert!(files_under(&tmp).is_empty(), "temporary files left");
+}
+
+/// --firstboot-only (the CI job's mode): a kubeadm worker whose bootstrap
+/// would fail is judged by its first-boot check alone, exit 0, and no
+/// bootstrap result is waited for.
+#[test]
+fn firstboot_only_does_not_wait_for_the_kernel_package_nodes_bootstrap() {
+    let base = plain_rpi5_base();
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(
+        t.path(),
+        "rpi5",
+        "kubeadm",
+        &[
+            ("controlplane", Some("10.77.0.1/24")),
+            ("node0", Some("10.77.0.2/24")),
+        ],
+    );
+    let out = stamp_with(t.path(), &c, &base, &["--no-tool-check"]);
+    let (code, v, stderr, _) = boot(
+        t.path(),
+        &base,
+        &[out.join("node0.delta")],
+        &["--kernel", deb.to_str().unwrap(), "--firstboot-only"],
+    );
+    assert_eq!(code, 0, "{v:#}\n{stderr}");
+    let units = v[0]["units"].as_array().unwrap();
+    assert_eq!(units.len(), 1, "{units:#?}");
+    assert_eq!(units[0]["unit"], "nodeimg-firstboot");
+    assert_eq!(units[0]["result"], "ok");
+}
+
+/// An image without klibc-utils (the demo stand-in) cannot get an
+/// initramfs for a kernel package: refused with one line naming the
+/// package to install, exit 3, before any guest starts.
+#[test]
+fn kernel_package_over_an_image_without_klibc_is_refused() {
+    need("qemu-system-aarch64", "qemu-system-arm");
+    need("zstd", "zstd");
+    let deb = kernel_deb();
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("demo.img");
+    ok(&Command::new("zstd")
+        .args(["-dq"])
+        .arg(os_support::repo().join("fixtures/demo-rpi5.img.zst"))
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap());
+    let tmp = t.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--log-dir".as_ref(),
+            t.path().join("logs").as_os_str(),
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(code, 3, "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.contains("klibc-utils") && line.contains("--initrd"),
+        "{err}"
+    );
+    assert!(files_under(&tmp).is_empty(), "temporary files left");
+    // --initrd replaces the initramfs nodeimg would make: no klibc-utils
+    // needed, the guest starts (and, a stand-in, never reports: exit 7).
+    let initrd = t.path().join("initrd.img");
+    fs::write(&initrd, b"").unwrap();
+    let _l = lock("boot.lock");
+    let (code, err) = boot_refused(
+        &[
+            img.as_os_str(),
+            "--kernel".as_ref(),
+            deb.as_os_str(),
+            "--initrd".as_ref(),
+            initrd.as_os_str(),
+            "--timeout".as_ref(),
+            "3".as_ref(),
+            "--log-dir".as_ref(),
+            t.path().join("logs").as_os_str(),
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("booting"), "{err}");
+    assert!(files_under(&tmp).is_empty(), "temporary files left");
 }
 
 fn report_msg(node: &serde_json::Value, step: &str) -> String {

@@ -42,10 +42,21 @@ pub struct BootArgs {
     #[arg(long, value_name = "STATE")]
     pub secrets: Option<PathBuf>,
     /// A generic arm64 kernel to boot instead of the image's (Raspberry Pi
-    /// images whose /boot has none).
-    #[arg(long, value_name = "FILE")]
-    pub kernel: Option<PathBuf>,
-    /// The initrd for --kernel.
+    /// images whose /boot has none): a kernel file, or a Debian kernel
+    /// package (linux-image-VERSION-arm64 .deb, recognised by its content)
+    /// by path or by http(s) URL with --kernel-sha256. A package is
+    /// unpacked into the temporary directory and booted with an initramfs
+    /// made from its modules and the image's klibc-utils. Downloads are
+    /// cached by SHA-256 in $XDG_CACHE_HOME/nodeimg (else
+    /// ~/.cache/nodeimg), so a second run does not download again.
+    #[arg(long, value_name = "FILE|URL")]
+    pub kernel: Option<String>,
+    /// The SHA-256 (64 hex digits) of --kernel: required for a URL, checked
+    /// for a path; a mismatch is refused and nothing is kept.
+    #[arg(long, value_name = "HEX", requires = "kernel")]
+    pub kernel_sha256: Option<String>,
+    /// The initrd for --kernel (for a package: instead of the initramfs
+    /// nodeimg makes).
     #[arg(long, value_name = "FILE", requires = "kernel")]
     pub initrd: Option<PathBuf>,
     /// Seconds to wait for every result.
@@ -78,6 +89,11 @@ pub struct BootArgs {
     /// Guest CPUs.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub cpus: u32,
+    /// Wait for each node's first-boot check (nodeimg-firstboot) only, not
+    /// for its role bootstrap: for CI under emulation, where a kubeadm or
+    /// k3s bootstrap takes longer than a job should wait.
+    #[arg(long)]
+    pub firstboot_only: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -92,6 +108,9 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
     if a.shell && nodes.len() != 1 {
         bail!("--shell boots exactly one node ({} selected)", nodes.len());
     }
+    // Before `cooperate`: Ctrl-C during a download ends it at once, its
+    // partial file kept in the cache to resume.
+    let kernel = kernel_override(&a)?;
     crate::signals::cooperate(
         &STOP,
         "every QEMU was stopped and the temporary files removed",
@@ -102,15 +121,13 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(a.timeout),
         console: a.console,
         log_dir: a.log_dir.clone(),
-        kernel: vm::bootspec::Override {
-            kernel: a.kernel.clone(),
-            initrd: a.initrd.clone(),
-        },
+        kernel,
         shell: a.shell,
         uplink: a.uplink,
         direct: a.direct,
         memory_mib: a.memory,
         cpus: a.cpus,
+        firstboot_only: a.firstboot_only,
         stop: &STOP,
         progress: if a.json { &quiet } else { &progress },
     };
@@ -131,6 +148,60 @@ pub fn run(a: BootArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     Ok(code.into())
+}
+
+/// `--kernel`, `--kernel-sha256` and `--initrd`: a URL is downloaded
+/// into the cache (pipeline's fetch: verified, resumed, kept by SHA-256),
+/// and a Debian package is handed to the vm crate to unpack.
+fn kernel_override(a: &BootArgs) -> Result<vm::bootspec::Override> {
+    let Some(k) = &a.kernel else {
+        return Ok(vm::bootspec::Override {
+            kernel: None,
+            initrd: a.initrd.clone(),
+            package: None,
+        });
+    };
+    let url = pipeline::base::fetch::is_url(k);
+    if url && a.kernel_sha256.is_none() {
+        return Err(crate::cmd::usage::usage(format!(
+            "--kernel {k}: a URL needs --kernel-sha256 HEX (the SHA-256 of the package, e.g. from Debian's Packages index)"
+        )));
+    }
+    if let Some(h) = &a.kernel_sha256 {
+        if pipeline::base::manifest::from_hex32(h).is_none() {
+            return Err(crate::cmd::usage::usage(format!(
+                "--kernel-sha256 {h:?}: not a SHA-256 (64 hex digits)"
+            )));
+        }
+    }
+    if url && !a.json {
+        eprintln!("nodeimg: fetching {k} (cached by SHA-256)");
+    }
+    let fetched = pipeline::base::fetch::fetch(
+        k,
+        a.kernel_sha256.as_deref(),
+        &pipeline::base::fetch::FetchOptions::default(),
+        &mut |_, _| {},
+    )?;
+    let path = fetched.path;
+    if vm::kernel_pkg::is_deb(&path) {
+        return Ok(vm::bootspec::Override {
+            kernel: None,
+            initrd: a.initrd.clone(),
+            package: Some(path),
+        });
+    }
+    if url {
+        bail!(pipeline::Error::refused(
+            k.as_str(),
+            "not a Debian package (no ar archive starting with debian-binary): a --kernel URL must name a linux-image .deb"
+        ));
+    }
+    Ok(vm::bootspec::Override {
+        kernel: Some(path),
+        initrd: a.initrd.clone(),
+        package: None,
+    })
 }
 
 /// The nodes SOURCE and the flags select.

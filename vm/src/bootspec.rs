@@ -149,6 +149,10 @@ pub fn guest_append(cmdline: &str) -> String {
 pub struct Override {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
+    /// A Debian kernel package (`--kernel` naming a `.deb`): unpacked by
+    /// [`crate::run::run`] into its temporary directory, then booted as
+    /// `kernel` with an initramfs made for it ([`crate::kernel_pkg`]).
+    pub package: Option<PathBuf>,
 }
 
 /// The boot plan of `image`; files read from it are written into `tmp`.

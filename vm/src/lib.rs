@@ -5,6 +5,7 @@
 //! | [`report`] | the first-boot report line, parsed from console bytes |
 //! | [`disk`] | the throw-away disk: base ⊕ delta ⊕ deferred secrets, SOURCE untouched |
 //! | [`bootspec`] | kernel, initrd and command line, read from the image |
+//! | [`kernel_pkg`] | `--kernel` as a Debian kernel package: unpacked, given an initramfs |
 //! | [`qemu`] | finding QEMU, the accelerator, a guest's command line, power-off |
 //! | [`lan`] | the cluster's virtual LAN (unix datagram sockets, a hub) |
 //! | [`dhcp_plan`] | the LAN's leases, fixed per guest MAC before boot |
@@ -17,6 +18,7 @@ pub mod dhcp;
 pub mod dhcp_plan;
 pub mod disk;
 pub mod frame;
+pub mod kernel_pkg;
 pub mod lan;
 pub mod qemu;
 pub mod report;

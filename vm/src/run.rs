@@ -50,6 +50,8 @@ pub struct Options<'a> {
     pub direct: bool,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// Wait for the first-boot check only, not for role bootstraps.
+    pub firstboot_only: bool,
     /// Set by the signal path: stop at once, leaving nothing behind.
     pub stop: &'a AtomicBool,
     /// Progress lines (stderr).
@@ -131,6 +133,16 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         .prefix("nodeimg-boot.")
         .tempdir()
         .context("creating a temporary directory")?;
+    // A kernel package is unpacked once for every node, into `tmp`.
+    let kernel_pkg = match &opts.kernel.package {
+        Some(deb) => {
+            (opts.progress)(&format!("unpacking the kernel package {}", deb.display()));
+            let p = crate::kernel_pkg::unpack(deb, &tmp.path().join("kernel-pkg"))?;
+            (opts.progress)(&format!("kernel package {}", p.describe()));
+            Some(p)
+        }
+        None => None,
+    };
     let mut prepared = Vec::new();
     let mut nets = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -143,8 +155,14 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let disk_path = dir.join("disk.img");
         disk::prepare(&n.disk, &n.ops, &disk_path).with_context(|| format!("node {}", n.name))?;
         let image = disk::open(&disk_path)?;
-        let plan = bootspec::plan(&image, &opts.kernel, &dir)
-            .with_context(|| format!("node {}", n.name))?;
+        let kernel = match &kernel_pkg {
+            Some(p) => p
+                .boot_override(&image, &opts.kernel, &dir)
+                .with_context(|| format!("node {}", n.name))?,
+            None => opts.kernel.clone(),
+        };
+        let plan =
+            bootspec::plan(&image, &kernel, &dir).with_context(|| format!("node {}", n.name))?;
         let firmware = match bootspec::uboot() {
             Some(u) if plan.extlinux && !opts.direct && bootspec::uboot_can_load(&plan.kernel) => {
                 drop(image);
@@ -158,9 +176,10 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let list = list.as_deref().map(String::from_utf8_lossy);
         nets.push(NodeNet::from_list(&n.name, lan::mac(i, 0), list.as_deref()));
         let mut expected = vec![FIRSTBOOT.to_string()];
-        if image
-            .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
-            .is_some()
+        if !opts.firstboot_only
+            && image
+                .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
+                .is_some()
             && image.stat(pipeline::templates::DONE_FLAG)?.is_none()
         {
             expected.push(BOOTSTRAP.to_string());

@@ -221,10 +221,16 @@ pub fn fetch(
         fs::remove_file(&done).map_err(|e| Error::io(&done, e))?;
     }
     let part = dir.join(format!("{name}.part"));
-    download(what, &part, opts, progress)?;
+    if let Err(e) = download(what, &part, opts, progress) {
+        // Nothing fetched, nothing kept: the hash's directory goes when
+        // it holds no partial download to resume.
+        let _ = fs::remove_dir(&dir);
+        return Err(e);
+    }
     let (got, _) = sha256_file(&part)?;
     if got != want {
         let _ = fs::remove_file(&part);
+        let _ = fs::remove_dir(&dir);
         return Err(Error::refused(
             what,
             format!(
