@@ -5,6 +5,7 @@
 //! | [`report`] | the first-boot report line, parsed from console bytes |
 //! | [`disk`] | the throw-away disk: base ⊕ delta ⊕ deferred secrets, SOURCE untouched |
 //! | [`bootspec`] | kernel, initrd and command line, read from the image |
+//! | [`uboot`] | U-Boot as the firmware of extlinux images, and its environment flash |
 //! | [`qemu`] | finding QEMU, the accelerator, a guest's command line, power-off |
 //! | [`lan`] | the cluster's virtual LAN (unix datagram sockets, a hub) |
 //! | [`run`] | booting nodes together, reading consoles, results and the table |
@@ -15,3 +16,4 @@ pub mod lan;
 pub mod qemu;
 pub mod report;
 pub mod run;
+pub mod uboot;

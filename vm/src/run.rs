@@ -9,6 +9,7 @@ use crate::disk::{self, DiskSource};
 use crate::lan::{self, Hub};
 use crate::qemu::{self, Accel, GuestSpec, Nic};
 use crate::report::{self, Report, Status};
+use crate::uboot;
 use anyhow::{Context, Result};
 use pipeline::customise::Op;
 use serde::Serialize;
@@ -135,14 +136,17 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let image = disk::open(&disk_path)?;
         let plan = bootspec::plan(&image, &opts.kernel, &dir)
             .with_context(|| format!("node {}", n.name))?;
-        let firmware = match bootspec::uboot() {
-            Some(u) if plan.extlinux && !opts.direct && bootspec::uboot_can_load(&plan.kernel) => {
-                drop(image);
-                disk::apply(&disk_path, &[bootspec::console_op()])?;
-                Some(u)
-            }
-            _ => None,
+        // Without U-Boot installed (or with --direct), the kernel that
+        // extlinux.conf names is loaded directly.
+        let firmware = if plan.extlinux && !opts.direct {
+            uboot::firmware(&dir)?
+        } else {
+            None
         };
+        if firmware.is_some() {
+            drop(image);
+            disk::apply(&disk_path, &[bootspec::console_op()])?;
+        }
         let image = disk::open(&disk_path)?;
         let mut expected = vec![FIRSTBOOT.to_string()];
         if image
@@ -209,7 +213,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
             cmd.stderr(Stdio::piped());
             die_with_parent(&mut cmd);
             let how = match firmware {
-                Some(u) => format!("U-Boot {} reading {}", u.display(), plan.from),
+                Some(u) => format!("U-Boot {} reading {}", u.bios.display(), plan.from),
                 None => format!(
                     "kernel{} from {}",
                     if plan.initrd.is_some() {

@@ -1,0 +1,34 @@
+//! The environment flash nodeimg gives U-Boot, judged by U-Boot's own tool:
+//! `mkenvimage` (package u-boot-tools) makes the same block from the same
+//! `name=value` lines.
+
+use std::process::Command;
+use vm::uboot;
+
+#[test]
+fn env_block_matches_mkenvimage() {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("mkenvimage").exists());
+    assert!(found, "mkenvimage is missing: apt-get install u-boot-tools");
+    let t = tempfile::tempdir().unwrap();
+    let vars = uboot::variables();
+    let text: String = vars.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+    std::fs::write(t.path().join("env.txt"), text).unwrap();
+    let out = t.path().join("env.bin");
+    let o = Command::new("mkenvimage")
+        .args(["-s", &format!("{:#x}", uboot::ENV_SIZE), "-o"])
+        .arg(&out)
+        .arg(t.path().join("env.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs = std::fs::read(&out).unwrap();
+    assert_eq!(uboot::env_block(&vars).unwrap(), theirs);
+
+    // The flash bank QEMU is given: exactly one bank, the block at its start.
+    let flash = t.path().join("flash.img");
+    uboot::write_env_flash(&flash).unwrap();
+    let bytes = std::fs::read(&flash).unwrap();
+    assert_eq!(bytes.len() as u64, uboot::FLASH_BANK_BYTES);
+    assert_eq!(&bytes[..uboot::ENV_SIZE], &theirs[..]);
+}
