@@ -282,7 +282,9 @@ mod tests {
             .collect();
         let joined = a.join(" ");
         assert!(
-            joined.contains("-bios /u/u-boot.bin -drive if=pflash,unit=1,format=raw,file=/t/n,,0/env.img "),
+            joined.contains(
+                "-bios /u/u-boot.bin -drive if=pflash,unit=1,format=raw,file=/t/n,,0/env.img "
+            ),
             "{joined}"
         );
         assert!(!joined.contains("-kernel"), "{joined}");
