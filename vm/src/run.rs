@@ -136,10 +136,11 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         let image = disk::open(&disk_path)?;
         let plan = bootspec::plan(&image, &opts.kernel, &dir)
             .with_context(|| format!("node {}", n.name))?;
-        // Without U-Boot installed (or with --direct), the kernel that
-        // extlinux.conf names is loaded directly.
+        // Without U-Boot installed (or with --direct, or too little
+        // memory for it), the kernel that extlinux.conf names is loaded
+        // directly.
         let firmware = if plan.extlinux && !opts.direct {
-            uboot::firmware(&dir)?
+            uboot::firmware(&dir, opts.memory_mib)?
         } else {
             None
         };

@@ -43,6 +43,11 @@ pub const ENV_SIZE: usize = 0x40000;
 /// initrd of 192 MiB; the guest needs at least 512 MiB.
 pub const KERNEL_COMP_ADDR_R: &str = "0x50000000";
 
+/// The least guest memory (MiB) that holds U-Boot at the top of RAM, the
+/// initrd and [`KERNEL_COMP_ADDR_R`]'s inflated kernel; smaller guests
+/// have their kernel loaded directly.
+pub const MIN_MEMORY_MIB: u32 = 512;
+
 /// The largest compressed kernel `booti` takes (it inflates up to ten times
 /// this): meson64's value, 32 MiB.
 pub const KERNEL_COMP_SIZE: &str = "0x2000000";
@@ -127,11 +132,15 @@ pub fn write_env_flash(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// U-Boot and a fresh environment flash in `dir`, when U-Boot is installed.
-pub fn firmware(dir: &Path) -> Result<Option<Firmware>> {
+/// U-Boot and a fresh environment flash in `dir`, when U-Boot is installed
+/// and the guest has [`MIN_MEMORY_MIB`].
+pub fn firmware(dir: &Path, memory_mib: u32) -> Result<Option<Firmware>> {
     let Some(bios) = find() else {
         return Ok(None);
     };
+    if memory_mib < MIN_MEMORY_MIB {
+        return Ok(None);
+    }
     let env_flash = dir.join("u-boot-env.img");
     write_env_flash(&env_flash)?;
     Ok(Some(Firmware { bios, env_flash }))

@@ -32,3 +32,25 @@ fn env_block_matches_mkenvimage() {
     assert_eq!(bytes.len() as u64, uboot::FLASH_BANK_BYTES);
     assert_eq!(&bytes[..uboot::ENV_SIZE], &theirs[..]);
 }
+
+/// U-Boot is the firmware only for guests with room for it; smaller ones
+/// get their kernel directly.
+#[test]
+fn small_guests_get_no_firmware() {
+    assert!(
+        uboot::find().is_some(),
+        "{} is missing: apt-get install u-boot-qemu",
+        uboot::DEBIAN_PATH
+    );
+    let t = tempfile::tempdir().unwrap();
+    let fw = uboot::firmware(t.path(), uboot::MIN_MEMORY_MIB)
+        .unwrap()
+        .expect("U-Boot for a 512 MiB guest");
+    assert_eq!(
+        std::fs::metadata(&fw.env_flash).unwrap().len(),
+        uboot::FLASH_BANK_BYTES
+    );
+    assert!(uboot::firmware(t.path(), uboot::MIN_MEMORY_MIB - 1)
+        .unwrap()
+        .is_none());
+}
