@@ -11,30 +11,21 @@
 # Set by nodeimg before this text: HELM_VERSION, NODEIMG_HELM_URL (default
 # https://get.helm.sh) and NODEIMG_HELM_SHA256 (empty: the published .sha256
 # is used; 64 hex digits: that hash, a pin independent of the server).
+# need_curl and download_checked: lib/download.sh, put in front by nodeimg.
 set -eu
 : "${HELM_VERSION:?}" "${NODEIMG_HELM_URL:?}"
 NODEIMG_HELM_SHA256=${NODEIMG_HELM_SHA256:-}
 
-if ! command -v curl >/dev/null; then
-	apt-get update
-	apt-get install -y --no-install-recommends ca-certificates curl
-fi
-
+need_curl
 tarball="helm-v${HELM_VERSION#v}-linux-arm64.tar.gz"
 url="$NODEIMG_HELM_URL/$tarball"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "recipe helm: $url"
-curl -fsSL -o "$work/$tarball" "$url"
 want=$NODEIMG_HELM_SHA256
 if [ -z "$want" ]; then
 	want=$(curl -fsSL "$url.sha256" | cut -d' ' -f1)
 fi
-got=$(sha256sum "$work/$tarball" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then
-	echo "recipe helm: $tarball has SHA-256 $got, expected $want: refused" >&2
-	exit 1
-fi
+got=$(download_checked helm "$url" "$work/$tarball" "$want" "(an empty $tarball.sha256)")
 tar -xzf "$work/$tarball" -C "$work" linux-arm64/helm
 install -m 0755 "$work/linux-arm64/helm" /usr/local/bin/helm
 echo "recipe helm: /usr/local/bin/helm ${HELM_VERSION} (sha256 $got)"

@@ -16,30 +16,21 @@
 # v1.34.1+k3s1), NODEIMG_K3S_URL (default
 # https://github.com/k3s-io/k3s/releases/download) and NODEIMG_K3S_SHA256
 # (empty: the release's sha256sum-arm64.txt is used; 64 hex digits: that
-# hash).
+# hash). need_curl and download_checked: lib/download.sh, put in front by
+# nodeimg.
 set -eu
 : "${K3S_VERSION:?}" "${NODEIMG_K3S_URL:?}"
 NODEIMG_K3S_SHA256=${NODEIMG_K3S_SHA256:-}
 
-if ! command -v curl >/dev/null; then
-	apt-get update
-	apt-get install -y --no-install-recommends ca-certificates curl
-fi
-
+need_curl
 base="$NODEIMG_K3S_URL/$K3S_VERSION"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "recipe k3s: $base/k3s-arm64"
-curl -fsSL -o "$work/k3s" "$base/k3s-arm64"
 want=$NODEIMG_K3S_SHA256
 if [ -z "$want" ]; then
 	want=$(curl -fsSL "$base/sha256sum-arm64.txt" | awk '$2 == "k3s-arm64" { print $1 }')
 fi
-got=$(sha256sum "$work/k3s" | cut -d' ' -f1)
-if [ -z "$want" ] || [ "$got" != "$want" ]; then
-	echo "recipe k3s: k3s-arm64 has SHA-256 $got, expected ${want:-(no line for k3s-arm64 in sha256sum-arm64.txt)}: refused" >&2
-	exit 1
-fi
+got=$(download_checked k3s "$base/k3s-arm64" "$work/k3s" "$want" "(no line for k3s-arm64 in sha256sum-arm64.txt)")
 install -m 0755 "$work/k3s" /usr/local/bin/k3s
 for cmd in kubectl crictl ctr; do
 	if ! command -v "$cmd" >/dev/null; then

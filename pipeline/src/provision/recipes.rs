@@ -22,13 +22,24 @@ pub struct Recipe {
     /// What it installs, for messages and docs.
     pub installs: &'static str,
     text: &'static str,
+    /// Whether the recipe calls the shared download functions
+    /// (`templates/provision/lib/download.sh`), put in front of its text.
+    downloads: bool,
 }
 
+/// `need_curl` and `download_checked`, shared by the recipes that install a
+/// checked release file.
+const DOWNLOAD_LIB: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../templates/provision/lib/download.sh"
+));
+
 macro_rules! recipe {
-    ($name:literal, $installs:literal) => {
+    ($name:literal, $installs:literal, $downloads:literal) => {
         Recipe {
             name: $name,
             installs: $installs,
+            downloads: $downloads,
             text: include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../templates/provision/",
@@ -43,10 +54,11 @@ macro_rules! recipe {
 pub const RECIPES: &[Recipe] = &[
     recipe!(
         "kubeadm",
-        "kubeadm, kubelet, kubectl and CRI-O from pkgs.k8s.io, pinned and held; kernel modules, sysctls, swap off"
+        "kubeadm, kubelet, kubectl and CRI-O from pkgs.k8s.io, pinned and held; kernel modules, sysctls, swap off",
+        false
     ),
-    recipe!("helm", "helm from its release tarball, SHA-256 checked"),
-    recipe!("k3s", "the k3s binary for arm64, SHA-256 checked"),
+    recipe!("helm", "helm from its release tarball, SHA-256 checked", true),
+    recipe!("k3s", "the k3s binary for arm64, SHA-256 checked", true),
 ];
 
 /// Download locations and pins a recipe reads, with their defaults; an
@@ -97,6 +109,9 @@ impl Recipe {
         let mut out = format!("{shebang}\n# Set by nodeimg (recipe {}):\n", self.name);
         for (name, value) in vars {
             out.push_str(&format!("{name}={}\n", shell_quote(&value)));
+        }
+        if self.downloads {
+            out.push_str(DOWNLOAD_LIB);
         }
         out.push_str(rest);
         Ok(out)
@@ -166,6 +181,24 @@ mod tests {
         assert!(find(Path::new("./k3s")).is_none());
         assert!(find(Path::new("provision/kubeadm.sh")).is_none());
         assert_eq!(names(), "kubeadm, helm, k3s");
+    }
+
+    #[test]
+    fn download_recipes_get_the_shared_functions_before_their_text() {
+        for name in ["helm", "k3s"] {
+            let text = find(Path::new(name))
+                .unwrap()
+                .render(&Versions::default())
+                .unwrap();
+            let defined = text.find("download_checked() {").unwrap();
+            let called = text.find("$(download_checked ").unwrap();
+            assert!(defined < called, "{name}: {text}");
+        }
+        let kubeadm = find(Path::new("kubeadm"))
+            .unwrap()
+            .render(&Versions::default())
+            .unwrap();
+        assert!(!kubeadm.contains("download_checked"));
     }
 
     #[test]
