@@ -43,6 +43,15 @@ fn need(tool: &str, package: &str) {
     assert!(found, "{tool} is missing: apt-get install {package}");
 }
 
+/// U-Boot's build for QEMU, which boots the extlinux (Odroid C4) nodes.
+fn need_uboot() {
+    let p = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+    assert!(
+        std::env::var_os("NODEIMG_UBOOT").is_some() || Path::new(p).is_file(),
+        "{p} is missing: apt-get install u-boot-qemu"
+    );
+}
+
 fn lock(name: &str) -> nix::fcntl::Flock<fs::File> {
     let f = fs::File::create(cache().join(name)).expect("lock file");
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).expect("lock")
@@ -225,6 +234,9 @@ fn unit<'a>(node: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 /// One `none` node of `board`: first boot OK, SOURCE unchanged.
 fn first_boot_ok(board: &str) {
+    if board == "odroid-c4" {
+        need_uboot();
+    }
     let base = base(board);
     let t = tempfile::tempdir().unwrap();
     let c = cluster(t.path(), board, "none", &[("alpha", None)]);
@@ -355,6 +367,7 @@ fn failing_bootstrap_is_reported_with_its_line() {
 /// last lines, as soon as U-Boot gives up (not at the timeout).
 #[test]
 fn uboot_without_a_bootable_entry_did_not_boot() {
+    need_uboot();
     // The base itself, copied: U-Boot never reaches a kernel, so nothing
     // needs stamping.
     let base = base("odroid-c4");
