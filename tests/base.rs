@@ -1369,3 +1369,162 @@ fn firmware_files_are_laid_over_the_boot_partition() {
         "kernel_custom.img",
     );
 }
+
+/// `xz` of `raw` with extra arguments, into `dir/name`.
+fn xz_of(raw: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let o = Command::new("xz")
+        .args(args)
+        .args(["-c", "-1"])
+        .arg(raw)
+        .output()
+        .expect("xz (Debian package xz-utils)");
+    assert!(o.status.success(), "xz {args:?}");
+    std::fs::write(&out, o.stdout).unwrap();
+    out
+}
+
+/// What is in `dir` besides `keep`: no temporary or half-written file.
+fn leftovers(dir: &Path, keep: &[&Path]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !keep.contains(&p.as_path()))
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+#[test]
+fn multi_and_single_block_xz_give_the_same_base_in_one_pass() {
+    // One pass decodes, customises, hashes, compresses and maps: the
+    // outputs must not depend on how the source was cut into xz blocks (a
+    // threaded decode for pi-gen's multi-block streams, one thread for a
+    // single block), and must be what the oracles read in the files.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = os_support::rpios();
+    let multi = xz_of(
+        &raw,
+        dir.path(),
+        "multi.img.xz",
+        &["-T2", "--block-size=1MiB"],
+    );
+    let single = xz_of(&raw, dir.path(), "single.img.xz", &["-T1"]);
+    let blocks = tool("xz", &["--robot", "-l", multi.to_str().unwrap()]);
+    assert!(
+        blocks
+            .lines()
+            .any(|l| l.starts_with("totals") && l.split('\t').nth(2).is_some_and(|b| b != "1")),
+        "the multi-block source has one block: {blocks}"
+    );
+    let mut outs = Vec::new();
+    for (src, name) in [(&multi, "m.img"), (&single, "s.img"), (&raw, "r.img")] {
+        let out = dir.path().join(name);
+        ok(&[
+            "base",
+            "--board",
+            "rpi5",
+            "--from",
+            src.to_str().unwrap(),
+            "--enable",
+            "ssh.service",
+            "--cmdline-append",
+            "cgroup_memory=1",
+            "--zstd",
+            "--bmap",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        outs.push(out);
+    }
+    let o = outs[0].to_str().unwrap();
+    for other in &outs[1..] {
+        tool("cmp", &[o, other.to_str().unwrap()]);
+        let (a, b) = (
+            std::fs::read(format!("{o}.bmap")).unwrap(),
+            std::fs::read(format!("{}.bmap", other.display())).unwrap(),
+        );
+        assert!(a == b, "bmaps differ");
+    }
+    // The manifest's hash is sha256sum's, of the image and of the zstd
+    // copy decompressed; the zstd copy is the image.
+    let m = manifest(&outs[0]);
+    let sha = tool("sha256sum", &[o]);
+    assert_eq!(m["image"]["sha256"].as_str().unwrap(), &sha[..64]);
+    let unz = dir.path().join("unz.img");
+    tool(
+        "zstd",
+        &["-q", "-d", &format!("{o}.zst"), "-o", unz.to_str().unwrap()],
+    );
+    tool("cmp", &[o, unz.to_str().unwrap()]);
+    // The customisations are in it, and the filesystems are clean.
+    let root = part_file(&outs[0], 2, dir.path());
+    e2fsck_clean(&root);
+    let boot = part_file(&outs[0], 1, dir.path());
+    fat_clean(&boot);
+    assert!(mtype(&boot, "/cmdline.txt").contains("cgroup_memory=1"));
+    let wants = debugfs(&root, "ls -l /etc/systemd/system/multi-user.target.wants");
+    assert!(wants.contains("ssh.service"), "{wants}");
+    // bmaptool checks every range's SHA-256 against the image.
+    let card = dir.path().join("card.img");
+    tool(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            &format!("{o}.bmap"),
+            o,
+            card.to_str().unwrap(),
+        ],
+    );
+    // Holes stay holes: the output is sparse.
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&outs[0]).unwrap();
+    assert!(md.blocks() * 512 < md.len() / 2, "not sparse");
+}
+
+#[test]
+fn corrupt_or_cut_xz_mid_stream_leaves_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = os_support::rpios();
+    let good = xz_of(
+        &raw,
+        dir.path(),
+        "good.img.xz",
+        &["-T2", "--block-size=1MiB"],
+    );
+    let bytes = std::fs::read(&good).unwrap();
+    // A flipped byte in the middle of the compressed data (the index at the
+    // end still records the size, so the one pass starts), and a download
+    // cut in the middle (no index: the size is unknown).
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    let flipped_p = dir.path().join("flipped.img.xz");
+    std::fs::write(&flipped_p, &flipped).unwrap();
+    let cut_p = dir.path().join("cut.img.xz");
+    std::fs::write(&cut_p, &bytes[..bytes.len() / 2]).unwrap();
+    let keep = [good.as_path(), flipped_p.as_path(), cut_p.as_path()];
+    for src in [&flipped_p, &cut_p] {
+        let out = dir.path().join("o.img");
+        let o = nodeimg(&[
+            "base",
+            "--board",
+            "rpi5",
+            "--from",
+            src.to_str().unwrap(),
+            "--zstd",
+            "--bmap",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{} was accepted", src.display());
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(src.file_name().unwrap().to_str().unwrap()),
+            "the message names the source: {err}"
+        );
+        assert_eq!(leftovers(dir.path(), &keep), Vec::<String>::new());
+    }
+}

@@ -515,3 +515,215 @@ fn sigterm_mid_boot_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+fn report_msg(node: &serde_json::Value, step: &str) -> String {
+    let fb = unit(node, "nodeimg-firstboot");
+    fb["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == step)
+        .unwrap_or_else(|| panic!("no {step} step: {fb:#}"))["msg"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A static node and a DHCP node (no `address`) of one build on one LAN:
+/// the DHCP node configures itself from what stamp wrote, takes the lease
+/// nodeimg's server on the LAN holds for its MAC, and the two ping each
+/// other by address (the static node learns the lease from `nodeimg boot`).
+#[test]
+fn dhcp_node_takes_its_lease_and_reaches_the_static_node() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(
+        t.path(),
+        "odroid-c4",
+        "none",
+        &[("alpha", Some("10.77.0.1/24")), ("beta", None)],
+    );
+    let out = stamp(t.path(), &c, &base);
+    let deltas = [out.join("alpha.delta"), out.join("beta.delta")];
+    let before = sha256(&deltas[1]);
+    let (code, v, stderr, _) = boot(t.path(), &base, &deltas, &[]);
+    assert_eq!(code, 0, "{v:#}\n{stderr}");
+    // The table's (here JSON's) address: the static one, and the lease
+    // the guest took.
+    assert_eq!(v[0]["address"], "10.77.0.1/24", "{v:#}");
+    assert_eq!(v[0]["address_from"], "static");
+    assert_eq!(v[1]["address"], "10.77.0.100/24", "{v:#}");
+    assert_eq!(v[1]["address_from"], "dhcp");
+    // The guests' own view.
+    assert_eq!(report_msg(&v[1], "address"), "10.77.0.100/24 (dhcp)");
+    assert_eq!(report_msg(&v[0], "address"), "10.77.0.1/24 (static)");
+    let peers = report_msg(&v[1], "peers");
+    assert!(peers.starts_with("reached: 10.77.0.1;"), "{peers}");
+    let peers = report_msg(&v[0], "peers");
+    assert!(peers.starts_with("reached: 10.77.0.100;"), "{peers}");
+    // The peer line went into the throw-away disk only.
+    assert_eq!(sha256(&deltas[1]), before);
+}
+
+fn fs_cat(img: &Path, path: &str) -> Option<String> {
+    let o = nodeimg()
+        .args(["fs", "cat", "--part", "1"])
+        .arg(img)
+        .arg(path)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A sparse copy of `base` (with its manifest) to change.
+fn base_copy(dir: &Path, base: &Path) -> PathBuf {
+    let own = dir.join("own.img");
+    ok(&Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(base)
+        .arg(&own)
+        .output()
+        .unwrap());
+    let mut manifest = base.as_os_str().to_owned();
+    manifest.push(".json");
+    fs::copy(&manifest, dir.join("own.img.json")).unwrap();
+    own
+}
+
+fn fs_put(dir: &Path, img: &Path, path: &str, text: &str) {
+    let local = dir.join("put.tmp");
+    fs::write(&local, text).unwrap();
+    ok(&nodeimg()
+        .args(["fs", "put", "--part", "1"])
+        .arg(img)
+        .arg(&local)
+        .arg(path)
+        .output()
+        .unwrap());
+}
+
+fn fs_do(img: &Path, args: &[&str]) {
+    let (cmd, rest) = args.split_first().unwrap();
+    ok(&nodeimg()
+        .args(["fs", cmd, "--part", "1"])
+        .arg(img)
+        .args(rest)
+        .output()
+        .unwrap());
+}
+
+fn node_image(dir: &Path, base: &Path, out: &Path, name: &str) -> PathBuf {
+    let img = dir.join(format!("{name}.img"));
+    ok(&nodeimg()
+        .args(["delta", "apply"])
+        .arg(base)
+        .arg(out.join(format!("{name}.delta")))
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap());
+    img
+}
+
+/// What stamp writes for a DHCP node over the boot root (systemd-networkd
+/// enabled, no `.network` file): a networkd unit asking DHCP, and its
+/// network in the first-boot list; over a base with a `.network` file of
+/// its own, no unit (the base's configuration wins).
+#[test]
+fn dhcp_node_gets_a_networkd_dhcp_unit_unless_the_base_has_one() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let c = cluster(
+        t.path(),
+        "odroid-c4",
+        "none",
+        &[("alpha", Some("10.77.0.1/24")), ("beta", None)],
+    );
+    let out = stamp(t.path(), &c, &base);
+    let beta = node_image(t.path(), &base, &out, "beta");
+    let unit = "/etc/systemd/network/10-nodeimg.network";
+    let net = fs_cat(&beta, unit).expect("a networkd unit");
+    assert!(
+        net.contains("[Match]\nType=ether\n\n[Network]\nDHCP=yes\n") && !net.contains("Address="),
+        "{net}"
+    );
+    let list = fs_cat(&beta, "/etc/nodeimg/firstboot.list").unwrap();
+    assert!(list.lines().any(|l| l == "address dhcp"), "{list}");
+    assert!(list.lines().any(|l| l == "peer 10.77.0.1"), "{list}");
+    let alpha = node_image(t.path(), &base, &out, "alpha");
+    let list = fs_cat(&alpha, "/etc/nodeimg/firstboot.list").unwrap();
+    assert!(list.lines().any(|l| l == "address 10.77.0.1/24"), "{list}");
+    assert!(fs_cat(&alpha, unit)
+        .unwrap()
+        .contains("Address=10.77.0.1/24\n"));
+
+    // The same base with a .network file of its own.
+    let own = base_copy(t.path(), &base);
+    fs_put(
+        t.path(),
+        &own,
+        "/etc/systemd/network/50-lan.network",
+        "[Match]\nName=end0\n\n[Network]\nDHCP=ipv4\n",
+    );
+    let t2 = tempfile::tempdir().unwrap();
+    let c2 = cluster(t2.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out2 = stamp(t2.path(), &c2, &own);
+    let beta = node_image(t2.path(), &own, &out2, "beta");
+    assert_eq!(fs_cat(&beta, unit), None, "the base's own .network wins");
+    assert!(fs_cat(&beta, "/etc/systemd/network/50-lan.network").is_some());
+}
+
+/// An ifupdown base (networkd not enabled, /etc/network/interfaces with
+/// only `lo`): a DHCP node gets an `inet dhcp` stanza for eth0; a base
+/// whose interfaces file configures an interface gets none.
+#[test]
+fn dhcp_node_on_ifupdown_gets_an_inet_dhcp_stanza() {
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let own = base_copy(t.path(), &base);
+    for wants in [
+        "multi-user.target.wants/systemd-networkd.service",
+        "network-online.target.wants/systemd-networkd-wait-online.service",
+    ] {
+        fs_do(&own, &["rm", &format!("/etc/systemd/system/{wants}")]);
+    }
+    let _ = nodeimg()
+        .args(["fs", "mkdir", "--part", "1"])
+        .arg(&own)
+        .arg("/etc/network")
+        .output();
+    let lo = "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n";
+    fs_put(t.path(), &own, "/etc/network/interfaces", lo);
+    let _ = nodeimg()
+        .args(["fs", "mkdir", "--part", "1"])
+        .arg(&own)
+        .arg("/etc/network/interfaces.d")
+        .output();
+    let c = cluster(t.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out = stamp(t.path(), &c, &own);
+    let beta = node_image(t.path(), &own, &out, "beta");
+    let stanza = fs_cat(&beta, "/etc/network/interfaces.d/nodeimg").expect("a stanza");
+    assert!(
+        stanza.ends_with("allow-hotplug eth0\niface eth0 inet dhcp\n"),
+        "{stanza}"
+    );
+    assert_eq!(
+        fs_cat(&beta, "/etc/systemd/network/10-nodeimg.network"),
+        None
+    );
+
+    // The base configures eth0 itself: nothing is added.
+    fs_put(
+        t.path(),
+        &own,
+        "/etc/network/interfaces",
+        &format!("{lo}\nallow-hotplug eth0\niface eth0 inet dhcp\n"),
+    );
+    let t2 = tempfile::tempdir().unwrap();
+    let c2 = cluster(t2.path(), "odroid-c4", "none", &[("beta", None)]);
+    let out2 = stamp(t2.path(), &c2, &own);
+    let beta = node_image(t2.path(), &own, &out2, "beta");
+    assert_eq!(fs_cat(&beta, "/etc/network/interfaces.d/nodeimg"), None);
+}

@@ -570,10 +570,16 @@ fn nixos_module_runs_the_stamped_firstboot_check() {
         .expect("conditions");
     assert!(cond.contains(&FIRSTBOOT_PATH.into()), "{unit:#}");
     assert!(cond.contains(&FIRSTBOOT_LIST_PATH.into()), "{unit:#}");
-    // What the script calls: cat/stat/sleep, ping.
+    // What the script calls: cat/stat/head/sleep, ping, ip, awk, grep.
     assert_eq!(
         unit["path"],
-        serde_json::json!(["/nix/store/coreutils", "/nix/store/iputils"])
+        serde_json::json!([
+            "/nix/store/coreutils",
+            "/nix/store/iputils",
+            "/nix/store/iproute2",
+            "/nix/store/gawk",
+            "/nix/store/gnugrep"
+        ])
     );
 }
 

@@ -8,6 +8,10 @@
 #   hostname NAME          the kernel's hostname must be NAME
 #   file MODE UID GID PATH PATH must exist with that octal mode and owner
 #   peer ADDRESS           another node of the cluster: ping it (not fatal)
+#   address ADDR/PREFIX    the stamped static address: report whether the
+#   address dhcp           node has it (or, for dhcp, which lease it got)
+#                          before pinging peers (not fatal)
+#   gateway, dns           the cluster file's, for `nodeimg boot`'s DHCP server
 set -u
 # shellcheck disable=SC2034 # read by report in bootstrap-lib.sh
 report_unit=nodeimg-firstboot
@@ -24,6 +28,7 @@ fi
 
 problems=()
 peers=()
+address=
 while read -r kind a b c d; do
 	case $kind in
 	hostname)
@@ -43,6 +48,9 @@ while read -r kind a b c d; do
 	peer)
 		peers+=("$a")
 		;;
+	address)
+		address=$a
+		;;
 	esac
 done <"$list"
 
@@ -51,6 +59,32 @@ if [ "${#problems[@]}" -ne 0 ]; then
 	exit 1
 fi
 report step identity "hostname and key files as stamped"
+
+# The first global address the node has: with `dhcp`, one with a lease
+# (ip-address(8): `dynamic` lists addresses with a finite lifetime).
+addresses() {
+	if [ "$address" = dhcp ]; then
+		ip -o addr show scope global dynamic 2>/dev/null | awk '{print $4}'
+	else
+		ip -o addr show scope global 2>/dev/null | awk '{print $4}' | grep -Fx -- "$address"
+	fi
+}
+has_address() { [ -n "$(addresses | head -n 1)" ]; }
+if [ -n "$address" ] && [ -z "$ROOT" ] && command -v ip >/dev/null; then
+	# A lease may take a while (the first DISCOVER, a slow server): a minute.
+	if retry 30 2 has_address; then
+		got=$(addresses | head -n 1)
+		if [ "$address" = dhcp ]; then
+			report step address "$got (dhcp)"
+		else
+			report step address "$got (static)"
+		fi
+	elif [ "$address" = dhcp ]; then
+		report step address "no address from DHCP after a minute"
+	else
+		report step address "$address is not configured after a minute"
+	fi
+fi
 
 if [ "${#peers[@]}" -ne 0 ]; then
 	# Peers may still be booting: try each for a minute; an unreachable

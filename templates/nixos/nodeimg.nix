@@ -253,7 +253,8 @@ in
         description = "nodeimg first-boot check";
         wantedBy = [ "multi-user.target" ];
         after = [ "local-fs.target" "network.target" "nodeimg-hostname.service" ];
-        path = [ pkgs.coreutils pkgs.iputils ];
+        # What the script calls: cat, stat, head, sleep; ping; ip; awk; grep.
+        path = [ pkgs.coreutils pkgs.iputils pkgs.iproute2 pkgs.gawk pkgs.gnugrep ];
         unitConfig.ConditionPathExists = [ "/usr/local/lib/nodeimg/firstboot.sh" "/etc/nodeimg/firstboot.list" ];
         serviceConfig = {
           Type = "oneshot";

@@ -27,6 +27,9 @@ let
     bash = "/nix/store/bash";
     coreutils = "/nix/store/coreutils";
     iputils = "/nix/store/iputils";
+    iproute2 = "/nix/store/iproute2";
+    gawk = "/nix/store/gawk";
+    gnugrep = "/nix/store/gnugrep";
   };
   config.services.nodeimg = {
     enable = true;

@@ -2,8 +2,11 @@
 //! sockets in its temporary directory. Each guest's NIC is a QEMU
 //! `-netdev dgram` between its own socket and one of the hub's; the hub
 //! repeats every frame to every other guest. Nothing listens on an IP
-//! address: no multicast, no port on the host's network.
+//! address: no multicast, no port on the host's network. The LAN's DHCP
+//! server ([`crate::dhcp`]) lives in the hub: it sees every frame and its
+//! answers go to every guest, as on a hub.
 
+use crate::dhcp::Server;
 use anyhow::{Context, Result};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -23,12 +26,13 @@ pub struct Port {
 /// A running hub; dropping it stops its thread.
 pub struct Hub {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Option<Server>>>,
 }
 
 impl Hub {
-    /// Binds `n` ports in `dir` and starts repeating frames.
-    pub fn start(dir: &Path, n: usize) -> Result<(Hub, Vec<Port>)> {
+    /// Binds `n` ports in `dir` and starts repeating frames, answering
+    /// DHCP and ARP with `dhcp` when there is one.
+    pub fn start(dir: &Path, n: usize, dhcp: Option<Server>) -> Result<(Hub, Vec<Port>)> {
         let mut socks = Vec::new();
         let mut ports = Vec::new();
         for i in 0..n {
@@ -47,7 +51,7 @@ impl Hub {
         let guests: Vec<PathBuf> = ports.iter().map(|p| p.guest.clone()).collect();
         let thread = std::thread::Builder::new()
             .name("lan-hub".into())
-            .spawn(move || repeat(&socks, &guests, &flag))?;
+            .spawn(move || repeat(&socks, &guests, &flag, dhcp))?;
         Ok((
             Hub {
                 stop,
@@ -55,6 +59,15 @@ impl Hub {
             },
             ports,
         ))
+    }
+}
+
+impl Hub {
+    /// Stops the hub; returns its DHCP server, with what each guest did
+    /// with its lease.
+    pub fn finish(mut self) -> Option<Server> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().and_then(|t| t.join().ok()).flatten()
     }
 }
 
@@ -68,8 +81,14 @@ impl Drop for Hub {
 }
 
 /// Polls every port; a frame from guest i goes to every other guest (a
-/// guest not yet started simply misses it, as on a real hub).
-fn repeat(socks: &[UnixDatagram], guests: &[PathBuf], stop: &AtomicBool) {
+/// guest not yet started simply misses it, as on a real hub); the DHCP
+/// server's answers go to every guest.
+fn repeat(
+    socks: &[UnixDatagram],
+    guests: &[PathBuf],
+    stop: &AtomicBool,
+    mut dhcp: Option<Server>,
+) -> Option<Server> {
     let mut fds: Vec<libc::pollfd> = socks
         .iter()
         .map(|s| libc::pollfd {
@@ -98,8 +117,16 @@ fn repeat(socks: &[UnixDatagram], guests: &[PathBuf], stop: &AtomicBool) {
                     let _ = socks[j].send_to(&buf[..len], g);
                 }
             }
+            if let Some(server) = dhcp.as_mut() {
+                for reply in server.handle(&buf[..len]) {
+                    for (s, g) in socks.iter().zip(guests) {
+                        let _ = s.send_to(&reply, g);
+                    }
+                }
+            }
         }
     }
+    dhcp
 }
 
 /// A locally administered MAC for guest `i`.

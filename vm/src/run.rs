@@ -5,6 +5,8 @@
 //! reported a result, at the timeout, or when `stop` is set (a signal).
 
 use crate::bootspec::{self, Override};
+use crate::dhcp::Server;
+use crate::dhcp_plan::{self, NodeNet};
 use crate::disk::{self, DiskSource};
 use crate::lan::{self, Hub};
 use crate::qemu::{self, Accel, GuestSpec, Nic};
@@ -85,6 +87,13 @@ pub struct NodeResult {
     pub log: PathBuf,
     /// QEMU's exit status when it ended by itself before the end.
     pub qemu_exit: Option<String>,
+    /// The node's LAN address with its prefix: the cluster file's, or the
+    /// lease the LAN's DHCP server holds for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `static`, `dhcp` (the guest took its lease), or `dhcp-not-taken`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_from: Option<&'static str>,
 }
 
 enum Event {
@@ -124,6 +133,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         .tempdir()
         .context("creating a temporary directory")?;
     let mut prepared = Vec::new();
+    let mut nets = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         if opts.stop.load(Ordering::SeqCst) {
             return Ok(Vec::new());
@@ -149,6 +159,9 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
             disk::apply(&disk_path, &[bootspec::console_op()])?;
         }
         let image = disk::open(&disk_path)?;
+        let list = image.read(pipeline::templates::FIRSTBOOT_LIST_PATH)?;
+        let list = list.as_deref().map(String::from_utf8_lossy);
+        nets.push(NodeNet::from_list(&n.name, lan::mac(i, 0), list.as_deref()));
         let mut expected = vec![FIRSTBOOT.to_string()];
         if image
             .stat("/etc/systemd/system/multi-user.target.wants/nodeimg-bootstrap.service")?
@@ -161,8 +174,31 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
     }
     let lan_dir = tmp.path().join("lan");
     std::fs::create_dir(&lan_dir).with_context(|| format!("creating {}", lan_dir.display()))?;
+    let leases = if nodes.len() > 1 {
+        dhcp_plan::plan(&nets)?.map(|p| if opts.uplink { p.without_routers() } else { p })
+    } else {
+        None
+    };
+    if let Some(plan) = &leases {
+        for (net, (_, disk_path, ..)) in nets.iter().zip(&prepared) {
+            let ops = plan.peer_ops(net);
+            if !ops.is_empty() {
+                disk::apply(disk_path, &ops)?;
+            }
+        }
+        (opts.progress)(&format!(
+            "LAN: DHCP server at {} on {}; leases: {}",
+            plan.server,
+            plan.subnet,
+            plan.leases
+                .iter()
+                .map(|l| format!("{} {}", l.name, l.addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let (hub, ports) = if nodes.len() > 1 {
-        let (h, p) = Hub::start(&lan_dir, nodes.len())?;
+        let (h, p) = Hub::start(&lan_dir, nodes.len(), leases.map(Server::new))?;
         (Some(h), p)
     } else {
         (None, Vec::new())
@@ -306,10 +342,28 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         Duration::from_secs(5)
     };
     power_off(&mut guests, grace);
-    drop(hub);
+    let server = hub.and_then(Hub::finish);
     result?;
     drop(tmp);
-    Ok(guests.iter().map(outcome).collect())
+    let mut results: Vec<NodeResult> = guests.iter().map(outcome).collect();
+    for (r, net) in results.iter_mut().zip(&nets) {
+        (r.address, r.address_from) = address(net, server.as_ref());
+    }
+    Ok(results)
+}
+
+/// A node's LAN address for the table: static, or its lease.
+fn address(net: &NodeNet, server: Option<&Server>) -> (Option<String>, Option<&'static str>) {
+    if let dhcp_plan::Address::Static(a) = net.address {
+        return (Some(a.to_string()), Some("static"));
+    }
+    match server.and_then(|s| s.report().into_iter().find(|l| l.node == net.name)) {
+        Some(l) => (
+            Some(l.address),
+            Some(if l.acked { "dhcp" } else { "dhcp-not-taken" }),
+        ),
+        None => (None, None),
+    }
 }
 
 /// Reads events until every guest is done, the timeout, or `stop`.
@@ -470,6 +524,8 @@ fn outcome(g: &Guest) -> NodeResult {
         units,
         log: g.log.clone(),
         qemu_exit: g.ended.clone(),
+        address: None,
+        address_from: None,
     }
 }
 
@@ -494,6 +550,15 @@ pub fn table(results: &[NodeResult]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut s = format!("{:w$}  {:>6}  {:8}", "NODE", "BOOT", "RESULT");
+    // The address column only when some node has one (a LAN of several).
+    let aw = results
+        .iter()
+        .filter_map(address_cell)
+        .map(|a| a.len())
+        .max();
+    if let Some(aw) = aw {
+        s.push_str(&format!("  {:aw$}", "ADDRESS"));
+    }
     for u in &units {
         s.push_str(&format!("  {u}"));
     }
@@ -504,6 +569,10 @@ pub fn table(results: &[NodeResult]) -> String {
             .map(|b| format!("{b:.0}s"))
             .unwrap_or_else(|| "-".into());
         s.push_str(&format!("{:w$}  {:>6}  {:8}", r.node, boot, r.outcome));
+        if let Some(aw) = aw {
+            let a = address_cell(r).unwrap_or_else(|| "-".into());
+            s.push_str(&format!("  {a:aw$}"));
+        }
         for u in &units {
             let v = r
                 .units
@@ -545,6 +614,11 @@ pub fn table(results: &[NodeResult]) -> String {
         }
     }
     s
+}
+
+/// `10.77.0.100/24 (dhcp)`.
+fn address_cell(r: &NodeResult) -> Option<String> {
+    Some(format!("{} ({})", r.address.as_ref()?, r.address_from?))
 }
 
 /// Where the logs go by default.
@@ -592,6 +666,8 @@ mod tests {
                 last_lines: vec!["[  OK  ] Reached target multi-user.target".into()],
                 log: "logs/n0.log".into(),
                 qemu_exit: None,
+                address: None,
+                address_from: None,
             },
             NodeResult {
                 node: "n1".into(),
@@ -602,6 +678,8 @@ mod tests {
                 last_lines: vec![],
                 log: "logs/n1.log".into(),
                 qemu_exit: None,
+                address: None,
+                address_from: None,
             },
         ];
         let t = table(&r);
@@ -617,5 +695,41 @@ mod tests {
         assert!(t.contains("n0: nodeimg-bootstrap failed: not installed in this image: kubeadm\n"));
         assert!(t.contains("  [  OK  ] Reached target multi-user.target\n"));
         assert!(t.contains("n1: nodeimg-firstboot gave no result\n"));
+    }
+
+    #[test]
+    fn the_table_shows_static_addresses_and_leases() {
+        let node = |name: &str, addr: Option<(&str, &'static str)>| NodeResult {
+            node: name.into(),
+            outcome: "ok",
+            boot_seconds: Some(30.0),
+            boot: "direct".into(),
+            units: vec![unit(FIRSTBOOT, "ok", "first boot as stamped")],
+            last_lines: vec![],
+            log: "logs/x.log".into(),
+            qemu_exit: None,
+            address: addr.map(|a| a.0.into()),
+            address_from: addr.map(|a| a.1),
+        };
+        let r = vec![
+            node("alpha", Some(("10.77.0.1/24", "static"))),
+            node("beta", Some(("10.77.0.100/24", "dhcp"))),
+            node("gamma", None),
+        ];
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "NODE     BOOT  RESULT    ADDRESS                nodeimg-firstboot",
+                "alpha     30s  ok        10.77.0.1/24 (static)  ok               ",
+                "beta      30s  ok        10.77.0.100/24 (dhcp)  ok               ",
+                "gamma     30s  ok        -                      ok               ",
+            ]
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j[1]["address"], "10.77.0.100/24");
+        assert_eq!(j[1]["address_from"], "dhcp");
+        assert!(j[2].get("address").is_none());
     }
 }

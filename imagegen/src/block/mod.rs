@@ -14,6 +14,7 @@ mod cursor;
 #[cfg(any(test, feature = "testing"))]
 mod faulty;
 mod file;
+mod filling;
 mod mem;
 mod overlay;
 mod window;
@@ -22,6 +23,7 @@ pub use cursor::DeviceCursor;
 #[cfg(any(test, feature = "testing"))]
 pub use faulty::{Event, FaultyDevice, Unflushed};
 pub use file::FileDevice;
+pub use filling::{FillingDevice, Watermark};
 pub use mem::MemDevice;
 pub use overlay::{Overlay, OVERLAY_BLOCK};
 pub use window::Window;

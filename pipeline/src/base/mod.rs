@@ -26,6 +26,7 @@ pub mod image;
 pub mod manifest;
 pub mod mbr;
 pub mod spec;
+pub mod stream;
 pub mod tree;
 
 use crate::board::{Board, FirmwarePlacement};
@@ -44,7 +45,6 @@ use manifest::{
     manifest_path, AppliedRecord, BaseManifest, FirmwareRecord, ImageRecord, LayoutRecord,
     PartitionRecord, SourceRecord,
 };
-use sha2::{Digest, Sha256};
 use spec::{BaseSpec, FirmwareSpec};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -153,9 +153,11 @@ fn check_outputs(req: &BaseRequest, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
     Ok(outs)
 }
 
-/// What the source turned out to be.
+/// What the source turned out to be. An image comes with its stream,
+/// already opened, and the bytes read to recognise it, so the decoder that
+/// recognised it goes on (a threaded xz decoder is not started twice).
 enum SourceKind {
-    Image,
+    Image(ImageSource, Vec<u8>),
     Dir,
     Tarball,
 }
@@ -183,7 +185,7 @@ fn recognise(path: &Path) -> Result<SourceKind> {
         return Ok(SourceKind::Tarball);
     }
     if n == 512 && head[510..512] == [0x55, 0xaa] {
-        return Ok(SourceKind::Image);
+        return Ok(SourceKind::Image(src, head));
     }
     Err(Error::refused(
         path.display().to_string(),
@@ -273,37 +275,68 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // With the image's size known from its container (the xz index, the
+    // zstd frame header), it is decoded in one pass while the steps below
+    // already work on it ([`stream`]); otherwise (a resize, a bmap beside
+    // the source, a size not recorded) it is decoded first.
+    let mut filler: Option<stream::Filler> = None;
     let (source_kind, disk): (&str, Arc<dyn BlockDevice>) = match kind {
-        SourceKind::Image => {
+        SourceKind::Image(s, head) => {
             let bmap = image::bmap_beside(&src.path)
                 .map(|p| imagegen::bmap::Bmap::load(&p).map(|b| (p, b)))
                 .transpose()?;
             if let Some((p, _)) = &bmap {
                 notes.push(format!("used the block map {}", p.display()));
             }
-            progress.step_total("decompressing the image", None);
-            let s = ImageSource::open(&src.path)?;
-            let len = image::unpack(s, pending.file(), bmap.as_ref().map(|(_, b)| b), progress)?;
-            if let Some(target) = size {
-                if target != len {
-                    let slot = root_slot(&pending, len)?;
-                    image::resize_root(
-                        pending.file(),
-                        pending.path(),
-                        slot,
-                        target,
-                        &dir,
-                        progress,
-                        req.now,
-                    )?;
+            let recorded = match s.compression() {
+                imagegen::source::Compression::Raw => std::fs::metadata(&src.path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len()),
+                c => imagegen::source::recorded_size(&src.path, c)?,
+            }
+            .filter(|n| bmap.is_none() && size.is_none_or(|t| t == *n));
+            match recorded {
+                Some(len) => {
+                    progress.step("decompressing and customising the image");
+                    let dev = pending.device(len)?;
+                    let file = pending
+                        .file()
+                        .try_clone()
+                        .map_err(|e| Error::io(pending.path(), e))?;
+                    let f = stream::Filler::start(head, s, file, len)?;
+                    let dev = imagegen::block::FillingDevice::new(dev, f.mark());
+                    filler = Some(f);
+                    ("image", Arc::new(dev))
+                }
+                None => {
+                    drop(s);
+                    progress.step_total("decompressing the image", None);
+                    let s = ImageSource::open(&src.path)?;
+                    let len =
+                        image::unpack(s, pending.file(), bmap.as_ref().map(|(_, b)| b), progress)?;
+                    if let Some(target) = size {
+                        if target != len {
+                            let slot = root_slot(&pending, len)?;
+                            image::resize_root(
+                                pending.file(),
+                                pending.path(),
+                                slot,
+                                target,
+                                &dir,
+                                progress,
+                                req.now,
+                            )?;
+                        }
+                    }
+                    let len = pending
+                        .file()
+                        .metadata()
+                        .map_err(|e| Error::io(pending.path(), e))?
+                        .len();
+                    ("image", Arc::new(pending.device(len)?))
                 }
             }
-            let len = pending
-                .file()
-                .metadata()
-                .map_err(|e| Error::io(pending.path(), e))?
-                .len();
-            ("image", Arc::new(pending.device(len)?))
         }
         SourceKind::Dir | SourceKind::Tarball => {
             let mut t: Box<dyn TreeSource> = match kind {
@@ -317,138 +350,60 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         }
     };
 
-    // Firmware.
-    let mut firmware_record = None;
-    match &req.board.firmware {
-        FirmwarePlacement::BootFiles { kernel, required } => {
-            let boot = boot_partition(&disk, &req.board)?;
-            let win: Arc<dyn BlockDevice> = Arc::new(Window::new(disk.clone(), boot.0, boot.1)?);
-            let mut fat = fs::open(win, OpenOptions::writable(req.now))?;
-            if let Some(bf) = &req.firmware.boot_files {
-                progress.step("laying the boot files over the boot partition");
-                let mut t: Box<dyn TreeSource> = if bf.is_dir() {
-                    Box::new(DirSource::new(bf)?)
-                } else {
-                    Box::new(TarSource::open(bf)?)
-                };
-                firmware::copy_tree_into_fat(&mut *t, "", &mut *fat)?;
-                firmware_record = Some(FirmwareRecord {
-                    what: bf.display().to_string(),
-                    sha256: bf
-                        .is_file()
-                        .then(|| imagegen::source::sha256_file(bf).map(|(h, _)| to_hex(&h)))
-                        .transpose()?,
-                });
-            }
-            let missing = firmware::missing_pi_boot_files(&*fat, required, kernel);
-            if !missing.is_empty() {
-                return Err(Error::refused(
-                    what.clone(),
-                    format!(
-                        "the boot partition lacks what the {} loads: {} (add them with --firmware DIR|TARBALL)",
-                        req.board.description,
-                        missing.join(", ")
-                    ),
-                ));
-            }
-            fat.flush()?;
+    // Every step from here may fail because the decoder did: its error is
+    // the one to report.
+    let outputs = (|| {
+        let firmware_record = lay_firmware(req, &disk, &towboot, &what, &mut notes, progress)?;
+        progress.step("customising");
+        let (os, customisations) = customise(disk.clone(), &req.spec, req.now)?;
+        disk.flush()?;
+        Ok((firmware_record, os, customisations))
+    })();
+    let (firmware_record, os, customisations) = match (outputs, filler.take()) {
+        (Ok(v), f) => {
+            filler = f;
+            v
         }
-        FirmwarePlacement::Towboot {
-            offset,
-            end,
-            mbr_type,
-        } => {
-            if let Some((tb, f)) = &towboot {
-                progress.step("writing Tow-Boot");
-                let placed = firmware::place_towboot(
-                    &disk,
-                    tb,
-                    *offset,
-                    *end,
-                    *mbr_type,
-                    req.firmware.relocate,
-                    req.board.align,
-                )?;
-                for (n, from, to) in &placed.moved {
-                    notes.push(format!(
-                        "moved partition {n} from byte {from} to byte {to} out of the firmware region (--relocate)"
-                    ));
-                }
-                firmware_record = Some(FirmwareRecord {
-                    what: f.what.clone(),
-                    sha256: f.sha256.map(|h| to_hex(&h)),
-                });
-            } else {
-                notes.push(format!(
-                    "no --towboot given: the {} needs Tow-Boot on the card to boot this image",
-                    req.board.description
-                ));
-            }
-        }
-    }
-
-    progress.step("customising");
-    let (os, customisations) = customise(disk.clone(), &req.spec, req.now)?;
-    disk.flush()?;
+        (Err(e), Some(f)) => return Err(f.abandon(e)),
+        (Err(e), None) => return Err(e),
+    };
     drop(disk);
 
     if let Some(hook) = req.provision {
+        // Provisioning works on the whole file: the decoder finishes first.
+        if let Some(f) = filler.take() {
+            f.finish()?;
+        }
         progress.step("provisioning");
         hook(pending.tmp_path(), &req.board, &req.spec)?;
     }
 
-    // Outputs.
-    let len = pending
-        .file()
-        .metadata()
-        .map_err(|e| Error::io(pending.path(), e))?
-        .len();
-    let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::from_file(
-        pending
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io(pending.path(), e))?,
-        pending.path(),
-        false,
-    )?);
-    let layout = layout_record(&dev, &req.board)?;
-    // One read of the image feeds both the manifest's SHA-256 (on its own
-    // thread) and the zstd encoder (on its own workers).
-    let zst_path = req.zstd.then(|| with_suffix(&req.out, ".zst"));
-    progress.step_total(
-        if req.zstd {
-            "hashing and compressing the base"
-        } else {
-            "hashing the base"
-        },
-        Some(len),
-    );
-    let mut zst = match &zst_path {
-        Some(p) => Some(imagegen::sink::ImageWriter::create(
-            p,
-            imagegen::sink::OutputFormat::Zstd { level: 3 },
-            Some(len),
-        )?),
-        None => None,
+    let done = match filler.as_ref() {
+        Some(f) => f.mark(),
+        None => {
+            let len = pending
+                .file()
+                .metadata()
+                .map_err(|e| Error::io(pending.path(), e))?
+                .len();
+            let m = imagegen::block::Watermark::new();
+            m.advance(len);
+            Arc::new(m)
+        }
     };
-    // Holes read as zeros without asking the kernel for them.
-    let data = imagegen::ranges::data_map(pending.file(), len)
-        .map_err(|e| imagegen::Error::io_context("mapping the base", e))?;
-    let sha = hash_device(&*dev, Some(&data), zst.as_mut(), progress)?;
+    let outputs = write_outputs(req, &pending, done, progress);
+    let (layout, sha, bmap_path, zst) = match (outputs, filler.take()) {
+        (Ok(v), Some(f)) => {
+            f.finish()?;
+            v
+        }
+        (Ok(v), None) => v,
+        (Err(e), Some(f)) => return Err(f.abandon(e)),
+        (Err(e), None) => return Err(e),
+    };
     if let Some(w) = zst {
         w.finish()?;
     }
-    let bmap_path = if req.bmap {
-        progress.step("writing the block map");
-        let text = imagegen::bmap::write_bmap(&*dev, &mapped_ranges(&dev, pending.file(), len)?)?;
-        let p = with_suffix(&req.out, ".bmap");
-        let pf = PendingFile::create(&p)?;
-        std::io::Write::write_all(&mut pf.file(), text.as_bytes()).map_err(|e| Error::io(&p, e))?;
-        Some((p, pf))
-    } else {
-        None
-    };
-    drop(dev);
     pending.commit(0o644)?;
     let bmap_out = match bmap_path {
         Some((p, pf)) => {
@@ -457,6 +412,7 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         }
         None => None,
     };
+    let zst_path = req.zstd.then(|| with_suffix(&req.out, ".zst"));
     let manifest = BaseManifest {
         format: manifest::FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -482,6 +438,167 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         manifest,
         notes,
     })
+}
+
+/// Lays the board's firmware onto the disk: Raspberry Pi boot files over
+/// the boot partition (and checks what the board loads is there), or
+/// Tow-Boot after the MBR.
+fn lay_firmware(
+    req: &BaseRequest,
+    disk: &Arc<dyn BlockDevice>,
+    towboot: &Option<(firmware::Towboot, fetch::Fetched)>,
+    what: &str,
+    notes: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<Option<FirmwareRecord>> {
+    let mut firmware_record = None;
+    match &req.board.firmware {
+        FirmwarePlacement::BootFiles { kernel, required } => {
+            let boot = boot_partition(disk, &req.board)?;
+            let win: Arc<dyn BlockDevice> = Arc::new(Window::new(disk.clone(), boot.0, boot.1)?);
+            let mut fat = fs::open(win, OpenOptions::writable(req.now))?;
+            if let Some(bf) = &req.firmware.boot_files {
+                progress.step("laying the boot files over the boot partition");
+                let mut t: Box<dyn TreeSource> = if bf.is_dir() {
+                    Box::new(DirSource::new(bf)?)
+                } else {
+                    Box::new(TarSource::open(bf)?)
+                };
+                firmware::copy_tree_into_fat(&mut *t, "", &mut *fat)?;
+                firmware_record = Some(FirmwareRecord {
+                    what: bf.display().to_string(),
+                    sha256: bf
+                        .is_file()
+                        .then(|| imagegen::source::sha256_file(bf).map(|(h, _)| to_hex(&h)))
+                        .transpose()?,
+                });
+            }
+            let missing = firmware::missing_pi_boot_files(&*fat, required, kernel);
+            if !missing.is_empty() {
+                return Err(Error::refused(
+                    what,
+                    format!(
+                        "the boot partition lacks what the {} loads: {} (add them with --firmware DIR|TARBALL)",
+                        req.board.description,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            fat.flush()?;
+        }
+        FirmwarePlacement::Towboot {
+            offset,
+            end,
+            mbr_type,
+        } => {
+            if let Some((tb, f)) = towboot {
+                progress.step("writing Tow-Boot");
+                let placed = firmware::place_towboot(
+                    disk,
+                    tb,
+                    *offset,
+                    *end,
+                    *mbr_type,
+                    req.firmware.relocate,
+                    req.board.align,
+                )?;
+                for (n, from, to) in &placed.moved {
+                    notes.push(format!(
+                        "moved partition {n} from byte {from} to byte {to} out of the firmware region (--relocate)"
+                    ));
+                }
+                firmware_record = Some(FirmwareRecord {
+                    what: f.what.clone(),
+                    sha256: f.sha256.map(|h| to_hex(&h)),
+                });
+            } else {
+                notes.push(format!(
+                    "no --towboot given: the {} needs Tow-Boot on the card to boot this image",
+                    req.board.description
+                ));
+            }
+        }
+    }
+    Ok(firmware_record)
+}
+
+/// What [`write_outputs`] made, not yet committed: the layout, the image's
+/// SHA-256, the bmap and the zstd copy.
+type Outputs = (
+    LayoutRecord,
+    [u8; 32],
+    Option<(PathBuf, PendingFile)>,
+    Option<imagegen::sink::ImageWriter>,
+);
+
+/// The outputs' pass over the finished (or still decoding, up to `done`)
+/// image: its layout, one read in order for the manifest's SHA-256 and the
+/// zstd copy, and the bmap on a thread of its own once the image is
+/// complete. Nothing is committed here: the caller does that once the
+/// decoder has confirmed the source's end.
+fn write_outputs(
+    req: &BaseRequest,
+    pending: &PendingFile,
+    done: Arc<imagegen::block::Watermark>,
+    progress: &dyn Progress,
+) -> Result<Outputs> {
+    let len = pending
+        .file()
+        .metadata()
+        .map_err(|e| Error::io(pending.path(), e))?
+        .len();
+    let file = pending
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io(pending.path(), e))?;
+    let dev: Arc<dyn BlockDevice> = Arc::new(imagegen::block::FillingDevice::new(
+        FileDevice::from_file(file, pending.path(), false)?,
+        done.clone(),
+    ));
+    let layout = layout_record(&dev, &req.board)?;
+    progress.step_total(
+        if req.zstd {
+            "hashing and compressing the base"
+        } else {
+            "hashing the base"
+        },
+        Some(len),
+    );
+    let mut zst = match req.zstd {
+        true => Some(imagegen::sink::ImageWriter::create(
+            &with_suffix(&req.out, ".zst"),
+            imagegen::sink::OutputFormat::Zstd { level: 3 },
+            Some(len),
+        )?),
+        false => None,
+    };
+    let (sha, bmap) = std::thread::scope(|s| {
+        let out = &req.out;
+        let bmap = req.bmap.then(|| {
+            let (dev, done) = (dev.clone(), done.clone());
+            s.spawn(move || -> Result<(PathBuf, PendingFile)> {
+                // The filesystems' maps are read once the image is complete
+                // (their bitmaps lie all over it).
+                done.wait_for(len)?;
+                let text =
+                    imagegen::bmap::write_bmap(&*dev, &mapped_ranges(&dev, pending.file(), len)?)?;
+                let p = with_suffix(out, ".bmap");
+                let pf = PendingFile::create(&p)?;
+                std::io::Write::write_all(&mut pf.file(), text.as_bytes())
+                    .map_err(|e| Error::io(&p, e))?;
+                Ok((p, pf))
+            })
+        });
+        let sha = stream::output_pass(pending.file(), len, &done, zst.as_mut(), progress);
+        let bmap = bmap
+            .map(|h| {
+                h.join()
+                    .map_err(|_| Error::internal("writing the block map", "thread panicked"))?
+            })
+            .transpose();
+        (sha, bmap)
+    });
+    Ok((layout, sha?, bmap?, zst))
 }
 
 /// The MBR slot of the root partition of an unpacked image: the last
@@ -582,67 +699,6 @@ fn layout_record(dev: &Arc<dyn BlockDevice>, board: &Board) -> Result<LayoutReco
         disk_id,
         size: dev.size(),
         partitions: parts,
-    })
-}
-
-/// SHA-256 of the whole device, read once; every chunk read also goes to
-/// `also` (the zstd encoder) while the hash runs on a thread of its own.
-/// With `data` (where the file holds data, from `SEEK_DATA`), only those
-/// ranges are read and the rest is zeros.
-fn hash_device(
-    dev: &dyn BlockDevice,
-    data: Option<&imagegen::ranges::RangeSet>,
-    mut also: Option<&mut imagegen::sink::ImageWriter>,
-    progress: &dyn Progress,
-) -> Result<[u8; 32]> {
-    const CHUNK: usize = 4 << 20;
-    let size = dev.size();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
-    std::thread::scope(|s| {
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(&chunk[..]);
-            }
-            <[u8; 32]>::from(h.finalize())
-        });
-        let read = (|| -> Result<()> {
-            let mut at = 0;
-            let mut next = 0;
-            while at < size {
-                let n = ((size - at) as usize).min(CHUNK);
-                let end = at + n as u64;
-                let mut buf = vec![0u8; n];
-                match data.map(|d| d.extents()) {
-                    None => dev.read_at(at, &mut buf)?,
-                    Some(ex) => {
-                        while next < ex.len() && ex[next].end <= at {
-                            next += 1;
-                        }
-                        for e in ex[next..].iter().take_while(|e| e.start < end) {
-                            let (from, to) = (e.start.max(at), e.end.min(end));
-                            dev.read_at(from, &mut buf[(from - at) as usize..(to - at) as usize])?;
-                        }
-                    }
-                }
-                let buf = Arc::new(buf);
-                if tx.send(buf.clone()).is_err() {
-                    break;
-                }
-                if let Some(w) = also.as_deref_mut() {
-                    std::io::Write::write_all(w, &buf)
-                        .map_err(|e| imagegen::Error::io_context("compressing the base", e))?;
-                }
-                at += n as u64;
-                progress.advance(n as u64);
-            }
-            Ok(())
-        })();
-        drop(tx);
-        let sum = hasher
-            .join()
-            .map_err(|_| Error::refused("the base", "hashing it failed (thread panicked)"))?;
-        read.map(|()| sum)
     })
 }
 

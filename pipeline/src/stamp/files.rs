@@ -6,7 +6,7 @@ use super::vars::{env_file, k3s_tokens, k3s_url, Shared, CLUSTER_ENV};
 use crate::cluster::{AgeKeySource, Cluster, Interface, Node, Password};
 use crate::customise::{LineEdit, Op};
 use crate::flavour::{Flavour, Role};
-use crate::os::{Network, OsProfile};
+use crate::os::{Network, OsFiles, OsProfile};
 use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::templates::{firstboot_ops, nixos_firstboot_ops, Vars};
@@ -233,6 +233,8 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
     ops.extend(deploy_key_ops(cx)?);
     if let Some(addr) = n.address {
         ops.push(address_op(c, n, addr, network));
+    } else {
+        ops.extend(dhcp_op(n, image, network)?);
     }
     if let Some(tz) = &n.timezone {
         let zone = format!("/usr/share/zoneinfo/{tz}");
@@ -259,6 +261,18 @@ fn debian_ops(cx: &NodeContext<'_>, image: &OsImage) -> Result<Vec<Op>> {
 /// and the static addresses of the other nodes, which it pings.
 fn firstboot_list(cx: &NodeContext<'_>, ops: &[Op]) -> String {
     let mut s = format!("hostname {}\n", cx.node.hostname);
+    // The node's network as stamped: `nodeimg boot` reads it to give the
+    // DHCP nodes of a LAN their leases, and the check reports the address.
+    match cx.node.address {
+        Some(a) => s.push_str(&format!("address {a}\n")),
+        None => s.push_str("address dhcp\n"),
+    }
+    if let Some(g) = cx.node.gateway {
+        s.push_str(&format!("gateway {g}\n"));
+    }
+    for d in &cx.node.dns {
+        s.push_str(&format!("dns {d}\n"));
+    }
     for op in ops {
         if let Op::File {
             path,
@@ -654,14 +668,85 @@ fn address_op(c: &Cluster, n: &Node, addr: IpNet, network: Network) -> Op {
     }
 }
 
-/// A systemd-networkd unit giving the node's interface (by name or MAC,
-/// else every wired one) its static address, gateway and DNS.
-fn networkd_file(n: &Node, addr: IpNet) -> String {
-    let m = match &n.interface {
+/// A node without `address` asks DHCP, in the way its OS's network stack
+/// expects, unless the base already configures its wired interfaces:
+/// - NetworkManager makes an automatic DHCP connection ("Wired connection
+///   1") for every Ethernet device no profile names, unless `no-auto-default`
+///   says otherwise (NetworkManager.conf(5)): nothing to write.
+/// - systemd-networkd configures only links a `.network` file matches
+///   (systemd.network(5)); Debian's systemd ships none for Ethernet, so a
+///   base without one of its own gets `[Network] DHCP=yes` for its wired
+///   links (the same `[Match]` as a static address).
+/// - ifupdown brings up only the interfaces /etc/network/interfaces names
+///   (interfaces(5)); a base whose file has only `lo` gets `allow-hotplug`
+///   plus `inet dhcp` for the node's interface (eth0 unless `interface`).
+fn dhcp_op(n: &Node, image: &OsImage, network: Network) -> Result<Option<Op>> {
+    match network {
+        Network::NetworkManager => Ok(None),
+        Network::Networkd => {
+            let own = image
+                .entries("/etc/systemd/network")?
+                .iter()
+                .any(|e| e.name.ends_with(".network"));
+            if own {
+                return Ok(None);
+            }
+            let mut s = format!(
+                "# Written by nodeimg stamp: {} has no static address; it asks DHCP.\n[Match]\n{}\n\n[Network]\nDHCP=yes\n",
+                n.hostname,
+                networkd_match(n)
+            );
+            for d in &n.dns {
+                s.push_str(&format!("DNS={d}\n"));
+            }
+            Ok(Some(file(
+                "/etc/systemd/network/10-nodeimg.network",
+                s,
+                0o644,
+            )))
+        }
+        Network::Ifupdown => {
+            let text = image
+                .read("/etc/network/interfaces")?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let configured = text.lines().any(|l| {
+                let mut w = l.split_whitespace();
+                w.next() == Some("iface") && w.next().is_some_and(|i| i != "lo")
+            });
+            if configured {
+                return Ok(None);
+            }
+            let iface = match &n.interface {
+                Some(Interface::Name(i)) => i.as_str(),
+                _ => "eth0",
+            };
+            Ok(Some(file(
+                "/etc/network/interfaces.d/nodeimg",
+                format!(
+                    "# Written by nodeimg stamp: {} has no static address; it asks DHCP.\nallow-hotplug {iface}\niface {iface} inet dhcp\n",
+                    n.hostname
+                ),
+                0o644,
+            )))
+        }
+    }
+}
+
+/// The `[Match]` line of the node's networkd unit: its interface by name
+/// or MAC, else every wired one.
+fn networkd_match(n: &Node) -> String {
+    match &n.interface {
         Some(Interface::Name(i)) => format!("Name={i}"),
         Some(Interface::Mac(mac)) => format!("MACAddress={mac}"),
         None => "Type=ether".to_string(),
-    };
+    }
+}
+
+/// A systemd-networkd unit giving the node's interface (by name or MAC,
+/// else every wired one) its static address, gateway and DNS.
+fn networkd_file(n: &Node, addr: IpNet) -> String {
+    let m = networkd_match(n);
     let mut s = format!(
         "# Written by nodeimg stamp: {}'s static address.\n[Match]\n{m}\n\n[Network]\nAddress={addr}\n",
         n.hostname
