@@ -43,6 +43,15 @@ fn need(tool: &str, package: &str) {
     assert!(found, "{tool} is missing: apt-get install {package}");
 }
 
+/// U-Boot's build for QEMU, which boots the extlinux (Odroid C4) nodes.
+fn need_uboot() {
+    let p = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+    assert!(
+        std::env::var_os("NODEIMG_UBOOT").is_some() || Path::new(p).is_file(),
+        "{p} is missing: apt-get install u-boot-qemu"
+    );
+}
+
 fn lock(name: &str) -> nix::fcntl::Flock<fs::File> {
     let f = fs::File::create(cache().join(name)).expect("lock file");
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).expect("lock")
@@ -229,6 +238,9 @@ fn unit<'a>(node: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 /// One `none` node of `board`: first boot OK, SOURCE unchanged.
 fn first_boot_ok(board: &str) {
+    if board == "odroid-c4" {
+        need_uboot();
+    }
     let base = base(board);
     let t = tempfile::tempdir().unwrap();
     let c = cluster(t.path(), board, "none", &[("alpha", None)]);
@@ -253,6 +265,20 @@ fn first_boot_ok(board: &str) {
     );
     let list = fs::read_to_string(t.path().join("logs/alpha.log")).unwrap();
     assert!(list.contains("nodeimg-report: v1 node=alpha unit=nodeimg-firstboot status=ok"));
+    if board == "odroid-c4" {
+        // Booted as Tow-Boot boots the board: U-Boot read the environment
+        // nodeimg gave it, found extlinux.conf by distro boot and inflated
+        // Debian's gzip kernel itself (U-Boot's own console lines).
+        assert_eq!(n["boot"], "u-boot, /boot/extlinux/extlinux.conf", "{n:#}");
+        for line in [
+            "Loading Environment from Flash... OK",
+            "Retrieving file: /boot/extlinux/extlinux.conf",
+            "Retrieving file: /boot/vmlinuz-",
+            "Starting kernel ...",
+        ] {
+            assert!(list.contains(line), "{line:?} not in the console log");
+        }
+    }
     let boot_s = n["boot_seconds"].as_f64().unwrap();
     eprintln!("{board}: first boot reported after {boot_s:.0}s (nodeimg boot took {secs:.0}s)");
     assert!(secs < 180.0, "{board}: {secs:.0}s");
@@ -321,9 +347,12 @@ fn failing_bootstrap_is_reported_with_its_line() {
     // Stamp checks the base for kubeadm; this test wants the node that a
     // base without it makes (what a base built elsewhere would give).
     let out = stamp_with(t.path(), &c, &base, &["--no-tool-check"]);
-    let (code, v, stderr, _) = boot(t.path(), &base, &[out.join("node0.delta")], &[]);
+    // --direct: the extlinux image's kernel loaded by QEMU, no U-Boot (the
+    // odroid test covers U-Boot).
+    let (code, v, stderr, _) = boot(t.path(), &base, &[out.join("node0.delta")], &["--direct"]);
     assert_eq!(code, 6, "{v:#}\n{stderr}");
     let n = &v[0];
+    assert_eq!(n["boot"], "direct, /boot/extlinux/extlinux.conf", "{n:#}");
     assert_eq!(n["outcome"], "failed");
     assert_eq!(unit(n, "nodeimg-firstboot")["result"], "ok");
     let b = unit(n, "nodeimg-bootstrap");
@@ -335,6 +364,62 @@ fn failing_bootstrap_is_reported_with_its_line() {
             .contains("not installed in this image: kubeadm"),
         "{b:#}"
     );
+}
+
+/// U-Boot that finds no extlinux.conf entry it can boot (the default
+/// entry's LINUX is not a kernel): "did not boot", exit 7, with U-Boot's
+/// last lines, as soon as U-Boot gives up (not at the timeout).
+#[test]
+fn uboot_without_a_bootable_entry_did_not_boot() {
+    need_uboot();
+    // The base itself, copied: U-Boot never reaches a kernel, so nothing
+    // needs stamping.
+    let base = base("odroid-c4");
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("alpha.img");
+    let o = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(&base)
+        .arg(&img)
+        .output()
+        .unwrap();
+    ok(&o);
+    let conf = t.path().join("extlinux.conf");
+    fs::write(
+        &conf,
+        "DEFAULT broken\nLABEL broken\n  LINUX /etc/hostname\n  APPEND root=/dev/vda1 console=ttyAML0,115200n8\n",
+    )
+    .unwrap();
+    ok(&nodeimg()
+        .args(["fs", "put", "--part", "1"])
+        .arg(&img)
+        .arg(&conf)
+        .arg("/boot/extlinux/extlinux.conf")
+        .output()
+        .unwrap());
+    let (code, v, stderr, secs) = boot(t.path(), &img, &[], &["--node", "alpha"]);
+    assert_eq!(code, 7, "{v:#}\n{stderr}");
+    let n = &v[0];
+    assert_eq!(n["outcome"], "no-boot", "{n:#}");
+    assert_eq!(n["boot"], "u-boot, /boot/extlinux/extlinux.conf", "{n:#}");
+    let last: Vec<&str> = n["last_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(
+        last.iter()
+            .any(|l| l.contains("Retrieving file: /boot/extlinux/extlinux.conf")),
+        "{last:#?}"
+    );
+    assert!(
+        last.iter()
+            .any(|l| l.starts_with("nodeimg: U-Boot booted nothing")),
+        "{last:#?}"
+    );
+    // U-Boot gave up and reset; nodeimg did not wait for the timeout.
+    assert!(secs < 120.0, "{secs:.0}s");
 }
 
 /// Two nodes on the virtual LAN reach each other by the cluster file's

@@ -764,10 +764,27 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
             assert_eq!(k3s, "", "agents take the CIDRs from the servers");
         }
 
+        // The first-boot check nodeimg.nix runs: the Debian nodes' script
+        // and library, and what to check (the stamped name, the secrets).
+        let list = cat(r, "/etc/nodeimg/firstboot.list");
+        assert!(list.starts_with(&format!("hostname {node}\n")), "{list}");
+        assert!(
+            list.contains("file 600 0 0 /var/lib/nodeimg/k3s-token\n")
+                && list.contains("file 600 0 0 /var/lib/sops-nix/key.txt\n")
+                && list.contains("peer 10.0.0.11\n") == (node != "odroid1"),
+            "{list}"
+        );
+        assert_eq!(
+            stat(r, "/usr/local/lib/nodeimg/firstboot.sh"),
+            Some((0o755, 0, 0))
+        );
+        assert!(stat(r, "/usr/local/lib/nodeimg/bootstrap-lib.sh").is_some());
+
         // Only what NixOS leaves alone: /etc/hostname, /etc/localtime (while
         // time.timeZone is null), the SSH host key, /etc/rancher (declared only
-        // by services.k3s, which nodeimg.nix forbids), /var/lib/nodeimg and
-        // /var/lib/sops-nix (and the directories above).
+        // by services.k3s, which nodeimg.nix forbids), /etc/nodeimg,
+        // /usr/local, /var/lib/nodeimg and /var/lib/sops-nix (and the
+        // directories above).
         let diff = differences(&base_list, &listing(r, t));
         let paths: Vec<String> = written(&summary, &node)
             .into_iter()
@@ -786,7 +803,9 @@ fn nixos_k3s_cluster_changes_only_unmanaged_paths() {
                 // The k3s CAs of the init server, which k3s itself reads.
                 || (node == "odroid1" && d.starts_with("/var/lib/rancher"))
                 || d.starts_with("/etc/rancher")
-                || ["/etc", "/etc/ssh", "/var", "/var/lib"].contains(&d.as_str());
+                || d.starts_with("/etc/nodeimg")
+                || d.starts_with("/usr/local")
+                || ["/etc", "/etc/ssh", "/usr", "/var", "/var/lib"].contains(&d.as_str());
             assert!(allowed, "{node}: {d} changed");
             assert!(
                 paths

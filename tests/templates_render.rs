@@ -11,8 +11,9 @@ mod templates_support;
 use pipeline::customise::Op;
 use pipeline::flavour::{Flavour, Role};
 use pipeline::templates::{
-    cluster_nix, embedded_templates, nixos_module, render_node, render_text, ProfileKind,
-    RenderRequest, Vars, VARIABLES,
+    cluster_nix, embedded_templates, nixos_firstboot_ops, nixos_module, render_node, render_text,
+    ProfileKind, RenderRequest, Vars, BOOTSTRAP_LIB_PATH, FIRSTBOOT_LIST_PATH, FIRSTBOOT_PATH,
+    VARIABLES,
 };
 use std::collections::BTreeSet;
 use std::fs;
@@ -514,8 +515,9 @@ fn nix_files_parse() {
 /// `config`, evaluated with a stand-in for nixpkgs' lib
 /// (tests/templates_support/module-options.nix), against the pinned option
 /// list fixtures/nixos-options.json (see its `source`).
-#[test]
-fn nixos_module_uses_options_that_exist() {
+/// nodeimg.nix's `config` as tests/templates_support/module-options.nix
+/// evaluates it with nix-instantiate: `set`, `unknown`, `services`.
+fn module_eval() -> serde_json::Value {
     let repo = os_support::repo();
     let options = repo.join("fixtures/nixos-options.json");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -537,7 +539,134 @@ fn nixos_module_uses_options_that_exist() {
         .output()
         .expect("nix-instantiate (Debian package nix-bin)");
     assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// NixOS nodes run the same first-boot check as Debian nodes: the module's
+/// unit runs the script stamp writes (with the store's bash: NixOS has no
+/// /bin/bash), after the stamped host name is set, when stamp wrote it.
+#[test]
+fn nixos_module_runs_the_stamped_firstboot_check() {
+    let v = module_eval();
+    let unit = &v["services"]["nodeimg-firstboot"];
+    assert_eq!(
+        unit["serviceConfig"]["ExecStart"],
+        format!("/nix/store/bash/bin/bash {FIRSTBOOT_PATH}"),
+        "{unit:#}"
+    );
+    assert_eq!(unit["serviceConfig"]["Type"], "oneshot");
+    assert_eq!(
+        unit["serviceConfig"]["SyslogIdentifier"],
+        "nodeimg-firstboot"
+    );
+    assert_eq!(unit["wantedBy"], serde_json::json!(["multi-user.target"]));
+    let after = unit["after"].as_array().expect("after");
+    assert!(
+        after.contains(&"nodeimg-hostname.service".into()),
+        "{unit:#}"
+    );
+    let cond = unit["unitConfig"]["ConditionPathExists"]
+        .as_array()
+        .expect("conditions");
+    assert!(cond.contains(&FIRSTBOOT_PATH.into()), "{unit:#}");
+    assert!(cond.contains(&FIRSTBOOT_LIST_PATH.into()), "{unit:#}");
+    // What the script calls: cat/stat/head/sleep, ping, ip, awk, grep.
+    assert_eq!(
+        unit["path"],
+        serde_json::json!([
+            "/nix/store/coreutils",
+            "/nix/store/iputils",
+            "/nix/store/iproute2",
+            "/nix/store/gawk",
+            "/nix/store/gnugrep"
+        ])
+    );
+}
+
+/// The check NixOS nodes get is the Debian nodes' script: it passes
+/// `bash -n` and shellcheck, and run in a scratch root (NODEIMG_ROOT) it
+/// reports `ok` in the first-boot line format when the hostname and the
+/// listed file's mode and owner are as stamped, `fail step=identity` with
+/// what differs otherwise.
+#[test]
+fn nixos_firstboot_check_passes_shellcheck_and_reports() {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let host = host.trim();
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    // The file's owner: whoever runs the test.
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let list = format!("hostname {host}\nfile 600 {uid} {gid} /var/lib/nodeimg/k3s-token\n");
+    let v = k3s_vars(host, Role::Init, "10.0.0.11", "10.0.0.11:6443");
+    let ops = nixos_firstboot_ops(&list, &v, None).expect("renders");
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::Enable { .. })),
+        "NixOS declares its units itself"
+    );
+    write_files(r, &ops);
+    assert_eq!(file(&ops, FIRSTBOOT_LIST_PATH), list.as_bytes());
+    let lib = r.join(BOOTSTRAP_LIB_PATH.trim_start_matches('/'));
+    let script = r.join(FIRSTBOOT_PATH.trim_start_matches('/'));
+    for cmd in [vec!["bash", "-n"], vec!["shellcheck", "--external-sources"]] {
+        for f in [&script, &lib] {
+            let out = Command::new(cmd[0])
+                .args(&cmd[1..])
+                .arg(f)
+                .output()
+                .unwrap_or_else(|e| panic!("{} ({e}): apt-get install shellcheck", cmd[0]));
+            assert!(
+                out.status.success(),
+                "{cmd:?} {}: {}",
+                f.display(),
+                text(&out)
+            );
+        }
+    }
+    fs::create_dir_all(r.join("etc")).expect("mkdir");
+    fs::write(r.join("etc/hostname"), format!("{host}\n")).expect("hostname");
+    let token = r.join("var/lib/nodeimg/k3s-token");
+    fs::create_dir_all(token.parent().expect("parent")).expect("mkdir");
+    fs::write(&token, "K10x\n").expect("token");
+    let run = || {
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("NODEIMG_ROOT", r)
+            .output()
+            .expect("bash");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let (ok, out) = run();
+    assert!(ok, "{out}");
+    assert!(
+        out.lines().last().is_some_and(|l| l.starts_with(&format!(
+            "nodeimg-report: v1 node={host} unit=nodeimg-firstboot status=ok step=- attempt=1 msg="
+        ))),
+        "{out}"
+    );
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let (ok, out) = run();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "nodeimg-report: v1 node={host} unit=nodeimg-firstboot status=fail step=identity attempt=1 msg=/var/lib/nodeimg/k3s-token is mode 644"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn nixos_module_uses_options_that_exist() {
+    let options = os_support::repo().join("fixtures/nixos-options.json");
+    let v = module_eval();
     assert_eq!(v["unknown"], serde_json::json!([]), "options NixOS lacks");
     let set: BTreeSet<&str> = v["set"]
         .as_array()

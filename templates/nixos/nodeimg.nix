@@ -29,6 +29,9 @@
 #                                          ([cluster] hosts = true)
 #   /etc/localtime                         the node's time zone (time.timeZone
 #                                          must stay null, its default)
+#   /usr/local/lib/nodeimg/firstboot.sh, bootstrap-lib.sh, and
+#   /etc/nodeimg/firstboot.list          the first-boot check and what it
+#                                          checks (nodeimg-firstboot below)
 #   /etc/rancher/k3s/config.yaml.d/10-nodeimg.yaml
 #                                          pod/service CIDRs, tls-san (k3s reads
 #                                          it beside its flags)
@@ -236,6 +239,29 @@ in
           message = "services.nodeimg: the stamped address is a systemd-networkd file; keep systemd.network.enable.";
         }
       ];
+    }
+
+    # The first-boot check (docs/firstboot.md), as on Debian nodes: stamp
+    # writes the same script, its library and the list of what to check at
+    # the same paths (/usr/local/lib/nodeimg, /etc/nodeimg/firstboot.list:
+    # paths NixOS leaves alone). NixOS has no /bin/bash, so the unit runs
+    # the script with the store's bash and the tools it calls on its PATH.
+    # It runs at each boot once the stamped host name is set, and does not
+    # wait for k3s; `nodeimg boot` reads its report line on the console.
+    {
+      systemd.services.nodeimg-firstboot = {
+        description = "nodeimg first-boot check";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "local-fs.target" "network.target" "nodeimg-hostname.service" ];
+        # What the script calls: cat, stat, head, sleep; ping; ip; awk; grep.
+        path = [ pkgs.coreutils pkgs.iputils pkgs.iproute2 pkgs.gawk pkgs.gnugrep ];
+        unitConfig.ConditionPathExists = [ "/usr/local/lib/nodeimg/firstboot.sh" "/etc/nodeimg/firstboot.list" ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${pkgs.bash}/bin/bash /usr/local/lib/nodeimg/firstboot.sh";
+          SyslogIdentifier = "nodeimg-firstboot";
+        };
+      };
     }
 
     (lib.mkIf cfg.mdns {

@@ -4,7 +4,8 @@
 # (`<name>` for the attribute-set-of-submodule levels).
 #   nix-instantiate --eval --strict --json -E \
 #     'import ./module-options.nix { module = ./nodeimg.nix; options = ./nixos-options.json; }'
-# Result: { set = [ options set ]; unknown = [ paths that are no option ]; }
+# Result: { set = [ options set ]; unknown = [ paths that are no option ];
+#          services = { NAME = the systemd.services.NAME it declares; }; }
 { module, options }:
 let
   known = (builtins.fromJSON (builtins.readFile options)).options;
@@ -20,7 +21,16 @@ let
     types = { bool = null; str = null; listOf = t: null; };
     escapeShellArgs = l: "";
   };
-  pkgs = { writeShellScript = name: text: "/nix/store/${name}"; k3s = "/nix/store/k3s"; };
+  pkgs = {
+    writeShellScript = name: text: "/nix/store/${name}";
+    k3s = "/nix/store/k3s";
+    bash = "/nix/store/bash";
+    coreutils = "/nix/store/coreutils";
+    iputils = "/nix/store/iputils";
+    iproute2 = "/nix/store/iproute2";
+    gawk = "/nix/store/gawk";
+    gnugrep = "/nix/store/gnugrep";
+  };
   config.services.nodeimg = {
     enable = true;
     mdns = true;
@@ -40,8 +50,15 @@ let
       builtins.concatMap (n: walk (path ++ [ n ]) v.${n}) (builtins.attrNames v)
     else [ { unknown = p; } ];
   found = walk [ ] m.config;
+  # The systemd services the module declares (every mkIf taken), by name.
+  services = v:
+    if builtins.isAttrs v && v ? _nodeimgIf then (if v._nodeimgIf then services v.content else { })
+    else if builtins.isAttrs v && v ? _nodeimgMerge then
+      builtins.foldl' (a: b: a // b) { } (map services v.contents)
+    else (v.systemd or { }).services or { };
 in
 {
   set = map (x: x.option) (builtins.filter (x: x ? option) found);
   unknown = map (x: x.unknown) (builtins.filter (x: x ? unknown) found);
+  services = services m.config;
 }

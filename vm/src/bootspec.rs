@@ -31,27 +31,6 @@ pub struct BootPlan {
     pub extlinux: bool,
 }
 
-/// Debian's build of U-Boot for QEMU's `virt` machine (package
-/// u-boot-qemu), or `$NODEIMG_UBOOT`.
-pub fn uboot() -> Option<PathBuf> {
-    let p = std::env::var_os("NODEIMG_UBOOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/u-boot/qemu_arm64/u-boot.bin"));
-    p.is_file().then_some(p)
-}
-
-/// Whether U-Boot's QEMU build can load `kernel`: its environment sets
-/// no `kernel_comp_addr_r`, so its `booti` refuses a compressed Image such
-/// as Debian's gzip `vmlinuz` ("kernel_comp_addr_r or kernel_comp_size is
-/// not provided!", U-Boot 2023.01 as Debian ships it); such a
-/// kernel is loaded by QEMU directly instead (QEMU inflates it itself).
-pub fn uboot_can_load(kernel: &Path) -> bool {
-    let mut magic = [0u8; 2];
-    std::fs::File::open(kernel)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|_| magic != [0x1f, 0x8b])
-}
-
 /// The guest-only change that makes an image's `extlinux.conf` use QEMU's
 /// console when U-Boot boots it: `console=` words replaced on every
 /// `APPEND` line (in the throw-away disk, never in SOURCE).

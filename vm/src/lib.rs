@@ -6,6 +6,7 @@
 //! | [`disk`] | the throw-away disk: base ⊕ delta ⊕ deferred secrets, SOURCE untouched |
 //! | [`bootspec`] | kernel, initrd and command line, read from the image |
 //! | [`kernel_pkg`] | `--kernel` as a Debian kernel package: unpacked, given an initramfs |
+//! | [`uboot`] | U-Boot as the firmware of extlinux images, and its environment flash |
 //! | [`qemu`] | finding QEMU, the accelerator, a guest's command line, power-off |
 //! | [`lan`] | the cluster's virtual LAN (unix datagram sockets, a hub) |
 //! | [`dhcp_plan`] | the LAN's leases, fixed per guest MAC before boot |
@@ -23,3 +24,4 @@ pub mod lan;
 pub mod qemu;
 pub mod report;
 pub mod run;
+pub mod uboot;

@@ -2,6 +2,7 @@
 //! and the command line of one guest (`-M virt`, PL011 console on the
 //! process's stdout, a virtio disk, virtio NICs).
 
+use crate::uboot::Firmware;
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -85,8 +86,9 @@ pub struct GuestSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: String,
-    /// Firmware given as `-bios` (U-Boot's qemu_arm64 build).
-    pub firmware: Option<PathBuf>,
+    /// U-Boot's qemu_arm64 build as `-bios`, its environment in the
+    /// second flash bank.
+    pub firmware: Option<Firmware>,
     pub memory_mib: u32,
     pub cpus: u32,
     pub nics: Vec<(Nic, [u8; 6])>,
@@ -128,7 +130,12 @@ pub fn args(spec: &GuestSpec, accel: Accel) -> Vec<OsString> {
     .collect();
     if let Some(fw) = &spec.firmware {
         a.push("-bios".into());
-        a.push(fw.into());
+        a.push((&fw.bios).into());
+        // -bios fills the first flash bank; the second holds U-Boot's
+        // environment (crate::uboot).
+        let mut flash = OsString::from("if=pflash,unit=1,format=raw,file=");
+        flash.push(escape_commas(&fw.env_flash));
+        a.extend(["-drive".into(), flash]);
     } else if let Some(k) = &spec.kernel {
         a.push("-kernel".into());
         a.push(k.into());
@@ -249,5 +256,37 @@ mod tests {
         assert!(joined.contains("dgram,id=net0,local.type=unix,local.path=/t/n0.sock,remote.type=unix,remote.path=/t/hub0.sock"));
         assert!(joined.contains("mac=52:54:00:12:34:10"));
         assert!(!joined.contains("mcast"), "never multicast: {joined}");
+        assert!(!joined.contains("-bios"), "{joined}");
+    }
+
+    #[test]
+    fn u_boot_gets_its_environment_flash() {
+        let spec = GuestSpec {
+            disk: "/t/disk.img".into(),
+            kernel: None,
+            initrd: None,
+            append: String::new(),
+            firmware: Some(Firmware {
+                bios: "/u/u-boot.bin".into(),
+                env_flash: "/t/n,0/env.img".into(),
+            }),
+            memory_mib: 1024,
+            cpus: 2,
+            nics: vec![],
+            qmp: "/t/qmp0".into(),
+            interactive: false,
+        };
+        let a: Vec<String> = args(&spec, Accel::Tcg)
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let joined = a.join(" ");
+        assert!(
+            joined.contains(
+                "-bios /u/u-boot.bin -drive if=pflash,unit=1,format=raw,file=/t/n,,0/env.img "
+            ),
+            "{joined}"
+        );
+        assert!(!joined.contains("-kernel"), "{joined}");
     }
 }

@@ -11,6 +11,7 @@ use crate::disk::{self, DiskSource};
 use crate::lan::{self, Hub};
 use crate::qemu::{self, Accel, GuestSpec, Nic};
 use crate::report::{self, Report, Status};
+use crate::uboot;
 use anyhow::{Context, Result};
 use pipeline::customise::Op;
 use serde::Serialize;
@@ -163,14 +164,18 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
         };
         let plan =
             bootspec::plan(&image, &kernel, &dir).with_context(|| format!("node {}", n.name))?;
-        let firmware = match bootspec::uboot() {
-            Some(u) if plan.extlinux && !opts.direct && bootspec::uboot_can_load(&plan.kernel) => {
-                drop(image);
-                disk::apply(&disk_path, &[bootspec::console_op()])?;
-                Some(u)
-            }
-            _ => None,
+        // Without U-Boot installed (or with --direct, or too little
+        // memory for it), the kernel that extlinux.conf names is loaded
+        // directly.
+        let firmware = if plan.extlinux && !opts.direct {
+            uboot::firmware(&dir, opts.memory_mib)?
+        } else {
+            None
         };
+        if firmware.is_some() {
+            drop(image);
+            disk::apply(&disk_path, &[bootspec::console_op()])?;
+        }
         let image = disk::open(&disk_path)?;
         let list = image.read(pipeline::templates::FIRSTBOOT_LIST_PATH)?;
         let list = list.as_deref().map(String::from_utf8_lossy);
@@ -264,7 +269,7 @@ pub fn run(nodes: &[NodeSpec], opts: &Options) -> Result<Vec<NodeResult>> {
             cmd.stderr(Stdio::piped());
             die_with_parent(&mut cmd);
             let how = match firmware {
-                Some(u) => format!("U-Boot {} reading {}", u.display(), plan.from),
+                Some(u) => format!("U-Boot {} reading {}", u.bios.display(), plan.from),
                 None => format!(
                     "kernel{} from {}",
                     if plan.initrd.is_some() {

@@ -9,7 +9,7 @@ use crate::flavour::{Flavour, Role};
 use crate::os::{Network, OsFiles, OsProfile};
 use crate::osimage::OsImage;
 use crate::secrets::State;
-use crate::templates::{firstboot_ops, Vars};
+use crate::templates::{firstboot_ops, nixos_firstboot_ops, Vars};
 use crate::{Error, Result};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -848,6 +848,12 @@ fn nixos_ops(cx: &NodeContext<'_>) -> Result<Vec<Op>> {
         ops.push(secret("/var/lib/sops-nix/key.txt", key));
     }
     ops.extend(nixos_identity_ops(c, n));
+    let list = firstboot_list(cx, &ops);
+    ops.extend(nixos_firstboot_ops(
+        &list,
+        cx.vars,
+        c.templates_dir.as_deref(),
+    )?);
     Ok(ops)
 }
 

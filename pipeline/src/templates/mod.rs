@@ -101,8 +101,35 @@ pub fn firstboot_ops(list: &str, vars: &Vars, overrides: Option<&Path>) -> Resul
         out(FIRSTBOOT_UNIT, FIRSTBOOT_UNIT_PATH, 0o644),
         out("nodeimg-firstboot.preset", FIRSTBOOT_PRESET_PATH, 0o644),
     ];
+    let mut ops = firstboot_files(&files, list, vars, overrides)?;
+    ops.push(Op::Enable {
+        unit: FIRSTBOOT_UNIT.to_string(),
+    });
+    Ok(ops)
+}
+
+/// The first-boot check of a NixOS node: the same script, library and
+/// `list` as [`firstboot_ops`], at the same paths (NixOS leaves
+/// /usr/local and undeclared /etc paths alone); the unit that runs it is
+/// `nodeimg.nix`'s `systemd.services.nodeimg-firstboot`, since NixOS
+/// declares /etc/systemd/system itself.
+pub fn nixos_firstboot_ops(list: &str, vars: &Vars, overrides: Option<&Path>) -> Result<Vec<Op>> {
+    let files = [
+        out("nodeimg-firstboot.sh", FIRSTBOOT_PATH, 0o755),
+        out("bootstrap-lib.sh", BOOTSTRAP_LIB_PATH, 0o644),
+    ];
+    firstboot_files(&files, list, vars, overrides)
+}
+
+/// `files` rendered, then `list` at [`FIRSTBOOT_LIST_PATH`].
+fn firstboot_files(
+    files: &[Output],
+    list: &str,
+    vars: &Vars,
+    overrides: Option<&Path>,
+) -> Result<Vec<Op>> {
     let mut ops = Vec::with_capacity(files.len() + 2);
-    for f in &files {
+    for f in files {
         let template = source::find(Flavour::None, &f.template, overrides)?;
         let rendered = render(&template.name, &template.text, vars)?;
         ops.push(Op::File {
@@ -121,9 +148,6 @@ pub fn firstboot_ops(list: &str, vars: &Vars, overrides: Option<&Path>) -> Resul
         uid: 0,
         gid: 0,
         secret: false,
-    });
-    ops.push(Op::Enable {
-        unit: FIRSTBOOT_UNIT.to_string(),
     });
     Ok(ops)
 }
