@@ -18,7 +18,7 @@ pub const OVERLAY_BLOCK: u64 = 4096;
 const MEMORY_SLOTS: u64 = 4096;
 
 /// A writable view of a read-only `base`. Changed 4 KiB blocks are copied up
-/// into memory, and past [`MEMORY_SLOTS`] into an anonymous temporary file
+/// into memory, and past 16 MiB (`MEMORY_SLOTS` blocks) into an anonymous temporary file
 /// (deleted by the OS when dropped); so memory stays bounded however much
 /// is written. The base is never written.
 pub struct Overlay<B: BlockDevice> {
