@@ -106,14 +106,38 @@ impl Default for FetchOptions {
 }
 
 /// A SHA-256 being computed on a thread of its own.
-pub struct HashLater(std::thread::JoinHandle<Result<[u8; 32]>>);
+pub struct HashLater(HashState);
+
+enum HashState {
+    Running(std::thread::JoinHandle<Result<[u8; 32]>>),
+    Deferred(PathBuf),
+}
 
 impl HashLater {
-    /// Waits for the hash.
+    fn spawn(p: PathBuf) -> Result<HashState> {
+        std::thread::Builder::new()
+            .name("source-sha256".into())
+            .spawn(move || Ok(sha256_file(&p)?.0))
+            .map(HashState::Running)
+            .map_err(|e| Error::io("spawning the source hash thread", e))
+    }
+
+    /// Starts hashing now if it was deferred.
+    pub fn start(&mut self) -> Result<()> {
+        if let HashState::Deferred(p) = &self.0 {
+            self.0 = Self::spawn(p.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the hash (computed here if it was never started).
     pub fn wait(self) -> Result<[u8; 32]> {
-        self.0
-            .join()
-            .unwrap_or_else(|_| Err(Error::refused("source", "hashing thread panicked")))
+        match self.0 {
+            HashState::Running(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::refused("source", "hashing thread panicked"))),
+            HashState::Deferred(p) => Ok(sha256_file(&p)?.0),
+        }
     }
 }
 
@@ -121,31 +145,35 @@ impl HashLater {
 /// (so its hash is only recorded, never checked) is hashed on its own
 /// thread: reading a multi-GB source twice in a row — once to hash, once
 /// to copy — cost `base --provision` seconds the seed's `cp` does not
-/// spend; on a thread it overlaps the copy, the customisation and the
-/// provisioning scripts. A file with an expected hash is still checked
-/// before anything uses it.
+/// spend; on a thread it overlaps the copy and the customisation. With
+/// `defer`, the thread starts only at [`HashLater::start`]: provisioning
+/// runs its scripts under emulation on one core, and a hash on the other
+/// slows them (the cores share the host's caches and memory bandwidth),
+/// so it waits and runs beside the hash of the result instead. A file with
+/// an expected hash is still checked before anything uses it.
 pub fn fetch_overlapped(
     what: &str,
     sha256: Option<&str>,
     opts: &FetchOptions,
+    defer: bool,
     progress: OnProgress<'_>,
 ) -> Result<(Fetched, Option<HashLater>)> {
     let path = PathBuf::from(what);
     if sha256.is_some() || is_url(what) || !path.is_file() {
         return fetch(what, sha256, opts, progress).map(|f| (f, None));
     }
-    let p = path.clone();
-    let handle = std::thread::Builder::new()
-        .name("source-sha256".into())
-        .spawn(move || Ok(sha256_file(&p)?.0))
-        .map_err(|e| Error::io("spawning the source hash thread", e))?;
+    let state = if defer {
+        HashState::Deferred(path.clone())
+    } else {
+        HashLater::spawn(path.clone())?
+    };
     let fetched = Fetched {
         path,
         what: what.into(),
         sha256: None,
         cached: false,
     };
-    Ok((fetched, Some(HashLater(handle))))
+    Ok((fetched, Some(HashLater(state))))
 }
 
 /// Makes `what` (a path or URL) a local file. URLs need `sha256` (hex or a
@@ -386,17 +414,22 @@ mod tests {
         let what = f.to_str().unwrap();
         let opts = FetchOptions::default();
         let now = fetch(what, None, &opts, &mut |_, _| {}).unwrap();
-        let (later, h) = fetch_overlapped(what, None, &opts, &mut |_, _| {}).unwrap();
-        assert_eq!(later.sha256, None);
-        assert_eq!(
-            Some(h.expect("a hash on its thread").wait().unwrap()),
-            now.sha256
-        );
+        for defer in [false, true] {
+            let (later, h) = fetch_overlapped(what, None, &opts, defer, &mut |_, _| {}).unwrap();
+            assert_eq!(later.sha256, None);
+            let mut h = h.expect("a hash on its thread");
+            h.start().unwrap();
+            assert_eq!(Some(h.wait().unwrap()), now.sha256);
+        }
+        // Never started: computed when waited for.
+        let (_, h) = fetch_overlapped(what, None, &opts, true, &mut |_, _| {}).unwrap();
+        assert_eq!(Some(h.unwrap().wait().unwrap()), now.sha256);
         // With an expected hash: checked before anything uses the file.
         let wrong = "ab".repeat(32);
-        assert!(fetch_overlapped(what, Some(&wrong), &opts, &mut |_, _| {}).is_err());
+        assert!(fetch_overlapped(what, Some(&wrong), &opts, false, &mut |_, _| {}).is_err());
         let right = to_hex(&now.sha256.unwrap());
-        let (checked, h) = fetch_overlapped(what, Some(&right), &opts, &mut |_, _| {}).unwrap();
+        let (checked, h) =
+            fetch_overlapped(what, Some(&right), &opts, false, &mut |_, _| {}).unwrap();
         assert!(h.is_none());
         assert_eq!(checked.sha256, now.sha256);
     }

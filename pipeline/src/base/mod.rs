@@ -223,10 +223,11 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         cache_dir: req.cache_dir.clone(),
         ..req.fetch.clone()
     };
-    let (mut src, source_hash) = fetch::fetch_overlapped(
+    let (mut src, mut source_hash) = fetch::fetch_overlapped(
         &what,
         req.spec.sha256.as_deref(),
         &fetch_opts,
+        req.provision.is_some(),
         &mut |d, t| progress.position(d, t),
     )?;
     if src.cached {
@@ -311,7 +312,17 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
                     if req.zstd && req.provision.is_none() {
                         precompressed = Some(stream::Precompressed::new(&dir, 3)?);
                     }
-                    let f = stream::Filler::start(head, s, file, len, precompressed.clone())?;
+                    let f = if s.compression() == imagegen::source::Compression::Raw {
+                        // Read again by extents: a sparse source's holes are
+                        // never read.
+                        let raw =
+                            std::fs::File::open(&src.path).map_err(|e| Error::io(&src.path, e))?;
+                        let what = s.describe().to_string();
+                        drop((s, head));
+                        stream::Filler::start_raw(raw, what, file, len, precompressed.clone())?
+                    } else {
+                        stream::Filler::start(head, s, file, len, precompressed.clone())?
+                    };
                     let dev = Arc::new(imagegen::block::FillingDevice::new(dev, f.mark()));
                     filler = Some(f);
                     filling = Some(dev.clone());
@@ -387,6 +398,9 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
         }
         progress.step("provisioning");
         hook(pending.tmp_path(), &req.board, &req.spec)?;
+    }
+    if let Some(h) = source_hash.as_mut() {
+        h.start()?;
     }
 
     let done = match filler.as_ref() {

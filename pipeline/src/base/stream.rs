@@ -66,18 +66,56 @@ impl Filler {
         size: u64,
         pre: Option<Arc<Precompressed>>,
     ) -> Result<Filler> {
+        let what = src.describe().to_string();
+        Self::start_with(file, size, pre, what, move |what, stop, out, empties| {
+            decode(head, &mut src, what, size, stop, out, empties)
+        })
+    }
+
+    /// Like [`Filler::start`] for an uncompressed image file `src`: only
+    /// the extents where it holds data are read (`SEEK_DATA`, as `cp
+    /// --sparse` does), so its holes cost nothing; every chunk still goes
+    /// through the writer's zero detection.
+    pub fn start_raw(
+        src: File,
+        what: String,
+        file: File,
+        size: u64,
+        pre: Option<Arc<Precompressed>>,
+    ) -> Result<Filler> {
+        // Frames are indexed by chunk: with a compressor, holes are sent
+        // as zero chunks too.
+        let whole = pre.is_some();
+        Self::start_with(file, size, pre, what, move |what, stop, out, empties| {
+            copy_raw(&src, what, size, whole, stop, out, empties)
+        })
+    }
+
+    fn start_with(
+        file: File,
+        size: u64,
+        pre: Option<Arc<Precompressed>>,
+        what: String,
+        produce: impl FnOnce(
+                &str,
+                &AtomicBool,
+                &SyncSender<(u64, Vec<u8>)>,
+                &Receiver<Vec<u8>>,
+            ) -> Result<u64>
+            + Send
+            + 'static,
+    ) -> Result<Filler> {
         let mark = Arc::new(Watermark::new());
         let stop = Arc::new(AtomicBool::new(false));
         let (full_tx, full_rx) = sync_channel::<(u64, Vec<u8>)>(QUEUE);
         let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
-        let what = src.describe().to_string();
         let decoder = {
             let (stop, mark) = (stop.clone(), mark.clone());
             let what = what.clone();
             std::thread::Builder::new()
                 .name("base-decode".into())
                 .spawn(move || {
-                    let r = decode(head, &mut src, &what, size, &stop, &full_tx, &empty_rx);
+                    let r = produce(&what, &stop, &full_tx, &empty_rx);
                     // Before the writer sees the end: waiters get this reason.
                     match &r {
                         Err(e) => mark.fail(e.to_string()),
@@ -254,6 +292,60 @@ fn decode(
             what,
             format!("ends after {at} bytes, but its index records {size}"),
         ));
+    }
+    Ok(at)
+}
+
+/// The copying thread for an uncompressed source: each chunk's data
+/// extents are read (the rest is zeros); a chunk that is all hole is sent
+/// empty, at its end, which only moves the watermark (or as zeros when
+/// `whole`).
+fn copy_raw(
+    src: &File,
+    what: &str,
+    size: u64,
+    whole: bool,
+    stop: &AtomicBool,
+    out: &SyncSender<(u64, Vec<u8>)>,
+    empties: &Receiver<Vec<u8>>,
+) -> Result<u64> {
+    let rerr = |e| imagegen::Error::io_context(what.to_string(), e);
+    let len = src.metadata().map_err(rerr)?.len();
+    if len != size {
+        return Err(Error::refused(
+            what,
+            format!("is {len} bytes long, not the {size} bytes it had when opened"),
+        ));
+    }
+    let mut at = 0u64;
+    while at < size {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(at);
+        }
+        let end = (at + CHUNK as u64).min(size);
+        let parts = data_in(src, at, end).map_err(rerr)?;
+        let chunk = if parts.is_empty() && !whole {
+            (end, Vec::new())
+        } else {
+            let mut buf = empties.try_recv().unwrap_or_default();
+            buf.clear();
+            buf.resize((end - at) as usize, 0);
+            for (from, to) in parts {
+                src.read_exact_at(&mut buf[(from - at) as usize..(to - at) as usize], from)
+                    .map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            Error::refused(what, "became shorter while it was being read")
+                        } else {
+                            rerr(e).into()
+                        }
+                    })?;
+            }
+            (at, buf)
+        };
+        if out.send(chunk).is_err() {
+            return Ok(at);
+        }
+        at = end;
     }
     Ok(at)
 }
@@ -527,4 +619,91 @@ pub fn output_pass(
             .map_err(|_| Error::refused("the base", "hashing it failed (thread panicked)"))?;
         read.map(|()| sum)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse source: data, a whole-chunk hole, allocated zeros, data at
+    /// the very end (not a multiple of a chunk).
+    fn sparse_source(dir: &Path) -> (std::path::PathBuf, u64) {
+        let p = dir.join("src.img");
+        let size = 3 * CHUNK as u64 + 12_345;
+        let f = File::create(&p).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&[0x5a; 10_000], 100).unwrap();
+        f.write_all_at(&vec![0u8; 8192], 2 * CHUNK as u64).unwrap();
+        f.write_all_at(b"tail", size - 4).unwrap();
+        (p, size)
+    }
+
+    fn out_file(dir: &Path, size: u64) -> (std::path::PathBuf, File) {
+        let p = dir.join("out.img");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(size).unwrap();
+        (p, f)
+    }
+
+    #[test]
+    fn a_raw_source_is_copied_by_extents_and_its_holes_stay_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, size) = sparse_source(dir.path());
+        for frames in [false, true] {
+            let (out, file) = out_file(dir.path(), size);
+            let pre = frames.then(|| Precompressed::new(dir.path(), 1).unwrap());
+            let f = Filler::start_raw(
+                File::open(&src).unwrap(),
+                "src.img".into(),
+                file,
+                size,
+                pre.clone(),
+            )
+            .unwrap();
+            let mark = f.mark();
+            f.finish().unwrap();
+            assert_eq!(mark.filled(), size);
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+            // Allocated zeros are not written: the output holds less data.
+            let o = File::open(&out).unwrap();
+            let data: u64 = data_in(&o, 0, size)
+                .unwrap()
+                .iter()
+                .map(|(a, b)| b - a)
+                .sum();
+            assert!(data < 3 * ZERO_BLOCK as u64 + 16_384, "{data} bytes of data");
+            if let Some(pre) = pre {
+                // Every chunk has its frame, holes included.
+                let chunks = size.div_ceil(CHUNK as u64) as usize;
+                for i in 0..chunks {
+                    let end = ((i as u64 + 1) * CHUNK as u64).min(size);
+                    let frame = pre.frame(i, end).unwrap();
+                    assert!(frame.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "chunk {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_raw_source_that_changed_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, size) = sparse_source(dir.path());
+        let (_, file) = out_file(dir.path(), size + 1);
+        let f = Filler::start_raw(
+            File::open(&src).unwrap(),
+            "src.img".into(),
+            file,
+            size + 1,
+            None,
+        )
+        .unwrap();
+        let e = f.finish().unwrap_err().to_string();
+        assert!(e.contains("src.img") && e.contains("not the"), "{e}");
+    }
 }
