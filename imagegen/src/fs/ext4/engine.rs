@@ -481,15 +481,27 @@ impl<D: BlockDevice> Ext4Fs<D> {
                 ));
             }
         }
-        // Backup superblocks and descriptors, as e2fsprogs writes them: not
-        // marked clean (whoever falls back on a backup checks everything).
+        // Backup superblocks and descriptors are rewritten only when a field
+        // that a backup must agree on changed, as the kernel does: it never
+        // touches them in normal use, only when resizing (fs/ext4/resize.c,
+        // update_backups: "they are only needed in case of corruption") and
+        // for a new label or UUID (fs/ext4/ioctl.c, ext4_update_backup_sb).
+        // Free counts and flags in a backup go stale, which is harmless:
+        // e2fsck compares a backup only by features, sizes and UUID
+        // (e2fsck/super.c, check_backup_super_block), and a filesystem
+        // opened from a backup has its counts recomputed and its UNINIT
+        // flags cleared (lib/ext2fs/openfs.c). So a change of a few files
+        // writes no block beyond the groups it touches, not one in every
+        // backup group. Backups are not marked clean (whoever falls back on
+        // one checks everything).
         let mut backups = Vec::new();
+        let refresh = backups_stale(old, &self.sb);
         for g in 1..self.sb.group_count {
-            if !self.sb.group_has_super(g) {
+            if !refresh || !self.sb.group_has_super(g) {
                 continue;
             }
             let first = self.sb.group_first_block(g);
-            if sb_changed {
+            {
                 let mut copy = sb_variant(&self.sb, false, false);
                 super::bytes::put_u16(&mut copy.raw, 0x5A, g.min(0xFFFF) as u16);
                 copy.seal();
@@ -776,6 +788,30 @@ struct Plan {
 
 /// A copy of `sb` with the clean flag (`s_state` bit 0) and
 /// `needs_recovery` set as asked, checksum resealed.
+/// Whether the backups disagree with the primary superblock `new` in a
+/// field they must share: every field e2fsck compares (features, bar the
+/// ones the kernel sets only in the primary; block and inode counts; UUID)
+/// and the geometry and label, which the kernel copies to them.
+pub(super) fn backups_stale(old: &Superblock, new: &Superblock) -> bool {
+    use super::bytes::u32_at;
+    const SAME: &[(usize, usize)] = &[
+        (0x00, 0x08),   // inode and block counts
+        (0x14, 0x2C),   // first data block .. inodes per group
+        (0x4C, 0x50),   // revision
+        (0x54, 0x5A),   // first inode, inode size
+        (0x5C, 0x60),   // compatible features
+        (0x68, 0x88),   // UUID, label
+        (0x150, 0x154), // block count (high)
+        (0x270, 0x274), // checksum seed
+    ];
+    // As e2fsck's FEATURE_INCOMPAT_IGNORE and FEATURE_RO_COMPAT_IGNORE.
+    let incompat = |s: &Superblock| u32_at(&s.raw, 0x60) & !(incompat::RECOVER | 0x40);
+    let ro_compat = |s: &Superblock| u32_at(&s.raw, 0x64) & !(0x02 | 0x20);
+    SAME.iter().any(|&(a, b)| old.raw[a..b] != new.raw[a..b])
+        || incompat(old) != incompat(new)
+        || ro_compat(old) != ro_compat(new)
+}
+
 fn sb_variant(sb: &Superblock, clean: bool, recover: bool) -> Superblock {
     let mut s = sb.clone();
     let state = super::bytes::u16_at(&s.raw, 0x3A);

@@ -633,3 +633,57 @@ fn times_outside_the_inode_range_are_refused() {
         fsck(&img.path);
     }
 }
+
+/// A change of a few files leaves the backup superblocks and descriptors as
+/// they were, as the kernel does; the filesystem stays clean to e2fsck.
+#[test]
+fn backups_are_left_alone_when_only_counts_change() {
+    let img = mkfs(512, &["-b", "4096"]);
+    // Group 1 (sparse_super keeps a backup there): superblock and GDT.
+    let backup = 32768u64 * 4096..32770 * 4096;
+    let primary_before = bytes_of(&img.path)[1024..2048].to_vec();
+    let backup_before = bytes_of(&img.path)[backup.start as usize..backup.end as usize].to_vec();
+    {
+        let mut fs = open(&img.path);
+        put(&mut fs, "/etc-hostname", b"node-1\n");
+        put(&mut fs, "/big", &pattern(3 << 20, 7));
+    }
+    let after = bytes_of(&img.path);
+    assert_ne!(
+        &after[1024..2048],
+        &primary_before[..],
+        "the primary changed"
+    );
+    assert_eq!(
+        &after[backup.start as usize..backup.end as usize],
+        &backup_before[..],
+        "a backup was rewritten for a change of free counts"
+    );
+    fsck(&img.path);
+}
+
+/// Which superblock fields make the backups stale: those e2fsck compares
+/// and the label, not the counts or the flags the kernel keeps only in the
+/// primary.
+#[test]
+fn backups_go_stale_only_with_shared_fields() {
+    let img = mkfs(64, &[]);
+    let raw = bytes_of(&img.path)[1024..2048].to_vec();
+    let size = std::fs::metadata(&img.path).unwrap().len();
+    let old = super::superblock::Superblock::parse(raw, size).unwrap();
+    let sb = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut s = old.clone();
+        edit(&mut s.raw);
+        s
+    };
+    let stale = |edit: &dyn Fn(&mut Vec<u8>)| super::engine::backups_stale(&old, &sb(edit));
+    assert!(!stale(&|r| r[0x0C] ^= 1), "free block count");
+    assert!(!stale(&|r| r[0x10] ^= 1), "free inode count");
+    assert!(!stale(&|r| r[0x30] ^= 1), "mount time");
+    assert!(!stale(&|r| r[0x60] ^= 0x04), "needs_recovery");
+    assert!(!stale(&|r| r[0x64] ^= 0x02), "large_file");
+    assert!(stale(&|r| r[0x78] = b'x'), "label");
+    assert!(stale(&|r| r[0x68] ^= 1), "UUID");
+    assert!(stale(&|r| r[0x5C] ^= 0x08), "a compatible feature");
+    assert!(stale(&|r| r[0x04] ^= 1), "block count");
+}
