@@ -677,7 +677,10 @@ mod tests {
                 .iter()
                 .map(|(a, b)| b - a)
                 .sum();
-            assert!(data < 3 * ZERO_BLOCK as u64 + 16_384, "{data} bytes of data");
+            assert!(
+                data < 3 * ZERO_BLOCK as u64 + 16_384,
+                "{data} bytes of data"
+            );
             if let Some(pre) = pre {
                 // Every chunk has its frame, holes included.
                 let chunks = size.div_ceil(CHUNK as u64) as usize;
