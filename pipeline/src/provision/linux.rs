@@ -718,17 +718,22 @@ fn kill_stragglers(root: &Path) {
     let Ok(dir) = fs::read_dir("/proc") else {
         return;
     };
+    let mut killed = false;
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         if let Ok(r) = fs::read_link(e.path().join("root")) {
             if r.starts_with(root) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed |= kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok();
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Time for the killed to exit and let go of the mounts; a script that
+    // left nothing behind (the usual case) waits for nothing.
+    if killed {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Undoes every step in reverse order; the image's filesystems are
@@ -757,6 +762,7 @@ fn teardown(root: &Path, undo: Vec<Undo>) -> std::result::Result<(), String> {
                     if r != Err(nix::errno::Errno::EBUSY) {
                         break;
                     }
+                    std::thread::sleep(Duration::from_millis(50));
                     kill_stragglers(root);
                     r = umount2(&at, flags);
                 }
