@@ -8,8 +8,8 @@ mod pending;
 
 pub use frames::FrameCompressor;
 pub use pending::{
-    check_distinct, check_output, discard_all_pending, pending_paths, same_file, write_atomic,
-    PendingDir, PendingFile,
+    check_distinct, check_output, discard_all_pending, pending_paths, same_file, start_writeback,
+    write_atomic, PendingDir, PendingFile,
 };
 
 use crate::{Error, Result};

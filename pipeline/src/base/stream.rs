@@ -378,6 +378,11 @@ fn write_sparse(
         if let Some(s) = run {
             file.write_all_at(&buf[s..], at + s as u64).map_err(werr)?;
         }
+        // The disk works while the rest decodes, instead of in the commit's
+        // fsync (or a loop device's attach) after the last chunk.
+        if !buf.is_empty() {
+            imagegen::sink::start_writeback(file, at, buf.len() as u64);
+        }
         mark.advance(at + buf.len() as u64);
         match &next {
             // A compressor that stopped has said why (its watermark).
