@@ -13,7 +13,8 @@
 //! - [`board`]: boards as data (`boards/*.toml`).
 //! - [`cluster`], [`secrets`], [`stamp`]: the cluster file, its generated
 //!   secrets, and stage 2, each node as a delta over the base.
-//! - [`json_file`]: reading the versioned JSON files (manifests) we write.
+//! - [`json_file`]: reading the versioned JSON files (manifests) we write;
+//!   [`file_hashes`]: SHA-256 of local inputs, remembered between runs.
 //! - [`provision`]: the optional root-only step of stage 1, scripts run in an
 //!   aarch64 chroot of the image, in a private mount namespace.
 //!
@@ -25,6 +26,7 @@ pub mod build;
 pub mod cluster;
 pub mod customise;
 pub mod error;
+pub mod file_hashes;
 pub mod flavour;
 pub mod json_file;
 pub mod os;

@@ -116,10 +116,15 @@ pub struct BaseArgs {
     /// Also write OUT.zst (zstd-compressed copy).
     #[arg(long)]
     pub zstd: bool,
-    /// Download cache (default: $XDG_CACHE_HOME/nodeimg, ~/.cache/nodeimg, or
-    /// ~/Library/Caches/nodeimg on macOS).
+    /// Download cache, where local sources' SHA-256s are also remembered
+    /// (source-hashes/) (default: $XDG_CACHE_HOME/nodeimg, ~/.cache/nodeimg,
+    /// or ~/Library/Caches/nodeimg on macOS).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Hash a local source again instead of trusting the SHA-256 remembered
+    /// for it by file status (device, inode, size, mtime, ctime).
+    #[arg(long)]
+    pub rehash: bool,
     /// Print a JSON summary (the manifest, outputs and notes) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -158,7 +163,10 @@ pub fn run(args: BaseArgs) -> Result<ExitCode> {
         cache_dir: args.cache_dir.clone(),
         now,
         provision: None,
-        fetch: Default::default(),
+        fetch: pipeline::base::fetch::FetchOptions {
+            rehash: args.rehash,
+            ..Default::default()
+        },
     };
     // Provisioning (the one root-only step) is refused before any download
     // or write when this machine cannot do it.

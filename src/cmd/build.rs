@@ -58,8 +58,9 @@ pub struct BuildArgs {
     pub force: bool,
     /// Hash every input again instead of trusting the hashes remembered by
     /// file status (device, inode, size, mtime, ctime) in .DIR.cache/
-    /// beside the output, and decompress the base instead of using the raw
-    /// copy kept there.
+    /// beside the output (and, for the base's source, in the download
+    /// cache), and decompress the base instead of using the raw copy kept
+    /// there.
     #[arg(long)]
     pub rehash: bool,
     /// Download cache for a base source given by URL.

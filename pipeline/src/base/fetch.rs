@@ -10,6 +10,7 @@
 //! else `~/Library/Caches/nodeimg` on macOS and `~/.cache/nodeimg` elsewhere.
 
 use crate::error::{Error, Result};
+use crate::file_hashes::HashCache;
 use imagegen::source::{sha256_file, to_hex};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -89,6 +90,9 @@ pub fn expected_sha256(spec: &str, name: &str) -> Result<[u8; 32]> {
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     pub cache_dir: Option<PathBuf>,
+    /// Hash local sources again even when their hash is remembered
+    /// (`--rehash`).
+    pub rehash: bool,
     /// Attempts per download (the first included).
     pub attempts: u32,
     /// Wait before the second attempt; doubled each time.
@@ -99,10 +103,34 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             cache_dir: None,
+            rehash: false,
             attempts: 5,
             backoff: Duration::from_millis(500),
         }
     }
+}
+
+/// Entries the source-hash cache keeps: the sources of the last runs.
+const REMEMBERED_SOURCES: usize = 64;
+
+/// The SHA-256s of local sources remembered between runs
+/// ([`crate::file_hashes`]), in `<cache>/source-hashes/`; none without a
+/// cache directory.
+fn source_hashes(opts: &FetchOptions) -> HashCache {
+    let dir = opts
+        .cache_dir
+        .clone()
+        .or_else(default_cache_dir)
+        .map(|d| d.join("source-hashes"));
+    HashCache::open(dir.as_deref(), opts.rehash)
+}
+
+/// The SHA-256 of a local source: remembered when the file is exactly as
+/// it was when last hashed, else read (and remembered).
+fn local_sha256(p: &Path, mut hashes: HashCache) -> Result<[u8; 32]> {
+    let sum = hashes.sha256(p)?;
+    hashes.save_keeping(REMEMBERED_SOURCES);
+    Ok(sum)
 }
 
 /// A SHA-256 being computed on a thread of its own.
@@ -110,22 +138,23 @@ pub struct HashLater(HashState);
 
 enum HashState {
     Running(std::thread::JoinHandle<Result<[u8; 32]>>),
-    Deferred(PathBuf),
+    Deferred(PathBuf, HashCache),
 }
 
 impl HashLater {
-    fn spawn(p: PathBuf) -> Result<HashState> {
+    fn spawn(p: PathBuf, hashes: HashCache) -> Result<HashState> {
         std::thread::Builder::new()
             .name("source-sha256".into())
-            .spawn(move || Ok(sha256_file(&p)?.0))
+            .spawn(move || local_sha256(&p, hashes))
             .map(HashState::Running)
             .map_err(|e| Error::io("spawning the source hash thread", e))
     }
 
     /// Starts hashing now if it was deferred.
     pub fn start(&mut self) -> Result<()> {
-        if let HashState::Deferred(p) = &self.0 {
-            self.0 = Self::spawn(p.clone())?;
+        if let HashState::Deferred(p, h) = &mut self.0 {
+            let (p, h) = (std::mem::take(p), std::mem::take(h));
+            self.0 = Self::spawn(p, h)?;
         }
         Ok(())
     }
@@ -136,7 +165,7 @@ impl HashLater {
             HashState::Running(h) => h
                 .join()
                 .unwrap_or_else(|_| Err(Error::refused("source", "hashing thread panicked"))),
-            HashState::Deferred(p) => Ok(sha256_file(&p)?.0),
+            HashState::Deferred(p, h) => local_sha256(&p, h),
         }
     }
 }
@@ -162,16 +191,22 @@ pub fn fetch_overlapped(
     if sha256.is_some() || is_url(what) || !path.is_file() {
         return fetch(what, sha256, opts, progress).map(|f| (f, None));
     }
-    let state = if defer {
-        HashState::Deferred(path.clone())
-    } else {
-        HashLater::spawn(path.clone())?
-    };
-    let fetched = Fetched {
-        path,
+    let mut hashes = source_hashes(opts);
+    let mut fetched = Fetched {
+        path: path.clone(),
         what: what.into(),
         sha256: None,
         cached: false,
+    };
+    // Unchanged since it was last hashed: nothing to read.
+    if let Some(sum) = hashes.remembered(&path) {
+        fetched.sha256 = Some(sum);
+        return Ok((fetched, None));
+    }
+    let state = if defer {
+        HashState::Deferred(path, hashes)
+    } else {
+        HashLater::spawn(path, hashes)?
     };
     Ok((fetched, Some(HashLater(state))))
 }
@@ -193,7 +228,7 @@ pub fn fetch(
             return Err(Error::refused(what, "no such file or directory"));
         }
         let sha = if path.is_file() {
-            let (got, _) = sha256_file(&path)?;
+            let got = local_sha256(&path, source_hashes(opts))?;
             if let Some(want) = expected {
                 if got != want {
                     return Err(Error::refused(
@@ -412,7 +447,10 @@ mod tests {
         let f = dir.path().join("plain.img");
         std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
         let what = f.to_str().unwrap();
-        let opts = FetchOptions::default();
+        let opts = FetchOptions {
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        };
         let now = fetch(what, None, &opts, &mut |_, _| {}).unwrap();
         for defer in [false, true] {
             let (later, h) = fetch_overlapped(what, None, &opts, defer, &mut |_, _| {}).unwrap();
@@ -432,6 +470,43 @@ mod tests {
             fetch_overlapped(what, Some(&right), &opts, false, &mut |_, _| {}).unwrap();
         assert!(h.is_none());
         assert_eq!(checked.sha256, now.sha256);
+    }
+
+    #[test]
+    fn an_unchanged_local_source_is_not_hashed_again_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("plain.img");
+        std::fs::write(&f, vec![9u8; 1 << 20]).unwrap();
+        // Older than the racy window when it is first hashed.
+        std::thread::sleep(Duration::from_millis(3300));
+        let what = f.to_str().unwrap();
+        let opts = FetchOptions {
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        };
+        let (first, h) = fetch_overlapped(what, None, &opts, false, &mut |_, _| {}).unwrap();
+        assert_eq!(first.sha256, None);
+        let sum = h.expect("hashed on its thread").wait().unwrap();
+        assert_eq!(sum, sha256_file(&f).unwrap().0);
+        // Remembered: known at once, no thread.
+        let (again, h) = fetch_overlapped(what, None, &opts, true, &mut |_, _| {}).unwrap();
+        assert_eq!(again.sha256, Some(sum));
+        assert!(h.is_none());
+        // --rehash reads it anyway.
+        let re = FetchOptions {
+            rehash: true,
+            ..opts.clone()
+        };
+        let (_, h) = fetch_overlapped(what, None, &re, false, &mut |_, _| {}).unwrap();
+        assert_eq!(h.expect("hashed again").wait().unwrap(), sum);
+        // Changed in place (same size): its ctime moved, so it is read.
+        std::fs::write(&f, vec![8u8; 1 << 20]).unwrap();
+        let (changed, h) = fetch_overlapped(what, None, &opts, false, &mut |_, _| {}).unwrap();
+        assert_eq!(changed.sha256, None);
+        assert_eq!(h.unwrap().wait().unwrap(), sha256_file(&f).unwrap().0);
+        // A checked source uses the remembered hash too: a wrong one is refused.
+        let wrong = "cd".repeat(32);
+        assert!(fetch(what, Some(&wrong), &opts, &mut |_, _| {}).is_err());
     }
 
     #[test]

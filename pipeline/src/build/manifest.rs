@@ -37,7 +37,7 @@
 //! `SHA256SUMS` lists every other file of the directory, sorted by path,
 //! as `<hex>  <path>` lines (`sha256sum -c SHA256SUMS` checks them).
 
-use super::hash_cache::HashCache;
+use crate::file_hashes::HashCache;
 use super::SecretsMode;
 use crate::base::manifest::BaseManifest;
 use crate::customise::{Applied, Op};
@@ -317,7 +317,7 @@ mod tests {
         chmod(&f, 0o644).unwrap();
         chmod(&tree, 0o755).unwrap();
         let hash = || {
-            let mut cache = crate::build::hash_cache::HashCache::open(None, true);
+            let mut cache = crate::file_hashes::HashCache::open(None, true);
             InputRecord::path("overlay", &tree, &mut cache)
                 .unwrap()
                 .sha256

@@ -52,7 +52,7 @@ use crate::osimage::OsImage;
 use crate::secrets::State;
 use crate::stamp::{cluster_nix, Shared, Stamper};
 use crate::{Error, Result};
-use hash_cache::HashCache;
+use crate::file_hashes::HashCache;
 use imagegen::block::{BlockDevice, DeviceCursor, FileDevice, Overlay};
 use imagegen::delta::{save_overlay, BaseId};
 use imagegen::fs::{OpenOptions, Timestamp};
@@ -201,7 +201,10 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildOutcome
                     cache_dir: req.cache_dir.clone(),
                     now: req.now,
                     provision: hook.as_ref().map(|h| h as crate::base::ProvisionHook),
-                    fetch: Default::default(),
+                    fetch: crate::base::fetch::FetchOptions {
+                        rehash: req.rehash,
+                        ..Default::default()
+                    },
                 },
                 progress,
             )?;
