@@ -348,5 +348,4 @@ mod tests {
         let mut c = HashCache::open(Some(&dir), false);
         assert_eq!(c.sha256(&f).unwrap(), sha(b"data"));
     }
-
 }

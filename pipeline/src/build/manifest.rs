@@ -37,10 +37,10 @@
 //! `SHA256SUMS` lists every other file of the directory, sorted by path,
 //! as `<hex>  <path>` lines (`sha256sum -c SHA256SUMS` checks them).
 
-use crate::file_hashes::HashCache;
 use super::SecretsMode;
 use crate::base::manifest::BaseManifest;
 use crate::customise::{Applied, Op};
+use crate::file_hashes::HashCache;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
