@@ -337,6 +337,11 @@ enum Attempt {
 
 fn client() -> Result<reqwest::blocking::Client> {
     // One process-wide crypto provider; installing twice is harmless.
+    // rustls 0.23.48 deprecates *ring*'s provider for lacking post-quantum
+    // key exchange, pointing to aws-lc-rs; that one needs cmake and a C
+    // compiler for every target (the macOS cross-build included), and
+    // fetching published, SHA-256-checked images gains nothing from it.
+    #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(20))
