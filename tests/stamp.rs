@@ -48,6 +48,24 @@ fn example(name: &str) -> PathBuf {
         .join("cluster.toml")
 }
 
+/// Stamps `node` of `cluster` over `base` as a whole image `img`.
+fn stamp_image(cluster: &Path, base: &Path, node: &str, img: &Path, state: &Path) -> Output {
+    nodeimg(&[
+        "stamp",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--node",
+        node,
+        "--image",
+        img.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--init-state",
+    ])
+}
+
 /// Stamps every node of `cluster` over `base` into `out` (JSON summary).
 fn stamp_all(cluster: &Path, base: &Path, state: &Path, out: &Path) -> (String, String) {
     let o = nodeimg(&[
@@ -544,40 +562,14 @@ fn kubeadm_cluster_on_rpios() {
 
     // --image gives what the delta gives.
     let img = t.join("node0-full.img");
-    ok(&nodeimg(&[
-        "stamp",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--node",
-        "node0",
-        "--image",
-        img.to_str().unwrap(),
-        "--state",
-        state_path.to_str().unwrap(),
-        "--init-state",
-    ]));
+    ok(&stamp_image(&cluster, &base, "node0", &img, &state_path));
     assert!(fs::read(&img).unwrap() == fs::read(t.join("node0.img")).unwrap());
     assert_eq!(
         fs::metadata(&img).unwrap().permissions().mode() & 0o777,
         0o600
     );
     // An output that exists is refused without --force.
-    let o = nodeimg(&[
-        "stamp",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--node",
-        "node0",
-        "--image",
-        img.to_str().unwrap(),
-        "--state",
-        state_path.to_str().unwrap(),
-        "--init-state",
-    ]);
+    let o = stamp_image(&cluster, &base, "node0", &img, &state_path);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
 }
@@ -936,20 +928,7 @@ fn rpios_first_boot_keeps_the_stamped_identity() {
     let cluster = example("pi5-kubeadm");
     let state_path = t.join("cluster.state");
     let img = t.join("node0.img");
-    ok(&nodeimg(&[
-        "stamp",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--node",
-        "node0",
-        "--image",
-        img.to_str().unwrap(),
-        "--state",
-        state_path.to_str().unwrap(),
-        "--init-state",
-    ]));
+    ok(&stamp_image(&cluster, &base, "node0", &img, &state_path));
     let state = State::open(&state_path, "pi5-lab").unwrap();
     let hk = state.host_key("node0").unwrap();
     let p = split(&img, t, "node0");
@@ -1152,20 +1131,7 @@ fn rpios_bookworm_first_boot_keeps_the_stamped_identity() {
     let cluster = example("pi5-kubeadm");
     let state_path = t.join("cluster.state");
     let img = t.join("node0.img");
-    ok(&nodeimg(&[
-        "stamp",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--node",
-        "node0",
-        "--image",
-        img.to_str().unwrap(),
-        "--state",
-        state_path.to_str().unwrap(),
-        "--init-state",
-    ]));
+    ok(&stamp_image(&cluster, &base, "node0", &img, &state_path));
     let p = split(&img, t, "node0");
     fsck(&p);
     let tree = t.join("tree");
