@@ -19,10 +19,8 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{File, Metadata};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -142,24 +140,15 @@ impl HashCache {
     /// The SHA-256 of the regular file at `p`: remembered when its status
     /// is exactly the one recorded (and not racy), else read and hashed.
     pub fn sha256(&mut self, p: &Path) -> Result<[u8; 32]> {
-        let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+        let f = File::open(p).map_err(|e| Error::io(p, e))?;
         let before = FileStat::of(&f.metadata().map_err(|e| Error::io(p, e))?);
         let key = (before.dev, before.ino);
         if let Some(sum) = self.lookup(before) {
             return Ok(sum);
         }
         let started = now_ns();
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
-            if n == 0 {
-                break;
-            }
-            self.hashed_bytes += n as u64;
-            h.update(&buf[..n]);
-        }
-        let sum: [u8; 32] = h.finalize().into();
+        let (sum, n) = imagegen::source::sha256_open_file(&f).map_err(|e| Error::io(p, e))?;
+        self.hashed_bytes += n;
         // A file that changed while it was read is not remembered.
         let after = FileStat::of(&f.metadata().map_err(|e| Error::io(p, e))?);
         if after == before {
@@ -221,6 +210,7 @@ fn now_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::time::{Duration, SystemTime};
 
     fn sha(b: &[u8]) -> [u8; 32] {

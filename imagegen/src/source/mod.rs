@@ -6,7 +6,7 @@ mod hash;
 mod size;
 mod xz;
 
-pub use hash::{sha256_file, sha256_reader, to_hex, Sha256Reader};
+pub use hash::{sha256_file, sha256_open_file, sha256_reader, to_hex, Sha256Reader};
 pub use size::recorded_size;
 pub use xz::XzReader;
 

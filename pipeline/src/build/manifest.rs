@@ -45,7 +45,6 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 /// The manifest's format version.
@@ -157,19 +156,9 @@ fn hash_path(p: &Path, rel: &Path, h: &mut Sha256, cache: &mut HashCache) -> Res
     Ok(())
 }
 
-/// SHA-256 of a file, read in 1 MiB pieces.
+/// SHA-256 of a file ([`imagegen::source::sha256_file`]: holes not read).
 pub fn sha256_of(p: &Path) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().into())
+    Ok(imagegen::source::sha256_file(p)?.0)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
