@@ -1529,3 +1529,113 @@ fn corrupt_or_cut_xz_mid_stream_leaves_nothing_written() {
         assert_eq!(leftovers(dir.path(), &keep), Vec::<String>::new());
     }
 }
+
+/// A filesystem image mounted read-write through a loop device
+/// (`mount -o loop`: the device clears itself at the unmount), unmounted
+/// in `Drop`, also when the test fails halfway.
+struct LoopMounted(PathBuf);
+
+impl LoopMounted {
+    fn new(image: &Path, fstype: &str, at: &Path) -> LoopMounted {
+        std::fs::create_dir_all(at).unwrap();
+        tool(
+            "mount",
+            &[
+                "-t",
+                fstype,
+                "-o",
+                "loop",
+                image.to_str().unwrap(),
+                at.to_str().unwrap(),
+            ],
+        );
+        LoopMounted(at.to_path_buf())
+    }
+}
+
+impl Drop for LoopMounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// On a filesystem that shares blocks between files (XFS with reflink), a
+/// raw source is cloned into the output instead of copied: the kernel
+/// reports the output's extents as shared (`filefrag`'s FIEMAP flag), and
+/// the image is byte for byte the one a copy on ext4 gives.
+#[test]
+fn a_raw_source_on_a_reflink_filesystem_is_cloned_not_copied() {
+    let name = "a_raw_source_on_a_reflink_filesystem_is_cloned_not_copied";
+    let why = if !nix::unistd::geteuid().is_root() {
+        Some("needs root (a loop-mounted XFS)".to_string())
+    } else if Command::new("mkfs.xfs").arg("-V").output().is_err() {
+        Some("needs mkfs.xfs (apt-get install xfsprogs)".to_string())
+    } else if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("xfs")) {
+        Some("the kernel has no XFS (modprobe xfs)".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        os_support::skip(name, &why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = os_support::rpios();
+    let reference = dir.path().join("copied.img");
+    ok(&[
+        "base",
+        "--board",
+        "rpi5",
+        "--from",
+        src.to_str().unwrap(),
+        "--timezone",
+        "Europe/Berlin",
+        "-o",
+        reference.to_str().unwrap(),
+    ]);
+
+    let fs_image = dir.path().join("xfs.img");
+    std::fs::File::create(&fs_image)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    tool(
+        "mkfs.xfs",
+        &["-q", "-m", "reflink=1", fs_image.to_str().unwrap()],
+    );
+    let mnt = LoopMounted::new(&fs_image, "xfs", &dir.path().join("mnt"));
+    let on_xfs = mnt.0.join("source.img");
+    tool(
+        "cp",
+        &[
+            "--sparse=always",
+            src.to_str().unwrap(),
+            on_xfs.to_str().unwrap(),
+        ],
+    );
+    let out = mnt.0.join("base.img");
+    let summary = ok(&[
+        "base",
+        "--board",
+        "rpi5",
+        "--from",
+        on_xfs.to_str().unwrap(),
+        "--timezone",
+        "Europe/Berlin",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(summary.contains("shares its blocks (reflink)"), "{summary}");
+    tool("cmp", &[reference.to_str().unwrap(), out.to_str().unwrap()]);
+    let extents = tool("filefrag", &["-v", out.to_str().unwrap()]);
+    assert!(extents.contains("shared"), "no shared extent:\n{extents}");
+    // The source is untouched by the customisation written over the clone.
+    tool("cmp", &[src.to_str().unwrap(), on_xfs.to_str().unwrap()]);
+}

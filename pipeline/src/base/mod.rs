@@ -74,6 +74,29 @@ impl Progress for Quiet {
     fn position(&self, _: u64, _: Option<u64>) {}
 }
 
+/// Clones the raw source at `path` (`len` bytes, as when it was opened)
+/// into the still empty output; false (nothing changed) where the
+/// filesystem cannot, so the source is copied instead.
+fn reflink_source(path: &Path, pending: &PendingFile, len: u64) -> bool {
+    let Ok(src) = std::fs::File::open(path) else {
+        return false;
+    };
+    if src.metadata().map(|m| m.len()).ok() != Some(len) {
+        return false;
+    }
+    // FICLONE on Linux (btrfs, XFS with reflink, bcachefs); an error where
+    // the filesystem cannot (ext4), across filesystems, or elsewhere.
+    if reflink_copy::reflink_file(&src, pending.file()).is_err() {
+        return false;
+    }
+    // The source changed between the check and the clone: copy instead.
+    if pending.file().metadata().map(|m| m.len()).ok() == Some(len) {
+        return true;
+    }
+    let _ = pending.file().set_len(0);
+    false
+}
+
 /// The customisation step: recognises the OS on the disk ([`OsImage`]) and
 /// applies `[base]`'s changes through the shared executor
 /// ([`base_ops`], which always removes the SSH host keys).
@@ -299,7 +322,23 @@ pub fn build_base(req: &BaseRequest, progress: &dyn Progress) -> Result<BaseOutc
                 c => imagegen::source::recorded_size(&src.path, c)?,
             }
             .filter(|n| bmap.is_none() && size.is_none_or(|t| t == *n));
+            // A raw source on a filesystem that shares blocks between files
+            // (btrfs, XFS): the output is a reflink of it, made at once and
+            // taking no space until the customisation writes.
+            let cloned = match recorded {
+                Some(len) if s.compression() == imagegen::source::Compression::Raw => {
+                    reflink_source(&src.path, &pending, len)
+                }
+                _ => false,
+            };
             match recorded {
+                Some(len) if cloned => {
+                    drop((s, head));
+                    notes.push(format!(
+                        "{what}: the output shares its blocks (reflink) until they change"
+                    ));
+                    ("image", Arc::new(pending.device(len)?))
+                }
                 Some(len) => {
                     progress.step("decompressing and customising the image");
                     let dev = pending.device(len)?;
