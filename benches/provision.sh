@@ -16,6 +16,8 @@
 #   benches/provision.sh [PLAIN.img]   # default: the fixture cache's
 #       $NODEIMG_FIXTURE_CACHE/debian-recipes-v1/plain.img (made by
 #       `cargo nextest run --test provision`); RUNS=3 PACKAGES=hello
+#       WORKDIR=/var/tmp (outputs go there; with PLAIN on the same btrfs or
+#       XFS, ours clones it and the seed's cp copies it sparsely)
 #
 # Prints each run, the load average before and after, and the ratio of the
 # medians (nodeimg / seed; below 1 is faster). A second ratio adds to the
@@ -30,7 +32,7 @@ bin=${NODEIMG:-target/release/nodeimg}
 [ "$(id -u)" = 0 ] || { echo "provision.sh: needs root (loop devices, mounts, chroot)" >&2; exit 1; }
 [ -f "$plain" ] || { echo "provision.sh: no $plain: run cargo nextest run --test provision once" >&2; exit 1; }
 [ -x "$bin" ] || { echo "provision.sh: build nodeimg first: cargo build --release" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/nodeimg-provision-bench.XXXXXX)
+work=$(mktemp -d "${WORKDIR:-/var/tmp}/nodeimg-provision-bench.XXXXXX")
 mnt="$work/mnt"
 loop=
 cleanup() {
