@@ -18,6 +18,9 @@
 #       `cargo nextest run --test provision`); RUNS=3 PACKAGES=hello
 #       WORKDIR=/var/tmp (outputs go there; with PLAIN on the same btrfs or
 #       XFS, ours clones it and the seed's cp copies it sparsely)
+#   PACKAGES=none: no apt step at all (the script is `true`), which leaves
+#       each method's fixed cost around the scripts: the floor the ratio of
+#       a real package set is made of
 #
 # Prints each run, the load average before and after, and the ratio of the
 # medians (nodeimg / seed; below 1 is faster). A second ratio adds to the
@@ -42,7 +45,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-printf '#!/bin/sh\nset -e\napt-get install -y --no-install-recommends %s\n' "$packages" >"$work/install.sh"
+if [ "$packages" = none ]; then
+  step=(true)
+else
+  # shellcheck disable=SC2206 # PACKAGES is a list
+  step=(apt-get install -y --no-install-recommends $packages)
+fi
+printf '#!/bin/sh\nset -e\n%s\n' "${step[*]}" >"$work/install.sh"
 now() { date +%s.%N; }
 
 ours() {
@@ -67,9 +76,8 @@ seed() {
   mount "$loop" "$mnt"
   for m in proc sys dev dev/pts; do mount --bind "/$m" "$mnt/$m"; done
   cp /etc/resolv.conf "$mnt/etc/resolv.conf"
-  # shellcheck disable=SC2086 # PACKAGES is a list
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    chroot "$mnt" apt-get install -y --no-install-recommends $packages >"$work/seed.log" 2>&1 ||
+    chroot "$mnt" "${step[@]}" >"$work/seed.log" 2>&1 ||
     { tail -5 "$work/seed.log" >&2; exit 1; }
   for m in dev/pts dev sys proc; do umount "$mnt/$m"; done
   umount "$mnt"
@@ -106,6 +114,6 @@ a=$(median <"$work/ours.t")
 b=$(median <"$work/seed.t")
 c=$(median <"$work/seedh.t")
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'provision %s, median of %d alternating runs: nodeimg %.2f s, seed %.2f s, ratio %.2f\n' \
-  "$packages" "$runs" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+printf 'provision %s, median of %d alternating runs: nodeimg %.2f s, seed %.2f s, ratio %.2f (ours %+.2f s)\n' \
+  "$packages" "$runs" "$a" "$b" "$(echo "$a / $b" | bc -l)" "$(echo "$a - $b" | bc -l)"
 printf 'with the hash ours records: seed + sha256sum %.2f s, ratio %.2f\n' "$c" "$(echo "$a / $c" | bc -l)"
